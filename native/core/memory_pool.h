@@ -1,0 +1,42 @@
+// A caching memory pool shared by every backend. Blocks come from an upstream allocator (aligned malloc on the
+// CPU, cudaMalloc on a GPU) and return to per-size free lists when released, so a steady-state loop that frees
+// and allocates the same sizes makes no system calls. Counters are exposed through the C API.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "qwen3vl.h"
+
+namespace qwen3vl {
+
+class MemoryPool {
+public:
+    // upstream_alloc returns nullptr when out of memory; upstream_free releases what it returned.
+    MemoryPool(std::string device_name, std::function<void*(size_t)> upstream_alloc,
+               std::function<void(void*)> upstream_free);
+    ~MemoryPool();
+    MemoryPool(const MemoryPool&) = delete;
+    MemoryPool& operator=(const MemoryPool&) = delete;
+
+    // Throws Error(OUT_OF_MEMORY) with the sizes when neither the cache nor the upstream can serve the request;
+    // on that path the cache is released to the upstream and the allocation retried once.
+    void* allocate(size_t bytes);
+    void deallocate(void* p) noexcept;
+    void trim() noexcept;
+    qwen3vl_memory_stats stats() const;
+
+    // The size a request is rounded to: 256-byte steps up to 1 MiB, then 1/8 of the power of two above.
+    static size_t round_size(size_t bytes);
+
+private:
+    // The containers stay out of this header so CUDA translation units include no <map> (nvcc 11 with a clang
+    // host compiler cannot parse libstdc++ 12's <map>).
+    struct State;
+    std::unique_ptr<State> s_;
+};
+
+}  // namespace qwen3vl

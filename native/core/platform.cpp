@@ -1,0 +1,239 @@
+#include "platform.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "error.h"
+
+#if defined(_WIN32)
+#  define NOMINMAX
+#  include <windows.h>
+#  include <intrin.h>
+#  include <malloc.h>
+#else
+#  include <fcntl.h>
+#  include <sys/mman.h>
+#  include <sys/stat.h>
+#  include <unistd.h>
+#  if defined(__x86_64__) || defined(__i386__)
+#    include <cpuid.h>
+#  endif
+#  if defined(__linux__)
+#    include <sched.h>
+#  endif
+#endif
+
+namespace qwen3vl {
+
+MappedFile::~MappedFile() { release(); }
+
+MappedFile::MappedFile(MappedFile&& other) noexcept { *this = std::move(other); }
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+    if (this != &other) {
+        release();
+        data_ = other.data_;
+        size_ = other.size_;
+        path_ = std::move(other.path_);
+        mapping_ = other.mapping_;
+        other.data_ = nullptr;
+        other.size_ = 0;
+        other.mapping_ = nullptr;
+    }
+    return *this;
+}
+
+#if defined(_WIN32)
+
+MappedFile MappedFile::open(const std::string& path) {
+    MappedFile f;
+    f.path_ = path;
+    HANDLE file = CreateFileA(path.c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
+                              FILE_ATTRIBUTE_NORMAL, nullptr);
+    if (file == INVALID_HANDLE_VALUE) fail(QWEN3VL_STATUS_IO_ERROR, "cannot open '" + path + "'");
+    LARGE_INTEGER size;
+    if (!GetFileSizeEx(file, &size)) {
+        CloseHandle(file);
+        fail(QWEN3VL_STATUS_IO_ERROR, "cannot get the size of '" + path + "'");
+    }
+    f.size_ = static_cast<uint64_t>(size.QuadPart);
+    if (f.size_ == 0) {
+        CloseHandle(file);
+        return f;
+    }
+    HANDLE mapping = CreateFileMappingA(file, nullptr, PAGE_READONLY, 0, 0, nullptr);
+    CloseHandle(file);
+    if (!mapping) fail(QWEN3VL_STATUS_IO_ERROR, "cannot map '" + path + "'");
+    void* view = MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0);
+    if (!view) {
+        CloseHandle(mapping);
+        fail(QWEN3VL_STATUS_IO_ERROR, "cannot map a view of '" + path + "'");
+    }
+    f.mapping_ = mapping;
+    f.data_ = static_cast<const uint8_t*>(view);
+    return f;
+}
+
+void MappedFile::release() noexcept {
+    if (data_) UnmapViewOfFile(const_cast<uint8_t*>(data_));
+    if (mapping_) CloseHandle(static_cast<HANDLE>(mapping_));
+    data_ = nullptr;
+    mapping_ = nullptr;
+    size_ = 0;
+}
+
+bool file_exists(const std::string& path) {
+    DWORD a = GetFileAttributesA(path.c_str());
+    return a != INVALID_FILE_ATTRIBUTES && !(a & FILE_ATTRIBUTE_DIRECTORY);
+}
+
+bool is_directory(const std::string& path) {
+    DWORD a = GetFileAttributesA(path.c_str());
+    return a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_DIRECTORY);
+}
+
+#else
+
+MappedFile MappedFile::open(const std::string& path) {
+    MappedFile f;
+    f.path_ = path;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail(QWEN3VL_STATUS_IO_ERROR, "cannot open '" + path + "': " + std::strerror(errno));
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        fail(QWEN3VL_STATUS_IO_ERROR, "'" + path + "' is not a regular file");
+    }
+    f.size_ = static_cast<uint64_t>(st.st_size);
+    if (f.size_ == 0) {
+        ::close(fd);
+        return f;
+    }
+    void* p = mmap(nullptr, static_cast<size_t>(f.size_), PROT_READ, MAP_PRIVATE, fd, 0);
+    int err = errno;
+    ::close(fd);
+    if (p == MAP_FAILED) fail(QWEN3VL_STATUS_IO_ERROR, "cannot map '" + path + "': " + std::strerror(err));
+    f.data_ = static_cast<const uint8_t*>(p);
+    return f;
+}
+
+void MappedFile::release() noexcept {
+    if (data_) munmap(const_cast<uint8_t*>(data_), static_cast<size_t>(size_));
+    data_ = nullptr;
+    size_ = 0;
+}
+
+bool file_exists(const std::string& path) {
+    struct stat st {};
+    return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool is_directory(const std::string& path) {
+    struct stat st {};
+    return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+#endif
+
+std::string read_text_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail(QWEN3VL_STATUS_IO_ERROR, "cannot open '" + path + "'");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (in.bad()) fail(QWEN3VL_STATUS_IO_ERROR, "cannot read '" + path + "'");
+    return ss.str();
+}
+
+std::string path_join(const std::string& a, const std::string& b) {
+    if (a.empty()) return b;
+    char last = a.back();
+    if (last == '/' || last == '\\') return a + b;
+#if defined(_WIN32)
+    return a + "\\" + b;
+#else
+    return a + "/" + b;
+#endif
+}
+
+bool is_x86() {
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
+    return true;
+#else
+    return false;
+#endif
+}
+
+CpuidRegs cpuid(uint32_t leaf, uint32_t subleaf) {
+    CpuidRegs r;
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+    int regs[4];
+    __cpuidex(regs, static_cast<int>(leaf), static_cast<int>(subleaf));
+    r.eax = static_cast<uint32_t>(regs[0]);
+    r.ebx = static_cast<uint32_t>(regs[1]);
+    r.ecx = static_cast<uint32_t>(regs[2]);
+    r.edx = static_cast<uint32_t>(regs[3]);
+#elif defined(__x86_64__) || defined(__i386__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid_count(leaf, subleaf, &a, &b, &c, &d)) {
+        r.eax = a;
+        r.ebx = b;
+        r.ecx = c;
+        r.edx = d;
+    }
+#else
+    (void)leaf;
+    (void)subleaf;
+#endif
+    return r;
+}
+
+uint64_t xgetbv0() {
+    if (!(cpuid(1, 0).ecx & (1u << 27))) return 0;  // OSXSAVE
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+    return _xgetbv(0);
+#elif defined(__x86_64__) || defined(__i386__)
+    uint32_t lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (static_cast<uint64_t>(hi) << 32) | lo;
+#else
+    return 0;
+#endif
+}
+
+int logical_processor_count() {
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+#endif
+    unsigned n = std::thread::hardware_concurrency();
+    return n > 0 ? static_cast<int>(n) : 1;
+}
+
+void* aligned_alloc_bytes(size_t bytes, size_t alignment) {
+    if (bytes == 0) bytes = alignment;
+#if defined(_WIN32)
+    return _aligned_malloc(bytes, alignment);
+#else
+    void* p = nullptr;
+    if (posix_memalign(&p, alignment, bytes) != 0) return nullptr;
+    return p;
+#endif
+}
+
+void aligned_free_bytes(void* p) {
+#if defined(_WIN32)
+    _aligned_free(p);
+#else
+    std::free(p);
+#endif
+}
+
+}  // namespace qwen3vl

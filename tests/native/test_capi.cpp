@@ -1,0 +1,264 @@
+// The exported C API, exercised through the shared library as a user would: statuses, last-error text, build
+// info, backends, tensors and pool counters.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "qwen3vl.h"
+
+namespace {
+
+std::string last_error() { return qwen3vl_last_error(); }
+
+struct BackendDeleter {
+    void operator()(qwen3vl_backend* b) const { qwen3vl_backend_free(b); }
+};
+struct TensorDeleter {
+    void operator()(qwen3vl_tensor* t) const { qwen3vl_tensor_free(t); }
+};
+using BackendPtr = std::unique_ptr<qwen3vl_backend, BackendDeleter>;
+using TensorPtr = std::unique_ptr<qwen3vl_tensor, TensorDeleter>;
+
+BackendPtr make_cpu_backend() {
+    qwen3vl_backend_params p = qwen3vl_backend_default_params();
+    qwen3vl_backend* b = nullptr;
+    EXPECT_EQ(qwen3vl_backend_create(&p, &b), QWEN3VL_STATUS_OK) << last_error();
+    return BackendPtr(b);
+}
+
+TEST(CApiStatus, NamesAreDistinctAndStable) {
+    EXPECT_STREQ(qwen3vl_status_name(QWEN3VL_STATUS_OK), "QWEN3VL_STATUS_OK");
+    EXPECT_STREQ(qwen3vl_status_name(QWEN3VL_STATUS_BAD_FORMAT), "QWEN3VL_STATUS_BAD_FORMAT");
+    EXPECT_STREQ(qwen3vl_status_name(QWEN3VL_STATUS_INTERNAL_ERROR), "QWEN3VL_STATUS_INTERNAL_ERROR");
+    EXPECT_STREQ(qwen3vl_status_name(static_cast<qwen3vl_status>(1234)), "QWEN3VL_STATUS_UNKNOWN");
+}
+
+TEST(CApiStatus, NullArgumentsAreInvalidWithAMessage) {
+    EXPECT_EQ(qwen3vl_build_info_get(nullptr), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("qwen3vl_build_info pointer is NULL"), std::string::npos) << last_error();
+    EXPECT_EQ(qwen3vl_cuda_device_count(nullptr), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("count is NULL"), std::string::npos) << last_error();
+    EXPECT_EQ(qwen3vl_backend_create(nullptr, nullptr), QWEN3VL_STATUS_INVALID_ARGUMENT);
+}
+
+TEST(CApiStatus, StructSizeIsChecked) {
+    qwen3vl_build_info info = qwen3vl_build_info_init();
+    info.struct_size = 12;
+    EXPECT_EQ(qwen3vl_build_info_get(&info), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("struct_size is 12"), std::string::npos) << last_error();
+}
+
+TEST(CApiStatus, LastErrorIsPerThread) {
+    EXPECT_EQ(qwen3vl_build_info_get(nullptr), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    const std::string here = last_error();
+    std::string there = "unset";
+    std::thread([&] { there = qwen3vl_last_error(); }).join();
+    EXPECT_FALSE(here.empty());
+    EXPECT_EQ(there, "");
+}
+
+TEST(CApiBuildInfo, ReportsVersionBackendsAndCpu) {
+    qwen3vl_build_info info = qwen3vl_build_info_init();
+    ASSERT_EQ(qwen3vl_build_info_get(&info), QWEN3VL_STATUS_OK) << last_error();
+    EXPECT_EQ(info.version_major, QWEN3VL_VERSION_MAJOR);
+    EXPECT_EQ(info.version_minor, QWEN3VL_VERSION_MINOR);
+    EXPECT_EQ(info.version_patch, QWEN3VL_VERSION_PATCH);
+    const std::string version = std::to_string(QWEN3VL_VERSION_MAJOR) + "." + std::to_string(QWEN3VL_VERSION_MINOR) +
+                                "." + std::to_string(QWEN3VL_VERSION_PATCH);
+    EXPECT_EQ(std::string(info.version), version);
+    EXPECT_TRUE(info.backends & QWEN3VL_BACKEND_FLAG_CPU);
+    EXPECT_GE(info.logical_cpus, 1);
+    EXPECT_FALSE(std::string(info.compiler).empty());
+    const std::string kernels = info.cpu_kernels;
+    EXPECT_TRUE(kernels == "avx2" || kernels == "scalar") << kernels;
+    const uint32_t avx2_set = QWEN3VL_CPU_AVX2 | QWEN3VL_CPU_FMA | QWEN3VL_CPU_F16C;
+    if ((info.cpu_features & avx2_set) != avx2_set) EXPECT_EQ(kernels, "scalar");
+    if (info.backends & QWEN3VL_BACKEND_FLAG_CUDA) {
+        EXPECT_GT(info.cuda_runtime_version, 0);
+        EXPECT_FALSE(std::string(info.cuda_architectures).empty());
+    } else {
+        EXPECT_EQ(info.cuda_runtime_version, 0);
+        EXPECT_EQ(info.cuda_device_count, 0);
+    }
+}
+
+TEST(CApiCuda, DeviceQueriesMatchTheBuild) {
+    qwen3vl_build_info info = qwen3vl_build_info_init();
+    ASSERT_EQ(qwen3vl_build_info_get(&info), QWEN3VL_STATUS_OK);
+    int32_t count = -1;
+    ASSERT_EQ(qwen3vl_cuda_device_count(&count), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(count, info.cuda_device_count);
+    qwen3vl_cuda_device dev = qwen3vl_cuda_device_init();
+    if (!(info.backends & QWEN3VL_BACKEND_FLAG_CUDA)) {
+        EXPECT_EQ(count, 0);
+        EXPECT_EQ(qwen3vl_cuda_device_get(0, &dev), QWEN3VL_STATUS_UNSUPPORTED);
+        EXPECT_NE(last_error().find("no CUDA support"), std::string::npos) << last_error();
+        return;
+    }
+    EXPECT_EQ(qwen3vl_cuda_device_get(-1, &dev), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_EQ(qwen3vl_cuda_device_get(count, &dev), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    for (int i = 0; i < count; ++i) {
+        ASSERT_EQ(qwen3vl_cuda_device_get(i, &dev), QWEN3VL_STATUS_OK) << last_error();
+        EXPECT_EQ(dev.index, i);
+        EXPECT_GE(dev.compute_major, 3);
+        EXPECT_GT(dev.total_memory, 0u);
+        EXPECT_LE(dev.free_memory, dev.total_memory);
+        EXPECT_GT(dev.multiprocessors, 0);
+        EXPECT_GT(std::strlen(dev.name), 0u);
+    }
+}
+
+TEST(CApiBackend, CpuBackendHasAName) {
+    BackendPtr b = make_cpu_backend();
+    ASSERT_TRUE(b);
+    char name[128];
+    ASSERT_EQ(qwen3vl_backend_name(b.get(), name, sizeof(name)), QWEN3VL_STATUS_OK) << last_error();
+    EXPECT_EQ(std::string(name).rfind("cpu (", 0), 0u) << name;
+    char tiny[3];
+    EXPECT_EQ(qwen3vl_backend_name(b.get(), tiny, sizeof(tiny)), QWEN3VL_STATUS_LIMIT_EXCEEDED);
+}
+
+TEST(CApiBackend, InvalidParamsAreRejected) {
+    qwen3vl_backend_params p = qwen3vl_backend_default_params();
+    qwen3vl_backend* b = reinterpret_cast<qwen3vl_backend*>(0x1);
+    p.type = static_cast<qwen3vl_backend_type>(7);
+    EXPECT_EQ(qwen3vl_backend_create(&p, &b), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_EQ(b, nullptr);  // out-pointer cleared on failure
+    p = qwen3vl_backend_default_params();
+    p.threads = -2;
+    EXPECT_EQ(qwen3vl_backend_create(&p, &b), QWEN3VL_STATUS_INVALID_ARGUMENT);
+}
+
+TEST(CApiBackend, CudaBackendWithoutDeviceIsAnErrorNotACrash) {
+    int32_t count = 0;
+    ASSERT_EQ(qwen3vl_cuda_device_count(&count), QWEN3VL_STATUS_OK);
+    qwen3vl_backend_params p = qwen3vl_backend_default_params();
+    p.type = QWEN3VL_BACKEND_CUDA;
+    p.device = count;  // one past the last device
+    qwen3vl_backend* b = nullptr;
+    const qwen3vl_status s = qwen3vl_backend_create(&p, &b);
+    EXPECT_TRUE(s == QWEN3VL_STATUS_UNSUPPORTED || s == QWEN3VL_STATUS_INVALID_ARGUMENT) << qwen3vl_status_name(s);
+    EXPECT_EQ(b, nullptr);
+    EXPECT_FALSE(last_error().empty());
+}
+
+TEST(CApiTensor, CreateDescribeAndBadShapes) {
+    BackendPtr b = make_cpu_backend();
+    const int64_t shape[3] = {2, 3, 5};
+    qwen3vl_tensor* raw = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_BF16, 3, shape, &raw), QWEN3VL_STATUS_OK) << last_error();
+    TensorPtr t(raw);
+    qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
+    ASSERT_EQ(qwen3vl_tensor_describe(t.get(), &d), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(d.dtype, QWEN3VL_DTYPE_BF16);
+    EXPECT_EQ(d.ndim, 3);
+    EXPECT_EQ(d.shape[0], 2);
+    EXPECT_EQ(d.shape[2], 5);
+    EXPECT_EQ(d.bytes, 60u);
+
+    const int64_t negative[2] = {4, -1};
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, negative, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("negative"), std::string::npos) << last_error();
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 0, shape, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 5, shape, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    const int64_t overflow[2] = {int64_t(1) << 40, int64_t(1) << 40};
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, overflow, &raw), QWEN3VL_STATUS_LIMIT_EXCEEDED);
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), static_cast<qwen3vl_dtype>(99), 1, shape, &raw),
+              QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_EQ(raw, nullptr);
+}
+
+TEST(CApiTensor, HugeAllocationIsOutOfMemoryAndTheBackendStaysUsable) {
+    BackendPtr b = make_cpu_backend();
+    const int64_t huge[2] = {int64_t(1) << 30, int64_t(1) << 24};  // 2^54 floats = 64 PiB
+    qwen3vl_tensor* raw = nullptr;
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, huge, &raw), QWEN3VL_STATUS_OUT_OF_MEMORY);
+    EXPECT_NE(last_error().find("out of memory on cpu"), std::string::npos) << last_error();
+    const int64_t small[1] = {16};
+    ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 1, small, &raw), QWEN3VL_STATUS_OK);
+    qwen3vl_tensor_free(raw);
+}
+
+TEST(CApiTensor, WriteReadRoundTripsWithConversion) {
+    BackendPtr b = make_cpu_backend();
+    std::mt19937 rng(std::random_device{}());
+    std::uniform_real_distribution<float> dist(-4.f, 4.f);
+    const int64_t shape[2] = {7, 13};  // odd sizes exercise the vector tails
+    const size_t n = 7 * 13;
+    std::vector<float> src(n);
+    for (float& v : src) v = dist(rng);
+
+    for (qwen3vl_dtype storage : {QWEN3VL_DTYPE_F32, QWEN3VL_DTYPE_F16, QWEN3VL_DTYPE_BF16}) {
+        qwen3vl_tensor* raw = nullptr;
+        ASSERT_EQ(qwen3vl_tensor_create(b.get(), storage, 2, shape, &raw), QWEN3VL_STATUS_OK);
+        TensorPtr t(raw);
+        ASSERT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, src.data(), n * 4), QWEN3VL_STATUS_OK)
+            << last_error();
+        std::vector<float> back(n, std::nanf(""));
+        ASSERT_EQ(qwen3vl_tensor_read(t.get(), QWEN3VL_DTYPE_F32, back.data(), n * 4), QWEN3VL_STATUS_OK);
+        // Relative rounding bound of the storage type: 2^-24 (f32), 2^-11 (f16), 2^-8 (bf16).
+        const float rel = storage == QWEN3VL_DTYPE_F32 ? 0.f : storage == QWEN3VL_DTYPE_F16 ? 1.f / 2048 : 1.f / 256;
+        for (size_t i = 0; i < n; ++i)
+            ASSERT_LE(std::fabs(back[i] - src[i]), rel * std::fabs(src[i]) + 1e-7f) << "i=" << i << " dtype=" << storage;
+    }
+}
+
+TEST(CApiTensor, WriteChecksTheByteCountAndDtypePair) {
+    BackendPtr b = make_cpu_backend();
+    const int64_t shape[1] = {10};
+    qwen3vl_tensor* raw = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 1, shape, &raw), QWEN3VL_STATUS_OK);
+    TensorPtr t(raw);
+    std::vector<float> buf(10);
+    EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, buf.data(), 39), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("needs 40 bytes"), std::string::npos) << last_error();
+    EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_I32, buf.data(), 40), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("cannot convert i32 to f32"), std::string::npos) << last_error();
+    EXPECT_EQ(qwen3vl_tensor_read(t.get(), QWEN3VL_DTYPE_F32, nullptr, 40), QWEN3VL_STATUS_INVALID_ARGUMENT);
+}
+
+TEST(CApiMemory, PoolReusesBlocksWithoutSystemCalls) {
+    BackendPtr b = make_cpu_backend();
+    const int64_t shape[2] = {64, 1000};
+    qwen3vl_memory_stats before = qwen3vl_memory_stats_init();
+    qwen3vl_memory_stats after = qwen3vl_memory_stats_init();
+    for (int i = 0; i < 3; ++i) {  // warm-up: the first round may allocate
+        qwen3vl_tensor* raw = nullptr;
+        ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, shape, &raw), QWEN3VL_STATUS_OK);
+        qwen3vl_tensor_free(raw);
+    }
+    ASSERT_EQ(qwen3vl_backend_memory_stats(b.get(), &before), QWEN3VL_STATUS_OK);
+    for (int i = 0; i < 100; ++i) {
+        qwen3vl_tensor* raw = nullptr;
+        ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, shape, &raw), QWEN3VL_STATUS_OK);
+        qwen3vl_tensor_free(raw);
+    }
+    ASSERT_EQ(qwen3vl_backend_memory_stats(b.get(), &after), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(after.system_allocations, before.system_allocations);
+    EXPECT_EQ(after.pool_allocations, before.pool_allocations + 100);
+    EXPECT_EQ(after.bytes_in_use, 0u);
+    EXPECT_GE(after.peak_bytes_in_use, 64u * 1000u * 4u);
+    ASSERT_EQ(qwen3vl_backend_trim(b.get()), QWEN3VL_STATUS_OK);
+    ASSERT_EQ(qwen3vl_backend_memory_stats(b.get(), &after), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(after.bytes_reserved, 0u);
+    EXPECT_EQ(after.system_frees, after.system_allocations);
+}
+
+TEST(CApiAbi, LayoutQueriesAnswerForKnownNamesOnly) {
+    int64_t v = 0;
+    ASSERT_EQ(qwen3vl_abi_layout("qwen3vl_build_info", nullptr, &v), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(v, static_cast<int64_t>(sizeof(qwen3vl_build_info)));
+    ASSERT_EQ(qwen3vl_abi_layout("qwen3vl_tensor_desc", "shape", &v), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(v, static_cast<int64_t>(offsetof(qwen3vl_tensor_desc, shape)));
+    ASSERT_EQ(qwen3vl_abi_layout("qwen3vl_status", "QWEN3VL_STATUS_BAD_FORMAT", &v), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(v, QWEN3VL_STATUS_BAD_FORMAT);
+    EXPECT_EQ(qwen3vl_abi_layout("qwen3vl_nothing", nullptr, &v), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_EQ(qwen3vl_abi_layout("qwen3vl_build_info", "no_such_field", &v), QWEN3VL_STATUS_INVALID_ARGUMENT);
+}
+
+}  // namespace
