@@ -2,6 +2,7 @@
 // message. Each exported function is one call to guarded().
 #pragma once
 
+#include <cstring>
 #include <exception>
 #include <new>
 #include <string>
@@ -32,6 +33,16 @@ qwen3vl_status guarded(Body&& body) noexcept {
         set_last_error("internal error: unknown exception");
         return QWEN3VL_STATUS_INTERNAL_ERROR;
     }
+}
+
+// The integer inside a caller-supplied enum without loading it as the enum type: callers (C#, other languages)
+// can pass any int, and an out-of-range value loaded as the enum is undefined behaviour.
+template <class E>
+int raw_enum(const E& e) {
+    int v = 0;
+    static_assert(sizeof(E) == sizeof(int), "C enums are int-sized");
+    std::memcpy(&v, &e, sizeof v);
+    return v;
 }
 
 // Checks the struct_size field callers set with the *_init functions.

@@ -56,7 +56,7 @@ static std::string compiler_description() {
 static void check_tensor_copy(const qwen3vl_tensor* tensor, qwen3vl_dtype host_dtype, const void* host, size_t bytes) {
     require(tensor != nullptr, "tensor is NULL");
     require(host != nullptr || bytes == 0, "host buffer is NULL");
-    require(dtype_valid(host_dtype), "unknown host dtype " + std::to_string(static_cast<int>(host_dtype)));
+    require(dtype_valid(raw_enum(host_dtype)), "unknown host dtype " + std::to_string(raw_enum(host_dtype)));
     const uint64_t expected = tensor->t.elements() * dtype_size(host_dtype);
     require(bytes == expected, "buffer is " + std::to_string(bytes) + " bytes, the tensor needs " +
                                    std::to_string(expected) + " bytes as " + dtype_name(host_dtype));
@@ -71,7 +71,7 @@ extern "C" {
 const char* qwen3vl_last_error(void) { return t_last_error.c_str(); }
 
 const char* qwen3vl_status_name(qwen3vl_status status) {
-    switch (status) {
+    switch (raw_enum(status)) {
         case QWEN3VL_STATUS_OK: return "QWEN3VL_STATUS_OK";
         case QWEN3VL_STATUS_INVALID_ARGUMENT: return "QWEN3VL_STATUS_INVALID_ARGUMENT";
         case QWEN3VL_STATUS_IO_ERROR: return "QWEN3VL_STATUS_IO_ERROR";
@@ -153,11 +153,10 @@ qwen3vl_status qwen3vl_backend_create(const qwen3vl_backend_params* params, qwen
         require_struct(params, "qwen3vl_backend_params");
         require(params->threads >= 0, "threads must be >= 0");
         auto b = std::make_unique<qwen3vl_backend>();
-        switch (params->type) {
-            case QWEN3VL_BACKEND_CPU: b->impl = create_cpu_backend(params->threads); break;
-            case QWEN3VL_BACKEND_CUDA: b->impl = create_cuda_backend(params->device); break;
-            default: fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "unknown backend type " + std::to_string(params->type));
-        }
+        const int type = raw_enum(params->type);
+        if (type == QWEN3VL_BACKEND_CPU) b->impl = create_cpu_backend(params->threads);
+        else if (type == QWEN3VL_BACKEND_CUDA) b->impl = create_cuda_backend(params->device);
+        else fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "unknown backend type " + std::to_string(type));
         *backend = b.release();
     });
 }
@@ -203,7 +202,7 @@ qwen3vl_status qwen3vl_tensor_create(qwen3vl_backend* backend, qwen3vl_dtype dty
         require(tensor != nullptr, "tensor out-pointer is NULL");
         *tensor = nullptr;
         require(backend != nullptr, "backend is NULL");
-        require(dtype_valid(dtype), "unknown dtype " + std::to_string(static_cast<int>(dtype)));
+        require(dtype_valid(raw_enum(dtype)), "unknown dtype " + std::to_string(raw_enum(dtype)));
         const uint64_t count = checked_element_count(ndim, shape, dtype_size(dtype));
         auto t = std::make_unique<qwen3vl_tensor>();
         t->t.backend = backend->impl.get();
