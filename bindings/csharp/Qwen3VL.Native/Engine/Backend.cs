@@ -1,0 +1,101 @@
+namespace Qwen3VL.Native;
+
+using Qwen3VL.Native.Interop;
+
+/// <summary>Element types of tensors (mirrors <c>qwen3vl_dtype</c>).</summary>
+public enum TensorDType
+{
+    /// <summary>32-bit float.</summary>
+    F32 = 0,
+    /// <summary>IEEE 16-bit float (<see cref="Half"/>).</summary>
+    F16 = 1,
+    /// <summary>bfloat16, passed as its raw 16 bits.</summary>
+    BF16 = 2,
+    /// <summary>32-bit signed integer.</summary>
+    I32 = 3,
+}
+
+/// <summary>Allocation counters of a backend's memory pool.</summary>
+/// <param name="BytesInUse">Bytes handed out to live tensors.</param>
+/// <param name="PeakBytesInUse">Largest <paramref name="BytesInUse"/> seen.</param>
+/// <param name="BytesReserved">Bytes the pool holds from the system.</param>
+/// <param name="SystemAllocations">Calls to the system allocator.</param>
+/// <param name="SystemFrees">Calls to the system deallocator.</param>
+/// <param name="PoolAllocations">Tensor allocations served by the pool.</param>
+public readonly record struct BackendMemoryStats(
+    ulong BytesInUse, ulong PeakBytesInUse, ulong BytesReserved, ulong SystemAllocations, ulong SystemFrees, ulong PoolAllocations);
+
+/// <summary>A compute backend: the CPU or one CUDA device, with its memory pool. Dispose after use.</summary>
+/// <remarks>Tensors keep their backend alive: the native backend is freed after the last of them is disposed.</remarks>
+public sealed class Backend : IDisposable
+{
+    private readonly BackendHandle _handle;
+    private volatile bool _disposed;
+
+    private Backend(BackendHandle handle) => _handle = handle;
+
+    /// <summary>
+    /// The handle, for calls made through this object. Throws once disposed: the SafeHandle itself stays usable while
+    /// tensors hold references on it, but the Backend object must not.
+    /// </summary>
+    internal BackendHandle Handle
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _handle;
+        }
+    }
+
+    /// <summary>Creates a CPU backend with <paramref name="threads"/> workers (0: one per logical processor).</summary>
+    /// <exception cref="Qwen3VLException">The native library reported an error.</exception>
+    public static Backend CreateCpu(int threads = 0) => Create(BackendType.Cpu, 0, threads);
+
+    /// <summary>Creates a backend on CUDA device <paramref name="device"/>.</summary>
+    /// <exception cref="Qwen3VLUnsupportedException">The library was built without CUDA.</exception>
+    public static Backend CreateCuda(int device = 0) => Create(BackendType.Cuda, device, 0);
+
+    private static unsafe Backend Create(BackendType type, int device, int threads)
+    {
+        BackendParams p = NativeMethods.BackendDefaultParams();
+        p.Type = type;
+        p.Device = device;
+        p.Threads = threads;
+        Native.BackendCreate(&p, out BackendHandle handle);
+        return new Backend(handle);
+    }
+
+    /// <summary>The backend's name, e.g. "cpu (avx2, 8 threads)".</summary>
+    public unsafe string Name
+    {
+        get
+        {
+            const int capacity = 256;
+            byte* buffer = stackalloc byte[capacity];
+            Native.BackendName(Handle, buffer, capacity);
+            return NativeText.FromBuffer(buffer, capacity);
+        }
+    }
+
+    /// <summary>Reads the memory pool counters.</summary>
+    public unsafe BackendMemoryStats GetMemoryStats()
+    {
+        MemoryStats s = NativeMethods.MemoryStatsInit();
+        Native.BackendMemoryStats(Handle, &s);
+        return new BackendMemoryStats(s.BytesInUse, s.PeakBytesInUse, s.BytesReserved, s.SystemAllocations, s.SystemFrees, s.PoolAllocations);
+    }
+
+    /// <summary>Returns the pool's cached, unused blocks to the system.</summary>
+    public void Trim() => Native.BackendTrim(Handle);
+
+    /// <summary>Allocates an uninitialised tensor of the given type and shape (1 to 4 dimensions).</summary>
+    /// <exception cref="Qwen3VLInvalidArgumentException">The shape is empty, too long or not positive.</exception>
+    public Tensor CreateTensor(TensorDType dtype, params ReadOnlySpan<long> shape) => Tensor.Create(this, dtype, shape);
+
+    /// <summary>Drops this reference; the native backend is freed once no tensor uses it any more.</summary>
+    public void Dispose()
+    {
+        _disposed = true;
+        _handle.Dispose();
+    }
+}
