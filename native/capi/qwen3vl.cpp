@@ -11,16 +11,10 @@
 #include "cpu_features.h"
 #include "cuda_info.h"
 #include "dtype.h"
+#include "op_args.h"
 #include "platform.h"
 #include "tensor.h"
 
-struct qwen3vl_backend {
-    std::unique_ptr<qwen3vl::Backend> impl;
-};
-
-struct qwen3vl_tensor {
-    qwen3vl::Tensor t;
-};
 
 namespace qwen3vl {
 
@@ -203,23 +197,36 @@ qwen3vl_status qwen3vl_tensor_create(qwen3vl_backend* backend, qwen3vl_dtype dty
         *tensor = nullptr;
         require(backend != nullptr, "backend is NULL");
         require(dtype_valid(raw_enum(dtype)), "unknown dtype " + std::to_string(raw_enum(dtype)));
-        const uint64_t count = checked_element_count(ndim, shape, dtype_size(dtype));
         auto t = std::make_unique<qwen3vl_tensor>();
-        t->t.backend = backend->impl.get();
-        t->t.dtype = dtype;
-        t->t.ndim = ndim;
-        for (int i = 0; i < ndim; ++i) t->t.shape[static_cast<size_t>(i)] = shape[i];
-        t->t.bytes = count * dtype_size(dtype);
-        if (t->t.bytes > SIZE_MAX) fail(QWEN3VL_STATUS_LIMIT_EXCEEDED, "tensor too large for this platform");
-        t->t.data = t->t.backend->allocate(static_cast<size_t>(t->t.bytes));
+        t->t = make_tensor(*backend->impl, dtype, ndim, shape);
         *tensor = t.release();
     });
 }
 
-void qwen3vl_tensor_free(qwen3vl_tensor* tensor) {
-    if (!tensor) return;
-    tensor->t.backend->deallocate(tensor->t.data);
-    delete tensor;
+void qwen3vl_tensor_free(qwen3vl_tensor* tensor) { delete tensor; }
+
+qwen3vl_status qwen3vl_tensor_view(qwen3vl_tensor* tensor, int64_t offset, int32_t ndim, const int64_t* shape,
+                                   qwen3vl_tensor** view) {
+    return guarded([&] {
+        require(view != nullptr, "view out-pointer is NULL");
+        *view = nullptr;
+        require(tensor != nullptr, "tensor is NULL");
+        const Tensor& parent = tensor->t;
+        const size_t esize = dtype_size(parent.dtype);
+        const uint64_t count = checked_element_count(ndim, shape, esize);
+        require(offset >= 0 && static_cast<uint64_t>(offset) <= parent.elements() &&
+                    count <= parent.elements() - static_cast<uint64_t>(offset),
+                "view of " + std::to_string(count) + " elements at offset " + std::to_string(offset) +
+                    " exceeds the tensor's " + std::to_string(parent.elements()) + " elements");
+        auto v = std::make_unique<qwen3vl_tensor>();
+        v->t = parent;
+        v->t.ndim = ndim;
+        v->t.shape = {};
+        for (int i = 0; i < ndim; ++i) v->t.shape[static_cast<size_t>(i)] = shape[i];
+        v->t.data = static_cast<uint8_t*>(parent.data) + static_cast<uint64_t>(offset) * esize;
+        v->t.bytes = count * esize;
+        *view = v.release();
+    });
 }
 
 qwen3vl_tensor_desc qwen3vl_tensor_desc_init(void) {

@@ -64,6 +64,8 @@ extern "C" {
 #define QWEN3VL_VERSION_PATCH 0
 /** Largest number of dimensions a tensor may have. */
 #define QWEN3VL_MAX_DIMS 4
+/** Capacity of the fixed integer lists in qwen3vl_model_config. */
+#define QWEN3VL_MAX_LIST 16
 /** Length of the fixed text fields in the info structs, terminator included. */
 #define QWEN3VL_NAME_LENGTH 128
 
@@ -206,10 +208,60 @@ typedef struct qwen3vl_tensor_desc {
     uint64_t bytes;
 } qwen3vl_tensor_desc;
 
+/** Model hyper-parameters read from a checkpoint's config.json (and generation_config.json for eos ids). */
+typedef struct qwen3vl_model_config {
+    uint32_t struct_size;
+    /** 1 when the output projection shares the token embedding (no lm_head.weight). */
+    int32_t tie_word_embeddings;
+    int64_t text_hidden_size;
+    int64_t text_num_layers;
+    int64_t text_num_heads;
+    int64_t text_num_kv_heads;
+    int64_t text_head_dim;
+    int64_t text_intermediate_size;
+    int64_t vocab_size;
+    int64_t max_position_embeddings;
+    double rms_norm_eps;
+    double rope_theta;
+    int64_t mrope_section[3];
+    int64_t vision_depth;
+    int64_t vision_hidden_size;
+    int64_t vision_num_heads;
+    int64_t vision_intermediate_size;
+    int64_t vision_patch_size;
+    int64_t vision_temporal_patch_size;
+    int64_t vision_spatial_merge_size;
+    int64_t vision_out_hidden_size;
+    int64_t vision_in_channels;
+    int64_t vision_num_position_embeddings;
+    double vision_rope_theta;
+    /** 1 for gelu_pytorch_tanh, 0 for exact (erf) GELU in the vision blocks. */
+    int32_t vision_gelu_tanh;
+    int32_t deepstack_count;
+    int64_t deepstack_visual_indexes[QWEN3VL_MAX_LIST];
+    int64_t image_token_id;
+    int64_t video_token_id;
+    int64_t vision_start_token_id;
+    int64_t vision_end_token_id;
+    int32_t eos_token_count;
+    int32_t reserved;
+    int64_t eos_token_ids[QWEN3VL_MAX_LIST];
+} qwen3vl_model_config;
+
+/** Attention options of qwen3vl_op_attention. */
+typedef enum qwen3vl_attention_mask {
+    /** Query i (at cache position n_past + i) sees keys 0 .. n_past + i (text decoding and prefill). */
+    QWEN3VL_ATTENTION_CAUSAL = 0,
+    /** Queries see every key of their own segment (vision: one image or one video frame per segment). */
+    QWEN3VL_ATTENTION_SEGMENTS = 1
+} qwen3vl_attention_mask;
+
 /** A compute backend: the CPU or one CUDA device, with its memory pool and worker threads. */
 typedef struct qwen3vl_backend qwen3vl_backend;
-/** A tensor living on a backend. Child of that backend. */
+/** A tensor living on a backend. Child of that backend (and of the checkpoint or tensor it views, if any). */
 typedef struct qwen3vl_tensor qwen3vl_tensor;
+/** An opened Hugging Face checkpoint folder: configuration and memory-mapped weights. */
+typedef struct qwen3vl_checkpoint qwen3vl_checkpoint;
 
 /** Message describing the last non-OK status returned on the calling thread; "" if none. Valid until the next call on this thread. */
 QWEN3VL_API const char* qwen3vl_last_error(void);
@@ -258,6 +310,72 @@ QWEN3VL_API qwen3vl_status qwen3vl_tensor_describe(const qwen3vl_tensor* tensor,
 QWEN3VL_API qwen3vl_status qwen3vl_tensor_write(qwen3vl_tensor* tensor, qwen3vl_dtype src_dtype, const void* src, size_t bytes);
 /** Copies the tensor to host memory as dst_dtype, converting from the tensor's dtype. bytes must equal element count times the size of dst_dtype. */
 QWEN3VL_API qwen3vl_status qwen3vl_tensor_read(const qwen3vl_tensor* tensor, qwen3vl_dtype dst_dtype, void* dst, size_t bytes);
+
+/** A view of count contiguous elements of tensor starting at element offset, with a new shape (ndim dims whose
+ * product is count). Shares the memory; keeps the viewed tensor alive until the view is freed. */
+QWEN3VL_API qwen3vl_status qwen3vl_tensor_view(qwen3vl_tensor* tensor, int64_t offset, int32_t ndim, const int64_t* shape, qwen3vl_tensor** view);
+
+/** Opens a checkpoint folder (config.json, model.safetensors or sharded model-*.safetensors with index,
+ * generation_config.json). Validates every tensor against the configuration before returning: IO_ERROR, BAD_FORMAT
+ * or UNSUPPORTED with a message listing all problems. */
+QWEN3VL_API qwen3vl_status qwen3vl_checkpoint_open(const char* directory, qwen3vl_checkpoint** checkpoint);
+/** Releases a checkpoint (NULL is allowed). Tensors taken from it stay valid: they keep the mapping alive. */
+QWEN3VL_API void qwen3vl_checkpoint_free(qwen3vl_checkpoint* checkpoint);
+/** A qwen3vl_model_config with struct_size set. */
+QWEN3VL_API qwen3vl_model_config qwen3vl_model_config_init(void);
+/** Reads the configuration of an opened checkpoint into *config (whose struct_size must be set). */
+QWEN3VL_API qwen3vl_status qwen3vl_checkpoint_config(const qwen3vl_checkpoint* checkpoint, qwen3vl_model_config* config);
+/** The weight called name as a tensor on backend, in its stored dtype (bf16, f16 or f32). On the CPU it is a view
+ * of the memory-mapped file (no copy); on a GPU it is uploaded once. INVALID_ARGUMENT when absent. */
+QWEN3VL_API qwen3vl_status qwen3vl_checkpoint_tensor(qwen3vl_checkpoint* checkpoint, qwen3vl_backend* backend, const char* name, qwen3vl_tensor** tensor);
+
+/*
+ * Ops. Activations are f32 and contiguous; weights may be f32, f16 or bf16. Every tensor of one call lives on the
+ * same backend, which runs the op (CPU: on its worker threads; the call returns when the result is written).
+ * Shapes are checked: INVALID_ARGUMENT names the tensor and the expected shape. Rows are the leading dimensions
+ * flattened: a [T, H, D] tensor has T*H rows of D for a per-row op.
+ */
+
+/** out[M, N] = x[M, K] * weight[N, K]^T (+ bias[N] when bias is not NULL). */
+QWEN3VL_API qwen3vl_status qwen3vl_op_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, const qwen3vl_tensor* bias);
+/** out[M, N] = silu(x * gate^T) * (x * up^T) with gate, up [N, K]: the gated MLP's first half in one pass over x. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* gate, const qwen3vl_tensor* up);
+/** out = a + b (same shapes; out may be a or b). */
+QWEN3VL_API qwen3vl_status qwen3vl_op_add(qwen3vl_tensor* out, const qwen3vl_tensor* a, const qwen3vl_tensor* b);
+/** out = silu(gate) * up, elementwise. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* gate, const qwen3vl_tensor* up);
+/** out = gelu(x) elementwise; tanh_approximation 1 for gelu_pytorch_tanh, 0 for the exact erf form. out may be x. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, int32_t tanh_approximation);
+/** RMSNorm over the last dimension: out = x / sqrt(mean(x^2) + eps) * weight. out may be x. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_rms_norm(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, float eps);
+/** residual += x, then out = rms_norm(residual) * weight: the residual add and the next norm in one pass. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_add_rms_norm(qwen3vl_tensor* residual, qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, float eps);
+/** LayerNorm over the last dimension with weight and bias. out may be x. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_layer_norm(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, const qwen3vl_tensor* bias, float eps);
+/** Softmax over the last dimension. out may be x. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_softmax(qwen3vl_tensor* out, const qwen3vl_tensor* x);
+/** out[i] = argmax over the last dimension of row i of x (out: i32, one element per row; first index on ties). */
+QWEN3VL_API qwen3vl_status qwen3vl_op_argmax(qwen3vl_tensor* out, const qwen3vl_tensor* x);
+/** out[T, H] = table[ids[t], :] (ids: i32 [T]; table in any weight dtype). INVALID_ARGUMENT for an id out of range. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_embedding(qwen3vl_tensor* out, const qwen3vl_tensor* table, const qwen3vl_tensor* ids);
+/** For r < N: x[rows[r], :] = src[r, :] (accumulate 0) or x[rows[r], :] += src[r, :] (accumulate 1). rows: i32 [N]. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_scatter_rows(qwen3vl_tensor* x, const qwen3vl_tensor* rows, const qwen3vl_tensor* src, int32_t accumulate);
+/** Text attention prologue, in place: RMSNorm over head_dim of q [T, Hq, D] and k [T, Hkv, D] (q_norm, k_norm
+ * weights [D]), interleaved M-RoPE with positions (i32 [3, T]: t, h, w streams), theta and mrope_section, then k and
+ * v [T, Hkv, D] written to rows n_past .. n_past+T-1 of k_cache and v_cache [capacity, Hkv, D] (f32, f16 or bf16). */
+QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps, const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section, qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past);
+/** Vision 2D rotary, in place, on the q and k parts of a fused qkv [T, 3, H, D]: positions (i32 [T, 2]: row, col),
+ * frequencies theta^(-2i/(D/2)) split between rows and columns, rotate-half. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_rope_vision(qwen3vl_tensor* qkv, const qwen3vl_tensor* positions, float theta);
+/** Attention with online softmax, scale 1/sqrt(D). CAUSAL: q [T, Hq, D] against the first n_past + T rows of
+ * k_cache / v_cache [capacity, Hkv, D] (GQA: Hq a multiple of Hkv); segments must be NULL. SEGMENTS: q is a fused
+ * qkv [T, 3, H, D] (k_cache, v_cache NULL, n_past 0) and segments (i32 [S+1], cumulative lengths from 0 to T) limits
+ * each query to its own segment. out: [T, Hq, D]. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q, const qwen3vl_tensor* k_cache, const qwen3vl_tensor* v_cache, int64_t n_past, qwen3vl_attention_mask mask, const qwen3vl_tensor* segments);
+/** Vision position embedding: the learned table [G*G, C] (G = sqrt of its rows) bilinearly interpolated to a grid_h x
+ * grid_w patch grid (align-corners sample points linspace(0, G-1, n)), written in merge-window order (rows grouped
+ * by merge x merge windows) to out [grid_h * grid_w, C]. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_position_embedding(qwen3vl_tensor* out, const qwen3vl_tensor* table, int64_t grid_h, int64_t grid_w, int64_t merge);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,7 @@
 #include <limits>
 #include <string>
 
+#include "dtype.h"
 #include "error.h"
 
 namespace qwen3vl {
@@ -20,6 +21,27 @@ uint64_t checked_element_count(int ndim, const int64_t* shape, size_t element_si
         n *= d;
     }
     return n;
+}
+
+Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_t* shape) {
+    require(dtype_valid(dtype), "unknown dtype " + std::to_string(static_cast<int>(dtype)));
+    const uint64_t count = checked_element_count(ndim, shape, dtype_size(dtype));
+    Tensor t;
+    t.backend = &backend;
+    t.dtype = dtype;
+    t.ndim = ndim;
+    for (int i = 0; i < ndim; ++i) t.shape[static_cast<size_t>(i)] = shape[i];
+    t.bytes = count * dtype_size(dtype);
+    if (t.bytes > SIZE_MAX) fail(QWEN3VL_STATUS_LIMIT_EXCEEDED, "tensor too large for this platform");
+    Backend* owner = &backend;
+    t.data = backend.allocate(static_cast<size_t>(t.bytes));
+    try {
+        t.storage = std::shared_ptr<void>(t.data, [owner](void* p) { owner->deallocate(p); });
+    } catch (...) {
+        backend.deallocate(t.data);
+        throw;
+    }
+    return t;
 }
 
 }  // namespace qwen3vl

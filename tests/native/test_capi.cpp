@@ -262,3 +262,77 @@ TEST(CApiAbi, LayoutQueriesAnswerForKnownNamesOnly) {
 }
 
 }  // namespace
+
+namespace {
+
+std::string fixture_model(const char* name) { return std::string(QWEN3VL_SOURCE_DIR) + "/tests/fixtures/" + name + "/model"; }
+
+TEST(CApiCheckpoint, OpensAFixtureAndReportsItsConfig) {
+    qwen3vl_checkpoint* ck = nullptr;
+    ASSERT_EQ(qwen3vl_checkpoint_open(fixture_model("tiny-tied").c_str(), &ck), QWEN3VL_STATUS_OK) << last_error();
+    qwen3vl_model_config c = qwen3vl_model_config_init();
+    ASSERT_EQ(qwen3vl_checkpoint_config(ck, &c), QWEN3VL_STATUS_OK) << last_error();
+    EXPECT_EQ(c.vocab_size, 151936);
+    EXPECT_EQ(c.tie_word_embeddings, 1);
+    EXPECT_EQ(c.mrope_section[0] + c.mrope_section[1] + c.mrope_section[2], c.text_head_dim / 2);
+    EXPECT_GE(c.eos_token_count, 1);
+
+    BackendPtr b = make_cpu_backend();
+    qwen3vl_tensor* w = nullptr;
+    ASSERT_EQ(qwen3vl_checkpoint_tensor(ck, b.get(), "model.language_model.embed_tokens.weight", &w), QWEN3VL_STATUS_OK)
+        << last_error();
+    qwen3vl_checkpoint_free(ck);  // the tensor keeps the mapping alive
+    qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
+    ASSERT_EQ(qwen3vl_tensor_describe(w, &d), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(d.dtype, QWEN3VL_DTYPE_BF16);
+    EXPECT_EQ(d.shape[0], 151936);
+    EXPECT_EQ(d.shape[1], c.text_hidden_size);
+    std::vector<float> row(static_cast<size_t>(d.shape[0] * d.shape[1]));
+    ASSERT_EQ(qwen3vl_tensor_read(w, QWEN3VL_DTYPE_F32, row.data(), row.size() * 4), QWEN3VL_STATUS_OK);
+    double sum_sq = 0;
+    for (float v : row) sum_sq += double(v) * v;
+    EXPECT_GT(sum_sq, 0.0);
+    qwen3vl_tensor_free(w);
+}
+
+TEST(CApiCheckpoint, MissingFolderAndMissingTensorAreClearErrors) {
+    qwen3vl_checkpoint* ck = nullptr;
+    EXPECT_EQ(qwen3vl_checkpoint_open("/nonexistent/qwen3vl", &ck), QWEN3VL_STATUS_IO_ERROR);
+    EXPECT_NE(last_error().find("/nonexistent/qwen3vl"), std::string::npos) << last_error();
+    EXPECT_EQ(ck, nullptr);
+    ASSERT_EQ(qwen3vl_checkpoint_open(fixture_model("tiny-untied").c_str(), &ck), QWEN3VL_STATUS_OK) << last_error();
+    BackendPtr b = make_cpu_backend();
+    qwen3vl_tensor* w = nullptr;
+    EXPECT_EQ(qwen3vl_checkpoint_tensor(ck, b.get(), "no.such.weight", &w), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("no.such.weight"), std::string::npos) << last_error();
+    ASSERT_EQ(qwen3vl_checkpoint_tensor(ck, b.get(), "model.visual.patch_embed.proj.weight", &w), QWEN3VL_STATUS_OK);
+    qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
+    ASSERT_EQ(qwen3vl_tensor_describe(w, &d), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(d.ndim, 2);  // Conv3d [hidden, 3, 2, 16, 16] flattened to [hidden, 1536]
+    EXPECT_EQ(d.shape[1], 3 * 2 * 16 * 16);
+    qwen3vl_tensor_free(w);
+    qwen3vl_checkpoint_free(ck);
+}
+
+TEST(CApiTensor, ViewsShareMemoryAndCheckBounds) {
+    BackendPtr b = make_cpu_backend();
+    const int64_t shape[2] = {4, 6};
+    qwen3vl_tensor* raw = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, shape, &raw), QWEN3VL_STATUS_OK);
+    std::vector<float> data(24);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = float(i);
+    ASSERT_EQ(qwen3vl_tensor_write(raw, QWEN3VL_DTYPE_F32, data.data(), 96), QWEN3VL_STATUS_OK);
+    const int64_t vshape[2] = {2, 3};
+    qwen3vl_tensor* view = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(raw, 6, 2, vshape, &view), QWEN3VL_STATUS_OK) << last_error();
+    qwen3vl_tensor_free(raw);  // the view keeps the memory
+    std::vector<float> got(6);
+    ASSERT_EQ(qwen3vl_tensor_read(view, QWEN3VL_DTYPE_F32, got.data(), 24), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(got, (std::vector<float>{6, 7, 8, 9, 10, 11}));
+    qwen3vl_tensor* bad = nullptr;
+    EXPECT_EQ(qwen3vl_tensor_view(view, 1, 2, vshape, &bad), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_EQ(bad, nullptr);
+    qwen3vl_tensor_free(view);
+}
+
+}  // namespace
