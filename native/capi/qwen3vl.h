@@ -33,7 +33,7 @@
  * another thread reads or writes it. The last-error message is per thread.
  *
  * Grammar kept for the binding generator: #define QWEN3VL_<NAME> <integer>; typedef enum with explicit values;
- * typedef struct X X; (opaque handle) or typedef struct X { <type> <name>; | char <name>[N]; } X;
+ * typedef struct X X; (opaque handle) or a typedef struct whose fields are "<type> <name>;" or "char <name>[N];";
  * QWEN3VL_API <type> <name>(<params>);  Doc comments (slash-star-star) before a declaration become XML docs.
  */
 #ifndef QWEN3VL_H
