@@ -49,10 +49,20 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
 
 #if defined(_WIN32)
 
+// Paths cross the C API as UTF-8; Windows wants UTF-16 for anything beyond ASCII.
+static std::wstring widen(const std::string& utf8) {
+    if (utf8.empty()) return std::wstring();
+    const int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, utf8.data(), static_cast<int>(utf8.size()), nullptr, 0);
+    if (n <= 0) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "path is not valid UTF-8: '" + utf8 + "'");
+    std::wstring w(static_cast<size_t>(n), L'\0');
+    MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, utf8.data(), static_cast<int>(utf8.size()), &w[0], n);
+    return w;
+}
+
 MappedFile MappedFile::open(const std::string& path) {
     MappedFile f;
     f.path_ = path;
-    HANDLE file = CreateFileA(path.c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
+    HANDLE file = CreateFileW(widen(path).c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
                               FILE_ATTRIBUTE_NORMAL, nullptr);
     if (file == INVALID_HANDLE_VALUE) fail(QWEN3VL_STATUS_IO_ERROR, "cannot open '" + path + "'");
     LARGE_INTEGER size;
@@ -65,7 +75,11 @@ MappedFile MappedFile::open(const std::string& path) {
         CloseHandle(file);
         return f;
     }
-    HANDLE mapping = CreateFileMappingA(file, nullptr, PAGE_READONLY, 0, 0, nullptr);
+    if (f.size_ > static_cast<uint64_t>(SIZE_MAX)) {
+        CloseHandle(file);
+        fail(QWEN3VL_STATUS_IO_ERROR, "'" + path + "' is too large to map on this platform");
+    }
+    HANDLE mapping = CreateFileMappingW(file, nullptr, PAGE_READONLY, 0, 0, nullptr);
     CloseHandle(file);
     if (!mapping) fail(QWEN3VL_STATUS_IO_ERROR, "cannot map '" + path + "'");
     void* view = MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0);
@@ -87,12 +101,12 @@ void MappedFile::release() noexcept {
 }
 
 bool file_exists(const std::string& path) {
-    DWORD a = GetFileAttributesA(path.c_str());
+    DWORD a = GetFileAttributesW(widen(path).c_str());
     return a != INVALID_FILE_ATTRIBUTES && !(a & FILE_ATTRIBUTE_DIRECTORY);
 }
 
 bool is_directory(const std::string& path) {
-    DWORD a = GetFileAttributesA(path.c_str());
+    DWORD a = GetFileAttributesW(widen(path).c_str());
     return a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_DIRECTORY);
 }
 
@@ -112,6 +126,10 @@ MappedFile MappedFile::open(const std::string& path) {
     if (f.size_ == 0) {
         ::close(fd);
         return f;
+    }
+    if (f.size_ > static_cast<uint64_t>(SIZE_MAX)) {
+        ::close(fd);
+        fail(QWEN3VL_STATUS_IO_ERROR, "'" + path + "' is too large to map on this platform");
     }
     void* p = mmap(nullptr, static_cast<size_t>(f.size_), PROT_READ, MAP_PRIVATE, fd, 0);
     int err = errno;
@@ -140,7 +158,11 @@ bool is_directory(const std::string& path) {
 #endif
 
 std::string read_text_file(const std::string& path) {
+#if defined(_WIN32)
+    std::ifstream in(widen(path), std::ios::binary);
+#else
     std::ifstream in(path, std::ios::binary);
+#endif
     if (!in) fail(QWEN3VL_STATUS_IO_ERROR, "cannot open '" + path + "'");
     std::ostringstream ss;
     ss << in.rdbuf();
