@@ -9,7 +9,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev clang-14 libclang-rt-14-dev nodejs npm)
+packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev clang-14 libclang-rt-14-dev g++-mingw-w64-x86-64-posix nodejs npm)
 if [ "${QWEN3VL_SKIP_CUDA_TOOLKIT:-0}" != 1 ]; then packages+=(nvidia-cuda-toolkit); fi
 
 missing=()

@@ -24,6 +24,9 @@ else
   log "native: nvcc not found, CUDA compile check skipped (set-up installs it; QWEN3VL_SKIP_CUDA_TOOLKIT=1 was set?)"
 fi
 
+log "native: Windows portability compile check (mingw-w64)"
+bash tools/check-windows-portability.sh
+
 log "native: ASan + UBSan build + CTest"
 cmake --preset debug-asan >/dev/null
 cmake --build --preset debug-asan -j "$jobs"

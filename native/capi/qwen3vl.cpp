@@ -94,7 +94,7 @@ qwen3vl_status qwen3vl_build_info_get(qwen3vl_build_info* info) {
         info->version_major = QWEN3VL_VERSION_MAJOR;
         info->version_minor = QWEN3VL_VERSION_MINOR;
         info->version_patch = QWEN3VL_VERSION_PATCH;
-        info->backends = QWEN3VL_BACKEND_FLAG_CPU | (cuda_compiled() ? QWEN3VL_BACKEND_FLAG_CUDA : 0u);
+        info->backends = static_cast<uint32_t>(QWEN3VL_BACKEND_FLAG_CPU) | (cuda_compiled() ? static_cast<uint32_t>(QWEN3VL_BACKEND_FLAG_CUDA) : 0u);
         info->cpu_features = detect_cpu_features();
         info->logical_cpus = logical_processor_count();
         info->cuda_runtime_version = cuda_runtime_version();

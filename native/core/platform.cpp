@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -10,7 +11,9 @@
 #include "error.h"
 
 #if defined(_WIN32)
-#  define NOMINMAX
+#  ifndef NOMINMAX
+#    define NOMINMAX
+#  endif
 #  include <windows.h>
 #  include <intrin.h>
 #  include <malloc.h>
@@ -158,11 +161,7 @@ bool is_directory(const std::string& path) {
 #endif
 
 std::string read_text_file(const std::string& path) {
-#if defined(_WIN32)
-    std::ifstream in(widen(path), std::ios::binary);
-#else
-    std::ifstream in(path, std::ios::binary);
-#endif
+    std::ifstream in(std::filesystem::u8path(path), std::ios::binary);  // UTF-8 on every platform
     if (!in) fail(QWEN3VL_STATUS_IO_ERROR, "cannot open '" + path + "'");
     std::ostringstream ss;
     ss << in.rdbuf();
