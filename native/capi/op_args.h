@@ -20,9 +20,11 @@ public:
 
     // The tensor behind a handle; INVALID_ARGUMENT when NULL. All tensors of one op must share a backend.
     const Tensor& tensor(const qwen3vl_tensor* t, const char* name) {
-        require(t != nullptr, std::string(op_) + ": " + name + " is NULL");
+        // Messages are built only on failure: this runs for every tensor of every op.
+        if (t == nullptr) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, std::string(op_) + ": " + name + " is NULL");
         if (!backend_) backend_ = t->t.backend;
-        require(t->t.backend == backend_, std::string(op_) + ": " + name + " is on another backend");
+        if (t->t.backend != backend_)
+            fail(QWEN3VL_STATUS_INVALID_ARGUMENT, std::string(op_) + ": " + name + " is on another backend");
         return t->t;
     }
     Tensor& tensor(qwen3vl_tensor* t, const char* name) {

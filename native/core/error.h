@@ -20,7 +20,8 @@ private:
 
 [[noreturn]] inline void fail(qwen3vl_status status, const std::string& message) { throw Error(status, message); }
 
-// Checks a caller-supplied condition; throws INVALID_ARGUMENT naming what was wrong.
+// Checks a caller-supplied condition; throws INVALID_ARGUMENT naming what was wrong. The message is built before
+// the call: on hot paths write `if (!condition) fail(...)` instead.
 inline void require(bool condition, const std::string& message) {
     if (!condition) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, message);
 }

@@ -11,10 +11,12 @@
 namespace qwen3vl {
 namespace cpu {
 
+// Called per row by some ops: the message is built only on failure.
 static void check_pair(qwen3vl_dtype dst_dtype, qwen3vl_dtype src_dtype) {
-    require(dtype_valid(dst_dtype) && dtype_valid(src_dtype), "unknown dtype");
-    require(dst_dtype == src_dtype || (dtype_is_float(dst_dtype) && dtype_is_float(src_dtype)),
-            std::string("cannot convert ") + dtype_name(src_dtype) + " to " + dtype_name(dst_dtype));
+    if (!dtype_valid(dst_dtype) || !dtype_valid(src_dtype)) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "unknown dtype");
+    if (dst_dtype != src_dtype && !(dtype_is_float(dst_dtype) && dtype_is_float(src_dtype)))
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
+             std::string("cannot convert ") + dtype_name(src_dtype) + " to " + dtype_name(dst_dtype));
 }
 
 static float load_scalar(const void* src, qwen3vl_dtype t, size_t i) {
