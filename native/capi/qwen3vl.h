@@ -33,6 +33,7 @@
  * another thread reads or writes it. The last-error message is per thread.
  *
  * Grammar kept for the binding generator: #define QWEN3VL_<NAME> <integer>; typedef enum with explicit values;
+ * QWEN3VL_OPTIONAL before a handle parameter that may be NULL;
  * typedef struct X X; (opaque handle) or a typedef struct whose fields are "<type> <name>;" or "char <name>[N];";
  * QWEN3VL_API <type> <name>(<params>);  Doc comments (slash-star-star) before a declaration become XML docs.
  */
@@ -57,6 +58,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/** Marks a parameter that may be NULL (expands to nothing; the binding generator makes it optional). */
+#define QWEN3VL_OPTIONAL
 
 /** Version of this library (semantic versioning). */
 #define QWEN3VL_VERSION_MAJOR 0
@@ -336,45 +340,61 @@ QWEN3VL_API qwen3vl_status qwen3vl_checkpoint_tensor(qwen3vl_checkpoint* checkpo
  * flattened: a [T, H, D] tensor has T*H rows of D for a per-row op.
  */
 
-/** out[M, N] = x[M, K] * weight[N, K]^T (+ bias[N] when bias is not NULL). */
-QWEN3VL_API qwen3vl_status qwen3vl_op_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, const qwen3vl_tensor* bias);
-/** out[M, N] = silu(x * gate^T) * (x * up^T) with gate, up [N, K]: the gated MLP's first half in one pass over x. */
+/** out[M, N] = x[M, K] * weight[N, K]^T (+ bias[N] when bias is not NULL). x may have more dimensions: its leading
+ * ones are the M rows and out has the same leading ones ([..., K] -> [..., N]). weight and bias: f32, f16 or bf16.
+ * out must not overlap x, weight or bias. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* bias);
+/** out[M, N] = silu(x * gate^T) * (x * up^T) with gate, up [N, K] (f32, f16 or bf16): the gated MLP's first half in
+ * one pass over x. x and out take leading dimensions as in qwen3vl_op_linear; out must not overlap any input. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* gate, const qwen3vl_tensor* up);
 /** out = a + b (same shapes; out may be a or b). */
 QWEN3VL_API qwen3vl_status qwen3vl_op_add(qwen3vl_tensor* out, const qwen3vl_tensor* a, const qwen3vl_tensor* b);
-/** out = silu(gate) * up, elementwise. */
+/** out = silu(gate) * up, elementwise. out may be gate or up. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* gate, const qwen3vl_tensor* up);
 /** out = gelu(x) elementwise; tanh_approximation 1 for gelu_pytorch_tanh, 0 for the exact erf form. out may be x. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, int32_t tanh_approximation);
 /** RMSNorm over the last dimension: out = x / sqrt(mean(x^2) + eps) * weight. out may be x. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_rms_norm(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, float eps);
-/** residual += x, then out = rms_norm(residual) * weight: the residual add and the next norm in one pass. */
+/** residual += x, then out = rms_norm(residual) * weight: the residual add and the next norm in one pass. out may be
+ * x; neither out nor x may share memory with residual. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_add_rms_norm(qwen3vl_tensor* residual, qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, float eps);
 /** LayerNorm over the last dimension with weight and bias. out may be x. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_layer_norm(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, const qwen3vl_tensor* bias, float eps);
 /** Softmax over the last dimension. out may be x. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_softmax(qwen3vl_tensor* out, const qwen3vl_tensor* x);
-/** out[i] = argmax over the last dimension of row i of x (out: i32, one element per row; first index on ties). */
+/** out[i] = argmax over the last dimension of row i of x (out: i32 [rows], rows = product of x's leading dimensions;
+ * first index on ties; a NaN counts as the largest, as in torch.argmax). */
 QWEN3VL_API qwen3vl_status qwen3vl_op_argmax(qwen3vl_tensor* out, const qwen3vl_tensor* x);
 /** out[T, H] = table[ids[t], :] (ids: i32 [T]; table in any weight dtype). INVALID_ARGUMENT for an id out of range. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_embedding(qwen3vl_tensor* out, const qwen3vl_tensor* table, const qwen3vl_tensor* ids);
-/** For r < N: x[rows[r], :] = src[r, :] (accumulate 0) or x[rows[r], :] += src[r, :] (accumulate 1). rows: i32 [N]. */
+/** For r < N: x[rows[r], :] = src[r, :] (accumulate 0) or x[rows[r], :] += src[r, :] (accumulate 1). x: [R, W],
+ * rows: i32 [N] of distinct values < R, src: [N, W], not sharing memory with x. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_scatter_rows(qwen3vl_tensor* x, const qwen3vl_tensor* rows, const qwen3vl_tensor* src, int32_t accumulate);
 /** Text attention prologue, in place: RMSNorm over head_dim of q [T, Hq, D] and k [T, Hkv, D] (q_norm, k_norm
  * weights [D]), interleaved M-RoPE with positions (i32 [3, T]: t, h, w streams), theta and mrope_section, then k and
- * v [T, Hkv, D] written to rows n_past .. n_past+T-1 of k_cache and v_cache [capacity, Hkv, D] (f32, f16 or bf16). */
+ * v [T, Hkv, D] written to rows n_past .. n_past+T-1 of k_cache and v_cache [capacity, Hkv, D] (f32, f16 or bf16,
+ * both the same). M-RoPE as transformers' apply_interleaved_mrope: inv_freq[i] = 1 / theta^(2i/D) in f32, i < D/2;
+ * angle i = pos * inv_freq[i] with pos the t stream, except slots 1, 4, 7, ... below 3*mrope_section[1] (h stream)
+ * and 2, 5, 8, ... below 3*mrope_section[2] (w stream); rotate-half over pairs (i, i + D/2). D even; the five
+ * tensors q, k, v, k_cache, v_cache must not share memory. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps, const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section, qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past);
 /** Vision 2D rotary, in place, on the q and k parts of a fused qkv [T, 3, H, D]: positions (i32 [T, 2]: row, col),
- * frequencies theta^(-2i/(D/2)) split between rows and columns, rotate-half. */
+ * f_i = theta^(-2i/(D/2)) for i < D/4 (transformers' VisionRotaryEmbedding(D/2)); angle j = row * f_j for j < D/4 and
+ * col * f_(j-D/4) for D/4 <= j < D/2 (rot_pos_emb's flattened [row freqs, col freqs]); rotate-half over pairs
+ * (j, j + D/2). D a multiple of 4. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_rope_vision(qwen3vl_tensor* qkv, const qwen3vl_tensor* positions, float theta);
 /** Attention with online softmax, scale 1/sqrt(D). CAUSAL: q [T, Hq, D] against the first n_past + T rows of
- * k_cache / v_cache [capacity, Hkv, D] (GQA: Hq a multiple of Hkv); segments must be NULL. SEGMENTS: q is a fused
- * qkv [T, 3, H, D] (k_cache, v_cache NULL, n_past 0) and segments (i32 [S+1], cumulative lengths from 0 to T) limits
- * each query to its own segment. out: [T, Hq, D]. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q, const qwen3vl_tensor* k_cache, const qwen3vl_tensor* v_cache, int64_t n_past, qwen3vl_attention_mask mask, const qwen3vl_tensor* segments);
-/** Vision position embedding: the learned table [G*G, C] (G = sqrt of its rows) bilinearly interpolated to a grid_h x
- * grid_w patch grid (align-corners sample points linspace(0, G-1, n)), written in merge-window order (rows grouped
- * by merge x merge windows) to out [grid_h * grid_w, C]. */
+ * k_cache / v_cache [capacity, Hkv, D] (GQA: Hq a multiple of Hkv; caches f32, f16 or bf16, both the same);
+ * segments must be NULL. SEGMENTS: q is a fused qkv [T, 3, H, D] (k_cache, v_cache NULL, n_past 0) and segments
+ * (i32 [S+1], non-decreasing cumulative lengths from 0 to T) limits each query to its own segment. out: [T, Hq, D],
+ * not sharing memory with q or the caches. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q, QWEN3VL_OPTIONAL const qwen3vl_tensor* k_cache, QWEN3VL_OPTIONAL const qwen3vl_tensor* v_cache, int64_t n_past, qwen3vl_attention_mask mask, QWEN3VL_OPTIONAL const qwen3vl_tensor* segments);
+/** Vision position embedding of one frame: the learned table [G*G, C] (G = sqrt of its rows) bilinearly interpolated
+ * to a grid_h x grid_w patch grid (align-corners sample points linspace(0, G-1, n) in f32 as torch computes them; taps
+ * floor and min(floor+1, G-1); the four f32 weights and the sum in transformers' fast_pos_embed_interpolate order),
+ * written in merge-window order to out [grid_h * grid_w, C]: row ((bh*(grid_w/merge) + bw)*merge + ih)*merge + iw
+ * is grid position (bh*merge + ih, bw*merge + iw). grid_h and grid_w are multiples of merge. The caller repeats it
+ * for each of a video's t frames. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_position_embedding(qwen3vl_tensor* out, const qwen3vl_tensor* table, int64_t grid_h, int64_t grid_w, int64_t merge);
 
 #ifdef __cplusplus

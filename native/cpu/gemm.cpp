@@ -1,0 +1,185 @@
+// Work splitting for linear / linear_swiglu, the epilogues, and the portable scalar path.
+#include "gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "dtype.h"
+
+namespace qwen3vl {
+namespace cpu {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+float load_elem(WeightView v, size_t i) {
+    const auto* p = static_cast<const uint8_t*>(v.data);
+    if (v.dtype == QWEN3VL_DTYPE_F32) {
+        float f;
+        std::memcpy(&f, p + i * 4, 4);  // memcpy: the data may be unaligned
+        return f;
+    }
+    uint16_t h;
+    std::memcpy(&h, p + i * 2, 2);
+    return v.dtype == QWEN3VL_DTYPE_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+float silu(float g) { return g / (1.0f + std::exp(-g)); }
+
+// Per-thread scratch, 64-byte aligned, grown on demand and kept for the thread's lifetime (pool threads live as long
+// as their backend), so steady-state calls allocate nothing.
+float* thread_scratch(size_t floats) {
+    thread_local std::vector<float> buf;
+    if (buf.size() < floats + 16) buf.resize(floats + 16);
+    const auto p = reinterpret_cast<uintptr_t>(buf.data());
+    return reinterpret_cast<float*>((p + 63) & ~uintptr_t(63));
+}
+
+std::vector<float> widen_bias(WeightView bias, int64_t N) {
+    std::vector<float> b;
+    if (!bias.data) return b;
+    b.resize(size_t(N));
+    for (int64_t n = 0; n < N; ++n) b[size_t(n)] = load_elem(bias, size_t(n));
+    return b;
+}
+
+// Splits [0, N) into chunks of a multiple of `align` rows, about four per thread so that a slow thread is caught up.
+int64_t chunk_rows(int64_t N, int threads, int64_t align, int64_t min_rows) {
+    return std::max(min_rows, round_up(ceil_div(N, int64_t(threads) * 4), align));
+}
+
+// Scalar path: per chunk of N, four weight rows at a time are widened to f32 and dotted with every row of x
+// (sequential f32 sums).
+void scalar_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w,
+                 WeightView up, const float* bias) {
+    constexpr int64_t R = 4;
+    const bool swiglu = up.data != nullptr;
+    const int64_t chunk = chunk_rows(N, pool.size(), R, R);
+    pool.parallel_for(size_t(ceil_div(N, chunk)), [&](size_t task, int) {
+        const int64_t n0 = int64_t(task) * chunk, n1 = std::min(N, n0 + chunk);
+        float* wf = thread_scratch(size_t(2 * R * K));
+        float* uf = wf + R * K;
+        for (int64_t nb = n0; nb < n1; nb += R) {
+            const int64_t rows = std::min(R, n1 - nb);
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t k = 0; k < K; ++k) {
+                    wf[r * K + k] = load_elem(w, size_t((nb + r) * K + k));
+                    if (swiglu) uf[r * K + k] = load_elem(up, size_t((nb + r) * K + k));
+                }
+            for (int64_t m = 0; m < M; ++m) {
+                const float* xm = x + m * K;
+                for (int64_t r = 0; r < rows; ++r) {
+                    float s = 0.0f, su = 0.0f;
+                    for (int64_t k = 0; k < K; ++k) s += xm[k] * wf[r * K + k];
+                    if (swiglu) {
+                        for (int64_t k = 0; k < K; ++k) su += xm[k] * uf[r * K + k];
+                        s = silu(s) * su;
+                    } else if (bias) {
+                        s += bias[nb + r];
+                    }
+                    out[m * N + nb + r] = s;
+                }
+            }
+        }
+    });
+}
+
+// x in the layout gemv_avx2 expects for weights of dtype d.
+const float* gemv_x(std::vector<float>& buf, const float* x, int64_t M, int64_t K, qwen3vl_dtype d) {
+    if (d != QWEN3VL_DTYPE_BF16) return x;
+    buf.resize(size_t(M * K));
+    for (int64_t m = 0; m < M; ++m) gemv_permute_x_avx2(buf.data() + m * K, x + m * K, K);
+    return buf.data();
+}
+
+void gemv_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w,
+               WeightView up, const float* bias) {
+    std::vector<float> xw_buf, xu_buf;
+    const float* xw = gemv_x(xw_buf, x, M, K, w.dtype);
+    const bool swiglu = up.data != nullptr;
+    const float* xu = swiglu ? gemv_x(xu_buf, x, M, K, up.dtype) : nullptr;
+    // Each task reads chunk * K weights; >= 64 rows keeps a task well above the pool's dispatch cost.
+    const int64_t chunk = chunk_rows(N, pool.size(), 16, 64);
+    pool.parallel_for(size_t(ceil_div(N, chunk)), [&](size_t task, int) {
+        const int64_t n0 = int64_t(task) * chunk, n1 = std::min(N, n0 + chunk);
+        if (!swiglu) {
+            gemv_avx2(out + n0, N, xw, M, K, w, n0, n1);
+            if (bias)
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t n = n0; n < n1; ++n) out[m * N + n] += bias[n];
+            return;
+        }
+        // gate and up are streamed together, 16 rows of each in turn.
+        constexpr int64_t B = 16;
+        float g[kGemvMaxRows * B], u[kGemvMaxRows * B];
+        for (int64_t nb = n0; nb < n1; nb += B) {
+            const int64_t ne = std::min(n1, nb + B);
+            gemv_avx2(g, B, xw, M, K, w, nb, ne);
+            gemv_avx2(u, B, xu, M, K, up, nb, ne);
+            for (int64_t m = 0; m < M; ++m) silu_mul_avx2(out + m * N + nb, g + m * B, u + m * B, size_t(ne - nb));
+        }
+    });
+}
+
+void gemm_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w,
+               WeightView up, const float* bias) {
+    const int64_t threads = pool.size();
+    const int64_t m_tiles = ceil_div(M, kGemmTileRows);
+    // Enough column tiles for two tasks per thread where N allows, so that both cores stay busy on small problems.
+    const int64_t n_tiles =
+        std::max(ceil_div(N, kGemmTileCols), std::min(ceil_div(N, 16), ceil_div(2 * threads, m_tiles)));
+    const int64_t mt = round_up(ceil_div(M, m_tiles), 6);
+    const int64_t nt = round_up(ceil_div(N, n_tiles), 16);
+    const int64_t mtiles = ceil_div(M, mt), ntiles = ceil_div(N, nt);
+    pool.parallel_for(size_t(mtiles * ntiles), [&](size_t task, int) {
+        // Consecutive tasks share a column tile: threads running together read the same weight block.
+        const int64_t ni = int64_t(task) / mtiles, mi = int64_t(task) % mtiles;
+        GemmTile t;
+        t.x = x;
+        t.K = K;
+        t.w = w;
+        t.up = up;
+        t.bias = bias;
+        t.out = out;
+        t.ldo = N;
+        t.m0 = mi * mt;
+        t.m1 = std::min(M, t.m0 + mt);
+        t.n0 = ni * nt;
+        t.n1 = std::min(N, t.n0 + nt);
+        gemm_tile_avx2(t, thread_scratch(gemm_scratch_floats()));
+    });
+}
+
+void run(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w, WeightView up,
+         WeightView bias, CpuKernels kernels) {
+    if (M <= 0 || N <= 0) return;
+    const std::vector<float> b = widen_bias(bias, N);
+    const float* bp = b.empty() ? nullptr : b.data();
+    if (K <= 0) {  // empty sums: silu(0) * 0 = 0, or the bias
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) out[m * N + n] = bp ? bp[n] : 0.0f;
+        return;
+    }
+    if (kernels == CpuKernels::Scalar) return scalar_path(pool, out, x, M, K, N, w, up, bp);
+    if (M <= kGemvMaxRows) return gemv_path(pool, out, x, M, K, N, w, up, bp);
+    gemm_path(pool, out, x, M, K, N, w, up, bp);
+}
+
+}  // namespace
+
+void linear(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w,
+            WeightView bias, CpuKernels kernels) {
+    run(pool, out, x, M, K, N, w, WeightView{}, bias, kernels);
+}
+
+void linear_swiglu(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView gate,
+                   WeightView up, CpuKernels kernels) {
+    run(pool, out, x, M, K, N, gate, up, WeightView{}, kernels);
+}
+
+}  // namespace cpu
+}  // namespace qwen3vl

@@ -1,0 +1,76 @@
+// Linear layers on the CPU: out[M, N] = x[M, K] * W[N, K]^T (+ bias), and the fused gated-MLP half
+// out = silu(x Wg^T) * (x Wu^T). x and out are f32 row-major; W is f32, f16 or bf16, row-major and may be unaligned
+// (a view into a memory-mapped checkpoint).
+//
+// Two regimes, chosen by M:
+//  - decode (M <= kGemvMaxRows): memory-bound GEMV. Each weight row is streamed once for all M rows of x,
+//    converted in registers and FMA'd into several accumulators; N is split across the thread pool.
+//  - prefill / vision: BLIS-style GEMM. Per tile of out, blocks of W (KC x NT) and of x (MT x KC) are packed into
+//    f32 micro-panels (which converts W once per block and fixes alignment), and a 6x16 register-blocked FMA
+//    micro-kernel runs over them; tiles of out are the parallel tasks.
+// CpuKernels::Scalar runs plain C++ (any CPU; QWEN3VL_CPU_KERNELS=scalar forces it): per chunk of N, weight rows
+// widened to f32 and dotted with every row of x.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cpu_features.h"
+#include "qwen3vl.h"
+#include "thread_pool.h"
+
+namespace qwen3vl {
+namespace cpu {
+
+// A read-only matrix or vector of any float dtype; data may have any alignment.
+struct WeightView {
+    const void* data = nullptr;
+    qwen3vl_dtype dtype = QWEN3VL_DTYPE_F32;
+};
+
+// out[M, N] = x[M, K] * w[N, K]^T + bias[N] (bias.data may be NULL). out must not overlap x or w.
+// kernels selects the code path (tests run both); Avx2 requires a CPU with AVX2, FMA and F16C.
+void linear(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w,
+            WeightView bias, CpuKernels kernels = cpu_kernels());
+
+// out[M, N] = silu(x * gate^T) * (x * up^T), gate and up [N, K].
+void linear_swiglu(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView gate,
+                   WeightView up, CpuKernels kernels = cpu_kernels());
+
+// Up to this many rows of x the AVX2 path runs as GEMV (weights streamed once); above, as packed GEMM. At M = 8
+// the GEMV still beats packing W (q_proj 2048x2048 bf16, one thread: 1.6 ms against 2.7 ms).
+constexpr int64_t kGemvMaxRows = 8;
+
+// ---- AVX2 + FMA + F16C kernels (gemv_avx2.cpp, gemm_avx2.cpp, compiled with those flags). Call only when
+// cpu_kernels() allows. They compute plain products; gemm.cpp splits the work and applies bias / swiglu.
+
+// out[m * ldo + n - n0] = dot(x row m, w row n) for m < M, n in [n0, n1). x rows have stride K; when w is bf16,
+// x must be in the layout of gemv_permute_x_avx2.
+void gemv_avx2(float* out, int64_t ldo, const float* x, int64_t M, int64_t K, WeightView w, int64_t n0, int64_t n1);
+// bf16 weights are widened two at a time (even elements by a shift, odd ones by a mask), which needs x's
+// even and odd elements of every 16 grouped: dst[16b + i] = src[16b + 2i], dst[16b + 8 + i] = src[16b + 2i + 1].
+// The K % 16 tail is copied unchanged.
+void gemv_permute_x_avx2(float* dst, const float* src, int64_t K);
+
+// One tile of the GEMM: rows [m0, m1) and columns [n0, n1) of out, over all of K.
+struct GemmTile {
+    const float* x = nullptr;  // [M, K]
+    int64_t K = 0;
+    WeightView w;              // [N, K]; for swiglu the gate
+    WeightView up;             // swiglu only (data NULL for linear)
+    const float* bias = nullptr;  // f32 [N] or NULL (linear only)
+    float* out = nullptr;      // [M, N], leading dimension ldo
+    int64_t ldo = 0;
+    int64_t m0 = 0, m1 = 0, n0 = 0, n1 = 0;
+};
+// Largest tile gemm_tile_avx2 accepts and the f32 scratch it needs (per thread, 64-byte aligned).
+constexpr int64_t kGemmTileRows = 144;  // multiple of the micro-kernel's 6 rows
+constexpr int64_t kGemmTileCols = 256;  // multiple of the micro-kernel's 16 columns
+size_t gemm_scratch_floats();
+void gemm_tile_avx2(const GemmTile& tile, float* scratch);
+
+// out[i] = silu(g[i]) * u[i]; out may alias g or u.
+void silu_mul_avx2(float* out, const float* g, const float* u, size_t n);
+
+}  // namespace cpu
+}  // namespace qwen3vl

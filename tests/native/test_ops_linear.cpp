@@ -1,0 +1,370 @@
+// linear / linear_swiglu: both code paths (scalar, AVX2 GEMV and GEMM) against a double-precision reference on fresh
+// random inputs in [-1, 1], every weight dtype, unaligned weights, odd shapes, outputs poisoned with NaN; then the C
+// API's argument checks and a 3-D x through the exported functions.
+//
+// Tolerance. The weights are widened exactly (bf16/f16 -> f32), so the only error is f32 rounding in the sums.
+// Whatever the summation order (sequential, 8-lane, K-blocked), an f32 sum of K products plus a bias satisfies
+// |got - ref| <= gamma(K + 2) * (sum_k |x_k w_k| + |bias|), gamma(n) = n u / (1 - n u), u = 2^-24 (Higham, Accuracy
+// and Stability of Numerical Algorithms, 3.1) — checked per element. The typical error is a random walk,
+// NMSE ~ K u^2 / 2 ~ 4e-12 at K = 2049, so NMSE <= 1e-9 is also required: a lost block or a wrong rounding fails it.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu_features.h"
+#include "dtype.h"
+#include "gemm.h"
+#include "qwen3vl.h"
+#include "thread_pool.h"
+
+namespace {
+
+using namespace qwen3vl;
+
+constexpr double kU = 1.0 / (1 << 24);
+double gamma_n(double n) { return n * kU / (1.0 - n * kU); }
+
+uint32_t fresh_seed() {
+    if (const char* s = std::getenv("QWEN3VL_TEST_SEED")) return uint32_t(std::strtoul(s, nullptr, 10));
+    return std::random_device{}();
+}
+
+std::vector<CpuKernels> kernel_sets() {
+    std::vector<CpuKernels> k{CpuKernels::Scalar};
+    const uint32_t avx2 = QWEN3VL_CPU_AVX2 | QWEN3VL_CPU_FMA | QWEN3VL_CPU_F16C;
+    if ((detect_cpu_features() & avx2) == avx2) k.push_back(CpuKernels::Avx2);
+    return k;
+}
+
+// A matrix in a weight dtype at a chosen byte misalignment, and its exact f32 values.
+struct Stored {
+    std::vector<uint8_t> bytes;
+    size_t offset = 0;
+    qwen3vl_dtype dtype = QWEN3VL_DTYPE_F32;
+    std::vector<float> values;
+    cpu::WeightView view() const { return {bytes.data() + offset, dtype}; }
+};
+
+Stored make_stored(std::mt19937& rng, qwen3vl_dtype dtype, size_t count, size_t misalign) {
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    Stored s;
+    s.dtype = dtype;
+    s.offset = misalign;
+    s.bytes.assign(count * dtype_size(dtype) + misalign, 0);
+    s.values.resize(count);
+    for (size_t i = 0; i < count; ++i) {
+        const float f = dist(rng);
+        uint8_t* p = s.bytes.data() + misalign + i * dtype_size(dtype);
+        if (dtype == QWEN3VL_DTYPE_F32) {
+            std::memcpy(p, &f, 4);
+            s.values[i] = f;
+        } else {
+            const uint16_t h = dtype == QWEN3VL_DTYPE_BF16 ? f32_to_bf16(f) : f32_to_f16(f);
+            std::memcpy(p, &h, 2);
+            s.values[i] = dtype == QWEN3VL_DTYPE_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+        }
+    }
+    return s;
+}
+
+std::vector<float> random_floats(std::mt19937& rng, size_t n) {
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    std::vector<float> v(n);
+    for (auto& f : v) f = dist(rng);
+    return v;
+}
+
+// ref[m, n] = sum_k x w (+ bias) in double, and the matching sum of magnitudes for the error bound.
+void reference(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>* bias, int64_t M,
+               int64_t K, int64_t N, std::vector<double>& ref, std::vector<double>& mag) {
+    ref.assign(size_t(M * N), 0.0);
+    mag.assign(size_t(M * N), 0.0);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            double s = bias ? (*bias)[size_t(n)] : 0.0, a = bias ? std::fabs((*bias)[size_t(n)]) : 0.0;
+            for (int64_t k = 0; k < K; ++k) {
+                const double p = double(x[size_t(m * K + k)]) * w[size_t(n * K + k)];
+                s += p;
+                a += std::fabs(p);
+            }
+            ref[size_t(m * N + n)] = s;
+            mag[size_t(m * N + n)] = a;
+        }
+}
+
+double nmse(const std::vector<float>& got, const std::vector<double>& ref) {
+    double err = 0.0, norm = 0.0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        err += (got[i] - ref[i]) * (got[i] - ref[i]);
+        norm += ref[i] * ref[i];
+    }
+    return norm > 0.0 ? err / norm : err;
+}
+
+std::string shape_text(int64_t M, int64_t K, int64_t N) {
+    return "M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N);
+}
+
+struct Shape {
+    int64_t M, K, N;
+};
+
+// Every (M, N) of the brief with the short Ks; the long Ks on a subset that still covers GEMV (M <= 4), GEMM edge
+// tiles (M, N not multiples of 6, 16) and several K blocks with a tail.
+std::vector<Shape> shapes() {
+    std::vector<Shape> s;
+    for (int64_t M : {1, 3, 7, 17, 64, 130})
+        for (int64_t N : {1, 7, 33, 257})
+            for (int64_t K : {1, 5, 63}) s.push_back({M, K, N});
+    for (Shape sh : {Shape{1, 1536, 257}, Shape{1, 2049, 33}, Shape{3, 2049, 7}, Shape{2, 1536, 33},
+                     Shape{7, 1536, 257}, Shape{17, 2049, 33}, Shape{64, 2049, 257}, Shape{130, 1536, 33},
+                     Shape{130, 2049, 257}, Shape{4, 2049, 1}, Shape{5, 1536, 7}})
+        s.push_back(sh);
+    return s;
+}
+
+const qwen3vl_dtype kDtypes[] = {QWEN3VL_DTYPE_BF16, QWEN3VL_DTYPE_F16, QWEN3VL_DTYPE_F32};
+
+TEST(Linear, MatchesDoubleReferenceOnAllPathsDtypesAndShapes) {
+    const uint32_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with QWEN3VL_TEST_SEED)");
+    std::mt19937 rng(seed);
+    ThreadPool pool(3);  // more threads than this 2-core machine has: uneven splits, preemption
+    size_t case_index = 0;
+    for (const Shape& sh : shapes()) {
+        for (qwen3vl_dtype wt : kDtypes) {
+            const int64_t M = sh.M, K = sh.K, N = sh.N;
+            const bool with_bias = (case_index++ % 2) == 0;
+            const std::vector<float> x = random_floats(rng, size_t(M * K));
+            const Stored w = make_stored(rng, wt, size_t(N * K), case_index % 3);  // 0, 1 or 2 bytes off
+            const Stored bias = make_stored(rng, kDtypes[case_index % 3], size_t(N), 1);
+            std::vector<double> ref, mag;
+            reference(x, w.values, with_bias ? &bias.values : nullptr, M, K, N, ref, mag);
+            for (CpuKernels kernels : kernel_sets()) {
+                SCOPED_TRACE(shape_text(M, K, N) + " weight " + dtype_name(wt) + (with_bias ? " +bias" : "") +
+                             " kernels " + cpu_kernels_name(kernels));
+                std::vector<float> out(size_t(M * N), std::numeric_limits<float>::quiet_NaN());
+                cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(),
+                            with_bias ? bias.view() : cpu::WeightView{}, kernels);
+                const double bound = gamma_n(double(K + 2));
+                for (size_t i = 0; i < out.size(); ++i)
+                    ASSERT_TRUE(std::fabs(out[i] - ref[i]) <= bound * mag[i])
+                        << "element " << i << ": got " << out[i] << ", want " << ref[i] << " (bound "
+                        << bound * mag[i] << ")";
+                EXPECT_LE(nmse(out, ref), 1e-9);
+            }
+        }
+    }
+}
+
+// silu(g) * u with g, u as above: |silu'| <= 1.1 and the vector exp / division add a few ulp.
+TEST(LinearSwiglu, MatchesDoubleReferenceWithMixedDtypes) {
+    const uint32_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with QWEN3VL_TEST_SEED)");
+    std::mt19937 rng(seed);
+    ThreadPool pool(2);
+    size_t case_index = 0;
+    for (const Shape& sh : shapes()) {
+        const int64_t M = sh.M, K = sh.K, N = sh.N;
+        const qwen3vl_dtype gt = kDtypes[case_index % 3], ut = kDtypes[(case_index + case_index / 3) % 3];
+        ++case_index;
+        const std::vector<float> x = random_floats(rng, size_t(M * K));
+        const Stored g = make_stored(rng, gt, size_t(N * K), case_index % 2);
+        const Stored u = make_stored(rng, ut, size_t(N * K), 0);
+        std::vector<double> gref, gmag, uref, umag;
+        reference(x, g.values, nullptr, M, K, N, gref, gmag);
+        reference(x, u.values, nullptr, M, K, N, uref, umag);
+        std::vector<double> ref(gref.size());
+        for (size_t i = 0; i < ref.size(); ++i) ref[i] = gref[i] / (1.0 + std::exp(-gref[i])) * uref[i];
+        for (CpuKernels kernels : kernel_sets()) {
+            SCOPED_TRACE(shape_text(M, K, N) + " gate " + dtype_name(gt) + " up " + dtype_name(ut) + " kernels " +
+                         cpu_kernels_name(kernels));
+            std::vector<float> out(size_t(M * N), std::numeric_limits<float>::quiet_NaN());
+            cpu::linear_swiglu(pool, out.data(), x.data(), M, K, N, g.view(), u.view(), kernels);
+            const double gam = gamma_n(double(K + 2));
+            for (size_t i = 0; i < out.size(); ++i) {
+                const double eg = gam * gmag[i], eu = gam * umag[i];
+                const double silu = gref[i] / (1.0 + std::exp(-gref[i]));
+                const double bound =
+                    1.1 * eg * (std::fabs(uref[i]) + eu) + std::fabs(silu) * eu + 8 * kU * std::fabs(ref[i]) + 1e-30;
+                ASSERT_TRUE(std::fabs(out[i] - ref[i]) <= bound)
+                    << "element " << i << ": got " << out[i] << ", want " << ref[i] << " (bound " << bound << ")";
+            }
+            EXPECT_LE(nmse(out, ref), 1e-9);
+        }
+    }
+}
+
+TEST(Linear, SingleThreadPoolAndDecodeSizedRowsAgree) {
+    const uint32_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with QWEN3VL_TEST_SEED)");
+    std::mt19937 rng(seed);
+    ThreadPool one(1);
+    for (int64_t M : {1, 2, 4, 5, 6, 8}) {
+        const int64_t K = 2048, N = 300;
+        const std::vector<float> x = random_floats(rng, size_t(M * K));
+        const Stored w = make_stored(rng, QWEN3VL_DTYPE_BF16, size_t(N * K), 0);
+        std::vector<double> ref, mag;
+        reference(x, w.values, nullptr, M, K, N, ref, mag);
+        for (CpuKernels kernels : kernel_sets()) {
+            SCOPED_TRACE(shape_text(M, K, N) + " kernels " + cpu_kernels_name(kernels));
+            std::vector<float> out(size_t(M * N), std::numeric_limits<float>::quiet_NaN());
+            cpu::linear(one, out.data(), x.data(), M, K, N, w.view(), cpu::WeightView{}, kernels);
+            for (size_t i = 0; i < out.size(); ++i)
+                ASSERT_TRUE(std::fabs(out[i] - ref[i]) <= gamma_n(double(K + 2)) * mag[i]) << "element " << i;
+        }
+    }
+}
+
+TEST(Linear, EmptySumsGiveTheBiasOrZero) {
+    ThreadPool pool(2);
+    const float bias[3] = {1.5f, -2.0f, 0.25f};
+    for (CpuKernels kernels : kernel_sets()) {
+        std::vector<float> out(6, std::numeric_limits<float>::quiet_NaN());
+        cpu::linear(pool, out.data(), nullptr, 2, 0, 3, cpu::WeightView{}, {bias, QWEN3VL_DTYPE_F32}, kernels);
+        EXPECT_EQ(out, (std::vector<float>{1.5f, -2.0f, 0.25f, 1.5f, -2.0f, 0.25f}));
+        cpu::linear_swiglu(pool, out.data(), nullptr, 2, 0, 3, cpu::WeightView{}, cpu::WeightView{}, kernels);
+        EXPECT_EQ(out, std::vector<float>(6, 0.0f));
+        cpu::linear(pool, nullptr, nullptr, 0, 4, 3, cpu::WeightView{}, cpu::WeightView{}, kernels);  // no rows
+    }
+}
+
+// ---- C API: the exported functions (the shared library links its own copy of the engine).
+
+struct BackendDeleter {
+    void operator()(qwen3vl_backend* b) const { qwen3vl_backend_free(b); }
+};
+struct TensorDeleter {
+    void operator()(qwen3vl_tensor* t) const { qwen3vl_tensor_free(t); }
+};
+using BackendPtr = std::unique_ptr<qwen3vl_backend, BackendDeleter>;
+using TensorPtr = std::unique_ptr<qwen3vl_tensor, TensorDeleter>;
+
+BackendPtr cpu_backend() {
+    qwen3vl_backend_params p = qwen3vl_backend_default_params();
+    qwen3vl_backend* b = nullptr;
+    EXPECT_EQ(qwen3vl_backend_create(&p, &b), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    return BackendPtr(b);
+}
+
+TensorPtr tensor(qwen3vl_backend* b, qwen3vl_dtype dtype, std::vector<int64_t> shape, const std::vector<float>& data = {}) {
+    qwen3vl_tensor* t = nullptr;
+    EXPECT_EQ(qwen3vl_tensor_create(b, dtype, int32_t(shape.size()), shape.data(), &t), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    if (!data.empty())
+        EXPECT_EQ(qwen3vl_tensor_write(t, QWEN3VL_DTYPE_F32, data.data(), data.size() * 4), QWEN3VL_STATUS_OK)
+            << qwen3vl_last_error();
+    return TensorPtr(t);
+}
+
+void expect_invalid(qwen3vl_status s, const std::string& fragment) {
+    EXPECT_EQ(s, QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(qwen3vl_last_error()).find(fragment), std::string::npos)
+        << "message: " << qwen3vl_last_error() << "\nexpected to contain: " << fragment;
+}
+
+TEST(LinearCApi, ThreeDimensionalXWithBf16WeightAndBias) {
+    std::mt19937 rng(fresh_seed());
+    BackendPtr b = cpu_backend();
+    const int64_t K = 70, N = 19;
+    const std::vector<float> xv = random_floats(rng, size_t(2 * 3 * K));
+    // Values exactly representable in bf16, so the tensor write is lossless and the reference exact.
+    std::vector<float> wv = random_floats(rng, size_t(N * K)), bv = random_floats(rng, size_t(N));
+    for (auto& f : wv) f = bf16_to_f32(f32_to_bf16(f));
+    for (auto& f : bv) f = bf16_to_f32(f32_to_bf16(f));
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {2, 3, K}, xv);
+    TensorPtr w = tensor(b.get(), QWEN3VL_DTYPE_BF16, {N, K}, wv);
+    TensorPtr bias = tensor(b.get(), QWEN3VL_DTYPE_BF16, {N}, bv);
+    TensorPtr out = tensor(b.get(), QWEN3VL_DTYPE_F32, {2, 3, N});
+    ASSERT_EQ(qwen3vl_op_linear(out.get(), x.get(), w.get(), bias.get()), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    std::vector<float> got(size_t(6 * N));
+    ASSERT_EQ(qwen3vl_tensor_read(out.get(), QWEN3VL_DTYPE_F32, got.data(), got.size() * 4), QWEN3VL_STATUS_OK);
+    std::vector<double> ref, mag;
+    reference(xv, wv, &bv, 6, K, N, ref, mag);
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_LE(std::fabs(got[i] - ref[i]), gamma_n(K + 2) * mag[i]) << i;
+
+    TensorPtr up = tensor(b.get(), QWEN3VL_DTYPE_BF16, {N, K}, wv);
+    ASSERT_EQ(qwen3vl_op_linear_swiglu(out.get(), x.get(), w.get(), up.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+}
+
+TEST(LinearCApi, BadArgumentsNameTheTensor) {
+    BackendPtr b = cpu_backend();
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 8});
+    TensorPtr w = tensor(b.get(), QWEN3VL_DTYPE_F16, {5, 8});
+    TensorPtr out = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 5});
+    TensorPtr bias = tensor(b.get(), QWEN3VL_DTYPE_F32, {5});
+    ASSERT_EQ(qwen3vl_op_linear(out.get(), x.get(), w.get(), bias.get()), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    ASSERT_EQ(qwen3vl_op_linear(out.get(), x.get(), w.get(), nullptr), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+
+    expect_invalid(qwen3vl_op_linear(nullptr, x.get(), w.get(), nullptr), "qwen3vl_op_linear: out is NULL");
+    expect_invalid(qwen3vl_op_linear(out.get(), nullptr, w.get(), nullptr), "qwen3vl_op_linear: x is NULL");
+    expect_invalid(qwen3vl_op_linear(out.get(), x.get(), nullptr, nullptr), "qwen3vl_op_linear: weight is NULL");
+
+    TensorPtr w_badk = tensor(b.get(), QWEN3VL_DTYPE_BF16, {5, 9});
+    expect_invalid(qwen3vl_op_linear(out.get(), x.get(), w_badk.get(), nullptr), "weight has shape [5, 9], expected [*, 8]");
+    TensorPtr w_3d = tensor(b.get(), QWEN3VL_DTYPE_BF16, {1, 5, 8});
+    expect_invalid(qwen3vl_op_linear(out.get(), x.get(), w_3d.get(), nullptr), "weight has shape");
+    TensorPtr bias_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {4});
+    expect_invalid(qwen3vl_op_linear(out.get(), x.get(), w.get(), bias_bad.get()), "bias has shape [4], expected [5]");
+    TensorPtr out_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 6});
+    expect_invalid(qwen3vl_op_linear(out_bad.get(), x.get(), w.get(), nullptr), "out has shape [4, 6], expected [4, 5]");
+    TensorPtr out_flat = tensor(b.get(), QWEN3VL_DTYPE_F32, {20});
+    expect_invalid(qwen3vl_op_linear(out_flat.get(), x.get(), w.get(), nullptr), "out has shape [20]");
+
+    TensorPtr x_bf16 = tensor(b.get(), QWEN3VL_DTYPE_BF16, {4, 8});
+    expect_invalid(qwen3vl_op_linear(out.get(), x_bf16.get(), w.get(), nullptr), "x must be f32, got bf16");
+    TensorPtr w_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {5, 8});
+    expect_invalid(qwen3vl_op_linear(out.get(), x.get(), w_i32.get(), nullptr), "weight must be f32 or f16 or bf16");
+    TensorPtr bias_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {5});
+    expect_invalid(qwen3vl_op_linear(out.get(), x.get(), w.get(), bias_i32.get()), "bias must be");
+    TensorPtr out_f16 = tensor(b.get(), QWEN3VL_DTYPE_F16, {4, 5});
+    expect_invalid(qwen3vl_op_linear(out_f16.get(), x.get(), w.get(), nullptr), "out must be f32");
+
+    // out aliasing x: a view over x's memory.
+    TensorPtr xs = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 5});
+    expect_invalid(qwen3vl_op_linear(xs.get(), xs.get(), tensor(b.get(), QWEN3VL_DTYPE_F32, {5, 5}).get(), nullptr),
+                   "out overlaps x");
+    const int64_t vshape[2] = {2, 5};
+    qwen3vl_tensor* view = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(xs.get(), 10, 2, vshape, &view), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    TensorPtr view_ptr(view);
+    TensorPtr x2 = tensor(b.get(), QWEN3VL_DTYPE_F32, {2, 5});
+    TensorPtr w55 = tensor(b.get(), QWEN3VL_DTYPE_F32, {5, 5});
+    expect_invalid(qwen3vl_op_linear(view, xs.get(), w55.get(), nullptr), "out has shape");  // shape first
+    const int64_t xshape[2] = {2, 5};
+    qwen3vl_tensor* xview = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(xs.get(), 5, 2, xshape, &xview), QWEN3VL_STATUS_OK);
+    TensorPtr xview_ptr(xview);
+    expect_invalid(qwen3vl_op_linear(view, xview, w55.get(), nullptr), "out overlaps x");  // rows 1-2 vs 2-3
+    EXPECT_EQ(qwen3vl_op_linear(view, x2.get(), w55.get(), nullptr), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+}
+
+TEST(LinearCApi, SwigluBadArgumentsNameTheTensor) {
+    BackendPtr b = cpu_backend();
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 8});
+    TensorPtr g = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 8});
+    TensorPtr u = tensor(b.get(), QWEN3VL_DTYPE_F16, {6, 8});
+    TensorPtr out = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 6});
+    ASSERT_EQ(qwen3vl_op_linear_swiglu(out.get(), x.get(), g.get(), u.get()), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    expect_invalid(qwen3vl_op_linear_swiglu(out.get(), x.get(), g.get(), nullptr), "qwen3vl_op_linear_swiglu: up is NULL");
+    expect_invalid(qwen3vl_op_linear_swiglu(out.get(), x.get(), nullptr, u.get()), "gate is NULL");
+    TensorPtr u_bad = tensor(b.get(), QWEN3VL_DTYPE_F16, {7, 8});
+    expect_invalid(qwen3vl_op_linear_swiglu(out.get(), x.get(), g.get(), u_bad.get()), "up has shape [7, 8], expected [6, 8]");
+    TensorPtr g_bad = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 4});
+    expect_invalid(qwen3vl_op_linear_swiglu(out.get(), x.get(), g_bad.get(), u.get()), "gate has shape [6, 4], expected [*, 8]");
+    TensorPtr g_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {6, 8});
+    expect_invalid(qwen3vl_op_linear_swiglu(out.get(), x.get(), g_i32.get(), u.get()), "gate must be");
+    TensorPtr out_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 7});
+    expect_invalid(qwen3vl_op_linear_swiglu(out_bad.get(), x.get(), g.get(), u.get()), "out has shape [3, 7], expected [3, 6]");
+}
+
+}  // namespace
