@@ -46,6 +46,10 @@ log ".NET: build + tests"
 dotnet build Qwen3VL.sln -c Release -nologo -v quiet
 dotnet test --solution Qwen3VL.sln -c Release --no-build 2>&1 | tee build/dotnet-test.log
 
+log "main job: tools/run.sh (the README's first command: tiny shipped checkpoint + sample image)"
+bash tools/run.sh > build/main-job.log 2>&1 || { cat build/main-job.log; echo "main job failed" >&2; exit 1; }
+tail -n 6 build/main-job.log
+
 # One closing line over every suite run above.
 passed=0; failed=0
 for f in build/ctest-cpu.log build/ctest-cuda.log build/ctest-asan.log; do

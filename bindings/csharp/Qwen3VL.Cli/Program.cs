@@ -7,9 +7,10 @@ namespace Qwen3VL.Cli;
 internal static class Program
 {
     private const string Usage =
-        "usage: qwen3vl [info [--json]]\n" +
+        "usage: qwen3vl [info [--json] | run [options]]\n" +
         "  info         print the native build and device report\n" +
         "  info --json  the same report as JSON\n" +
+        "  run          answer a prompt (with images) from a Qwen3-VL checkpoint; 'qwen3vl run --help' for options\n" +
         "  --version    print the version\n" +
         "  --help       print this help\n" +
         "environment: QWEN3VL_NATIVE_LIBRARY=<path>, QWEN3VL_DEVICE=cpu, QWEN3VL_LOG=1";
@@ -38,7 +39,8 @@ internal static class Program
         {
             PrintReport(NativeInfo.Query());
             Console.WriteLine();
-            Console.WriteLine("The model runner arrives in a later version; for now see 'qwen3vl info'.");
+            Console.WriteLine("Run a model with 'qwen3vl run --model /path/to/Qwen3-VL-2B-Instruct --image FILE --prompt TEXT'");
+            Console.WriteLine("('qwen3vl run' alone runs the tiny random-weight test checkpoint of the repository).");
             return 0;
         }
         switch (args[0])
@@ -62,6 +64,13 @@ internal static class Program
                 if (json) PrintJson(info);
                 else PrintReport(info);
                 return 0;
+            case "run":
+                if (args.Skip(1).Any(a => a is "-h" or "--help"))
+                {
+                    Console.WriteLine(RunCommand.Usage);
+                    return 0;
+                }
+                return RunCommand.Run(args[1..]);
             default:
                 return UsageError("unknown command: " + args[0]);
         }

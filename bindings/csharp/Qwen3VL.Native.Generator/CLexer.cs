@@ -243,7 +243,8 @@ internal sealed class CLexer
         if (words.Length < 2) return;
         string name = words[1];
         // The include guard, the export macro block and macros of other prefixes are not part of the binding.
-        if (!name.StartsWith("QWEN3VL_", System.StringComparison.Ordinal) || name == "QWEN3VL_API" || name == "QWEN3VL_H") return;
+        if (!name.StartsWith("QWEN3VL_", System.StringComparison.Ordinal) || name == "QWEN3VL_API" || name == "QWEN3VL_H"
+            || name == HeaderParser.OptionalMarker) return;
         if (words.Length == 3 && TryParseInteger(words[2], out long value))
         {
             _constants.Add(new DefineConstant(name, value, doc, line));

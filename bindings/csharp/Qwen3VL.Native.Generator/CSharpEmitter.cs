@@ -289,14 +289,17 @@ internal sealed class CSharpEmitter
 
     private sealed class MappedParam
     {
-        public MappedParam(ParamKind kind, string managedType, string nativeType, string name, string local)
+        public MappedParam(ParamKind kind, string managedType, string nativeType, string name, string local, bool optional = false)
         {
             Kind = kind;
             ManagedType = managedType;
             NativeType = nativeType;
             Name = name;
             Local = local;
+            Optional = optional;
         }
+
+        public bool Optional { get; }
 
         public ParamKind Kind { get; }
         public string ManagedType { get; }
@@ -304,7 +307,7 @@ internal sealed class CSharpEmitter
         public string Name { get; }
         public string Local { get; }
 
-        public string Declaration => (Kind == ParamKind.HandleOut ? "out " : "") + ManagedType + " " + Name;
+        public string Declaration => (Kind == ParamKind.HandleOut ? "out " : "") + ManagedType + (Optional ? "? " : " ") + Name;
         public string Argument => (Kind == ParamKind.HandleOut ? "out " : "") + Name;
     }
 
@@ -316,10 +319,11 @@ internal sealed class CSharpEmitter
         bool isFree = fn.Name == t.Name + "_free" && _handles.ContainsKey(t.Name);
         if (_handles.ContainsKey(t.Name) && !isFree)
         {
-            if (t.Pointers == 1) return new MappedParam(ParamKind.HandleIn, HandleName(t.Name), "nint", name, local);
+            if (t.Pointers == 1) return new MappedParam(ParamKind.HandleIn, HandleName(t.Name), "nint", name, local, p.Optional);
             if (t.Pointers == 2 && !t.IsConst) return new MappedParam(ParamKind.HandleOut, HandleName(t.Name), "nint*", name, local);
             throw new EmitException("parameter " + p.Name + " of " + fn.Name + ": '" + t + "' is not a handle (X*) or an out-handle (X**)");
         }
+        if (p.Optional) throw new EmitException("parameter " + p.Name + " of " + fn.Name + ": QWEN3VL_OPTIONAL applies to handle parameters only");
         if (t.Name == "char" && t.Pointers == 1 && t.IsConst) return new MappedParam(ParamKind.Utf8String, "string?", "byte*", name, local);
         string type = NonVoid(t);
         return new MappedParam(ParamKind.Blittable, type, type, name, local);
@@ -402,7 +406,7 @@ internal sealed class CSharpEmitter
                 switch (p.Kind)
                 {
                     case ParamKind.HandleIn:
-                        raw.Append("        ArgumentNullException.ThrowIfNull(").Append(p.Name).AppendLine(");");
+                        if (!p.Optional) raw.Append("        ArgumentNullException.ThrowIfNull(").Append(p.Name).AppendLine(");");
                         raw.Append("        bool ").Append(p.Local).AppendLine("Added = false;");
                         break;
                     case ParamKind.HandleOut:
@@ -424,12 +428,12 @@ internal sealed class CSharpEmitter
             }
             foreach (MappedParam p in ps)
             {
-                if (p.Kind == ParamKind.HandleIn) raw.Append("            ").Append(p.Name).Append(".DangerousAddRef(ref ").Append(p.Local).AppendLine("Added);");
+                if (p.Kind == ParamKind.HandleIn) raw.Append("            ").Append(p.Name).Append(p.Optional ? "?" : "").Append(".DangerousAddRef(ref ").Append(p.Local).AppendLine("Added);");
                 if (p.Kind == ParamKind.Utf8String) raw.Append("            ").Append(p.Local).Append(" = Utf8StringMarshaller.ConvertToUnmanaged(").Append(p.Name).AppendLine(");");
             }
             var args = ps.Select(p => p.Kind switch
             {
-                ParamKind.HandleIn => p.Name + ".DangerousGetHandle()",
+                ParamKind.HandleIn => p.Optional ? "(" + p.Name + " is null ? 0 : " + p.Name + ".DangerousGetHandle())" : p.Name + ".DangerousGetHandle()",
                 ParamKind.HandleOut => "&" + p.Local,
                 ParamKind.Utf8String => p.Local,
                 _ => p.Name,
@@ -444,7 +448,7 @@ internal sealed class CSharpEmitter
                 raw.AppendLine("        {");
                 foreach (MappedParam p in ps)
                 {
-                    if (p.Kind == ParamKind.HandleIn) raw.Append("            if (").Append(p.Local).Append("Added) ").Append(p.Name).AppendLine(".DangerousRelease();");
+                    if (p.Kind == ParamKind.HandleIn) raw.Append("            if (").Append(p.Local).Append("Added) ").Append(p.Name).Append(p.Optional ? "!" : "").AppendLine(".DangerousRelease();");
                     if (p.Kind == ParamKind.Utf8String) raw.Append("            Utf8StringMarshaller.Free(").Append(p.Local).AppendLine(");");
                 }
                 raw.AppendLine("        }");

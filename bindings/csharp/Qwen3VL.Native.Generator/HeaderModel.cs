@@ -34,14 +34,18 @@ internal sealed class CType
 
 internal sealed class CParam
 {
-    public CParam(CType type, string name)
+    public CParam(CType type, string name, bool optional)
     {
         Type = type;
         Name = name;
+        Optional = optional;
     }
 
     public CType Type { get; }
     public string Name { get; }
+
+    /// <summary>Marked QWEN3VL_OPTIONAL in the header: NULL is allowed (a nullable handle in C#).</summary>
+    public bool Optional { get; }
 }
 
 internal sealed class EnumMember

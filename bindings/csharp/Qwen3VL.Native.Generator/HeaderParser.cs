@@ -221,6 +221,9 @@ internal sealed class HeaderParser
         _model.Functions.Add(new FunctionDecl(name, ret, parameters, first.Doc, first.Line, false));
     }
 
+    /// <summary>The header's marker for a parameter that may be NULL (defined empty in qwen3vl.h).</summary>
+    public const string OptionalMarker = "QWEN3VL_OPTIONAL";
+
     private List<CParam> ParseParameters()
     {
         Expect("(");
@@ -233,9 +236,11 @@ internal sealed class HeaderParser
         }
         while (true)
         {
+            bool optional = Current.Is(OptionalMarker);
+            if (optional) Next();
             CType type = ParseType();
             string name = ExpectIdentifier("parameter name");
-            list.Add(new CParam(type, name));
+            list.Add(new CParam(type, name, optional));
             if (Current.Is(",")) { Next(); continue; }
             Expect(")");
             return list;

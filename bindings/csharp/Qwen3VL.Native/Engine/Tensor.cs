@@ -49,6 +49,12 @@ public sealed class Tensor : IDisposable
         {
             if (added) parent.DangerousRelease();
         }
+        return FromHandle(handle);
+    }
+
+    /// <summary>Wraps a live handle (which already keeps its parent alive); disposes it when describing it fails.</summary>
+    internal static unsafe Tensor FromHandle(TensorHandle handle)
+    {
         try
         {
             TensorDesc desc = NativeMethods.TensorDescInit();
@@ -63,6 +69,35 @@ public sealed class Tensor : IDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// A view of <paramref name="shape"/>'s element count of contiguous elements starting at element <paramref name="offset"/>,
+    /// sharing this tensor's memory. The view keeps this tensor (and so its backend) alive until the view is disposed.
+    /// </summary>
+    /// <exception cref="Qwen3VLInvalidArgumentException">The range lies outside the tensor or the shape is invalid.</exception>
+    public unsafe Tensor View(long offset, params ReadOnlySpan<long> shape)
+    {
+        TensorHandle parent = Handle;
+        bool added = false;
+        TensorHandle view;
+        try
+        {
+            parent.DangerousAddRef(ref added);
+            fixed (long* dims = shape)
+            {
+                Native.TensorView(parent, offset, shape.Length, dims, out view);
+            }
+            view.KeepParentAlive(parent);
+        }
+        finally
+        {
+            if (added) parent.DangerousRelease();
+        }
+        return FromHandle(view);
+    }
+
+    /// <summary>The same memory seen with another shape of the same element count (a view from element 0).</summary>
+    public Tensor Reshape(params ReadOnlySpan<long> shape) => View(0, shape);
 
     /// <summary>Copies <paramref name="data"/> into the tensor, converting to its dtype. The length must equal <see cref="ElementCount"/>.</summary>
     public void Write(ReadOnlySpan<float> data) => WriteBytes(Dtype.F32, MemoryMarshal.AsBytes(data));

@@ -1,0 +1,115 @@
+namespace Qwen3VL.Native;
+
+using Qwen3VL.Native.Interop;
+
+/// <summary>Masks of <see cref="Ops.Attention"/> (mirrors <c>qwen3vl_attention_mask</c>).</summary>
+public enum AttentionMode
+{
+    /// <summary>Query i (at cache position n_past + i) sees keys 0 .. n_past + i (text prefill and decoding).</summary>
+    Causal = 0,
+    /// <summary>Queries see every key of their own segment (vision: one image or one video frame per segment).</summary>
+    Segments = 1,
+}
+
+/// <summary>
+/// Thin managed wrappers of the native ops (<c>qwen3vl_op_*</c>). Activations are f32 and contiguous; weights may be
+/// f32, f16 or bf16; all tensors of one call live on the same backend, which runs the op synchronously. Every method
+/// throws a <see cref="Qwen3VLException"/> subclass when the library rejects the call (shape errors name the tensor).
+/// </summary>
+public static class Ops
+{
+    private static TensorHandle H(Tensor t)
+    {
+        ArgumentNullException.ThrowIfNull(t);
+        return t.Handle;
+    }
+
+    private static TensorHandle? Optional(Tensor? t) => t?.Handle;
+
+    /// <summary><paramref name="output"/>[M, N] = <paramref name="x"/>[M, K] · <paramref name="weight"/>[N, K]ᵀ (+ <paramref name="bias"/>[N]).</summary>
+    public static void Linear(Tensor output, Tensor x, Tensor weight, Tensor? bias = null) =>
+        Native.OpLinear(H(output), H(x), H(weight), Optional(bias));
+
+    /// <summary><paramref name="output"/>[M, N] = silu(x · gateᵀ) ⊙ (x · upᵀ) with gate, up [N, K].</summary>
+    public static void LinearSwiglu(Tensor output, Tensor x, Tensor gate, Tensor up) =>
+        Native.OpLinearSwiglu(H(output), H(x), H(gate), H(up));
+
+    /// <summary><paramref name="output"/> = a + b (same shapes; output may be a or b).</summary>
+    public static void Add(Tensor output, Tensor a, Tensor b) => Native.OpAdd(H(output), H(a), H(b));
+
+    /// <summary><paramref name="output"/> = silu(gate) ⊙ up, elementwise.</summary>
+    public static void Swiglu(Tensor output, Tensor gate, Tensor up) => Native.OpSwiglu(H(output), H(gate), H(up));
+
+    /// <summary><paramref name="output"/> = gelu(x); tanh approximation (gelu_pytorch_tanh) or the exact erf form. Output may be x.</summary>
+    public static void Gelu(Tensor output, Tensor x, bool tanhApproximation) =>
+        Native.OpGelu(H(output), H(x), tanhApproximation ? 1 : 0);
+
+    /// <summary>RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · weight. Output may be x.</summary>
+    public static void RmsNorm(Tensor output, Tensor x, Tensor weight, float eps) =>
+        Native.OpRmsNorm(H(output), H(x), H(weight), eps);
+
+    /// <summary><paramref name="residual"/> += x, then <paramref name="output"/> = rms_norm(residual) · weight.</summary>
+    public static void AddRmsNorm(Tensor residual, Tensor output, Tensor x, Tensor weight, float eps) =>
+        Native.OpAddRmsNorm(H(residual), H(output), H(x), H(weight), eps);
+
+    /// <summary>LayerNorm over the last dimension with weight and bias. Output may be x.</summary>
+    public static void LayerNorm(Tensor output, Tensor x, Tensor weight, Tensor bias, float eps) =>
+        Native.OpLayerNorm(H(output), H(x), H(weight), H(bias), eps);
+
+    /// <summary>Softmax over the last dimension. Output may be x.</summary>
+    public static void Softmax(Tensor output, Tensor x) => Native.OpSoftmax(H(output), H(x));
+
+    /// <summary><paramref name="output"/>[i] (i32) = index of the largest element of row i of x (first index on ties).</summary>
+    public static void Argmax(Tensor output, Tensor x) => Native.OpArgmax(H(output), H(x));
+
+    /// <summary><paramref name="output"/>[T, H] = table[ids[t], :] (ids: i32 [T]).</summary>
+    public static void Embedding(Tensor output, Tensor table, Tensor ids) => Native.OpEmbedding(H(output), H(table), H(ids));
+
+    /// <summary>x[rows[r], :] = src[r, :] (or += when <paramref name="accumulate"/>) for each r; rows: i32 [N].</summary>
+    public static void ScatterRows(Tensor x, Tensor rows, Tensor src, bool accumulate) =>
+        Native.OpScatterRows(H(x), H(rows), H(src), accumulate ? 1 : 0);
+
+    /// <summary>
+    /// Text attention prologue, in place: RMSNorm over head_dim of q [T, Hq, D] and k [T, Hkv, D], interleaved M-RoPE with
+    /// positions (i32 [3, T]), then k and v written to rows n_past .. n_past+T-1 of the caches [capacity, Hkv, D].
+    /// </summary>
+    /// <param name="q">Queries [T, Hq, D], normalised and rotated in place.</param>
+    /// <param name="k">Keys [T, Hkv, D], normalised and rotated in place.</param>
+    /// <param name="v">Values [T, Hkv, D].</param>
+    /// <param name="qNorm">q_norm weight [D].</param>
+    /// <param name="kNorm">k_norm weight [D].</param>
+    /// <param name="eps">RMSNorm epsilon.</param>
+    /// <param name="positions">i32 [3, T]: the t, h and w position streams.</param>
+    /// <param name="theta">RoPE base.</param>
+    /// <param name="mropeSection">The three M-RoPE section sizes (t, h, w), summing to D/2.</param>
+    /// <param name="kCache">Key cache [capacity, Hkv, D].</param>
+    /// <param name="vCache">Value cache [capacity, Hkv, D].</param>
+    /// <param name="nPast">First cache row written.</param>
+    public static unsafe void QkNormRopeKv(Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions,
+        float theta, ReadOnlySpan<long> mropeSection, Tensor kCache, Tensor vCache, long nPast)
+    {
+        if (mropeSection.Length != 3) throw new ArgumentException("mrope_section must have 3 entries.", nameof(mropeSection));
+        fixed (long* section = mropeSection)
+        {
+            Native.OpQkNormRopeKv(H(q), H(k), H(v), H(qNorm), H(kNorm), eps, H(positions), theta, section, H(kCache), H(vCache), nPast);
+        }
+    }
+
+    /// <summary>Vision 2D rotary, in place, on the q and k parts of a fused qkv [T, 3, H, D]; positions i32 [T, 2] (row, col).</summary>
+    public static void RopeVision(Tensor qkv, Tensor positions, float theta) => Native.OpRopeVision(H(qkv), H(positions), theta);
+
+    /// <summary>
+    /// Attention with scale 1/sqrt(D). <see cref="AttentionMode.Causal"/>: q [T, Hq, D] against the first n_past + T rows of
+    /// the caches (segments null). <see cref="AttentionMode.Segments"/>: q is a fused qkv [T, 3, H, D], the caches are null,
+    /// n_past 0 and segments (i32 [S+1]) holds cumulative segment lengths. Output [T, Hq, D].
+    /// </summary>
+    public static void Attention(Tensor output, Tensor q, Tensor? kCache, Tensor? vCache, long nPast, AttentionMode mode, Tensor? segments) =>
+        Native.OpAttention(H(output), H(q), Optional(kCache), Optional(vCache), nPast, (AttentionMask)(int)mode, Optional(segments));
+
+    /// <summary>
+    /// Vision position embedding: the learned table [G*G, C] bilinearly interpolated (align-corners) to a grid_h x grid_w
+    /// patch grid, written in merge-window order to <paramref name="output"/> [grid_h * grid_w, C].
+    /// </summary>
+    public static void PositionEmbedding(Tensor output, Tensor table, long gridH, long gridW, long merge) =>
+        Native.OpPositionEmbedding(H(output), H(table), gridH, gridW, merge);
+}

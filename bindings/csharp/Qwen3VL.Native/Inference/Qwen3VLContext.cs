@@ -1,0 +1,121 @@
+using Qwen3VL.Native.Model;
+using Qwen3VL.Native.Processing;
+
+namespace Qwen3VL.Native.Inference;
+
+/// <summary>
+/// One conversation on a <see cref="Qwen3VLModel"/>: its KV caches (f32), the tokens seen, the next M-RoPE position and
+/// rope_delta. Not thread-safe (one caller at a time); several contexts may run concurrently on one model. Dispose after use.
+/// </summary>
+public sealed class Qwen3VLContext : IDisposable
+{
+    private readonly KvCache _cache;
+    private readonly List<int> _tokens = [];
+    private int _busy;
+
+    internal Qwen3VLContext(Qwen3VLModel model, int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        if (capacity > model.Config.MaxPositionEmbeddings)
+        {
+            throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"The model supports at most {model.Config.MaxPositionEmbeddings} positions.");
+        }
+        Model = model;
+        _cache = new KvCache(model.Backend, model.Config, capacity);
+    }
+
+    /// <summary>The model.</summary>
+    public Qwen3VLModel Model { get; }
+    /// <summary>Tokens the context can hold.</summary>
+    public int Capacity => _cache.Capacity;
+    /// <summary>Tokens in the cache (n_past).</summary>
+    public int Length => _tokens.Count;
+    /// <summary>Tokens still free.</summary>
+    public int Remaining => Capacity - Length;
+    /// <summary>Position of the next text token (max position so far + 1).</summary>
+    public int NextPosition { get; private set; }
+    /// <summary>transformers' rope_delta: cache row n decodes at position n + RopeDelta.</summary>
+    public int RopeDelta => NextPosition - Length;
+    /// <summary>The tokens in the cache, in order.</summary>
+    public IReadOnlyList<int> Tokens => _tokens;
+    internal ReadOnlySpan<int> TokenSpan => System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens);
+    /// <summary>Bytes of the KV caches.</summary>
+    public ulong CacheBytes => _cache.ByteCount;
+
+    /// <summary>Forgets the conversation (the caches are reused).</summary>
+    public void Reset()
+    {
+        _tokens.Clear();
+        NextPosition = 0;
+    }
+
+    /// <summary>
+    /// Appends a prompt chunk (with its images, if any) and returns the logits of the chunk's last token, [vocab].
+    /// </summary>
+    public float[] Prefill(ReadOnlySpan<int> ids, VisionInput? vision = null) => Prefill(ids, vision, [ids.Length - 1]);
+
+    /// <summary>
+    /// Appends a prompt chunk: runs the vision tower on <paramref name="vision"/> (the images of the chunk's pad tokens,
+    /// in order), computes the M-RoPE positions (get_rope_index, continuing at <see cref="NextPosition"/>) and runs the
+    /// decoder; returns logits [logitRows.Length, vocab] of the chunk rows <paramref name="logitRows"/>.
+    /// </summary>
+    /// <exception cref="Qwen3VLLimitExceededException">The chunk does not fit the remaining capacity.</exception>
+    public float[] Prefill(ReadOnlySpan<int> ids, VisionInput? vision, ReadOnlySpan<int> logitRows)
+    {
+        if (ids.IsEmpty) throw new ArgumentException("The prompt is empty.", nameof(ids));
+        if (ids.Length > Remaining)
+        {
+            throw new Qwen3VLLimitExceededException($"The prompt needs {ids.Length} tokens but the context has {Remaining} of {Capacity} left.");
+        }
+        ModelConfig c = Model.Config;
+        if (vision is null && (ids.Contains(c.ImageTokenId) || ids.Contains(c.VideoTokenId)))
+        {
+            throw new ArgumentException("The prompt holds image/video pad tokens but no images were given.", nameof(vision));
+        }
+        Enter();
+        try
+        {
+            RopePositions positions = RopeIndex.Compute(ids, vision?.Grids ?? [], null, c.VisionSpatialMergeSize,
+                c.ImageTokenId, c.VideoTokenId, c.VisionStartTokenId, NextPosition);
+            using VisionFeatures? features = vision is null ? null : Model.EncodeImages(vision);
+            float[] logits = Model.Text.Forward(ids, positions, _cache, Length, features, logitRows);
+            _tokens.AddRange(ids);
+            NextPosition = positions.NextPosition;
+            return logits;
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    /// <summary>Appends one token (decoding: position n + rope_delta on all streams) and returns its logits [vocab].</summary>
+    /// <exception cref="Qwen3VLLimitExceededException">The context is full.</exception>
+    public float[] Decode(int token)
+    {
+        if (Remaining < 1) throw new Qwen3VLLimitExceededException($"The context is full ({Capacity} tokens).");
+        Enter();
+        try
+        {
+            RopePositions positions = RopeIndex.Text(1, NextPosition);
+            float[] logits = Model.Text.Forward([token], positions, _cache, Length, null, [0]);
+            _tokens.Add(token);
+            NextPosition++;
+            return logits;
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    private void Enter()
+    {
+        if (Interlocked.Exchange(ref _busy, 1) != 0) throw new InvalidOperationException("The context is in use by another call; a context serves one caller at a time.");
+    }
+
+    private void Exit() => Volatile.Write(ref _busy, 0);
+
+    /// <summary>Releases the caches.</summary>
+    public void Dispose() => _cache.Dispose();
+}

@@ -1,0 +1,49 @@
+namespace Qwen3VL.Native.Model;
+
+/// <summary>Takes named weights from a checkpoint onto a backend and remembers them, so their owner can release them together.</summary>
+internal sealed class WeightLoader : IDisposable
+{
+    private readonly List<Tensor> _loaded = [];
+
+    internal WeightLoader(Checkpoint checkpoint, Backend backend, ModelConfig config)
+    {
+        Checkpoint = checkpoint;
+        Backend = backend;
+        Config = config;
+    }
+
+    internal Checkpoint Checkpoint { get; }
+    internal Backend Backend { get; }
+    internal ModelConfig Config { get; }
+
+    /// <summary>The tensor called <paramref name="name"/>; when <paramref name="shape"/> is given it is checked (same element count and dims), or
+    /// reshaped when only the element count agrees (e.g. the Conv3d patch weight seen as a matrix).</summary>
+    internal Tensor Get(string name, params long[] shape)
+    {
+        Tensor t = Checkpoint.GetTensor(Backend, name);
+        if (shape.Length > 0 && !t.Shape.SequenceEqual(shape))
+        {
+            long count = 1;
+            foreach (long d in shape) count *= d;
+            if (count != t.ElementCount)
+            {
+                t.Dispose();
+                throw new InvalidDataException($"Weight '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{string.Join(", ", shape)}].");
+            }
+            Tensor view = t.View(0, shape);
+            t.Dispose(); // the view keeps the weight alive
+            t = view;
+        }
+        _loaded.Add(t);
+        return t;
+    }
+
+    /// <summary>Every tensor loaded so far.</summary>
+    internal IReadOnlyList<Tensor> Loaded => _loaded;
+
+    public void Dispose()
+    {
+        foreach (Tensor t in _loaded) t.Dispose();
+        _loaded.Clear();
+    }
+}

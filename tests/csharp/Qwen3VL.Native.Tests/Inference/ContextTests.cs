@@ -1,0 +1,140 @@
+using Qwen3VL.Native.Inference;
+using Qwen3VL.Native.Model;
+using Qwen3VL.Native.Tests.Model;
+using Qwen3VL.Native.Tests.Processing;
+
+namespace Qwen3VL.Native.Tests.Inference;
+
+// The generator project\'s namespace Qwen3VL.Native.Generator would otherwise win the lookup.
+using Generator = Qwen3VL.Native.Inference.Generator;
+
+/// <summary>Contexts share one model: interleaved or concurrent use gives the results of sequential use; generation stops on request.</summary>
+public sealed class ContextTests
+{
+    private static string TiedFixture => Path.Combine(TestPaths.RepoRoot, "tests", "fixtures", "tiny-tied");
+
+    private static (int[] Ids, VisionInput? Vision) Input(string caseName)
+    {
+        FixtureCase c = FixtureCatalog.GetCase(TiedFixture, caseName);
+        return (c.InputIds, TestModels.FixtureVision(c));
+    }
+
+    /// <summary>Prefill, then <paramref name="steps"/> greedy decode steps; returns every step's logits.</summary>
+    private static IEnumerable<float[]> Steps(Qwen3VLContext context, int[] ids, VisionInput? vision, int steps)
+    {
+        float[] logits = context.Prefill(ids, vision);
+        yield return logits;
+        var sampler = new Sampler(SamplingOptions.Greedy);
+        for (int i = 0; i < steps; i++)
+        {
+            logits = context.Decode(sampler.Sample(logits));
+            yield return logits;
+        }
+    }
+
+    [Fact]
+    public void InterleavedContextsMatchSequentialOnes()
+    {
+        Qwen3VLModel model = TestModels.Get(TiedFixture);
+        var (idsA, visionA) = Input("one_image");
+        var (idsB, visionB) = Input("two_images_text_between");
+        const int steps = 5;
+
+        List<float[]> seqA, seqB;
+        using (Qwen3VLContext a = model.CreateContext(256)) seqA = Steps(a, idsA, visionA, steps).ToList();
+        using (Qwen3VLContext b = model.CreateContext(256)) seqB = Steps(b, idsB, visionB, steps).ToList();
+
+        using Qwen3VLContext ca = model.CreateContext(256), cb = model.CreateContext(256);
+        using IEnumerator<float[]> ea = Steps(ca, idsA, visionA, steps).GetEnumerator(), eb = Steps(cb, idsB, visionB, steps).GetEnumerator();
+        for (int i = 0; i <= steps; i++)
+        {
+            Assert.True(ea.MoveNext());
+            Assert.True(eb.MoveNext());
+            Assert.True(TestModels.RelativeL2(ea.Current, seqA[i]) <= 1e-6, $"context A step {i}");
+            Assert.True(TestModels.RelativeL2(eb.Current, seqB[i]) <= 1e-6, $"context B step {i}");
+        }
+        Assert.Equal(idsA.Length + steps, ca.Length);
+        Assert.Equal(steps + 1, seqA.Count);
+    }
+
+    [Fact]
+    public void ConcurrentContextsMatchSequentialOnes()
+    {
+        Qwen3VLModel model = TestModels.Get(TiedFixture);
+        var inputs = new[] { Input("one_image"), Input("text_only"), Input("system_rgba") };
+        const int steps = 4;
+        var sequential = inputs.Select(x =>
+        {
+            using Qwen3VLContext c = model.CreateContext(256);
+            return Steps(c, x.Ids, x.Vision, steps).ToList();
+        }).ToList();
+        var concurrent = new List<float[]>[inputs.Length];
+        Parallel.For(0, inputs.Length, new ParallelOptions { MaxDegreeOfParallelism = inputs.Length }, i =>
+        {
+            using Qwen3VLContext c = model.CreateContext(256);
+            concurrent[i] = Steps(c, inputs[i].Ids, inputs[i].Vision, steps).ToList();
+        });
+        for (int i = 0; i < inputs.Length; i++)
+        {
+            for (int s = 0; s <= steps; s++) Assert.True(TestModels.RelativeL2(concurrent[i][s], sequential[i][s]) <= 1e-6, $"input {i} step {s}");
+        }
+    }
+
+    [Fact]
+    public void RopeDeltaDrivesDecodePositions()
+    {
+        Qwen3VLModel model = TestModels.Get(TiedFixture);
+        var (ids, vision) = Input("one_image");
+        using Qwen3VLContext c = model.CreateContext(ids.Length + 4);
+        c.Prefill(ids, vision);
+        Assert.Equal(-60, c.RopeDelta);
+        c.Decode(198);
+        Assert.Equal(-60, c.RopeDelta);
+        Assert.Equal(ids.Length + 1, c.Length);
+    }
+
+    [Fact]
+    public void PromptLongerThanTheContextIsRejected()
+    {
+        Qwen3VLModel model = TestModels.Get(TiedFixture);
+        var (ids, _) = Input("text_only");
+        using Qwen3VLContext c = model.CreateContext(ids.Length - 1);
+        Assert.Throws<Qwen3VLLimitExceededException>(() => c.Prefill(ids));
+        Assert.Equal(0, c.Length);
+    }
+
+    [Fact]
+    public void CancellationStopsGeneration()
+    {
+        Qwen3VLModel model = TestModels.Get(TiedFixture);
+        var (ids, _) = Input("text_only");
+        using Qwen3VLContext c = model.CreateContext(ids.Length + 64);
+        var generator = new Generator(c, TestPaths.Tokenizer);
+        using var cts = new CancellationTokenSource();
+        int pieces = 0;
+        Assert.ThrowsAny<OperationCanceledException>(void () => generator.Generate(ids, null,
+            new GenerationOptions { MaxNewTokens = 50, StopTokenIds = [] },
+            _ => { pieces++; cts.Cancel(); }, cts.Token));
+        Assert.Equal(1, pieces);
+        Assert.True(c.Length <= ids.Length + 1);
+    }
+
+    [Fact]
+    public void GenerationStopsOnStopTokensAndBudget()
+    {
+        Qwen3VLModel model = TestModels.Get(TiedFixture);
+        FixtureCase fc = FixtureCatalog.GetCase(TiedFixture, "text_only");
+        int first = TestModels.GreedyTokens(fc)[0];
+        using Qwen3VLContext c = model.CreateContext(fc.InputIds.Length + 16);
+        GenerationResult stopped = new Generator(c, TestPaths.Tokenizer).Generate(fc.InputIds, null, new GenerationOptions { MaxNewTokens = 8, StopTokenIds = [first] }, null, TestContext.Current.CancellationToken);
+        Assert.Equal(StopReason.EndOfSequence, stopped.StopReason);
+        Assert.Equal(new[] { first }, stopped.TokenIds);
+        Assert.Equal("", stopped.Text);
+
+        c.Reset();
+        GenerationResult budget = new Generator(c, TestPaths.Tokenizer).Generate(fc.InputIds, null, new GenerationOptions { MaxNewTokens = 3, StopTokenIds = [] }, null, TestContext.Current.CancellationToken);
+        Assert.Equal(StopReason.MaxTokens, budget.StopReason);
+        Assert.Equal(3, budget.TokenIds.Count);
+        Assert.Equal(TestPaths.Tokenizer.Decode(budget.TokenIds.ToArray(), skipSpecialTokens: true), budget.Text);
+    }
+}
