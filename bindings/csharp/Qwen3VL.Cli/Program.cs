@@ -7,10 +7,11 @@ namespace Qwen3VL.Cli;
 internal static class Program
 {
     private const string Usage =
-        "usage: qwen3vl [info [--json] | run [options]]\n" +
+        "usage: qwen3vl [info [--json] | run [options] | bench [options]]\n" +
         "  info         print the native build and device report\n" +
         "  info --json  the same report as JSON\n" +
         "  run          answer a prompt (with images) from a Qwen3-VL checkpoint; 'qwen3vl run --help' for options\n" +
+        "  bench        prefill/decode/image-encode speed on a checkpoint; 'qwen3vl bench --help' for options\n" +
         "  --version    print the version\n" +
         "  --help       print this help\n" +
         "environment: QWEN3VL_NATIVE_LIBRARY=<path>, QWEN3VL_DEVICE=cpu, QWEN3VL_LOG=1";
@@ -71,6 +72,13 @@ internal static class Program
                     return 0;
                 }
                 return RunCommand.Run(args[1..]);
+            case "bench":
+                if (args.Skip(1).Any(a => a is "-h" or "--help"))
+                {
+                    Console.WriteLine(BenchCommand.Usage);
+                    return 0;
+                }
+                return BenchCommand.Run(args[1..]);
             default:
                 return UsageError("unknown command: " + args[0]);
         }

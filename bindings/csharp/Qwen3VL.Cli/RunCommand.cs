@@ -196,7 +196,7 @@ internal static class RunCommand
     private static string Mib(ulong bytes) => (bytes / (1024.0 * 1024)).ToString("0.0", CultureInfo.InvariantCulture) + " MiB";
 
     /// <summary>Peak resident set size (VmHWM of /proc/self/status) on Linux, else the process peak working set.</summary>
-    private static long? PeakRssBytes()
+    internal static long? PeakRssBytes()
     {
         try
         {

@@ -33,6 +33,9 @@ public sealed class Qwen3VLModel : IDisposable
     /// <summary>Bytes of the weights (as stored: bf16 checkpoints stay bf16).</summary>
     public ulong WeightBytes => _weights.Loaded.Aggregate(0UL, (sum, t) => sum + t.ByteCount);
 
+    /// <summary>Number of weight elements (parameters) loaded.</summary>
+    public long WeightElements => _weights.Loaded.Sum(t => t.ElementCount);
+
     /// <summary>Opens the checkpoint folder <paramref name="directory"/> and takes every weight onto <paramref name="backend"/>.</summary>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="Qwen3VLException">The checkpoint is unreadable, malformed or unsupported.</exception>

@@ -1,0 +1,129 @@
+using System.Diagnostics;
+using System.Globalization;
+using Qwen3VL.Native;
+using Qwen3VL.Native.Inference;
+using Qwen3VL.Native.Model;
+using Qwen3VL.Native.Processing;
+
+namespace Qwen3VL.Cli;
+
+/// <summary>
+/// <c>qwen3vl bench</c>: the engine's speed on a checkpoint — prefill tokens/s, decode tokens/s, one image encode,
+/// peak memory — with the effective weight bandwidth of decode and the arithmetic rate of prefill, to set next to the
+/// machine's ceilings (docs/BENCHMARKS.md). Prompts are random token ids, so any checkpoint works, including the
+/// random-weight one written by qwen3vl_make_random_checkpoint.
+/// </summary>
+internal static class BenchCommand
+{
+    internal const string Usage =
+        "usage: qwen3vl bench --model DIR [--prompt-tokens N] [--new-tokens N] [--image-size S] [--threads N] [--repeat N]\n" +
+        "  defaults: 512 prompt tokens, 128 new tokens (greedy), one SxS image with S = 448, all logical CPUs, 1 repeat";
+
+    internal static int Run(string[] args)
+    {
+        string? model = null;
+        int promptTokens = 512, newTokens = 128, imageSize = 448, threads = 0, repeat = 1;
+        try
+        {
+            for (int i = 0; i < args.Length; i++)
+            {
+                string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException(args[i] + " needs a value");
+                int Int() => int.TryParse(Value(), NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v >= 0
+                    ? v : throw new ArgumentException(args[i] + " needs a non-negative integer");
+                switch (args[i])
+                {
+                    case "--model": model = Value(); break;
+                    case "--prompt-tokens": promptTokens = Int(); break;
+                    case "--new-tokens": newTokens = Int(); break;
+                    case "--image-size": imageSize = Int(); break;
+                    case "--threads": threads = Int(); break;
+                    case "--repeat": repeat = Math.Max(1, Int()); break;
+                    default: throw new ArgumentException("unknown option " + args[i]);
+                }
+            }
+            if (model is null) throw new ArgumentException("--model is required");
+            if (promptTokens < 1) throw new ArgumentException("--prompt-tokens must be at least 1");
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine("qwen3vl bench: " + e.Message);
+            Console.Error.WriteLine(Usage);
+            return 2;
+        }
+        if (!File.Exists(Path.Combine(model, "config.json")))
+        {
+            Console.Error.WriteLine($"qwen3vl bench: error: '{model}' is not a checkpoint folder (no config.json).");
+            return 2;
+        }
+
+        var load = Stopwatch.StartNew();
+        using Backend backend = Backend.CreateCpu(threads);
+        using Qwen3VLModel m = Qwen3VLModel.Load(model, backend);
+        load.Stop();
+        ModelConfig c = m.Config;
+        Console.WriteLine($"model:   {model}");
+        Console.WriteLine($"backend: {backend.Name}; weights {m.WeightBytes / 1e9:0.00} GB; load {load.Elapsed.TotalSeconds:0.00} s");
+
+        // Weight bytes one decode step reads: every text layer's projections plus the output projection.
+        double layerBytes = BytesPerElement(m) * (
+            (double)c.TextHiddenSize * c.TextNumHeads * c.TextHeadDim * 2 +
+            (double)c.TextHiddenSize * c.TextNumKvHeads * c.TextHeadDim * 2 +
+            3.0 * c.TextHiddenSize * c.TextIntermediateSize);
+        double decodeBytes = layerBytes * c.TextNumLayers + BytesPerElement(m) * (double)c.VocabSize * c.TextHiddenSize;
+        double flopsPerPromptToken = 2.0 * (layerBytes * c.TextNumLayers / BytesPerElement(m));
+
+        var rng = new Random(1234);
+        int[] prompt = new int[promptTokens];
+        for (int i = 0; i < prompt.Length; i++) prompt[i] = rng.Next(0, 151643);  // ordinary (non-special) ids
+
+        double bestPrefill = double.MaxValue, bestDecode = double.MaxValue, bestImage = double.MaxValue, bestPre = double.MaxValue;
+        int imageTokens = 0;
+        for (int r = 0; r < repeat; r++)
+        {
+            using Qwen3VLContext ctx = m.CreateContext(promptTokens + newTokens + 1);
+            var sw = Stopwatch.StartNew();
+            float[] logits = ctx.Prefill(prompt);
+            bestPrefill = Math.Min(bestPrefill, sw.Elapsed.TotalSeconds);
+            int token = ArgMax(logits);
+            sw.Restart();
+            for (int n = 0; n < newTokens; n++) token = ArgMax(ctx.Decode(token));
+            if (newTokens > 0) bestDecode = Math.Min(bestDecode, sw.Elapsed.TotalSeconds);
+
+            if (imageSize > 0)
+            {
+                byte[] pixels = new byte[imageSize * imageSize * 3];
+                rng.NextBytes(pixels);
+                var processor = ImageProcessor.FromCheckpointDirectory(model);
+                sw.Restart();
+                ProcessedImage image = processor.Process(new RgbImage(imageSize, imageSize, pixels));
+                bestPre = Math.Min(bestPre, sw.Elapsed.TotalSeconds);
+                sw.Restart();
+                m.EncodeImages(VisionInput.FromImages([image]));
+                bestImage = Math.Min(bestImage, sw.Elapsed.TotalSeconds);
+                imageTokens = image.TokenCount;
+            }
+        }
+
+        long? rss = RunCommand.PeakRssBytes();
+        string F(double v, string fmt = "0.00") => v.ToString(fmt, CultureInfo.InvariantCulture);
+        Console.WriteLine();
+        Console.WriteLine("| measure | value |");
+        Console.WriteLine("|---|---|");
+        Console.WriteLine($"| prefill ({promptTokens} tokens) | {F(promptTokens / bestPrefill, "0.0")} tokens/s ({F(bestPrefill)} s), {F(flopsPerPromptToken * promptTokens / bestPrefill / 1e9, "0.0")} GFLOP/s in the text projections |");
+        if (newTokens > 0)
+            Console.WriteLine($"| decode ({newTokens} tokens after the prompt) | {F(newTokens / bestDecode)} tokens/s ({F(bestDecode * 1000 / newTokens, "0.0")} ms/token), weights read at {F(decodeBytes * newTokens / bestDecode / 1e9, "0.0")} GB/s ({F(decodeBytes / 1e9)} GB/token) |");
+        if (imageSize > 0)
+            Console.WriteLine($"| image {imageSize}x{imageSize} ({imageTokens} tokens) | encode {F(bestImage * 1000, "0")} ms, preprocessing {F(bestPre * 1000, "0")} ms |");
+        Console.WriteLine($"| peak RSS | {(rss is null ? "n/a" : F(rss.Value / 1e9) + " GB")} |");
+        return 0;
+    }
+
+    private static double BytesPerElement(Qwen3VLModel m) => m.WeightBytes / (double)m.WeightElements;
+
+    private static int ArgMax(float[] v)
+    {
+        int best = 0;
+        for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
+        return best;
+    }
+}
