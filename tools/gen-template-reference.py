@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates tests/csharp/Qwen3VL.Native.Tests/Processing/TestData/template-reference.json.
 
-Renders the Qwen3-VL Instruct chat template (TestData/qwen3-vl-instruct.chat_template.jinja, the text of
+Renders the Qwen3-VL Instruct chat template (bindings/csharp/Qwen3VL.Native/Processing/Templates/qwen3-vl-instruct.chat_template.jinja, the text of
 Qwen/Qwen3-VL-*-Instruct chat_template.json) with jinja2 configured exactly like transformers'
 `_compile_jinja_template` (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loopcontrols, tojson as
 json.dumps(ensure_ascii=False)). Needs only `jinja2`.
@@ -22,7 +22,7 @@ def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
 
 env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
 env.filters["tojson"] = tojson
-template = env.from_string(open(os.path.join(DATA, "qwen3-vl-instruct.chat_template.jinja"), encoding="utf-8").read())
+template = env.from_string(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bindings", "csharp", "Qwen3VL.Native", "Processing", "Templates", "qwen3-vl-instruct.chat_template.jinja"), encoding="utf-8").read())
 
 IMG = {"type": "image", "image": "images/a.png"}
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Météo d'une ville",

@@ -86,7 +86,7 @@ public sealed class ChatTemplateTests
     [Fact]
     public void Detect_RecognizesTheKnownTemplateAndReportsOthers()
     {
-        string jinja = File.ReadAllText(Path.Combine(TestPaths.TestData, "qwen3-vl-instruct.chat_template.jinja"));
+        string jinja = File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "bindings", "csharp", "Qwen3VL.Native", "Processing", "Templates", "qwen3-vl-instruct.chat_template.jinja"));
         Assert.True(Qwen3VLChatTemplate.IsKnownTemplate(jinja));
         Assert.True(Qwen3VLChatTemplate.IsKnownTemplate(jinja.Replace("\n", "\r\n").Replace("    ", "  ")));
         Assert.False(Qwen3VLChatTemplate.IsKnownTemplate(jinja.Replace("Picture ", "Image ")));
