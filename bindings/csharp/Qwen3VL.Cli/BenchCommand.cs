@@ -16,12 +16,14 @@ namespace Qwen3VL.Cli;
 internal static class BenchCommand
 {
     internal const string Usage =
-        "usage: qwen3vl bench --model DIR [--prompt-tokens N] [--new-tokens N] [--image-size S] [--threads N] [--repeat N]\n" +
+        "usage: qwen3vl bench --model DIR [--device cpu|cuda[:N]] [--prompt-tokens N] [--new-tokens N] [--image-size S]\n" +
+        "                     [--threads N] [--repeat N]\n" +
         "  defaults: 512 prompt tokens, 128 new tokens (greedy), one SxS image with S = 448, all logical CPUs, 1 repeat";
 
     internal static int Run(string[] args)
     {
         string? model = null;
+        string device = "cpu";
         int promptTokens = 512, newTokens = 128, imageSize = 448, threads = 0, repeat = 1;
         try
         {
@@ -33,6 +35,7 @@ internal static class BenchCommand
                 switch (args[i])
                 {
                     case "--model": model = Value(); break;
+                    case "--device": device = Value(); break;
                     case "--prompt-tokens": promptTokens = Int(); break;
                     case "--new-tokens": newTokens = Int(); break;
                     case "--image-size": imageSize = Int(); break;
@@ -57,7 +60,10 @@ internal static class BenchCommand
         }
 
         var load = Stopwatch.StartNew();
-        using Backend backend = Backend.CreateCpu(threads);
+        using Backend backend = device == "cpu" ? Backend.CreateCpu(threads)
+            : device.StartsWith("cuda", StringComparison.Ordinal)
+                ? Backend.CreateCuda(device.Length > 5 && device[4] == ':' ? int.Parse(device[5..], CultureInfo.InvariantCulture) : 0)
+                : throw new ArgumentException("--device must be cpu or cuda[:N]");
         using Qwen3VLModel m = Qwen3VLModel.Load(model, backend);
         load.Stop();
         ModelConfig c = m.Config;

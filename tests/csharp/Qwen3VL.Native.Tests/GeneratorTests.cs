@@ -3,6 +3,9 @@ using Qwen3VL.Native.Generator;
 
 namespace Qwen3VL.Native.Tests;
 
+// Qwen3VL.Native.GenerationResult (the public API's) would otherwise win the lookup.
+using GenerationResult = Qwen3VL.Native.Generator.GenerationResult;
+
 /// <summary>The header parser directly: the real header is fully understood, and anything else is reported with its line.</summary>
 public class GeneratorTests
 {

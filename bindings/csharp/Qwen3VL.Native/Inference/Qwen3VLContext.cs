@@ -11,6 +11,7 @@ public sealed class Qwen3VLContext : IDisposable
 {
     private readonly KvCache _cache;
     private readonly List<int> _tokens = [];
+    private readonly List<int> _nextPositions = []; // NextPosition after each cached token, for Truncate
     private int _busy;
 
     internal Qwen3VLContext(Qwen3VLModel model, int capacity)
@@ -43,10 +44,22 @@ public sealed class Qwen3VLContext : IDisposable
     public ulong CacheBytes => _cache.ByteCount;
 
     /// <summary>Forgets the conversation (the caches are reused).</summary>
-    public void Reset()
+    public void Reset() => Truncate(0);
+
+    /// <summary>
+    /// Keeps the first <paramref name="length"/> tokens and forgets the rest (their cache rows are overwritten by what comes
+    /// next), so a conversation can continue from a shared prefix. Do not cut inside an image's tokens.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative or beyond <see cref="Length"/>.</exception>
+    public void Truncate(int length)
     {
-        _tokens.Clear();
-        NextPosition = 0;
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Length);
+        Enter();
+        _tokens.RemoveRange(length, _tokens.Count - length);
+        _nextPositions.RemoveRange(length, _nextPositions.Count - length);
+        NextPosition = length == 0 ? 0 : _nextPositions[length - 1];
+        Exit();
     }
 
     /// <summary>
@@ -80,6 +93,12 @@ public sealed class Qwen3VLContext : IDisposable
             using VisionFeatures? features = vision is null ? null : Model.EncodeImages(vision);
             float[] logits = Model.Text.Forward(ids, positions, _cache, Length, features, logitRows);
             _tokens.AddRange(ids);
+            int next = NextPosition;
+            for (int i = 0; i < ids.Length; i++)
+            {
+                next = Math.Max(next, Math.Max(positions[0, i], Math.Max(positions[1, i], positions[2, i])) + 1);
+                _nextPositions.Add(next);
+            }
             NextPosition = positions.NextPosition;
             return logits;
         }
@@ -101,6 +120,7 @@ public sealed class Qwen3VLContext : IDisposable
             float[] logits = Model.Text.Forward([token], positions, _cache, Length, null, [0]);
             _tokens.Add(token);
             NextPosition++;
+            _nextPositions.Add(NextPosition);
             return logits;
         }
         finally

@@ -1,23 +1,49 @@
+using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
+using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Templates;
+using Qwen3VL.Native.Processing.Tokenization;
 
-namespace Qwen3VL.Native.Inference;
+namespace Qwen3VL.Native;
 
 /// <summary>
-/// A loaded Qwen3-VL model: the immutable weights on one backend (memory-mapped on the CPU), loaded once. Thread-safe:
-/// any number of <see cref="Qwen3VLContext"/>s (conversations) may use it concurrently. Dispose after its contexts.
+/// A loaded Qwen3-VL model: the immutable weights on one backend (memory-mapped on the CPU), loaded once, with the
+/// checkpoint's tokenizer, chat template and image processor. Thread-safe: any number of conversations
+/// (<see cref="Qwen3VLChatSession"/>s, or low-level <see cref="Qwen3VLContext"/>s) may use it concurrently, each from
+/// one caller at a time. Dispose after its sessions and contexts.
 /// </summary>
-public sealed class Qwen3VLModel : IDisposable
+/// <remarks>Load with <see cref="Load(string, Qwen3VLModelOptions?)"/> or <see cref="LoadAsync"/>; talk to it through
+/// <see cref="CreateSession"/> or <see cref="Qwen3VLChatClient"/>.</remarks>
+public sealed partial class Qwen3VLModel : IDisposable
 {
     private readonly WeightLoader _weights;
+    private readonly bool _ownsBackend;
+    private readonly Lazy<QwenTokenizer> _tokenizer;
+    private readonly Lazy<ImageProcessor> _imageProcessor;
+    private readonly Lazy<ChatTemplateDetection> _chatTemplate;
 
-    private Qwen3VLModel(string directory, Backend backend, ModelConfig config, WeightLoader weights, VisionTower vision, TextModel text)
+    private Qwen3VLModel(string directory, Backend backend, bool ownsBackend, ModelConfig config, WeightLoader weights,
+        VisionTower vision, TextModel text, Qwen3VLModelOptions options)
     {
         Directory = directory;
         Backend = backend;
+        _ownsBackend = ownsBackend;
         Config = config;
         _weights = weights;
         Vision = vision;
         Text = text;
+        DefaultSampling = SamplingOptions.FromGenerationConfig(directory);
+        ContextLength = (int)Math.Min(options.ContextLength, config.MaxPositionEmbeddings);
+        _tokenizer = new Lazy<QwenTokenizer>(() => QwenTokenizer.FromDirectory(directory));
+        _imageProcessor = new Lazy<ImageProcessor>(() =>
+        {
+            ImageProcessorConfig c = ImageProcessorConfig.FromCheckpointDirectory(directory);
+            // One bound given alone moves the other when they would cross.
+            if (options.MinPixels is { } min) c = c with { MinPixels = min, MaxPixels = Math.Max(min, c.MaxPixels) };
+            if (options.MaxPixels is { } max) c = c with { MaxPixels = max, MinPixels = Math.Min(c.MinPixels, max) };
+            return new ImageProcessor(c);
+        });
+        _chatTemplate = new Lazy<ChatTemplateDetection>(() => Qwen3VLChatTemplate.Detect(directory));
     }
 
     /// <summary>The checkpoint folder.</summary>
@@ -33,10 +59,31 @@ public sealed class Qwen3VLModel : IDisposable
     /// <summary>Bytes of the weights (as stored: bf16 checkpoints stay bf16).</summary>
     public ulong WeightBytes => _weights.Loaded.Aggregate(0UL, (sum, t) => sum + t.ByteCount);
 
+    /// <summary>Name of the model: its checkpoint folder's name (e.g. "Qwen3-VL-2B-Instruct").</summary>
+    public string ModelId => Path.GetFileName(Directory.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar));
+    /// <summary>The device the model runs on, as the backend names it (e.g. "cpu (avx2, 8 threads)").</summary>
+    public string DeviceName => Backend.Name;
+    /// <summary>Default context length (prompt and answer tokens) of sessions: <see cref="Qwen3VLModelOptions.ContextLength"/>
+    /// capped at max_position_embeddings.</summary>
+    public int ContextLength { get; }
+    /// <summary>The sampling defaults of the checkpoint's generation_config.json (greedy when it has none).</summary>
+    public SamplingOptions DefaultSampling { get; }
+    /// <summary>The checkpoint's tokenizer (tokenizer.json; loaded on first use when the model was loaded with a
+    /// <see cref="Backend"/>).</summary>
+    /// <exception cref="FileNotFoundException">The folder has no tokenizer.json.</exception>
+    public QwenTokenizer Tokenizer => _tokenizer.Value;
+    /// <summary>The image processor (the checkpoint's settings, with the pixel budget of <see cref="Qwen3VLModelOptions"/>).</summary>
+    public ImageProcessor ImageProcessor => _imageProcessor.Value;
+    /// <summary>The checkpoint's chat template and whether it is the Qwen3-VL Instruct template that prompts are built with.</summary>
+    public ChatTemplateDetection ChatTemplate => _chatTemplate.Value;
+
     /// <summary>Number of weight elements (parameters) loaded.</summary>
     public long WeightElements => _weights.Loaded.Sum(t => t.ElementCount);
 
-    /// <summary>Opens the checkpoint folder <paramref name="directory"/> and takes every weight onto <paramref name="backend"/>.</summary>
+    /// <summary>
+    /// Opens the checkpoint folder <paramref name="directory"/> and takes every weight onto <paramref name="backend"/>, which
+    /// the caller keeps owning (dispose it after the model). The tokenizer and image processor load on first use.
+    /// </summary>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="Qwen3VLException">The checkpoint is unreadable, malformed or unsupported.</exception>
     public static Qwen3VLModel Load(string directory, Backend backend)
@@ -44,14 +91,20 @@ public sealed class Qwen3VLModel : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(directory);
         ArgumentNullException.ThrowIfNull(backend);
         if (!System.IO.Directory.Exists(directory)) throw new DirectoryNotFoundException($"Model folder '{directory}' does not exist.");
+        return LoadWeights(directory, backend, ownsBackend: false, new Qwen3VLModelOptions(), onLoaded: null);
+    }
+
+    private static Qwen3VLModel LoadWeights(string directory, Backend backend, bool ownsBackend, Qwen3VLModelOptions options,
+        Action<Tensor>? onLoaded)
+    {
         using Checkpoint checkpoint = Checkpoint.Open(directory);
         ModelConfig config = ModelConfig.FromCheckpoint(checkpoint);
-        var weights = new WeightLoader(checkpoint, backend, config);
+        var weights = new WeightLoader(checkpoint, backend, config, onLoaded);
         try
         {
             var vision = new VisionTower(weights);
             var text = new TextModel(weights);
-            return new Qwen3VLModel(checkpoint.Directory, backend, config, weights, vision, text);
+            return new Qwen3VLModel(checkpoint.Directory, backend, ownsBackend, config, weights, vision, text, options);
         }
         catch
         {
@@ -67,6 +120,10 @@ public sealed class Qwen3VLModel : IDisposable
     /// <summary>Runs the vision tower on preprocessed images.</summary>
     public VisionFeatures EncodeImages(VisionInput input) => Vision.Forward(input);
 
-    /// <summary>Releases the weights. Contexts must not be used afterwards.</summary>
-    public void Dispose() => _weights.Dispose();
+    /// <summary>Releases the weights (and the backend when the model created it). Sessions and contexts must not be used afterwards.</summary>
+    public void Dispose()
+    {
+        _weights.Dispose();
+        if (_ownsBackend) Backend.Dispose();
+    }
 }

@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace Qwen3VL.Native.Inference;
+namespace Qwen3VL.Native;
 
 /// <summary>
 /// How the next token is chosen. Applied in transformers' order: repetition penalty, presence penalty, then (unless

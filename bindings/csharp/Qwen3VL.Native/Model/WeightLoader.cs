@@ -5,11 +5,18 @@ internal sealed class WeightLoader : IDisposable
 {
     private readonly List<Tensor> _loaded = [];
 
-    internal WeightLoader(Checkpoint checkpoint, Backend backend, ModelConfig config)
+    private readonly Action<Tensor>? _onLoaded;
+
+    /// <param name="checkpoint">The opened checkpoint.</param>
+    /// <param name="backend">Where the weights go.</param>
+    /// <param name="config">The model's configuration.</param>
+    /// <param name="onLoaded">Called after each weight is taken (progress reporting; may throw to stop, e.g. on cancellation).</param>
+    internal WeightLoader(Checkpoint checkpoint, Backend backend, ModelConfig config, Action<Tensor>? onLoaded = null)
     {
         Checkpoint = checkpoint;
         Backend = backend;
         Config = config;
+        _onLoaded = onLoaded;
     }
 
     internal Checkpoint Checkpoint { get; }
@@ -35,6 +42,7 @@ internal sealed class WeightLoader : IDisposable
             t = view;
         }
         _loaded.Add(t);
+        _onLoaded?.Invoke(t);
         return t;
     }
 

@@ -113,7 +113,7 @@ public sealed class ContextTests
         using var cts = new CancellationTokenSource();
         int pieces = 0;
         Assert.ThrowsAny<OperationCanceledException>(void () => generator.Generate(ids, null,
-            new GenerationOptions { MaxNewTokens = 50, StopTokenIds = [] },
+            new GenerationOptions { Sampling = SamplingOptions.Greedy, MaxNewTokens = 50, StopTokenIds = [] },
             _ => { pieces++; cts.Cancel(); }, cts.Token));
         Assert.Equal(1, pieces);
         Assert.True(c.Length <= ids.Length + 1);
@@ -126,13 +126,13 @@ public sealed class ContextTests
         FixtureCase fc = FixtureCatalog.GetCase(TiedFixture, "text_only");
         int first = TestModels.GreedyTokens(fc)[0];
         using Qwen3VLContext c = model.CreateContext(fc.InputIds.Length + 16);
-        GenerationResult stopped = new Generator(c, TestPaths.Tokenizer).Generate(fc.InputIds, null, new GenerationOptions { MaxNewTokens = 8, StopTokenIds = [first] }, null, TestContext.Current.CancellationToken);
+        GenerationResult stopped = new Generator(c, TestPaths.Tokenizer).Generate(fc.InputIds, null, new GenerationOptions { Sampling = SamplingOptions.Greedy, MaxNewTokens = 8, StopTokenIds = [first] }, null, TestContext.Current.CancellationToken);
         Assert.Equal(StopReason.EndOfSequence, stopped.StopReason);
         Assert.Equal(new[] { first }, stopped.TokenIds);
         Assert.Equal("", stopped.Text);
 
         c.Reset();
-        GenerationResult budget = new Generator(c, TestPaths.Tokenizer).Generate(fc.InputIds, null, new GenerationOptions { MaxNewTokens = 3, StopTokenIds = [] }, null, TestContext.Current.CancellationToken);
+        GenerationResult budget = new Generator(c, TestPaths.Tokenizer).Generate(fc.InputIds, null, new GenerationOptions { Sampling = SamplingOptions.Greedy, MaxNewTokens = 3, StopTokenIds = [] }, null, TestContext.Current.CancellationToken);
         Assert.Equal(StopReason.MaxTokens, budget.StopReason);
         Assert.Equal(3, budget.TokenIds.Count);
         Assert.Equal(TestPaths.Tokenizer.Decode(budget.TokenIds.ToArray(), skipSpecialTokens: true), budget.Text);

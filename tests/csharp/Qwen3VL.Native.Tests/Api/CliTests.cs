@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using System.Reflection;
+using System.Text;
+using System.Text.Json;
+
+namespace Qwen3VL.Native.Tests.Api;
+
+/// <summary>The <c>qwen3vl</c> tool as a user drives it: <c>chat</c> through its stdin, <c>run --json</c>, and the exit codes of user errors.</summary>
+public sealed class CliTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private static string CliPath
+    {
+        get
+        {
+            string? path = Environment.GetEnvironmentVariable("QWEN3VL_CLI_PATH")
+                ?? typeof(CliTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "Qwen3VLCliPath").Value;
+            Assert.True(File.Exists(path), $"The qwen3vl tool was not built at '{path}' (set QWEN3VL_CLI_PATH).");
+            return path!;
+        }
+    }
+
+    private sealed record Result(int ExitCode, string Stdout, string Stderr);
+
+    /// <summary>Runs <c>dotnet qwen3vl.dll ARGS</c>, writing <paramref name="stdinLines"/> one by one; stdin then stays open
+    /// (so the program must exit by itself) unless <paramref name="closeStdin"/>.</summary>
+    private static async Task<Result> RunCli(IEnumerable<string> args, IEnumerable<string>? stdinLines = null, bool closeStdin = false)
+    {
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            StandardOutputEncoding = new UTF8Encoding(false),
+            StandardErrorEncoding = new UTF8Encoding(false),
+            StandardInputEncoding = new UTF8Encoding(false),
+        };
+        start.ArgumentList.Add(CliPath);
+        foreach (string a in args) start.ArgumentList.Add(a);
+        using Process process = Process.Start(start)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync(Ct), stderr = process.StandardError.ReadToEndAsync(Ct);
+        foreach (string line in stdinLines ?? [])
+        {
+            await process.StandardInput.WriteLineAsync(line.AsMemory(), Ct);
+            await process.StandardInput.FlushAsync(Ct);
+        }
+        if (closeStdin) process.StandardInput.Close();
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        timeout.CancelAfter(TimeSpan.FromMinutes(2));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
+        }
+        return new Result(process.ExitCode, await stdout, await stderr);
+    }
+
+    [Fact]
+    public async Task ChatAnswersKeepsHistoryResetsAndExits()
+    {
+        string model = ApiModels.TinyDirectory;
+        Result r = await RunCli(["chat", "--model", model, "--temperature", "0", "--max-tokens", "6"],
+            ["Hello", "And again?", "/reset", "Hello", "/image /no/such/image.png", "/exit"]);
+
+        // The same conversation through the API: greedy answers are deterministic.
+        using Qwen3VLChatSession session = ApiModels.Tiny.CreateSession();
+        var options = new GenerationOptions { Sampling = SamplingOptions.Greedy, MaxNewTokens = 6 };
+        string first = (await session.SendAsync("Hello", null, options, Ct)).Text;
+        string second = (await session.SendAsync("And again?", null, options, Ct)).Text;
+
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(first + "\n" + second + "\n" + first + "\n", r.Stdout);
+        Assert.Contains("(conversation cleared)", r.Stderr);
+        Assert.Contains("cannot read image '/no/such/image.png'", r.Stderr);
+    }
+
+    [Fact]
+    public async Task ChatEndsAtEndOfInputAndAttachesImages()
+    {
+        Result r = await RunCli(["chat", "--model", ApiModels.TinyDirectory, "--temperature", "0", "--max-tokens", "3"],
+            ["/image " + ApiModels.ImagePath(), "What is it?"], closeStdin: true);
+
+        using Qwen3VLChatSession session = ApiModels.Tiny.CreateSession();
+        var options = new GenerationOptions { Sampling = SamplingOptions.Greedy, MaxNewTokens = 3 };
+        string answer = (await session.SendAsync("What is it?", [ChatImage.FromFile(ApiModels.ImagePath())], options, Ct)).Text;
+
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("attached to the next message", r.Stderr);
+        Assert.Equal(answer + "\n", r.Stdout);
+    }
+
+    [Fact]
+    public async Task RunJsonReportsAnswerAndUsage()
+    {
+        Result r = await RunCli(["run", "--model", ApiModels.TinyDirectory, "--image", ApiModels.ImagePath(), "--prompt", "Describe.",
+            "--temperature", "0", "--max-tokens", "5", "--json"]);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using JsonDocument doc = JsonDocument.Parse(r.Stdout);
+        JsonElement root = doc.RootElement;
+        Assert.Equal(5, root.GetProperty("completionTokens").GetInt32());
+        Assert.True(root.GetProperty("promptTokens").GetInt32() > ApiModels.Tiny.ImageProcessor.GetTokenCount(200, 300));
+        Assert.Equal("MaxTokens", root.GetProperty("stopReason").GetString());
+        Assert.Equal(JsonValueKind.String, root.GetProperty("text").ValueKind);
+    }
+
+    [Theory]
+    [InlineData("missing-model")]
+    [InlineData("unreadable-image")]
+    [InlineData("prompt-too-long")]
+    [InlineData("bad-option")]
+    public async Task UserErrorsExitWithCode2AndAMessage(string kind)
+    {
+        string broken = Path.Combine(Path.GetTempPath(), "qwen3vl-not-an-image.png");
+        await File.WriteAllBytesAsync(broken, [1, 2, 3], Ct);
+        (string[] args, string message) = kind switch
+        {
+            "missing-model" => (new[] { "run", "--model", "/no/such/model", "--prompt", "hi" }, "does not exist"),
+            "unreadable-image" => (["run", "--model", ApiModels.TinyDirectory, "--image", broken, "--prompt", "hi"], "cannot read image"),
+            "prompt-too-long" => (["run", "--model", ApiModels.TinyDirectory, "--context", "8", "--prompt", "a somewhat long prompt"], "the prompt has"),
+            _ => (["run", "--frobnicate"], "unknown option"),
+        };
+        Result r = await RunCli(args);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains(message, r.Stderr);
+        Assert.Equal("", r.Stdout);
+    }
+}
