@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Qwen3VL.Native;
+using Qwen3VL.Native.Inference;
+using Qwen3VL.Native.Model;
+using Qwen3VL.Native.Processing;
+
+// qwen3vl-parity [--device cpu|cuda[:N]] FIXTURE_DIR...
+// For every case: the fixture's input_ids and pixel_values fed in, logits at logits_positions against the reference
+// (relative L2 <= 1e-4, the CPU criterion; a documented bf16 bound may replace it on GPUs), and greedy decoding equal to
+// greedy_tokens up to the first step whose reference margin is below 1e-2. Exit code 1 when any case fails.
+const double LogitTolerance = 1e-4, MarginFloor = 1e-2;
+string device = "cpu";
+double tolerance = LogitTolerance;
+var fixtures = new List<string>();
+for (int i = 0; i < args.Length; i++)
+{
+    if (args[i] == "--device" && i + 1 < args.Length) device = args[++i];
+    else if (args[i] == "--tolerance" && i + 1 < args.Length) tolerance = double.Parse(args[++i], CultureInfo.InvariantCulture);
+    else fixtures.Add(args[i]);
+}
+if (fixtures.Count == 0)
+{
+    Console.Error.WriteLine("usage: qwen3vl-parity [--device cpu|cuda[:N]] [--tolerance REL_L2] FIXTURE_DIR...");
+    return 2;
+}
+
+using Backend backend = device.StartsWith("cuda", StringComparison.Ordinal)
+    ? Backend.CreateCuda(device.Contains(':') ? int.Parse(device[(device.IndexOf(':') + 1)..], CultureInfo.InvariantCulture) : 0)
+    : Backend.CreateCpu();
+Console.WriteLine($"backend: {backend.Name}; tolerance rel L2 {tolerance:E0}");
+int failures = 0, cases = 0;
+foreach (string dir in fixtures)
+{
+    using Qwen3VLModel model = Qwen3VLModel.Load(Path.Combine(dir, "model"), backend);
+    using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir, "cases.json")));
+    foreach (JsonElement c in doc.RootElement.GetProperty("cases").EnumerateArray())
+    {
+        cases++;
+        string name = Path.GetFileName(Path.GetFullPath(dir)) + "/" + c.GetProperty("name").GetString();
+        int[] ids = Ints(c, "input_ids");
+        int[] positions = Ints(c, "logits_positions");
+        VisionInput? vision = null;
+        if (c.TryGetProperty("pixel_values_file", out JsonElement pv) && pv.ValueKind == JsonValueKind.String)
+        {
+            GridThw[] grids = c.GetProperty("image_grid_thw").EnumerateArray()
+                .Select(g => new GridThw(g[0].GetInt32(), g[1].GetInt32(), g[2].GetInt32())).ToArray();
+            vision = new VisionInput(ReadF32(Path.Combine(dir, pv.GetString()!)), grids);
+        }
+        int[] greedy = Ints(c, "greedy_tokens");
+        double[] margins = c.GetProperty("greedy_margins").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+
+        var sw = Stopwatch.StartNew();
+        using Qwen3VLContext ctx = model.CreateContext(ids.Length + greedy.Length + 1);
+        float[] ours = ctx.Prefill(ids, vision, positions);
+        float[] reference = ReadF32(Path.Combine(dir, c.GetProperty("logits_file").GetString()!));
+        int vocab = model.Config.VocabSize;
+        double worst = 0;
+        for (int p = 0; p < positions.Length; p++)
+            worst = Math.Max(worst, RelativeL2(ours.AsSpan(p * vocab, vocab), reference.AsSpan(p * vocab, vocab)));
+
+        // Greedy: the last prompt position's logits give the first token; each decoded token gives the next.
+        int strict = 0;
+        while (strict < greedy.Length && margins[strict] >= MarginFloor) strict++;
+        int lastIndex = Array.IndexOf(positions, ids.Length - 1);
+        float[] logits = lastIndex >= 0 ? ours.AsSpan(lastIndex * vocab, vocab).ToArray() : throw new InvalidDataException(name + ": logits_positions lacks the last prompt position");
+        int agree = 0;
+        for (int step = 0; step < strict; step++)
+        {
+            int token = ArgMax(logits);
+            if (token != greedy[step]) break;
+            agree++;
+            if (step + 1 < strict) logits = ctx.Decode(token);
+        }
+        bool ok = worst <= tolerance && agree == strict;
+        if (!ok) failures++;
+        Console.WriteLine($"{(ok ? "ok  " : "FAIL")} {name,-40} rel L2 {worst:E2}  greedy {agree}/{strict} (of {greedy.Length})  {sw.Elapsed.TotalMilliseconds:0} ms");
+    }
+}
+Console.WriteLine($"{cases - failures} passed, {failures} failed");
+return failures == 0 ? 0 : 1;
+
+static int[] Ints(JsonElement c, string key) => c.GetProperty(key).EnumerateArray().Select(e => e.GetInt32()).ToArray();
+
+static float[] ReadF32(string path) => MemoryMarshal.Cast<byte, float>(File.ReadAllBytes(path)).ToArray();
+
+static double RelativeL2(ReadOnlySpan<float> ours, ReadOnlySpan<float> reference)
+{
+    double num = 0, den = 0;
+    for (int i = 0; i < reference.Length; i++)
+    {
+        double d = (double)ours[i] - reference[i];
+        num += d * d;
+        den += (double)reference[i] * reference[i];
+    }
+    return Math.Sqrt(num / den);
+}
+
+static int ArgMax(float[] v)
+{
+    int best = 0;
+    for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
+    return best;
+}
