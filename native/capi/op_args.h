@@ -1,11 +1,13 @@
 // Argument checking shared by the op entry points (capi/ops_*.cpp): tensors present, on one backend, of the
-// expected dtype and shape, with messages that name the op and the tensor. Then the backend that runs the op.
+// expected dtype and shape, with messages that name the op and the tensor. Then the backend that runs the op
+// (CPU, or CUDA when compiled in).
 #pragma once
 
 #include <initializer_list>
 #include <string>
 
 #include "cpu_backend.h"
+#include "cuda_backend.h"
 #include "dtype.h"
 #include "error.h"
 #include "handles.h"
@@ -64,6 +66,12 @@ public:
             fail(QWEN3VL_STATUS_UNSUPPORTED, std::string(op_) + " is not implemented on " + backend_->name());
         return static_cast<CpuBackend&>(*backend_);
     }
+
+    // True when the op's tensors live on a CUDA backend. The entry points dispatch with
+    // `if constexpr (kCudaCompiled) if (args.is_cuda()) return cuda::op(args.cuda(), ...);` before the CPU call,
+    // so a build without CUDA never references the CUDA kernels.
+    bool is_cuda() const { return backend_ != nullptr && backend_->type() == QWEN3VL_BACKEND_CUDA; }
+    CudaBackend& cuda() { return static_cast<CudaBackend&>(*backend_); }
 
     const char* op() const { return op_; }
 

@@ -1,9 +1,11 @@
-// C API entry points of the linear family: argument checks, then the CPU kernels of cpu/gemm.h.
+// C API entry points of the linear family: argument checks, then the CPU kernels of cpu/gemm.h or the CUDA ones of
+// kernels/linear.cuh.
 #include <string>
 #include <vector>
 
 #include "boundary.h"
 #include "gemm.h"
+#include "linear.cuh"
 #include "op_args.h"
 #include "qwen3vl.h"
 
@@ -37,6 +39,7 @@ void check_no_overlap(const OpArgs& args, const Tensor& out, const Tensor& in, c
 const std::initializer_list<qwen3vl_dtype> kWeightDtypes = {QWEN3VL_DTYPE_F32, QWEN3VL_DTYPE_F16, QWEN3VL_DTYPE_BF16};
 
 cpu::WeightView view(const Tensor& t) { return cpu::WeightView{t.data, t.dtype}; }
+[[maybe_unused]] cuda::Weight device_view(const Tensor* t) { return t ? cuda::Weight{t->data, t->dtype} : cuda::Weight{}; }
 
 }  // namespace
 }  // namespace qwen3vl
@@ -66,6 +69,10 @@ qwen3vl_status qwen3vl_op_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, c
         check_no_overlap(args, o, xt, "x");
         check_no_overlap(args, o, w, "weight");
         if (b) check_no_overlap(args, o, *b, "bias");
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::linear(args.cuda(), static_cast<float*>(o.data), static_cast<const float*>(xt.data),
+                                    rows_of(xt), K, N, device_view(&w), device_view(b));
         CpuBackend& cpu = args.cpu();
         cpu::linear(cpu.threads(), static_cast<float*>(o.data), static_cast<const float*>(xt.data), rows_of(xt), K, N,
                     view(w), b ? view(*b) : cpu::WeightView{});
@@ -92,6 +99,11 @@ qwen3vl_status qwen3vl_op_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tenso
         check_no_overlap(args, o, xt, "x");
         check_no_overlap(args, o, g, "gate");
         check_no_overlap(args, o, u, "up");
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::linear_swiglu(args.cuda(), static_cast<float*>(o.data),
+                                           static_cast<const float*>(xt.data), rows_of(xt), K, N, device_view(&g),
+                                           device_view(&u));
         CpuBackend& cpu = args.cpu();
         cpu::linear_swiglu(cpu.threads(), static_cast<float*>(o.data), static_cast<const float*>(xt.data), rows_of(xt),
                            K, N, view(g), view(u));

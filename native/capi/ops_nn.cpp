@@ -1,19 +1,25 @@
 // C API entry points of the norm, activation, rotary, attention, embedding and reduction ops (qwen3vl.h, "Ops").
 // Each checks its arguments completely (OpArgs: presence, backend, dtype, shape; then ranges and aliasing) before
-// running the CPU kernel of native/cpu/; other backends answer UNSUPPORTED until they implement the op.
+// running the kernel of its backend: native/cpu/ or, for tensors on a CUDA backend, native/kernels/.
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "attention.cuh"
 #include "attention.h"
 #include "boundary.h"
+#include "elementwise.cuh"
 #include "elementwise.h"
+#include "embedding.cuh"
 #include "embedding.h"
+#include "norm.cuh"
 #include "norm.h"
 #include "op_args.h"
 #include "qwen3vl.h"
+#include "reduce.cuh"
 #include "reduce.h"
+#include "rope.cuh"
 #include "rope.h"
 
 using namespace qwen3vl;
@@ -92,6 +98,15 @@ T* host_mut(Tensor& t) {
     return static_cast<T*>(t.data);
 }
 
+// The i32 values of a tensor, readable on the host for argument checks: its own memory on the CPU, a copy (which
+// waits for the backend's pending work) on a device.
+const int32_t* host_i32(const Tensor& t, std::vector<int32_t>& copy) {
+    if (t.backend->type() == QWEN3VL_BACKEND_CPU) return host<int32_t>(t);
+    copy.resize(static_cast<size_t>(t.elements()));
+    t.backend->download(copy.data(), QWEN3VL_DTYPE_I32, t.data, QWEN3VL_DTYPE_I32, copy.size());
+    return copy.data();
+}
+
 }  // namespace
 
 extern "C" {
@@ -106,6 +121,10 @@ qwen3vl_status qwen3vl_op_add(qwen3vl_tensor* out, const qwen3vl_tensor* a, cons
         same_shape(args, o, "out", ta, "a");
         in_place_or_disjoint(args, o, "out", ta, "a");
         in_place_or_disjoint(args, o, "out", tb, "b");
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::add(args.cuda(), host_mut<float>(o), host<float>(ta), host<float>(tb),
+                                 static_cast<int64_t>(ta.elements()));
         cpu::add(args.cpu().threads(), host_mut<float>(o), host<float>(ta), host<float>(tb),
                  static_cast<int64_t>(ta.elements()));
     });
@@ -121,6 +140,10 @@ qwen3vl_status qwen3vl_op_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* gate
         same_shape(args, o, "out", g, "gate");
         in_place_or_disjoint(args, o, "out", g, "gate");
         in_place_or_disjoint(args, o, "out", u, "up");
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::swiglu(args.cuda(), host_mut<float>(o), host<float>(g), host<float>(u),
+                                    static_cast<int64_t>(g.elements()));
         cpu::swiglu(args.cpu().threads(), host_mut<float>(o), host<float>(g), host<float>(u),
                     static_cast<int64_t>(g.elements()));
     });
@@ -135,6 +158,10 @@ qwen3vl_status qwen3vl_op_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, int
         in_place_or_disjoint(args, o, "out", tx, "x");
         require(tanh_approximation == 0 || tanh_approximation == 1,
                 "qwen3vl_op_gelu: tanh_approximation must be 0 or 1, got " + std::to_string(tanh_approximation));
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::gelu(args.cuda(), host_mut<float>(o), host<float>(tx), static_cast<int64_t>(tx.elements()),
+                                  tanh_approximation == 1);
         cpu::gelu(args.cpu().threads(), host_mut<float>(o), host<float>(tx), static_cast<int64_t>(tx.elements()),
                   tanh_approximation == 1);
     });
@@ -152,6 +179,10 @@ qwen3vl_status qwen3vl_op_rms_norm(qwen3vl_tensor* out, const qwen3vl_tensor* x,
         args.shape(w, "weight", {last_dim(tx)});
         in_place_or_disjoint(args, o, "out", tx, "x");
         require_eps(args, eps);
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::rms_norm(args.cuda(), host_mut<float>(o), host<float>(tx), w.data, w.dtype, rows_of(tx),
+                                      last_dim(tx), eps);
         cpu::rms_norm(args.cpu().threads(), host_mut<float>(o), host<float>(tx), w.data, w.dtype, rows_of(tx),
                       last_dim(tx), eps);
     });
@@ -173,6 +204,10 @@ qwen3vl_status qwen3vl_op_add_rms_norm(qwen3vl_tensor* residual, qwen3vl_tensor*
         disjoint(args, tx, "x", res, "residual");
         in_place_or_disjoint(args, o, "out", tx, "x");
         require_eps(args, eps);
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::add_rms_norm(args.cuda(), host_mut<float>(res), host_mut<float>(o), host<float>(tx),
+                                          w.data, w.dtype, rows_of(res), last_dim(res), eps);
         cpu::add_rms_norm(args.cpu().threads(), host_mut<float>(res), host_mut<float>(o), host<float>(tx), w.data,
                           w.dtype, rows_of(res), last_dim(res), eps);
     });
@@ -192,6 +227,10 @@ qwen3vl_status qwen3vl_op_layer_norm(qwen3vl_tensor* out, const qwen3vl_tensor* 
         args.shape(b, "bias", {last_dim(tx)});
         in_place_or_disjoint(args, o, "out", tx, "x");
         require_eps(args, eps);
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::layer_norm(args.cuda(), host_mut<float>(o), host<float>(tx), w.data, w.dtype, b.data,
+                                        b.dtype, rows_of(tx), last_dim(tx), eps);
         cpu::layer_norm(args.cpu().threads(), host_mut<float>(o), host<float>(tx), w.data, w.dtype, b.data, b.dtype,
                         rows_of(tx), last_dim(tx), eps);
     });
@@ -205,6 +244,9 @@ qwen3vl_status qwen3vl_op_softmax(qwen3vl_tensor* out, const qwen3vl_tensor* x) 
         require_at_least_1d(args, tx, "x");
         same_shape(args, o, "out", tx, "x");
         in_place_or_disjoint(args, o, "out", tx, "x");
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::softmax(args.cuda(), host_mut<float>(o), host<float>(tx), rows_of(tx), last_dim(tx));
         cpu::softmax(args.cpu().threads(), host_mut<float>(o), host<float>(tx), rows_of(tx), last_dim(tx));
     });
 }
@@ -218,6 +260,9 @@ qwen3vl_status qwen3vl_op_argmax(qwen3vl_tensor* out, const qwen3vl_tensor* x) {
         require_at_least_1d(args, tx, "x");
         require(last_dim(tx) <= INT32_MAX, "qwen3vl_op_argmax: the last dimension of x exceeds the i32 range");
         args.shape(o, "out", {rows_of(tx)});
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::argmax(args.cuda(), host_mut<int32_t>(o), host<float>(tx), rows_of(tx), last_dim(tx));
         cpu::argmax(args.cpu().threads(), host_mut<int32_t>(o), host<float>(tx), rows_of(tx), last_dim(tx));
     });
 }
@@ -231,12 +276,17 @@ qwen3vl_status qwen3vl_op_embedding(qwen3vl_tensor* out, const qwen3vl_tensor* t
         args.shape(tab, "table", {-1, -1});
         args.shape(ti, "ids", {-1});
         args.shape(o, "out", {ti.shape[0], tab.shape[1]});
-        CpuBackend& be = args.cpu();
-        const int32_t* id = host<int32_t>(ti);
+        std::vector<int32_t> staged;
+        const int32_t* id = host_i32(ti, staged);
         for (int64_t t = 0; t < ti.shape[0]; ++t)
             require(id[t] >= 0 && id[t] < tab.shape[0], "qwen3vl_op_embedding: ids[" + std::to_string(t) + "] = " +
                                                             std::to_string(id[t]) + " is outside the table's " +
                                                             std::to_string(tab.shape[0]) + " rows");
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::embedding(args.cuda(), host_mut<float>(o), tab.data, tab.dtype, host<int32_t>(ti),
+                                       ti.shape[0], tab.shape[1]);
+        CpuBackend& be = args.cpu();
         cpu::embedding(be.threads(), host_mut<float>(o), tab.data, tab.dtype, id, ti.shape[0], tab.shape[1]);
     });
 }
@@ -254,8 +304,8 @@ qwen3vl_status qwen3vl_op_scatter_rows(qwen3vl_tensor* x, const qwen3vl_tensor* 
         disjoint(args, ts, "src", tx, "x");
         require(accumulate == 0 || accumulate == 1,
                 "qwen3vl_op_scatter_rows: accumulate must be 0 or 1, got " + std::to_string(accumulate));
-        CpuBackend& be = args.cpu();
-        const int32_t* r = host<int32_t>(tr);
+        std::vector<int32_t> staged;
+        const int32_t* r = host_i32(tr, staged);
         std::vector<bool> seen(static_cast<size_t>(tx.shape[0]), false);
         for (int64_t i = 0; i < tr.shape[0]; ++i) {
             require(r[i] >= 0 && r[i] < tx.shape[0], "qwen3vl_op_scatter_rows: rows[" + std::to_string(i) + "] = " +
@@ -265,6 +315,11 @@ qwen3vl_status qwen3vl_op_scatter_rows(qwen3vl_tensor* x, const qwen3vl_tensor* 
                                                           std::to_string(r[i]) + " repeats an earlier row");
             seen[static_cast<size_t>(r[i])] = true;
         }
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::scatter_rows(args.cuda(), host_mut<float>(tx), host<int32_t>(tr), host<float>(ts),
+                                          tr.shape[0], tx.shape[1], accumulate == 1);
+        CpuBackend& be = args.cpu();
         cpu::scatter_rows(be.threads(), host_mut<float>(tx), r, host<float>(ts), tr.shape[0], tx.shape[1],
                           accumulate == 1);
     });
@@ -311,6 +366,14 @@ qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, 
         const char* names[] = {"q", "k", "v", "k_cache", "v_cache"};
         for (int i = 0; i < 5; ++i)
             for (int j = i + 1; j < 5; ++j) disjoint(args, *all[i], names[i], *all[j], names[j]);
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::qk_norm_rope_kv(
+                    args.cuda(), cuda::QkNormRopeKv{host_mut<float>(tq), host_mut<float>(tk), host<float>(tv), T, Hq,
+                                                    Hkv, D, qn.data, qn.dtype, kn.data, kn.dtype, eps,
+                                                    host<int32_t>(pos), theta,
+                                                    {mrope_section[0], mrope_section[1], mrope_section[2]}, kc.data,
+                                                    vc.data, kc.dtype, n_past});
         cpu::QkNormRopeKv a{host_mut<float>(tq), host_mut<float>(tk), host<float>(tv), T, Hq, Hkv, D, qn.data,
                             qn.dtype, kn.data, kn.dtype, eps, host<int32_t>(pos), theta, mrope_section, kc.data,
                             vc.data, kc.dtype, n_past};
@@ -328,6 +391,10 @@ qwen3vl_status qwen3vl_op_rope_vision(qwen3vl_tensor* qkv, const qwen3vl_tensor*
         require(t.shape[3] % 4 == 0,
                 "qwen3vl_op_rope_vision: head_dim " + std::to_string(t.shape[3]) + " must be a multiple of 4");
         require(std::isfinite(theta) && theta > 0.0f, "qwen3vl_op_rope_vision: theta must be finite and > 0");
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::rope_vision(args.cuda(), host_mut<float>(t), t.shape[0], t.shape[2], t.shape[3],
+                                         host<int32_t>(pos), theta);
         cpu::rope_vision(args.cpu().threads(), host_mut<float>(t), t.shape[0], t.shape[2], t.shape[3],
                          host<int32_t>(pos), theta);
     });
@@ -344,6 +411,8 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
         Tensor& o = f32(args, out, "out");
         const Tensor& tq = f32(args, q, "q");
         cpu::AttentionArgs a{};
+        const int32_t* device_segments = nullptr;  // SEGMENTS on a device: the tensor's own memory
+        std::vector<int32_t> staged;
         a.out = host_mut<float>(o);
         a.q = host<float>(tq);
         disjoint(args, o, "out", tq, "q");
@@ -387,8 +456,8 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
             args.shape(o, "out", {T, H, D});
             args.shape(seg, "segments", {-1});
             require(seg.shape[0] >= 2, "qwen3vl_op_attention: segments needs at least 2 entries (0 and T)");
-            args.cpu();
-            const int32_t* s = host<int32_t>(seg);
+            const int32_t* s = host_i32(seg, staged);
+            device_segments = host<int32_t>(seg);
             const int64_t S = seg.shape[0] - 1;
             require(s[0] == 0 && s[S] == T, "qwen3vl_op_attention: segments must run from 0 to T = " +
                                                 std::to_string(T) + ", got " + std::to_string(s[0]) + " .. " +
@@ -408,6 +477,12 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
             a.segments = s;
             a.n_segments = S;
         }
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::attention(args.cuda(),
+                                       cuda::AttentionArgs{a.out, a.q, a.q_stride, a.k, a.v, a.kv_dtype, a.kv_stride,
+                                                           a.tokens, a.q_heads, a.kv_heads, a.head_dim, a.causal,
+                                                           a.n_past, device_segments, a.n_segments});
         cpu::attention(args.cpu().threads(), a);
     });
 }
@@ -430,6 +505,10 @@ qwen3vl_status qwen3vl_op_position_embedding(qwen3vl_tensor* out, const qwen3vl_
                 "qwen3vl_op_position_embedding: grid " + std::to_string(grid_h) + " x " + std::to_string(grid_w) +
                     " must be positive multiples of merge " + std::to_string(merge));
         args.shape(o, "out", {grid_h * grid_w, tab.shape[1]});
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::position_embedding(args.cuda(), host_mut<float>(o), tab.data, tab.dtype, side,
+                                                tab.shape[1], grid_h, grid_w, merge);
         cpu::position_embedding(args.cpu().threads(), host_mut<float>(o), tab.data, tab.dtype, side, tab.shape[1],
                                 grid_h, grid_w, merge);
     });

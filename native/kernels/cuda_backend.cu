@@ -1,12 +1,12 @@
-// The CUDA backend: one device, one stream, device memory from the shared caching pool (cudaMalloc upstream).
+// The CUDA backend (cuda_backend.h) and the device queries of cuda_info.h.
 #include <cuda_runtime.h>
 
 #include <cstring>
 #include <memory>
 #include <string>
 
-#include "backend.h"
 #include "common.cuh"
+#include "cuda_backend.h"
 #include "convert.cuh"
 #include "cuda_info.h"
 #include "dtype.h"
@@ -64,89 +64,78 @@ int cuda_driver_version() {
 
 const char* cuda_architectures() { return QWEN3VL_CUDA_ARCHS; }
 
-namespace {
-
-class CudaBackend final : public Backend {
-public:
-    explicit CudaBackend(int device)
-        : device_(device),
-          pool_("cuda:" + std::to_string(device),
-                [device](size_t n) -> void* {
-                    void* p = nullptr;
-                    if (cudaSetDevice(device) != cudaSuccess || cudaMalloc(&p, n) != cudaSuccess) {
-                        cudaGetLastError();
-                        return nullptr;
-                    }
-                    return p;
-                },
-                [device](void* p) {
-                    cudaSetDevice(device);
-                    cudaFree(p);
-                }) {
-        qwen3vl_cuda_device info{};
-        cuda_device_query(device, &info);
-        name_ = "cuda:" + std::to_string(device) + " (" + info.name + ", sm_" + std::to_string(info.compute_major) +
-                std::to_string(info.compute_minor) + ")";
-        QWEN3VL_CUDA_CHECK(cudaSetDevice(device_));
-        QWEN3VL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+CudaBackend::CudaBackend(int device)
+    : device_(device),
+      pool_("cuda:" + std::to_string(device),
+            [device](size_t n) -> void* {
+                void* p = nullptr;
+                if (cudaSetDevice(device) != cudaSuccess || cudaMalloc(&p, n) != cudaSuccess) {
+                    cudaGetLastError();
+                    return nullptr;
+                }
+                return p;
+            },
+            [device](void* p) {
+                cudaSetDevice(device);
+                cudaFree(p);
+            }) {
+    qwen3vl_cuda_device info{};
+    cuda_device_query(device, &info);
+    cc_ = info.compute_major * 10 + info.compute_minor;
+    sms_ = info.multiprocessors;
+    name_ = "cuda:" + std::to_string(device) + " (" + info.name + ", sm_" + std::to_string(info.compute_major) +
+            std::to_string(info.compute_minor) + ")";
+    QWEN3VL_CUDA_CHECK(cudaSetDevice(device_));
+    QWEN3VL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    const cublasStatus_t st = cublasLtCreate(&cublaslt_);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        cudaStreamDestroy(stream_);
+        cuda::throw_cublas_error(st, "cublasLtCreate", __FILE__, __LINE__);
     }
+}
 
-    ~CudaBackend() override {
-        cudaSetDevice(device_);
-        if (stream_) cudaStreamDestroy(stream_);
+CudaBackend::~CudaBackend() {
+    cudaSetDevice(device_);
+    if (stream_) cudaStreamSynchronize(stream_);
+    if (workspace_) pool_.deallocate(workspace_);
+    if (cublaslt_) cublasLtDestroy(cublaslt_);
+    if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaBackend::activate() const { QWEN3VL_CUDA_CHECK(cudaSetDevice(device_)); }
+
+void* CudaBackend::gemm_workspace() {
+    std::call_once(workspace_once_, [this] { workspace_ = pool_.allocate(kGemmWorkspaceBytes); });
+    return workspace_;
+}
+
+void CudaBackend::upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count) {
+    activate();
+    const size_t src_bytes = count * dtype_size(src_dtype);
+    if (dst_dtype == src_dtype) {
+        QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, src, src_bytes, cudaMemcpyHostToDevice, stream_));
+    } else {
+        Scratch staging(*this, src_bytes);
+        QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(staging.as<void>(), src, src_bytes, cudaMemcpyHostToDevice, stream_));
+        cuda::convert(dst, dst_dtype, staging.as<void>(), src_dtype, count, stream_);
     }
+    // The host buffer may be freed as soon as we return.
+    QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
 
-    qwen3vl_backend_type type() const override { return QWEN3VL_BACKEND_CUDA; }
-    std::string name() const override { return name_; }
-    MemoryPool& pool() override { return pool_; }
-
-    void upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count) override {
-        QWEN3VL_CUDA_CHECK(cudaSetDevice(device_));
-        const size_t src_bytes = count * dtype_size(src_dtype);
-        if (dst_dtype == src_dtype) {
-            QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, src, src_bytes, cudaMemcpyHostToDevice, stream_));
-        } else {
-            Staging staging(pool_, src_bytes);
-            QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(staging.p, src, src_bytes, cudaMemcpyHostToDevice, stream_));
-            cuda::convert(dst, dst_dtype, staging.p, src_dtype, count, stream_);
-            QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-            return;
-        }
-        QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+void CudaBackend::download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
+                           size_t count) {
+    activate();
+    const size_t dst_bytes = count * dtype_size(dst_dtype);
+    if (dst_dtype == src_dtype) {
+        QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, src, dst_bytes, cudaMemcpyDeviceToHost, stream_));
+    } else {
+        Scratch staging(*this, dst_bytes);
+        cuda::convert(staging.as<void>(), dst_dtype, src, src_dtype, count, stream_);
+        QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, staging.as<void>(), dst_bytes, cudaMemcpyDeviceToHost, stream_));
     }
-
-    void download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
-                  size_t count) override {
-        QWEN3VL_CUDA_CHECK(cudaSetDevice(device_));
-        const size_t dst_bytes = count * dtype_size(dst_dtype);
-        if (dst_dtype == src_dtype) {
-            QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, src, dst_bytes, cudaMemcpyDeviceToHost, stream_));
-        } else {
-            Staging staging(pool_, dst_bytes);
-            cuda::convert(staging.p, dst_dtype, src, src_dtype, count, stream_);
-            QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, staging.p, dst_bytes, cudaMemcpyDeviceToHost, stream_));
-            QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-            return;
-        }
-        QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    }
-
-private:
-    // A pooled device buffer released when the copy is done (also on an exception).
-    struct Staging {
-        Staging(MemoryPool& pool, size_t bytes) : pool(pool), p(pool.allocate(bytes)) {}
-        ~Staging() { pool.deallocate(p); }
-        MemoryPool& pool;
-        void* p;
-    };
-
-    int device_;
-    std::string name_;
-    cudaStream_t stream_ = nullptr;
-    MemoryPool pool_;
-};
-
-}  // namespace
+    QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
 
 std::unique_ptr<Backend> create_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
 

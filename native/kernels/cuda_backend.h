@@ -1,0 +1,87 @@
+// The CUDA backend: one device, one stream, device memory from the shared caching pool (cudaMalloc upstream), a
+// cuBLASLt handle and its workspace. Plain C++ (no CUDA headers) so the C API layer can dispatch ops to it in every
+// build; the CUDA types travel as their opaque struct pointers (cudaStream_t is CUstream_st*).
+//
+// Every op runs on stream() and may return before it finishes: download() synchronises that stream, and pooled
+// memory is reused in stream order (one stream per backend), so a buffer released by an op that is still running is
+// only handed to work queued after it.
+#pragma once
+
+#include <cstddef>
+#include <mutex>
+#include <string>
+
+#include "backend.h"
+
+#ifndef QWEN3VL_CUDA_COMPILED
+#define QWEN3VL_CUDA_COMPILED 0
+#endif
+
+struct CUstream_st;
+struct cublasLtContext;
+
+namespace qwen3vl {
+
+// True in builds with the CUDA backend; the C API guards its CUDA calls with `if constexpr` so a CPU-only build
+// needs no CUDA symbols.
+constexpr bool kCudaCompiled = QWEN3VL_CUDA_COMPILED != 0;
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(int device);
+    ~CudaBackend() override;
+    CudaBackend(const CudaBackend&) = delete;
+    CudaBackend& operator=(const CudaBackend&) = delete;
+
+    qwen3vl_backend_type type() const override { return QWEN3VL_BACKEND_CUDA; }
+    std::string name() const override { return name_; }
+    MemoryPool& pool() override { return pool_; }
+    void upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count) override;
+    void download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
+                  size_t count) override;
+
+    // Makes the backend's device current on the calling thread; every op calls it first.
+    void activate() const;
+    int device() const { return device_; }
+    // Compute capability as 10 * major + minor (61, 80, 90, ...).
+    int compute_capability() const { return cc_; }
+    int multiprocessors() const { return sms_; }
+    CUstream_st* stream() const { return stream_; }
+    cublasLtContext* cublaslt() const { return cublaslt_; }
+    // cuBLASLt workspace, taken from the pool on first use and kept for the backend's lifetime.
+    void* gemm_workspace();
+    static constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;
+
+    // Device scratch for one op, back to the pool when it goes out of scope (safe while kernels still use it:
+    // see the stream-order note above).
+    class Scratch {
+    public:
+        Scratch(CudaBackend& be, size_t bytes) : pool_(be.pool()), p_(bytes ? pool_.allocate(bytes) : nullptr) {}
+        ~Scratch() {
+            if (p_) pool_.deallocate(p_);
+        }
+        Scratch(const Scratch&) = delete;
+        Scratch& operator=(const Scratch&) = delete;
+        template <class T>
+        T* as() const {
+            return static_cast<T*>(p_);
+        }
+
+    private:
+        MemoryPool& pool_;
+        void* p_;
+    };
+
+private:
+    int device_;
+    int cc_ = 0;
+    int sms_ = 0;
+    std::string name_;
+    MemoryPool pool_;
+    CUstream_st* stream_ = nullptr;
+    cublasLtContext* cublaslt_ = nullptr;
+    std::once_flag workspace_once_;
+    void* workspace_ = nullptr;
+};
+
+}  // namespace qwen3vl

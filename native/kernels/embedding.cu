@@ -1,0 +1,104 @@
+// One block per output row (grid-stride over rows), threads across the width. The position-embedding taps use
+// explicitly rounded f32 operations (__fmul_rn, __fsub_rn): a contracted FMA could move a sample point across an
+// integer and pick another table row than the CPU reference and transformers.
+#include "common.cuh"
+#include "embedding.cuh"
+
+namespace qwen3vl {
+namespace cuda {
+namespace {
+
+constexpr unsigned kBlock = 256;
+
+__global__ void embedding_kernel(float* out, const void* table, qwen3vl_dtype tt, const int32_t* ids, int64_t tokens,
+                                 int64_t width) {
+    for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+        const size_t base = size_t(ids[t]) * size_t(width);
+        for (int64_t c = threadIdx.x; c < width; c += blockDim.x) out[t * width + c] = load_f32(table, tt, base + size_t(c));
+    }
+}
+
+__global__ void scatter_rows_kernel(float* x, const int32_t* rows, const float* src, int64_t count, int64_t width,
+                                    bool accumulate) {
+    for (int64_t r = blockIdx.x; r < count; r += gridDim.x) {
+        float* dst = x + int64_t(rows[r]) * width;
+        const float* s = src + r * width;
+        for (int64_t c = threadIdx.x; c < width; c += blockDim.x) dst[c] = accumulate ? dst[c] + s[c] : s[c];
+    }
+}
+
+// torch.linspace(0, end, n)[i] in f32 as native/cpu/embedding.cpp's linspace_f32.
+__device__ __forceinline__ float linspace_f32(float end, int64_t n, int64_t i) {
+    if (n == 1) return 0.0f;
+    const float step = __fdiv_rn(end, static_cast<float>(n - 1));
+    return i < n / 2 ? __fmul_rn(step, static_cast<float>(i))
+                     : __fsub_rn(end, __fmul_rn(step, static_cast<float>(n - 1 - i)));
+}
+
+struct Taps {
+    int64_t lo, hi;
+    float d;
+};
+
+__device__ __forceinline__ Taps taps(int64_t side, int64_t n, int64_t i) {
+    const float v = linspace_f32(static_cast<float>(side - 1), n, i);
+    const int64_t lo = static_cast<int64_t>(v);
+    const int64_t hi = lo + 1 < side - 1 ? lo + 1 : side - 1;
+    return {lo, hi, __fsub_rn(v, static_cast<float>(lo))};
+}
+
+__global__ void position_embedding_kernel(float* out, const void* table, qwen3vl_dtype tt, int64_t side,
+                                          int64_t width, int64_t grid_h, int64_t grid_w, int64_t merge) {
+    const int64_t blocks_w = grid_w / merge, rows = grid_h * grid_w;
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const int64_t iw = r % merge, ih = (r / merge) % merge, block = r / (merge * merge);
+        const int64_t y = (block / blocks_w) * merge + ih, x = (block % blocks_w) * merge + iw;
+        const Taps ty = taps(side, grid_h, y), tx = taps(side, grid_w, x);
+        const float oy = __fsub_rn(1.0f, ty.d), ox = __fsub_rn(1.0f, tx.d);
+        const float w0 = __fmul_rn(oy, ox), w1 = __fmul_rn(oy, tx.d), w2 = __fmul_rn(ty.d, ox),
+                    w3 = __fmul_rn(ty.d, tx.d);
+        const size_t s0 = size_t((ty.lo * side + tx.lo) * width), s1 = size_t((ty.lo * side + tx.hi) * width),
+                     s2 = size_t((ty.hi * side + tx.lo) * width), s3 = size_t((ty.hi * side + tx.hi) * width);
+        for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+            const size_t u = size_t(c);
+            float v = __fmul_rn(load_f32(table, tt, s0 + u), w0);
+            v = __fadd_rn(v, __fmul_rn(load_f32(table, tt, s1 + u), w1));
+            v = __fadd_rn(v, __fmul_rn(load_f32(table, tt, s2 + u), w2));
+            v = __fadd_rn(v, __fmul_rn(load_f32(table, tt, s3 + u), w3));
+            out[r * width + c] = v;
+        }
+    }
+}
+
+}  // namespace
+
+void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, const int32_t* ids, int64_t tokens,
+               int64_t width) {
+    if (tokens <= 0 || width <= 0) return;
+    be.activate();
+    embedding_kernel<<<grid_rows(tokens), row_block(width, kBlock), 0, be.stream()>>>(out, table, tt, ids, tokens,
+                                                                                       width);
+    QWEN3VL_CUDA_CHECK_LAUNCH();
+}
+
+void scatter_rows(CudaBackend& be, float* x, const int32_t* rows, const float* src, int64_t count, int64_t width,
+                  bool accumulate) {
+    if (count <= 0 || width <= 0) return;
+    be.activate();
+    scatter_rows_kernel<<<grid_rows(count), row_block(width, kBlock), 0, be.stream()>>>(x, rows, src, count, width,
+                                                                                         accumulate);
+    QWEN3VL_CUDA_CHECK_LAUNCH();
+}
+
+void position_embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, int64_t side, int64_t width,
+                        int64_t grid_h, int64_t grid_w, int64_t merge) {
+    const int64_t rows = grid_h * grid_w;
+    if (rows <= 0 || width <= 0) return;
+    be.activate();
+    position_embedding_kernel<<<grid_rows(rows), row_block(width, kBlock), 0, be.stream()>>>(
+        out, table, tt, side, width, grid_h, grid_w, merge);
+    QWEN3VL_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cuda
+}  // namespace qwen3vl

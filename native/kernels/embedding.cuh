@@ -1,0 +1,22 @@
+// Row gathers and scatters on device memory: the token embedding lookup, the scatter of vision features into the
+// text sequence, and the vision position embedding (host entry points; kernels in embedding.cu). Semantics as
+// native/cpu/embedding.h; ids and rows are device i32 arrays the caller has range-checked.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda_backend.h"
+#include "qwen3vl.h"
+
+namespace qwen3vl {
+namespace cuda {
+
+void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, const int32_t* ids, int64_t tokens,
+               int64_t width);
+void scatter_rows(CudaBackend& be, float* x, const int32_t* rows, const float* src, int64_t count, int64_t width,
+                  bool accumulate);
+void position_embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, int64_t side, int64_t width,
+                        int64_t grid_h, int64_t grid_w, int64_t merge);
+
+}  // namespace cuda
+}  // namespace qwen3vl

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# On the GPU machine, in one command: build the CUDA preset with that machine's nvcc, run CTest and compute-sanitizer
+# (tools/device/native-cuda-tests.sh), then the C# side as NativeAOT binaries carried in .devcarry/aot
+# (qwen3vl-parity and qwen3vl, published here with tools/device/publish-aot.sh): fixture parity on the CUDA backend,
+# and `qwen3vl bench` on a random-weight checkpoint with the full Qwen3-VL-2B shapes written there. Logs in $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
+bash tools/device/native-cuda-tests.sh > "$OUT/native.log" 2>&1
+grep -E "tests passed|tests failed|ERROR SUMMARY|rc=" "$OUT/native.log"
+export QWEN3VL_NATIVE_LIBRARY="$PWD/build/cuda/lib/libqwen3vl_cuda.so" QWEN3VL_LOG=1
+aot=.devcarry/aot
+[ -f "$aot.tar.gz" ] && mkdir -p "$aot" && tar xzf "$aot.tar.gz" -C "$aot"
+if [ -x "$aot/qwen3vl-parity" ]; then
+  "$aot/qwen3vl-parity" --device cuda tests/fixtures/tiny-tied tests/fixtures/tiny-untied 2>&1 | tee "$OUT/parity-cuda.log"
+fi
+if [ -x "$aot/qwen3vl" ] && [ "${QWEN3VL_GPU_BENCH:-1}" = 1 ]; then
+  ckpt=/tmp/qwen3vl-2b-random; mkdir -p "$ckpt"
+  build/cuda/tests/qwen3vl_make_random_checkpoint "$ckpt" > /dev/null
+  for args in "--prompt-tokens 512 --new-tokens 128 --image-size 448" "--prompt-tokens 2048 --new-tokens 0 --image-size 1024"; do
+    echo "== qwen3vl bench --device cuda $args"
+    # shellcheck disable=SC2086
+    "$aot/qwen3vl" bench --model "$ckpt" --device cuda $args --repeat 2 2>&1
+  done | tee "$OUT/bench-cuda.log"
+fi
