@@ -181,6 +181,9 @@ typedef struct qwen3vl_backend_params {
     int32_t device;
     /** CPU worker threads; 0 means one per logical processor. */
     int32_t threads;
+    /** CUDA: 1 computes every matrix product in fp32 (the CPU's numerics); 0 (default) feeds bf16/f16 weights to the
+     * tensor cores with activations rounded to the weight dtype and fp32 accumulation, where the GPU has them. */
+    int32_t cuda_fp32_math;
 } qwen3vl_backend_params;
 
 /** Allocation counters of a backend's memory pool. */

@@ -33,6 +33,6 @@ public:
 
 std::unique_ptr<Backend> create_cpu_backend(int threads);
 // Defined in native/kernels when CUDA is compiled in; otherwise throws UNSUPPORTED.
-std::unique_ptr<Backend> create_cuda_backend(int device);
+std::unique_ptr<Backend> create_cuda_backend(int device, bool fp32_math);
 
 }  // namespace qwen3vl

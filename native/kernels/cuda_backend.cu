@@ -64,8 +64,9 @@ int cuda_driver_version() {
 
 const char* cuda_architectures() { return QWEN3VL_CUDA_ARCHS; }
 
-CudaBackend::CudaBackend(int device)
+CudaBackend::CudaBackend(int device, bool fp32_math)
     : device_(device),
+      fp32_math_(fp32_math),
       pool_("cuda:" + std::to_string(device),
             [device](size_t n) -> void* {
                 void* p = nullptr;
@@ -137,6 +138,8 @@ void CudaBackend::download(void* dst, qwen3vl_dtype dst_dtype, const void* src, 
     QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-std::unique_ptr<Backend> create_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+std::unique_ptr<Backend> create_cuda_backend(int device, bool fp32_math) {
+    return std::make_unique<CudaBackend>(device, fp32_math);
+}
 
 }  // namespace qwen3vl

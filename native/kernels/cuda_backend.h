@@ -28,7 +28,9 @@ constexpr bool kCudaCompiled = QWEN3VL_CUDA_COMPILED != 0;
 
 class CudaBackend final : public Backend {
 public:
-    explicit CudaBackend(int device);
+    CudaBackend(int device, bool fp32_math);
+    // Matrix products in fp32 even where tensor cores could take bf16/f16 (qwen3vl_backend_params.cuda_fp32_math).
+    bool fp32_math() const { return fp32_math_; }
     ~CudaBackend() override;
     CudaBackend(const CudaBackend&) = delete;
     CudaBackend& operator=(const CudaBackend&) = delete;
@@ -74,6 +76,7 @@ public:
 
 private:
     int device_;
+    bool fp32_math_;
     int cc_ = 0;
     int sms_ = 0;
     std::string name_;

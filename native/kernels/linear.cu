@@ -235,8 +235,8 @@ bool lt_matmul(CudaBackend& be, float* d, int64_t ldd, const void* w, const void
 
 // out[M, N] = x W^T through cuBLASLt (M > kGemvMaxRows, K > 0), no bias.
 void gemm(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w) {
-    const bool tensor_cores = (w.dtype == QWEN3VL_DTYPE_BF16 && be.compute_capability() >= 80) ||
-                              (w.dtype == QWEN3VL_DTYPE_F16 && be.compute_capability() >= 70);
+    const bool tensor_cores = !be.fp32_math() && ((w.dtype == QWEN3VL_DTYPE_BF16 && be.compute_capability() >= 80) ||
+                                                  (w.dtype == QWEN3VL_DTYPE_F16 && be.compute_capability() >= 70));
     if (tensor_cores) {
         CudaBackend::Scratch xw(be, size_t(M * K) * 2);
         convert(xw.as<void>(), w.dtype, x, QWEN3VL_DTYPE_F32, size_t(M * K), be.stream());

@@ -21,7 +21,7 @@ class CudaBackendTest : public ::testing::Test {
 protected:
     void SetUp() override {
         if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine";
-        backend = create_cuda_backend(0);
+        backend = create_cuda_backend(0, false);
     }
     std::unique_ptr<Backend> backend;
 };

@@ -7,28 +7,30 @@ using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Processing;
 
-// qwen3vl-parity [--device cpu|cuda[:N]] FIXTURE_DIR...
+// qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] FIXTURE_DIR...
 // For every case: the fixture's input_ids and pixel_values fed in, logits at logits_positions against the reference
 // (relative L2 <= 1e-4, the CPU criterion; a documented bf16 bound may replace it on GPUs), and greedy decoding equal to
 // greedy_tokens up to the first step whose reference margin is below 1e-2. Exit code 1 when any case fails.
 const double LogitTolerance = 1e-4, MarginFloor = 1e-2;
 string device = "cpu";
+bool fp32Math = false;
 double tolerance = LogitTolerance;
 var fixtures = new List<string>();
 for (int i = 0; i < args.Length; i++)
 {
     if (args[i] == "--device" && i + 1 < args.Length) device = args[++i];
+    else if (args[i] == "--fp32-math") fp32Math = true;
     else if (args[i] == "--tolerance" && i + 1 < args.Length) tolerance = double.Parse(args[++i], CultureInfo.InvariantCulture);
     else fixtures.Add(args[i]);
 }
 if (fixtures.Count == 0)
 {
-    Console.Error.WriteLine("usage: qwen3vl-parity [--device cpu|cuda[:N]] [--tolerance REL_L2] FIXTURE_DIR...");
+    Console.Error.WriteLine("usage: qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] FIXTURE_DIR...");
     return 2;
 }
 
 using Backend backend = device.StartsWith("cuda", StringComparison.Ordinal)
-    ? Backend.CreateCuda(device.Contains(':') ? int.Parse(device[(device.IndexOf(':') + 1)..], CultureInfo.InvariantCulture) : 0)
+    ? Backend.CreateCuda(device.Contains(':') ? int.Parse(device[(device.IndexOf(':') + 1)..], CultureInfo.InvariantCulture) : 0, fp32Math)
     : Backend.CreateCpu();
 Console.WriteLine($"backend: {backend.Name}; tolerance rel L2 {tolerance:E0}");
 int failures = 0, cases = 0;

@@ -53,14 +53,18 @@ public sealed class Backend : IDisposable
 
     /// <summary>Creates a backend on CUDA device <paramref name="device"/>.</summary>
     /// <exception cref="Qwen3VLUnsupportedException">The library was built without CUDA.</exception>
-    public static Backend CreateCuda(int device = 0) => Create(BackendType.Cuda, device, 0);
+    /// <param name="device">CUDA device index.</param>
+    /// <param name="fp32Math">Compute every matrix product in fp32 (the CPU's numerics) instead of feeding bf16/f16
+    /// weights to the tensor cores with activations rounded to the weight dtype.</param>
+    public static Backend CreateCuda(int device = 0, bool fp32Math = false) => Create(BackendType.Cuda, device, 0, fp32Math);
 
-    private static unsafe Backend Create(BackendType type, int device, int threads)
+    private static unsafe Backend Create(BackendType type, int device, int threads, bool fp32Math = false)
     {
         BackendParams p = NativeMethods.BackendDefaultParams();
         p.Type = type;
         p.Device = device;
         p.Threads = threads;
+        p.CudaFp32Math = fp32Math ? 1 : 0;
         Native.BackendCreate(&p, out BackendHandle handle);
         return new Backend(handle);
     }
