@@ -46,6 +46,14 @@ log ".NET: build + tests"
 dotnet build Qwen3VL.sln -c Release -nologo -v quiet
 dotnet test --solution Qwen3VL.sln -c Release --no-build 2>&1 | tee build/dotnet-test.log
 
+# --- NuGet package proof (issue 7; tools/package-test.sh owns the details) -------------------------------------------
+# Packs Qwen3VL.Native (CPU build + the full-architecture CUDA build, sm_61..sm_90 + PTX: ~7 min on 2 cores the first
+# time, in build/cuda-pack) into a local feed, then a throwaway console app adds the package, generates on CPU, and is
+# published with NativeAOT and run again. Warm: ~40 s.
+log "package: tools/package-test.sh (pack, dotnet add package from a local feed, run, NativeAOT publish + run)"
+if command -v nvcc >/dev/null 2>&1; then bash tools/package-test.sh; else QWEN3VL_PACK_CPU_ONLY=1 bash tools/package-test.sh; fi
+# --- end of the NuGet package proof -----------------------------------------------------------------------------------
+
 log "main job: tools/run.sh (the README's first command: tiny shipped checkpoint + sample image)"
 bash tools/run.sh > build/main-job.log 2>&1 || { cat build/main-job.log; echo "main job failed" >&2; exit 1; }
 tail -n 6 build/main-job.log

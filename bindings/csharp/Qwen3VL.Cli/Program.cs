@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Qwen3VL.Native;
 
 namespace Qwen3VL.Cli;
@@ -7,11 +6,13 @@ namespace Qwen3VL.Cli;
 internal static class Program
 {
     private const string Usage =
-        "usage: qwen3vl [info [--json] | run [options] | bench [options]]\n" +
-        "  info         print the native build and device report\n" +
+        "usage: qwen3vl [info [--json] [--model DIR] | run [options] | chat [options] | bench [options] | serve [options]]\n" +
+        "  info         print the native build and device report (--model DIR adds a checkpoint summary)\n" +
         "  info --json  the same report as JSON\n" +
         "  run          answer a prompt (with images) from a Qwen3-VL checkpoint; 'qwen3vl run --help' for options\n" +
+        "  chat         talk with a checkpoint interactively (/image PATH, /reset, /exit); 'qwen3vl chat --help'\n" +
         "  bench        prefill/decode/image-encode speed on a checkpoint; 'qwen3vl bench --help' for options\n" +
+        "  serve        OpenAI-compatible HTTP server (/v1/chat/completions, /v1/models, /health); 'qwen3vl serve --help'\n" +
         "  --version    print the version\n" +
         "  --help       print this help\n" +
         "environment: QWEN3VL_NATIVE_LIBRARY=<path>, QWEN3VL_DEVICE=cpu, QWEN3VL_LOG=1";
@@ -21,6 +22,12 @@ internal static class Program
         try
         {
             return Run(args);
+        }
+        catch (UserErrorException e)
+        {
+            string command = args.Length > 0 && args[0] is "run" or "chat" or "info" or "serve" ? args[0] + ": " : "";
+            Console.Error.WriteLine($"qwen3vl {command}error: {e.Message}");
+            return 2;
         }
         catch (Qwen3VLException e)
         {
@@ -38,7 +45,7 @@ internal static class Program
     {
         if (args.Length == 0)
         {
-            PrintReport(NativeInfo.Query());
+            PrintReport(NativeInfo.Query(), null);
             Console.WriteLine();
             Console.WriteLine("Run a model with 'qwen3vl run --model /path/to/Qwen3-VL-2B-Instruct --image FILE --prompt TEXT'");
             Console.WriteLine("('qwen3vl run' alone runs the tiny random-weight test checkpoint of the repository).");
@@ -56,14 +63,17 @@ internal static class Program
                 return 0;
             case "info":
                 bool json = false;
-                foreach (string option in args.Skip(1))
+                string? modelDir = null;
+                for (int i = 1; i < args.Length; i++)
                 {
-                    if (option == "--json") json = true;
-                    else return UsageError("unknown option for info: " + option);
+                    if (args[i] == "--json") json = true;
+                    else if (args[i] == "--model" && i + 1 < args.Length) modelDir = args[++i];
+                    else return UsageError("unknown option for info: " + args[i]);
                 }
                 NativeInfo info = NativeInfo.Query();
-                if (json) PrintJson(info);
-                else PrintReport(info);
+                ModelReport? model = modelDir is null ? null : DescribeModel(modelDir);
+                if (json) PrintJson(info, model);
+                else PrintReport(info, model);
                 return 0;
             case "run":
                 if (args.Skip(1).Any(a => a is "-h" or "--help"))
@@ -72,6 +82,20 @@ internal static class Program
                     return 0;
                 }
                 return RunCommand.Run(args[1..]);
+            case "chat":
+                if (args.Skip(1).Any(a => a is "-h" or "--help"))
+                {
+                    Console.WriteLine(ChatCommand.Usage);
+                    return 0;
+                }
+                return ChatCommand.Run(args[1..]);
+            case "serve":
+                if (args.Skip(1).Any(a => a is "-h" or "--help"))
+                {
+                    Console.WriteLine(ServeCommand.Usage);
+                    return 0;
+                }
+                return ServeCommand.Run(args[1..]);
             case "bench":
                 if (args.Skip(1).Any(a => a is "-h" or "--help"))
                 {
@@ -93,7 +117,26 @@ internal static class Program
 
     private static string Gib(ulong bytes) => (bytes / (1024.0 * 1024 * 1024)).ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) + " GiB";
 
-    private static void PrintReport(NativeInfo info)
+    /// <summary>A summary of a checkpoint folder from its configuration and safetensors headers (no weights are loaded).</summary>
+    private static ModelReport DescribeModel(string directory)
+    {
+        ModelFolder folder;
+        try
+        {
+            folder = ModelFolder.Inspect(directory);
+        }
+        catch (Exception e) when (e is DirectoryNotFoundException or FileNotFoundException or InvalidDataException)
+        {
+            throw new UserErrorException(e.Message);
+        }
+        using Checkpoint checkpoint = Checkpoint.Open(folder.Directory);
+        Qwen3VL.Native.Model.ModelConfig c = Qwen3VL.Native.Model.ModelConfig.FromCheckpoint(checkpoint);
+        var template = Qwen3VL.Native.Processing.Templates.Qwen3VLChatTemplate.Detect(folder.Directory);
+        return new ModelReport(folder.Directory, folder.TensorCount, folder.TotalBytes, c.TextNumLayers, c.TextHiddenSize, c.TextNumHeads,
+            c.TextNumKvHeads, c.VocabSize, c.MaxPositionEmbeddings, c.VisionDepth, c.TieWordEmbeddings, template.Message);
+    }
+
+    private static void PrintReport(NativeInfo info, ModelReport? model)
     {
         var backends = new List<string>();
         if (info.HasCpuBackend) backends.Add("cpu");
@@ -115,45 +158,24 @@ internal static class Program
             Console.WriteLine($"  [{d.Index}] {d.Name}, compute {d.ComputeMajor}.{d.ComputeMinor}, {d.Multiprocessors} SMs, " +
                 $"{Gib(d.TotalMemory)} total, {Gib(d.FreeMemory)} free");
         }
+        if (model is null) return;
+        Console.WriteLine($"model:           {model.Directory}");
+        Console.WriteLine($"  weights:       {model.Tensors} tensors, {model.WeightBytes / 1e9:0.00} GB");
+        Console.WriteLine($"  text:          {model.TextLayers} layers, hidden {model.HiddenSize}, {model.AttentionHeads} heads ({model.KvHeads} kv), " +
+                          $"vocab {model.VocabSize}, max positions {model.MaxPositionEmbeddings}{(model.TieWordEmbeddings ? ", tied embeddings" : "")}");
+        Console.WriteLine($"  vision:        {model.VisionBlocks} blocks");
+        Console.WriteLine($"  chat template: {model.ChatTemplate}");
     }
 
-    private static void PrintJson(NativeInfo info)
+    private static void PrintJson(NativeInfo info, ModelReport? model)
     {
-        using Stream stdout = Console.OpenStandardOutput();
-        using (var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true }))
-        {
-            w.WriteStartObject();
-            w.WriteString("version", info.Version);
-            w.WriteString("libraryPath", info.LibraryPath);
-            w.WriteString("libraryResolution", info.LibraryResolution);
-            w.WriteString("compiler", info.Compiler);
-            w.WriteStartArray("backends");
-            if (info.HasCpuBackend) w.WriteStringValue("cpu");
-            if (info.HasCudaBackend) w.WriteStringValue("cuda");
-            w.WriteEndArray();
-            w.WriteNumber("logicalCpus", info.LogicalCpus);
-            w.WriteStartArray("cpuFeatures");
-            foreach (string f in info.CpuFeatures) w.WriteStringValue(f);
-            w.WriteEndArray();
-            w.WriteString("cpuKernels", info.CpuKernels);
-            w.WriteNumber("cudaRuntimeVersion", info.CudaRuntimeVersion);
-            w.WriteNumber("cudaDriverVersion", info.CudaDriverVersion);
-            w.WriteString("cudaArchitectures", info.CudaArchitectures);
-            w.WriteStartArray("cudaDevices");
-            foreach (CudaDeviceInfo d in info.CudaDevices)
-            {
-                w.WriteStartObject();
-                w.WriteNumber("index", d.Index);
-                w.WriteString("name", d.Name);
-                w.WriteString("computeCapability", $"{d.ComputeMajor}.{d.ComputeMinor}");
-                w.WriteNumber("multiprocessors", d.Multiprocessors);
-                w.WriteNumber("totalMemory", d.TotalMemory);
-                w.WriteNumber("freeMemory", d.FreeMemory);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteEndObject();
-        }
-        stdout.WriteByte((byte)'\n');
+        var backends = new List<string>();
+        if (info.HasCpuBackend) backends.Add("cpu");
+        if (info.HasCudaBackend) backends.Add("cuda");
+        var report = new InfoReport(info.Version, info.LibraryPath, info.LibraryResolution, info.Compiler, backends, info.LogicalCpus,
+            info.CpuFeatures, info.CpuKernels, info.CudaRuntimeVersion, info.CudaDriverVersion, info.CudaArchitectures,
+            info.CudaDevices.Select(d => new DeviceReport(d.Index, d.Name, $"{d.ComputeMajor}.{d.ComputeMinor}", d.Multiprocessors,
+                d.TotalMemory, d.FreeMemory)).ToList(), model);
+        CliJsonContext.WriteToStdout(report, CliJsonContext.Default.InfoReport);
     }
 }
