@@ -366,17 +366,12 @@ qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, 
         const char* names[] = {"q", "k", "v", "k_cache", "v_cache"};
         for (int i = 0; i < 5; ++i)
             for (int j = i + 1; j < 5; ++j) disjoint(args, *all[i], names[i], *all[j], names[j]);
+        const QkNormRopeKv a{host_mut<float>(tq), host_mut<float>(tk), host<float>(tv), T, Hq, Hkv, D, qn.data,
+                             qn.dtype, kn.data, kn.dtype, eps, host<int32_t>(pos), theta,
+                             {mrope_section[0], mrope_section[1], mrope_section[2]}, kc.data, vc.data, kc.dtype,
+                             n_past};
         if constexpr (kCudaCompiled)
-            if (args.is_cuda())
-                return cuda::qk_norm_rope_kv(
-                    args.cuda(), cuda::QkNormRopeKv{host_mut<float>(tq), host_mut<float>(tk), host<float>(tv), T, Hq,
-                                                    Hkv, D, qn.data, qn.dtype, kn.data, kn.dtype, eps,
-                                                    host<int32_t>(pos), theta,
-                                                    {mrope_section[0], mrope_section[1], mrope_section[2]}, kc.data,
-                                                    vc.data, kc.dtype, n_past});
-        cpu::QkNormRopeKv a{host_mut<float>(tq), host_mut<float>(tk), host<float>(tv), T, Hq, Hkv, D, qn.data,
-                            qn.dtype, kn.data, kn.dtype, eps, host<int32_t>(pos), theta, mrope_section, kc.data,
-                            vc.data, kc.dtype, n_past};
+            if (args.is_cuda()) return cuda::qk_norm_rope_kv(args.cuda(), a);
         cpu::qk_norm_rope_kv(args.cpu().threads(), a);
     });
 }
@@ -479,10 +474,11 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
         }
         if constexpr (kCudaCompiled)
             if (args.is_cuda())
-                return cuda::attention(args.cuda(),
-                                       cuda::AttentionArgs{a.out, a.q, a.q_stride, a.k, a.v, a.kv_dtype, a.kv_stride,
-                                                           a.tokens, a.q_heads, a.kv_heads, a.head_dim, a.causal,
-                                                           a.n_past, device_segments, a.n_segments});
+            {
+                AttentionArgs device_args = a;
+                device_args.segments = device_segments;
+                return cuda::attention(args.cuda(), device_args);
+            }
         cpu::attention(args.cpu().threads(), a);
     });
 }

@@ -14,26 +14,14 @@
 #include <cstdint>
 
 #include "cpu_features.h"
+#include "op_params.h"
 #include "qwen3vl.h"
 #include "thread_pool.h"
 
 namespace qwen3vl {
 namespace cpu {
 
-struct AttentionArgs {
-    float* out;        // [T, Hq, D]
-    const float* q;    // query of token t, head h at q + t * q_stride + h * D
-    int64_t q_stride;
-    const void* k;     // key j of KV head g at k + j * kv_stride + g * D (elements of kv_dtype); v likewise
-    const void* v;
-    qwen3vl_dtype kv_dtype;
-    int64_t kv_stride;
-    int64_t tokens, q_heads, kv_heads, head_dim;
-    bool causal;
-    int64_t n_past;                 // CAUSAL
-    const int32_t* segments;        // SEGMENTS: n_segments + 1 cumulative offsets from 0 to T
-    int64_t n_segments;
-};
+using qwen3vl::AttentionArgs;  // native/core/op_params.h
 
 void attention(ThreadPool& pool, const AttentionArgs& a, CpuKernels k = cpu_kernels());
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "cpu_features.h"
+#include "op_params.h"
 #include "qwen3vl.h"
 #include "thread_pool.h"
 
@@ -23,24 +24,7 @@ void mrope_angles(float* angles, const float* inv_freq, int64_t half, const int3
 // x[i], x[i + half] rotated by angles[i] (cos and sin given), i < half: x * cos + rotate_half(x) * sin.
 void rotate_half_apply(float* x, const float* cos, const float* sin, int64_t half);
 
-struct QkNormRopeKv {
-    float* q;        // [T, Hq, D]
-    float* k;        // [T, Hkv, D]
-    const float* v;  // [T, Hkv, D]
-    int64_t tokens, q_heads, kv_heads, head_dim;
-    const void* q_norm;
-    qwen3vl_dtype q_norm_dtype;
-    const void* k_norm;
-    qwen3vl_dtype k_norm_dtype;
-    float eps;
-    const int32_t* positions;  // [3, T]
-    float theta;
-    const int64_t* section;  // [3]
-    void* k_cache;           // [capacity, Hkv, D]
-    void* v_cache;
-    qwen3vl_dtype cache_dtype;
-    int64_t n_past;
-};
+using qwen3vl::QkNormRopeKv;  // native/core/op_params.h
 void qk_norm_rope_kv(ThreadPool& pool, const QkNormRopeKv& a, CpuKernels k = cpu_kernels());
 
 // In place on qkv [T, 3, H, D] (q and k parts): angle j < D/4 is row * f_j, D/4 <= j < D/2 is col * f_(j - D/4),

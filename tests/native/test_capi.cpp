@@ -9,20 +9,12 @@
 #include <thread>
 #include <vector>
 
+#include "capi_handles.h"
 #include "qwen3vl.h"
 
 namespace {
 
 std::string last_error() { return qwen3vl_last_error(); }
-
-struct BackendDeleter {
-    void operator()(qwen3vl_backend* b) const { qwen3vl_backend_free(b); }
-};
-struct TensorDeleter {
-    void operator()(qwen3vl_tensor* t) const { qwen3vl_tensor_free(t); }
-};
-using BackendPtr = std::unique_ptr<qwen3vl_backend, BackendDeleter>;
-using TensorPtr = std::unique_ptr<qwen3vl_tensor, TensorDeleter>;
 
 BackendPtr make_cpu_backend() {
     qwen3vl_backend_params p = qwen3vl_backend_default_params();

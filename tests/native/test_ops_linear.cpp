@@ -22,6 +22,7 @@
 #include "cpu_features.h"
 #include "dtype.h"
 #include "gemm.h"
+#include "capi_handles.h"
 #include "qwen3vl.h"
 #include "thread_pool.h"
 
@@ -238,15 +239,6 @@ TEST(Linear, EmptySumsGiveTheBiasOrZero) {
 }
 
 // ---- C API: the exported functions (the shared library links its own copy of the engine).
-
-struct BackendDeleter {
-    void operator()(qwen3vl_backend* b) const { qwen3vl_backend_free(b); }
-};
-struct TensorDeleter {
-    void operator()(qwen3vl_tensor* t) const { qwen3vl_tensor_free(t); }
-};
-using BackendPtr = std::unique_ptr<qwen3vl_backend, BackendDeleter>;
-using TensorPtr = std::unique_ptr<qwen3vl_tensor, TensorDeleter>;
 
 BackendPtr cpu_backend() {
     qwen3vl_backend_params p = qwen3vl_backend_default_params();

@@ -482,7 +482,7 @@ TEST(OpsNnRope, QkNormMropeAndKvWriteMatchReference) {
                     void* kc = cache_t == QWEN3VL_DTYPE_F32 ? static_cast<void*>(kc32.data()) : kc16.data();
                     void* vc = cache_t == QWEN3VL_DTYPE_F32 ? static_cast<void*>(vc32.data()) : vc16.data();
                     cpu::QkNormRopeKv a{q.data(), kk.data(), v.data(), T, Hq, Hkv, D, qn.data(), qn.dtype,
-                                        kn.data(), kn.dtype, 1e-6f, pos.data(), theta, section, kc, vc, cache_t,
+                                        kn.data(), kn.dtype, 1e-6f, pos.data(), theta, {section[0], section[1], section[2]}, kc, vc, cache_t,
                                         n_past};
                     cpu::qk_norm_rope_kv(pool(), a, k);
                     EXPECT_LT(nmse(q, q_want), 1e-12);
@@ -522,7 +522,7 @@ TEST(OpsNnRope, EqualStreamsGiveOrdinaryRope) {
     const std::vector<int32_t> pos = {3, 1000, 3, 1000, 3, 1000};
     std::vector<float> q_plain = q;
     cpu::QkNormRopeKv a{q.data(), k.data(), v.data(), T, H, H, D, w.data(), QWEN3VL_DTYPE_F32, w.data(),
-                        QWEN3VL_DTYPE_F32, 1e-6f, pos.data(), 1e6f, section, kc.data(), vc.data(), QWEN3VL_DTYPE_F32, 0};
+                        QWEN3VL_DTYPE_F32, 1e-6f, pos.data(), 1e6f, {section[0], section[1], section[2]}, kc.data(), vc.data(), QWEN3VL_DTYPE_F32, 0};
     cpu::qk_norm_rope_kv(pool(), a, CpuKernels::Scalar);
     const std::vector<float> inv = inv_freq_f32(D, 1e6f);
     for (int64_t t = 0; t < T; ++t) {

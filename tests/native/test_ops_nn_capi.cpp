@@ -9,18 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "capi_handles.h"
 #include "qwen3vl.h"
 
 namespace {
-
-struct BackendDeleter {
-    void operator()(qwen3vl_backend* b) const { qwen3vl_backend_free(b); }
-};
-struct TensorDeleter {
-    void operator()(qwen3vl_tensor* t) const { qwen3vl_tensor_free(t); }
-};
-using BackendPtr = std::unique_ptr<qwen3vl_backend, BackendDeleter>;
-using TensorPtr = std::unique_ptr<qwen3vl_tensor, TensorDeleter>;
 
 class OpsNnCApi : public ::testing::Test {
 protected:
