@@ -64,11 +64,12 @@ for f in build/ctest-cpu.log build/ctest-cuda.log build/ctest-asan.log; do
   [ -f "$f" ] || continue
   line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$f" | tail -n 1)
   total=$(echo "$line" | sed -E 's/.* out of ([0-9]+).*/\1/'); bad=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/')
-  passed=$((passed + total - bad)); failed=$((failed + bad))
+  skipped=$(grep -c '(Skipped)' "$f" || true)
+  passed=$((passed + total - bad - skipped)); failed=$((failed + bad)); skipped_all=$((${skipped_all:-0} + skipped))
 done
 dn_total=$(grep -E 'total: *[0-9]+' build/dotnet-test.log | tail -n 1 | sed -E 's/.*total: *([0-9]+).*/\1/')
 dn_failed=$(grep -E 'failed: *[0-9]+' build/dotnet-test.log | tail -n 1 | sed -E 's/.*failed: *([0-9]+).*/\1/')
 passed=$((passed + ${dn_total:-0} - ${dn_failed:-0})); failed=$((failed + ${dn_failed:-0}))
 echo
-echo "${passed} passed, ${failed} failed"
+echo "${passed} passed, ${failed} failed, ${skipped_all:-0} skipped"
 [ "$failed" = 0 ]
