@@ -55,7 +55,7 @@ internal static class RunCommand
         GenerationOptions generation = o.BuildGeneration(model, maxTokens);
         // Room for this prompt and answer only: the KV cache is allocated at the session's context length.
         using Qwen3VLChatSession session = model.CreateSession(new ChatSessionOptions { SystemPrompt = o.System, ContextLength = promptTokens + maxTokens });
-        session.AddUserMessage(turn.Text, turn.Images);
+        session.AddMessage(turn);
 
         using var cts = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) =>

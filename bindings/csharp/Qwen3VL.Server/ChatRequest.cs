@@ -110,18 +110,18 @@ internal sealed class ChatRequest
                 {
                     case "system":
                     case "developer":
-                        (string sysText, _) = ReadContent(content, at, allowImages: false, limits, ref images);
+                        string sysText = JoinText(ReadContent(content, at, allowImages: false, limits, ref images));
                         if (system.Length > 0) system.Append('\n');
                         system.Append(sysText);
                         break;
                     case "user":
-                        (string text, List<ChatImage> userImages) = ReadContent(content, at, allowImages: true, limits, ref images);
-                        turns.Add(ChatTurn.User(text, userImages));
+                        // Text and images stay in the order of the content parts, as the chat template renders them.
+                        turns.Add(ChatTurn.User(ReadContent(content, at, allowImages: true, limits, ref images)));
                         break;
                     case "assistant":
-                        (string answer, _) = content.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined
-                            ? ("", [])
-                            : ReadContent(content, at, allowImages: false, limits, ref images);
+                        string answer = content.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined
+                            ? ""
+                            : JoinText(ReadContent(content, at, allowImages: false, limits, ref images));
                         turns.Add(ChatTurn.Assistant(answer));
                         break;
                     case "":
@@ -142,13 +142,16 @@ internal sealed class ChatRequest
         }
     }
 
-    private static (string Text, List<ChatImage> Images) ReadContent(JsonElement content, string at, bool allowImages, ServerOptions limits, ref int imageCount)
+    /// <summary>The text parts of a system or assistant message (which hold no images), one per line.</summary>
+    private static string JoinText(List<ChatTurnPart> parts) => string.Join('\n', parts.Select(p => p.Text));
+
+    /// <summary>A message's content as text and image parts in the order given (a string is one text part; never empty).</summary>
+    private static List<ChatTurnPart> ReadContent(JsonElement content, string at, bool allowImages, ServerOptions limits, ref int imageCount)
     {
         string param = at + ".content";
-        if (content.ValueKind == JsonValueKind.String) return (content.GetString()!, []);
+        if (content.ValueKind == JsonValueKind.String) return [ChatTurnPart.FromText(content.GetString()!)];
         if (content.ValueKind != JsonValueKind.Array) throw ApiError.BadRequest($"{param} must be a string or an array of content parts.", param);
-        var text = new StringBuilder();
-        var images = new List<ChatImage>();
+        var parts = new List<ChatTurnPart>();
         int i = 0;
         foreach (JsonElement part in content.EnumerateArray())
         {
@@ -162,8 +165,7 @@ internal sealed class ChatRequest
                     {
                         throw ApiError.BadRequest($"{partAt}.text must be a string.", $"{partAt}.text");
                     }
-                    if (text.Length > 0) text.Append('\n');
-                    text.Append(tx.GetString());
+                    parts.Add(ChatTurnPart.FromText(tx.GetString()!));
                     break;
                 case "image_url":
                     if (!allowImages) throw ApiError.BadRequest($"{partAt}: images are only accepted in user messages.", partAt);
@@ -178,13 +180,14 @@ internal sealed class ChatRequest
                         _ => null,
                     } : null;
                     if (string.IsNullOrEmpty(url)) throw ApiError.BadRequest($"{partAt}.image_url.url is required.", $"{partAt}.image_url.url");
-                    images.Add(LoadImage(url, $"{partAt}.image_url.url", limits));
+                    parts.Add(LoadImage(url, $"{partAt}.image_url.url", limits));
                     break;
                 default:
                     throw ApiError.BadRequest($"{partAt}.type '{type}' is not supported (text, image_url).", $"{partAt}.type");
             }
         }
-        return (text.ToString(), images);
+        if (parts.Count == 0) parts.Add(ChatTurnPart.FromText(""));
+        return parts;
     }
 
     /// <summary>A data: URI (base64) or, when allowed, a local file; the header's size is checked before any pixel is decoded.</summary>

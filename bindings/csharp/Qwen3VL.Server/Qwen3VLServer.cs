@@ -230,11 +230,7 @@ public sealed class Qwen3VLServer : IAsyncDisposable
                 {
                     session.Reset();
                     session.SystemPrompt = request.SystemPrompt;
-                    foreach (ChatTurn turn in request.Turns)
-                    {
-                        if (turn.Role == ChatTurnRole.User) session.AddUserMessage(turn.Text, turn.Images);
-                        else session.AddAssistantMessage(turn.Text);
-                    }
+                    foreach (ChatTurn turn in request.Turns) session.AddMessage(turn);
                     outcome = request.Stream
                         ? await StreamAsync(http.Response, session, request, token).ConfigureAwait(false)
                         : await CompleteAsync(http.Response, session, request, token).ConfigureAwait(false);

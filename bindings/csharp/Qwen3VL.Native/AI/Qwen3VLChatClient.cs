@@ -95,7 +95,8 @@ public sealed class Qwen3VLChatClient : IChatClient
         if (_ownsModel) Model.Dispose();
     }
 
-    private Qwen3VLChatSession CreateSession(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    /// <summary>A session holding <paramref name="messages"/> (the system prompt and the turns), ready to generate.</summary>
+    internal Qwen3VLChatSession CreateSession(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
         ArgumentNullException.ThrowIfNull(messages);
         var system = new List<string>();
@@ -108,7 +109,7 @@ public sealed class Qwen3VLChatClient : IChatClient
             }
             else if (message.Role == ChatRole.User)
             {
-                turns.Add(ChatTurn.User(message.Text, Images(message)));
+                turns.Add(ChatTurn.User(Parts(message)));
             }
             else if (message.Role == ChatRole.Assistant)
             {
@@ -122,11 +123,7 @@ public sealed class Qwen3VLChatClient : IChatClient
         Qwen3VLChatSession session = Model.CreateSession(new ChatSessionOptions { SystemPrompt = system.Count == 0 ? null : string.Join("\n\n", system) });
         try
         {
-            foreach (ChatTurn turn in turns)
-            {
-                if (turn.Role == ChatTurnRole.User) session.AddUserMessage(turn.Text, turn.Images);
-                else session.AddAssistantMessage(turn.Text);
-            }
+            foreach (ChatTurn turn in turns) session.AddMessage(turn);
             return session;
         }
         catch
@@ -136,27 +133,34 @@ public sealed class Qwen3VLChatClient : IChatClient
         }
     }
 
-    /// <summary>The images of a message, in order; non-image data is refused rather than silently dropped.</summary>
-    private static List<ChatImage> Images(ChatMessage message)
+    /// <summary>
+    /// The text and images of a user message in their order (texts as <see cref="TextContent"/>s, images as above);
+    /// non-image data is refused rather than silently dropped; other contents (reasoning, tool calls…) are skipped.
+    /// </summary>
+    private static List<ChatTurnPart> Parts(ChatMessage message)
     {
-        var images = new List<ChatImage>();
+        var parts = new List<ChatTurnPart>();
         foreach (AIContent content in message.Contents)
         {
             switch (content)
             {
+                case TextContent text:
+                    parts.Add(ChatTurnPart.FromText(text.Text ?? ""));
+                    break;
                 case DataContent data when data.HasTopLevelMediaType("image"):
-                    images.Add(ChatImage.FromBytes(data.Data));
+                    parts.Add(ChatImage.FromBytes(data.Data));
                     break;
                 case DataContent data:
                     throw new NotSupportedException($"Content of media type '{data.MediaType}' is not supported; Qwen3-VL takes text and images.");
                 case UriContent uri when uri.Uri.IsFile:
-                    images.Add(ChatImage.FromFile(uri.Uri.LocalPath));
+                    parts.Add(ChatImage.FromFile(uri.Uri.LocalPath));
                     break;
                 case UriContent uri:
                     throw new NotSupportedException($"Image URI '{uri.Uri}' is not a local file; download it and pass a DataContent.");
             }
         }
-        return images;
+        if (parts.Count == 0) parts.Add(ChatTurnPart.FromText(""));
+        return parts;
     }
 
     private GenerationOptions MapOptions(ChatOptions? options)

@@ -12,33 +12,50 @@ public enum ChatTurnRole
 /// <summary>One message of a <see cref="Qwen3VLChatSession"/>'s history.</summary>
 public sealed class ChatTurn
 {
-    private ChatTurn(ChatTurnRole role, string text, IReadOnlyList<ChatImage> images)
+    private ChatTurn(ChatTurnRole role, IReadOnlyList<ChatTurnPart> parts)
     {
         Role = role;
-        Text = text;
-        Images = images;
+        Parts = parts;
+        Text = string.Concat(parts.Where(p => p.Kind == ChatTurnPartKind.Text).Select(p => p.Text));
+        Images = parts.Where(p => p.Kind == ChatTurnPartKind.Image).Select(p => p.Image!).ToArray();
     }
 
     /// <summary>Who said it.</summary>
     public ChatTurnRole Role { get; }
-    /// <summary>The text.</summary>
+    /// <summary>The content in the order the model sees it: text and images (images only in user messages).</summary>
+    public IReadOnlyList<ChatTurnPart> Parts { get; }
+    /// <summary>The text: the text parts joined (without separators).</summary>
     public string Text { get; }
-    /// <summary>The images of a user message, shown to the model before the text, in order; empty for answers.</summary>
+    /// <summary>The images of a user message in the order of <see cref="Parts"/>; empty for answers.</summary>
     public IReadOnlyList<ChatImage> Images { get; }
 
-    /// <summary>A user message.</summary>
+    /// <summary>A user message whose images are shown to the model before the text.</summary>
     /// <param name="text">The text (may be empty when there are images).</param>
     /// <param name="images">Images, in order; null for none.</param>
+    /// <remarks>To place text before or between images, use <see cref="User(IEnumerable{ChatTurnPart})"/>.</remarks>
     public static ChatTurn User(string text, IEnumerable<ChatImage>? images = null)
     {
         ArgumentNullException.ThrowIfNull(text);
         ChatImage[] list = images?.ToArray() ?? [];
         if (list.Any(i => i is null)) throw new ArgumentException("An image is null.", nameof(images));
-        return new ChatTurn(ChatTurnRole.User, text, list);
+        return new ChatTurn(ChatTurnRole.User, [.. list.Select(ChatTurnPart.FromImage), ChatTurnPart.FromText(text)]);
+    }
+
+    /// <summary>A user message of text and images in the order given, e.g. <c>ChatTurn.User(["Compare ", a, " with ", b])</c>.</summary>
+    /// <param name="parts">The parts, in order (strings and <see cref="ChatImage"/>s convert implicitly).</param>
+    /// <exception cref="ArgumentException">A part is null, or there is none.</exception>
+    public static ChatTurn User(IEnumerable<ChatTurnPart> parts)
+    {
+        ArgumentNullException.ThrowIfNull(parts);
+        ChatTurnPart[] list = parts.ToArray();
+        if (list.Length == 0) throw new ArgumentException("A message needs at least one part (text or image).", nameof(parts));
+        if (list.Any(p => p is null)) throw new ArgumentException("A part is null.", nameof(parts));
+        return new ChatTurn(ChatTurnRole.User, list);
     }
 
     /// <summary>An answer of the model.</summary>
-    public static ChatTurn Assistant(string text) => new(ChatTurnRole.Assistant, text ?? throw new ArgumentNullException(nameof(text)), []);
+    public static ChatTurn Assistant(string text) =>
+        new(ChatTurnRole.Assistant, [ChatTurnPart.FromText(text ?? throw new ArgumentNullException(nameof(text)))]);
 
     /// <inheritdoc />
     public override string ToString() => $"{Role}: {Text}" + (Images.Count > 0 ? $" [+{Images.Count} image(s)]" : "");

@@ -52,6 +52,16 @@ public sealed class Qwen3VLChatSession : IDisposable
     /// <exception cref="InvalidOperationException">The session is generating.</exception>
     public void AddUserMessage(string text, IEnumerable<ChatImage>? images = null) => Add(ChatTurn.User(text, images));
 
+    /// <summary>Appends a user message of text and images in the order given (to answer with <see cref="GenerateAsync"/>).</summary>
+    /// <param name="parts">The parts, in order, e.g. <c>["Compare ", imageA, " with ", imageB]</c>.</param>
+    /// <exception cref="ArgumentException">A part is null, or there is none.</exception>
+    /// <exception cref="InvalidOperationException">The session is generating.</exception>
+    public void AddUserMessage(IEnumerable<ChatTurnPart> parts) => Add(ChatTurn.User(parts));
+
+    /// <summary>Appends a message (a user message or an answer) to the history.</summary>
+    /// <exception cref="InvalidOperationException">The session is generating.</exception>
+    public void AddMessage(ChatTurn turn) => Add(turn ?? throw new ArgumentNullException(nameof(turn)));
+
     /// <summary>Appends an answer to the history (e.g. to replay a conversation).</summary>
     /// <exception cref="InvalidOperationException">The session is generating.</exception>
     public void AddAssistantMessage(string text) => Add(ChatTurn.Assistant(text));
@@ -94,6 +104,21 @@ public sealed class Qwen3VLChatSession : IDisposable
         }
     }
 
+    /// <summary>Adds a user message of text and images in the order given and streams the answer; see <see cref="GenerateStreamingAsync"/>.</summary>
+    /// <param name="parts">The user's message, in order, e.g. <c>["Compare ", imageA, " with ", imageB]</c>.</param>
+    /// <param name="options">Generation options; null for the defaults (model's sampling, 256 tokens).</param>
+    /// <param name="cancellationToken">Stops generation; the enumeration then throws <see cref="OperationCanceledException"/>.</param>
+    /// <returns>The answer's text pieces, each complete UTF-8 text.</returns>
+    public async IAsyncEnumerable<string> SendStreamingAsync(IEnumerable<ChatTurnPart> parts, GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        Add(ChatTurn.User(parts));
+        await foreach (string piece in StreamAsync(options, retractLastTurn: true, cancellationToken).ConfigureAwait(false))
+        {
+            yield return piece;
+        }
+    }
+
     /// <summary>Adds a user message and returns the whole answer with its usage; see <see cref="GenerateAsync"/>.</summary>
     /// <param name="text">The user's text.</param>
     /// <param name="images">Images shown before the text, in order; null for none.</param>
@@ -103,6 +128,16 @@ public sealed class Qwen3VLChatSession : IDisposable
         CancellationToken cancellationToken = default)
     {
         Add(ChatTurn.User(text, images));
+        return RunAsync(options, retractLastTurn: true, cancellationToken);
+    }
+
+    /// <summary>Adds a user message of text and images in the order given and returns the whole answer with its usage; see <see cref="GenerateAsync"/>.</summary>
+    /// <param name="parts">The user's message, in order, e.g. <c>["Compare ", imageA, " with ", imageB]</c>.</param>
+    /// <param name="options">Generation options; null for the defaults (model's sampling, 256 tokens).</param>
+    /// <param name="cancellationToken">Stops generation.</param>
+    public Task<GenerationResult> SendAsync(IEnumerable<ChatTurnPart> parts, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        Add(ChatTurn.User(parts));
         return RunAsync(options, retractLastTurn: true, cancellationToken);
     }
 
@@ -293,7 +328,9 @@ public sealed class Qwen3VLChatSession : IDisposable
         return Math.Max(0, common);
     }
 
-    private static Prompt BuildPrompt(Qwen3VLModel model, string? systemPrompt, IReadOnlyList<ChatTurn> history)
+    /// <summary>The prompt for a conversation: its token ids, and its images in the order of their pads (the order in which
+    /// their pixel values reach the vision encoder).</summary>
+    internal static Prompt BuildPrompt(Qwen3VLModel model, string? systemPrompt, IReadOnlyList<ChatTurn> history)
     {
         var messages = new List<ChatMessage>();
         if (!string.IsNullOrEmpty(systemPrompt)) messages.Add(ChatMessage.System(systemPrompt));
@@ -305,13 +342,21 @@ public sealed class Qwen3VLChatSession : IDisposable
                 messages.Add(ChatMessage.Assistant(turn.Text));
                 continue;
             }
-            var parts = new List<ContentPart>();
-            foreach (ChatImage image in turn.Images)
+            // The parts in their order; images are numbered in order of appearance across the conversation, which is the
+            // order of the image pads in the prompt and of the pixel values given to the vision encoder.
+            var parts = new List<ContentPart>(turn.Parts.Count);
+            foreach (ChatTurnPart part in turn.Parts)
             {
-                images.Add(image);
-                parts.Add(ContentPart.FromImage(image));
+                if (part.Image is { } image)
+                {
+                    images.Add(image);
+                    parts.Add(ContentPart.FromImage(image));
+                }
+                else
+                {
+                    parts.Add(ContentPart.FromText(part.Text!));
+                }
             }
-            parts.Add(ContentPart.FromText(turn.Text));
             messages.Add(ChatMessage.User([.. parts]));
         }
         if (history.Count == 0) throw new InvalidOperationException("The conversation has no message to answer; add a user message first.");
@@ -339,9 +384,9 @@ public sealed class Qwen3VLChatSession : IDisposable
         if (_busy) throw new InvalidOperationException("The session is generating; a session serves one call at a time (use one session per conversation).");
     }
 
-    private sealed record Prompt(int[] Ids, List<ImageSpan> Images);
+    internal sealed record Prompt(int[] Ids, List<ImageSpan> Images);
 
-    private sealed record ImageSpan(int Start, int Length, ChatImage Image, ProcessedImage Processed)
+    internal sealed record ImageSpan(int Start, int Length, ChatImage Image, ProcessedImage Processed)
     {
         public int End => Start + Length;
     }
