@@ -92,4 +92,17 @@ inline uint16_t f32_to_f16(float f) {
     return static_cast<uint16_t>(sign | (r >> 13));
 }
 
+// One element of dtype D at a possibly unaligned address (weights can point into a memory-mapped file), as f32.
+template <qwen3vl_dtype D>
+inline float load_f32(const uint8_t* p) {
+    if (D == QWEN3VL_DTYPE_F32) {
+        float v;
+        std::memcpy(&v, p, 4);
+        return v;
+    }
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return D == QWEN3VL_DTYPE_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
 }  // namespace qwen3vl

@@ -16,6 +16,7 @@
 
 #include "dtype.h"
 #include "gemm.h"
+#include "simd_avx2.h"
 
 namespace qwen3vl {
 namespace cpu {
@@ -57,18 +58,6 @@ inline __m256 load8(const uint8_t* p) {
     return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
 }
 
-template <qwen3vl_dtype D>
-inline float load1(const uint8_t* p) {
-    if (D == QWEN3VL_DTYPE_F32) {
-        float v;
-        std::memcpy(&v, p, 4);
-        return v;
-    }
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return D == QWEN3VL_DTYPE_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-}
-
 // B micro-panels: dst[p * kc * 16 + k * 16 + j] = W[n0 + 16p + j][k0 + k] as f32, zero for columns >= nc.
 template <qwen3vl_dtype D>
 void pack_b(float* dst, const uint8_t* w, int64_t K, int64_t n0, int64_t nc, int64_t k0, int64_t kc) {
@@ -90,7 +79,7 @@ void pack_b(float* dst, const uint8_t* w, int64_t K, int64_t n0, int64_t nc, int
             }
             for (int64_t k = kc8; k < kc; ++k)
                 for (int64_t i = 0; i < 8; ++i)
-                    panel[k * NR + half * 8 + i] = i < rows ? load1<D>(src + size_t(i) * ldw + size_t(k) * es) : 0.0f;
+                    panel[k * NR + half * 8 + i] = i < rows ? load_f32<D>(src + size_t(i) * ldw + size_t(k) * es) : 0.0f;
         }
     }
 }
@@ -186,25 +175,6 @@ void pack_weight(float* dst, WeightView w, int64_t K, int64_t n0, int64_t nc, in
     }
 }
 
-// exp(x) for f32 lanes: Cephes-style range reduction x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, 2^n by
-// exponent arithmetic. About 1 ulp; inputs clamped to [-87.3, 88.3] so that 2^n stays a normal number.
-inline __m256 exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    // n + 127 is in [1, 255] after the clamp, so the shift builds a normal 2^n.
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
 
 }  // namespace
 
@@ -247,7 +217,7 @@ void silu_mul_avx2(float* out, const float* g, const float* u, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 gv = _mm256_loadu_ps(g + i);
-        const __m256 den = _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv)));
+        const __m256 den = _mm256_add_ps(one, avx2::exp(_mm256_sub_ps(_mm256_setzero_ps(), gv)));
         _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(gv, den), _mm256_loadu_ps(u + i)));
     }
     for (; i < n; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];

@@ -33,18 +33,6 @@ inline void load16(const uint8_t* p, __m256& lo, __m256& hi) {
     }
 }
 
-template <qwen3vl_dtype D>
-inline float load1(const uint8_t* p) {
-    if (D == QWEN3VL_DTYPE_F32) {
-        float v;
-        std::memcpy(&v, p, 4);
-        return v;
-    }
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return D == QWEN3VL_DTYPE_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-}
-
 // The hardware prefetchers stop at 4 KiB pages, and a 2048-wide bf16 row is one page: each group of rows would
 // start cold. Prefetching the same offset in the next group of rows (kRows * ldw ahead) keeps the stream going:
 // 14-19% less time on q_proj / down_proj / lm_head at M = 1 (min of 4 single-thread runs, bench_ops_linear).
@@ -89,7 +77,7 @@ void rows4_x1(float* out, const float* x, int64_t K, const uint8_t* w, size_t ld
     float sums[kRows];
     _mm_storeu_ps(sums, s);
     for (int64_t k = K16; k < K; ++k)
-        for (int r = 0; r < kRows; ++r) sums[r] += x[k] * load1<D>(w + r * ldw + size_t(k) * es);
+        for (int r = 0; r < kRows; ++r) sums[r] += x[k] * load_f32<D>(w + r * ldw + size_t(k) * es);
     for (int r = 0; r < kRows; ++r) out[r] = sums[r];
 }
 
@@ -117,7 +105,7 @@ void rows4_x2(float* out, int64_t ldo, const float* x, int64_t K, const uint8_t*
         _mm_storeu_ps(sums, hsum4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]));
         const float* xm = x + m * K;
         for (int64_t k = K16; k < K; ++k)
-            for (int r = 0; r < kRows; ++r) sums[r] += xm[k] * load1<D>(w + r * ldw + size_t(k) * es);
+            for (int r = 0; r < kRows; ++r) sums[r] += xm[k] * load_f32<D>(w + r * ldw + size_t(k) * es);
         for (int r = 0; r < kRows; ++r) out[m * ldo + r] = sums[r];
     }
 }
@@ -135,7 +123,7 @@ float row1_x1(const float* x, int64_t K, const uint8_t* w) {
         acc1 = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + k + 8), acc1);
     }
     float s = hsum(_mm256_add_ps(acc0, acc1));
-    for (int64_t k = K16; k < K; ++k) s += x[k] * load1<D>(w + size_t(k) * es);
+    for (int64_t k = K16; k < K; ++k) s += x[k] * load_f32<D>(w + size_t(k) * es);
     return s;
 }
 
