@@ -88,8 +88,15 @@ CudaBackend::CudaBackend(int device, bool fp32_math)
             std::to_string(info.compute_minor) + ")";
     QWEN3VL_CUDA_CHECK(cudaSetDevice(device_));
     QWEN3VL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    const cudaError_t ring = cudaHostAlloc(reinterpret_cast<void**>(&ring_), kRingBytes, cudaHostAllocDefault);
+    if (ring != cudaSuccess) {
+        ring_ = nullptr;
+        cudaStreamDestroy(stream_);
+        cuda::throw_cuda_error(ring, "cudaHostAlloc(upload ring)", __FILE__, __LINE__);
+    }
     const cublasStatus_t st = cublasLtCreate(&cublaslt_);
     if (st != CUBLAS_STATUS_SUCCESS) {
+        cudaFreeHost(ring_);
         cudaStreamDestroy(stream_);
         cuda::throw_cublas_error(st, "cublasLtCreate", __FILE__, __LINE__);
     }
@@ -100,7 +107,48 @@ CudaBackend::~CudaBackend() {
     if (stream_) cudaStreamSynchronize(stream_);
     if (workspace_) pool_.deallocate(workspace_);
     if (cublaslt_) cublasLtDestroy(cublaslt_);
+    for (const RingRecord& r : ring_pending_) cudaEventDestroy(r.event);
+    for (cudaEvent_t e : ring_free_events_) cudaEventDestroy(e);
+    if (ring_) cudaFreeHost(ring_);
     if (stream_) cudaStreamDestroy(stream_);
+}
+
+unsigned char* CudaBackend::ring_acquire(size_t bytes, RingRecord& record) {
+    const size_t n = (bytes + kRingAlign - 1) / kRingAlign * kRingAlign;
+    size_t begin = ring_head_;
+    if (begin + n > kRingBytes) begin = 0;  // wrap; the tail [ring_head_, kRingBytes) stays unused this lap
+    const size_t end = begin + n;
+    // Queued copies complete in stream order, so waiting on the newest one that reads [begin, end) covers every
+    // older one; keep the record list bounded the same way.
+    size_t last = 0;  // one past the newest record to retire
+    for (size_t i = 0; i < ring_pending_.size(); ++i) {
+        const RingRecord& r = ring_pending_[i];
+        if (r.begin < end && begin < r.end) last = i + 1;
+    }
+    if (ring_pending_.size() >= kRingMaxRecords && last < ring_pending_.size() / 2) last = ring_pending_.size() / 2;
+    if (last > 0) {
+        QWEN3VL_CUDA_CHECK(cudaEventSynchronize(ring_pending_[last - 1].event));
+        for (size_t i = 0; i < last; ++i) {
+            ring_free_events_.push_back(ring_pending_.front().event);
+            ring_pending_.pop_front();
+        }
+    }
+    cudaEvent_t event = nullptr;
+    if (!ring_free_events_.empty()) {
+        event = ring_free_events_.back();
+        ring_free_events_.pop_back();
+    } else {
+        QWEN3VL_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    }
+    record = RingRecord{begin, end, event};
+    ring_head_ = end;
+    return ring_ + begin;
+}
+
+void CudaBackend::ring_retire_all() {
+    std::lock_guard<std::mutex> lock(ring_mutex_);
+    for (const RingRecord& r : ring_pending_) ring_free_events_.push_back(r.event);
+    ring_pending_.clear();
 }
 
 void CudaBackend::activate() const { QWEN3VL_CUDA_CHECK(cudaSetDevice(device_)); }
@@ -113,6 +161,34 @@ void* CudaBackend::gemm_workspace() {
 void CudaBackend::upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count) {
     activate();
     const size_t src_bytes = count * dtype_size(src_dtype);
+    if (src_bytes == 0) return;
+    if (src_bytes <= kRingMaxUpload) {
+        // Asynchronous: the caller's bytes go to the pinned ring and the copy reads them from there, so the caller
+        // may free its buffer on return without waiting for the device.
+        std::lock_guard<std::mutex> lock(ring_mutex_);
+        RingRecord record{};
+        unsigned char* staged = ring_acquire(src_bytes, record);
+        std::memcpy(staged, src, src_bytes);
+        try {
+            if (dst_dtype == src_dtype) {
+                QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, staged, src_bytes, cudaMemcpyHostToDevice, stream_));
+            } else {
+                // Pooled memory is reused in stream order, so the scratch may go back once the convert is queued.
+                Scratch scratch(*this, src_bytes);
+                QWEN3VL_CUDA_CHECK(
+                    cudaMemcpyAsync(scratch.as<void>(), staged, src_bytes, cudaMemcpyHostToDevice, stream_));
+                cuda::convert(dst, dst_dtype, scratch.as<void>(), src_dtype, count, stream_);
+            }
+            QWEN3VL_CUDA_CHECK(cudaEventRecord(record.event, stream_));
+        } catch (...) {
+            // Nothing known to be queued reads these bytes past a failure: make sure, then drop the record.
+            cudaStreamSynchronize(stream_);
+            ring_free_events_.push_back(record.event);
+            throw;
+        }
+        ring_pending_.push_back(record);
+        return;
+    }
     if (dst_dtype == src_dtype) {
         QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, src, src_bytes, cudaMemcpyHostToDevice, stream_));
     } else {
@@ -136,6 +212,7 @@ void CudaBackend::download(void* dst, qwen3vl_dtype dst_dtype, const void* src, 
         QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, staging.as<void>(), dst_bytes, cudaMemcpyDeviceToHost, stream_));
     }
     QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    ring_retire_all();  // every queued upload has finished reading the ring
 }
 
 std::unique_ptr<Backend> create_cuda_backend(int device, bool fp32_math) {

@@ -2,14 +2,16 @@
 // cuBLASLt handle and its workspace. Plain C++ (no CUDA headers) so the C API layer can dispatch ops to it in every
 // build; the CUDA types travel as their opaque struct pointers (cudaStream_t is CUstream_st*).
 //
-// Every op runs on stream() and may return before it finishes: download() synchronises that stream, and pooled
-// memory is reused in stream order (one stream per backend), so a buffer released by an op that is still running is
-// only handed to work queued after it.
+// Every op runs on stream() and may return before it finishes, as do small uploads (staged through a pinned ring):
+// download() synchronises that stream, and pooled memory is reused in stream order (one stream per backend), so a
+// buffer released by an op that is still running is only handed to work queued after it.
 #pragma once
 
 #include <cstddef>
+#include <deque>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "backend.h"
 
@@ -18,6 +20,7 @@
 #endif
 
 struct CUstream_st;
+struct CUevent_st;
 struct cublasLtContext;
 
 namespace qwen3vl {
@@ -85,6 +88,28 @@ private:
     cublasLtContext* cublaslt_ = nullptr;
     std::once_flag workspace_once_;
     void* workspace_ = nullptr;
+
+    // Pinned host staging ring for small uploads: upload() copies the caller's bytes here and queues the copy to
+    // the device without waiting for it. Each queued copy records an event; a later upload only waits on the
+    // events of copies whose ring bytes it is about to overwrite (when the ring wraps onto them). Uploads larger
+    // than kRingMaxUpload (weights) stay synchronous from the caller's memory.
+    struct RingRecord {
+        size_t begin;
+        size_t end;
+        CUevent_st* event;
+    };
+    static constexpr size_t kRingBytes = size_t(8) << 20;
+    static constexpr size_t kRingMaxUpload = kRingBytes / 4;
+    static constexpr size_t kRingAlign = 256;
+    static constexpr size_t kRingMaxRecords = 1024;
+    // Bytes of the ring for one upload of `bytes`, waiting as needed until no queued copy still reads them.
+    unsigned char* ring_acquire(size_t bytes, RingRecord& record);
+    void ring_retire_all();  // after the stream was synchronised: every queued copy is done
+    std::mutex ring_mutex_;
+    unsigned char* ring_ = nullptr;
+    size_t ring_head_ = 0;
+    std::deque<RingRecord> ring_pending_;
+    std::vector<CUevent_st*> ring_free_events_;
 };
 
 }  // namespace qwen3vl
