@@ -76,36 +76,27 @@ internal static class Program
                 else PrintReport(info, model);
                 return 0;
             case "run":
-                if (args.Skip(1).Any(a => a is "-h" or "--help"))
-                {
-                    Console.WriteLine(RunCommand.Usage);
-                    return 0;
-                }
-                return RunCommand.Run(args[1..]);
+                return Subcommand(args, RunCommand.Usage, RunCommand.Run);
             case "chat":
-                if (args.Skip(1).Any(a => a is "-h" or "--help"))
-                {
-                    Console.WriteLine(ChatCommand.Usage);
-                    return 0;
-                }
-                return ChatCommand.Run(args[1..]);
+                return Subcommand(args, ChatCommand.Usage, ChatCommand.Run);
             case "serve":
-                if (args.Skip(1).Any(a => a is "-h" or "--help"))
-                {
-                    Console.WriteLine(ServeCommand.Usage);
-                    return 0;
-                }
-                return ServeCommand.Run(args[1..]);
+                return Subcommand(args, ServeCommand.Usage, ServeCommand.Run);
             case "bench":
-                if (args.Skip(1).Any(a => a is "-h" or "--help"))
-                {
-                    Console.WriteLine(BenchCommand.Usage);
-                    return 0;
-                }
-                return BenchCommand.Run(args[1..]);
+                return Subcommand(args, BenchCommand.Usage, BenchCommand.Run);
             default:
                 return UsageError("unknown command: " + args[0]);
         }
+    }
+
+    /// <summary>Prints <paramref name="usage"/> for -h/--help, else runs the subcommand with the arguments after its name.</summary>
+    private static int Subcommand(string[] args, string usage, Func<string[], int> run)
+    {
+        if (args.Skip(1).Any(a => a is "-h" or "--help"))
+        {
+            Console.WriteLine(usage);
+            return 0;
+        }
+        return run(args[1..]);
     }
 
     private static int UsageError(string message)
