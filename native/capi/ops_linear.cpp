@@ -1,11 +1,15 @@
 // C API entry points of the linear family: argument checks, then the CPU kernels of cpu/gemm.h or the CUDA ones of
-// kernels/linear.cuh.
+// kernels/linear.cuh. The fused ops (norm_linear, norm_linear_swiglu, linear_residual) run on the CPU as the
+// composition of the unfused kernels in the same order, so their results are bitwise those of the op sequence.
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "boundary.h"
+#include "elementwise.h"
 #include "gemm.h"
 #include "linear.cuh"
+#include "norm.h"
 #include "op_args.h"
 #include "qwen3vl.h"
 
@@ -19,7 +23,7 @@ bool overlaps(const Tensor& a, const Tensor& b) {
 }
 
 // out must have x's leading dimensions and n as its last.
-void check_out_shape(const OpArgs& args, const Tensor& out, const Tensor& x, int64_t n) {
+void check_out_shape(const OpArgs& args, const Tensor& out, const Tensor& x, int64_t n, const char* name = "out") {
     bool ok = out.ndim == x.ndim;
     for (int i = 0; ok && i + 1 < x.ndim; ++i) ok = out.shape[size_t(i)] == x.shape[size_t(i)];
     ok = ok && last_dim(out) == n;
@@ -28,18 +32,58 @@ void check_out_shape(const OpArgs& args, const Tensor& out, const Tensor& x, int
     for (int i = 0; i + 1 < x.ndim; ++i) want += std::to_string(x.shape[size_t(i)]) + ", ";
     want += std::to_string(n);
     for (int i = 0; i < out.ndim; ++i) got += (i ? ", " : "") + std::to_string(out.shape[size_t(i)]);
-    fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
-         std::string(args.op()) + ": out has shape [" + got + "], expected [" + want + "] (x's leading dimensions, N)");
+    fail(QWEN3VL_STATUS_INVALID_ARGUMENT, std::string(args.op()) + ": " + name + " has shape [" + got +
+                                              "], expected [" + want + "] (x's leading dimensions, N)");
 }
 
-void check_no_overlap(const OpArgs& args, const Tensor& out, const Tensor& in, const char* name) {
-    require(!overlaps(out, in), std::string(args.op()) + ": out overlaps " + name);
+void check_no_overlap(const OpArgs& args, const Tensor& out, const Tensor& in, const char* name,
+                      const char* out_name = "out") {
+    require(!overlaps(out, in), std::string(args.op()) + ": " + out_name + " overlaps " + name);
+}
+
+void require_eps(const OpArgs& args, float eps) {
+    require(std::isfinite(eps) && eps >= 0.0f, std::string(args.op()) + ": eps must be finite and >= 0");
 }
 
 const std::initializer_list<qwen3vl_dtype> kWeightDtypes = {QWEN3VL_DTYPE_F32, QWEN3VL_DTYPE_F16, QWEN3VL_DTYPE_BF16};
 
+// The RMSNorm weight [K] of a fused op, or NULL.
+const Tensor* norm_weight_arg(OpArgs& args, const qwen3vl_tensor* t, int64_t K) {
+    if (!t) return nullptr;
+    const Tensor& w = args.tensor(t, "norm_weight");
+    args.dtype(w, "norm_weight", kWeightDtypes);
+    args.shape(w, "norm_weight", {K});
+    return &w;
+}
+
 cpu::WeightView view(const Tensor& t) { return cpu::WeightView{t.data, t.dtype}; }
 [[maybe_unused]] cuda::Weight device_view(const Tensor* t) { return t ? cuda::Weight{t->data, t->dtype} : cuda::Weight{}; }
+
+// f32 scratch from the CPU backend's pool for the intermediate of a composed op (uninitialised, reused by later
+// calls of the same size).
+class HostScratch {
+public:
+    HostScratch(MemoryPool& pool, size_t floats)
+        : pool_(pool), p_(floats ? pool.allocate(floats * sizeof(float)) : nullptr) {}
+    ~HostScratch() {
+        if (p_) pool_.deallocate(p_);
+    }
+    HostScratch(const HostScratch&) = delete;
+    HostScratch& operator=(const HostScratch&) = delete;
+    float* data() const { return static_cast<float*>(p_); }
+
+private:
+    MemoryPool& pool_;
+    void* p_;
+};
+
+// y = rms_norm(x) * norm into scratch when there is a norm, else x itself (CPU).
+const float* cpu_norm_input(CpuBackend& cpu, HostScratch& scratch, const float* x, const Tensor* norm, int64_t M,
+                            int64_t K, float eps) {
+    if (!norm) return x;
+    cpu::rms_norm(cpu.threads(), scratch.data(), x, norm->data, norm->dtype, M, K, eps);
+    return scratch.data();
+}
 
 }  // namespace
 }  // namespace qwen3vl
@@ -107,5 +151,142 @@ qwen3vl_status qwen3vl_op_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tenso
         CpuBackend& cpu = args.cpu();
         cpu::linear_swiglu(cpu.threads(), static_cast<float*>(o.data), static_cast<const float*>(xt.data), rows_of(xt),
                            K, N, view(g), view(u));
+    });
+}
+
+qwen3vl_status qwen3vl_op_norm_linear(qwen3vl_tensor* out0, const qwen3vl_tensor* weight0, qwen3vl_tensor* out1,
+                                      const qwen3vl_tensor* weight1, qwen3vl_tensor* out2,
+                                      const qwen3vl_tensor* weight2, const qwen3vl_tensor* x,
+                                      const qwen3vl_tensor* norm_weight, float eps) {
+    return guarded([&] {
+        OpArgs args("qwen3vl_op_norm_linear");
+        require((out1 == nullptr) == (weight1 == nullptr),
+                "qwen3vl_op_norm_linear: out1 and weight1 must both be given or both be NULL");
+        require((out2 == nullptr) == (weight2 == nullptr),
+                "qwen3vl_op_norm_linear: out2 and weight2 must both be given or both be NULL");
+        require(out2 == nullptr || out1 != nullptr, "qwen3vl_op_norm_linear: out2/weight2 given without out1/weight1");
+        const Tensor& xt = args.tensor(x, "x");
+        args.dtype(xt, "x", {QWEN3VL_DTYPE_F32});
+        const int64_t K = last_dim(xt);
+        qwen3vl_tensor* const outs[3] = {out0, out1, out2};
+        const qwen3vl_tensor* const weights[3] = {weight0, weight1, weight2};
+        static const char* const out_names[3] = {"out0", "out1", "out2"};
+        static const char* const weight_names[3] = {"weight0", "weight1", "weight2"};
+        Tensor* o[3] = {};
+        const Tensor* w[3] = {};
+        int count = 0;
+        for (; count < 3 && (count == 0 || outs[count] != nullptr); ++count) {
+            o[count] = &args.tensor(outs[count], out_names[count]);
+            w[count] = &args.tensor(weights[count], weight_names[count]);
+            args.dtype(*o[count], out_names[count], {QWEN3VL_DTYPE_F32});
+            args.dtype(*w[count], weight_names[count], kWeightDtypes);
+            args.shape(*w[count], weight_names[count], {-1, K});
+            check_out_shape(args, *o[count], xt, w[count]->shape[0], out_names[count]);
+        }
+        const Tensor* nw = norm_weight_arg(args, norm_weight, K);
+        require_eps(args, eps);
+        for (int i = 0; i < count; ++i) {
+            check_no_overlap(args, *o[i], xt, "x", out_names[i]);
+            for (int j = 0; j < count; ++j) {
+                check_no_overlap(args, *o[i], *w[j], weight_names[j], out_names[i]);
+                if (j > i) check_no_overlap(args, *o[i], *o[j], out_names[j], out_names[i]);
+            }
+            if (nw) check_no_overlap(args, *o[i], *nw, "norm_weight", out_names[i]);
+        }
+        const int64_t M = rows_of(xt);
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda()) {
+                cuda::Projection proj[3];
+                for (int i = 0; i < count; ++i)
+                    proj[i] = cuda::Projection{static_cast<float*>(o[i]->data), device_view(w[i]), w[i]->shape[0]};
+                return cuda::norm_linear(args.cuda(), proj, count, static_cast<const float*>(xt.data), M, K,
+                                         device_view(nw), eps);
+            }
+        CpuBackend& cpu = args.cpu();
+        HostScratch y(cpu.pool(), nw ? size_t(M * K) : 0);
+        const float* in = cpu_norm_input(cpu, y, static_cast<const float*>(xt.data), nw, M, K, eps);
+        for (int i = 0; i < count; ++i)
+            cpu::linear(cpu.threads(), static_cast<float*>(o[i]->data), in, M, K, w[i]->shape[0], view(*w[i]),
+                        cpu::WeightView{});
+    });
+}
+
+qwen3vl_status qwen3vl_op_norm_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* x,
+                                             const qwen3vl_tensor* norm_weight, float eps, const qwen3vl_tensor* gate,
+                                             const qwen3vl_tensor* up) {
+    return guarded([&] {
+        OpArgs args("qwen3vl_op_norm_linear_swiglu");
+        Tensor& o = args.tensor(out, "out");
+        const Tensor& xt = args.tensor(x, "x");
+        const Tensor& g = args.tensor(gate, "gate");
+        const Tensor& u = args.tensor(up, "up");
+        args.dtype(o, "out", {QWEN3VL_DTYPE_F32});
+        args.dtype(xt, "x", {QWEN3VL_DTYPE_F32});
+        args.dtype(g, "gate", kWeightDtypes);
+        args.dtype(u, "up", kWeightDtypes);
+        const int64_t K = last_dim(xt);
+        args.shape(g, "gate", {-1, K});
+        const int64_t N = g.shape[0];
+        args.shape(u, "up", {N, K});
+        check_out_shape(args, o, xt, N);
+        const Tensor* nw = norm_weight_arg(args, norm_weight, K);
+        require_eps(args, eps);
+        check_no_overlap(args, o, xt, "x");
+        check_no_overlap(args, o, g, "gate");
+        check_no_overlap(args, o, u, "up");
+        if (nw) check_no_overlap(args, o, *nw, "norm_weight");
+        const int64_t M = rows_of(xt);
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::norm_linear_swiglu(args.cuda(), static_cast<float*>(o.data),
+                                                static_cast<const float*>(xt.data), M, K, N, device_view(nw), eps,
+                                                device_view(&g), device_view(&u));
+        CpuBackend& cpu = args.cpu();
+        HostScratch y(cpu.pool(), nw ? size_t(M * K) : 0);
+        const float* in = cpu_norm_input(cpu, y, static_cast<const float*>(xt.data), nw, M, K, eps);
+        cpu::linear_swiglu(cpu.threads(), static_cast<float*>(o.data), in, M, K, N, view(g), view(u));
+    });
+}
+
+qwen3vl_status qwen3vl_op_linear_residual(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight,
+                                          const qwen3vl_tensor* bias, const qwen3vl_tensor* residual) {
+    return guarded([&] {
+        OpArgs args("qwen3vl_op_linear_residual");
+        Tensor& o = args.tensor(out, "out");
+        const Tensor& xt = args.tensor(x, "x");
+        const Tensor& w = args.tensor(weight, "weight");
+        const Tensor& r = args.tensor(residual, "residual");
+        args.dtype(o, "out", {QWEN3VL_DTYPE_F32});
+        args.dtype(xt, "x", {QWEN3VL_DTYPE_F32});
+        args.dtype(w, "weight", kWeightDtypes);
+        args.dtype(r, "residual", {QWEN3VL_DTYPE_F32});
+        const int64_t K = last_dim(xt);
+        args.shape(w, "weight", {-1, K});
+        const int64_t N = w.shape[0];
+        const Tensor* b = nullptr;
+        if (bias) {
+            b = &args.tensor(bias, "bias");
+            args.dtype(*b, "bias", kWeightDtypes);
+            args.shape(*b, "bias", {N});
+        }
+        check_out_shape(args, o, xt, N);
+        check_out_shape(args, r, xt, N, "residual");
+        check_no_overlap(args, o, xt, "x");
+        check_no_overlap(args, o, w, "weight");
+        if (b) check_no_overlap(args, o, *b, "bias");
+        require(!overlaps(o, r) || (o.data == r.data && o.bytes == r.bytes),
+                "qwen3vl_op_linear_residual: out partly overlaps residual (it may only be the same tensor or separate "
+                "memory)");
+        const int64_t M = rows_of(xt);
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::linear_residual(args.cuda(), static_cast<float*>(o.data),
+                                             static_cast<const float*>(xt.data), M, K, N, device_view(&w),
+                                             device_view(b), static_cast<const float*>(r.data));
+        CpuBackend& cpu = args.cpu();
+        HostScratch t(cpu.pool(), size_t(M * N));
+        cpu::linear(cpu.threads(), t.data(), static_cast<const float*>(xt.data), M, K, N, view(w),
+                    b ? view(*b) : cpu::WeightView{});
+        cpu::add(cpu.threads(), static_cast<float*>(o.data), static_cast<const float*>(r.data), t.data(), M * N);
     });
 }

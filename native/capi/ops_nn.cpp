@@ -21,6 +21,7 @@
 #include "reduce.h"
 #include "rope.cuh"
 #include "rope.h"
+#include "segments.cuh"
 
 using namespace qwen3vl;
 
@@ -105,6 +106,28 @@ const int32_t* host_i32(const Tensor& t, std::vector<int32_t>& copy) {
     copy.resize(static_cast<size_t>(t.elements()));
     t.backend->download(copy.data(), QWEN3VL_DTYPE_I32, t.data, QWEN3VL_DTYPE_I32, copy.size());
     return copy.data();
+}
+
+// n_past of the attention ops: the argument, or the i32 [1] n_past_tensor. On the CPU the tensor's value is read and
+// checked like the argument; on a GPU the kernels read it when they run, so `value` becomes the largest value allowed
+// (max_value), which sizes the launch, and `device` points at the tensor.
+struct NPast {
+    int64_t value;
+    const int32_t* device;
+};
+NPast n_past_of(OpArgs& args, int64_t n_past, const qwen3vl_tensor* n_past_tensor, int64_t max_value, int64_t T) {
+    if (n_past_tensor == nullptr) return {n_past, nullptr};
+    const Tensor& t = i32(args, n_past_tensor, "n_past_tensor");
+    args.shape(t, "n_past_tensor", {1});
+    require(n_past == 0, std::string(args.op()) + ": n_past must be 0 when n_past_tensor is given");
+    if (t.backend->type() == QWEN3VL_BACKEND_CPU) {
+        const int64_t v = *host<int32_t>(t);
+        require(v >= 0 && v <= max_value, std::string(args.op()) + ": n_past_tensor holds " + std::to_string(v) +
+                                              "; " + std::to_string(v) + " + " + std::to_string(T) +
+                                              " tokens exceed the cache");
+        return {v, nullptr};
+    }
+    return {max_value < 0 ? -1 : max_value, host<int32_t>(t)};
 }
 
 }  // namespace
@@ -276,17 +299,18 @@ qwen3vl_status qwen3vl_op_embedding(qwen3vl_tensor* out, const qwen3vl_tensor* t
         args.shape(tab, "table", {-1, -1});
         args.shape(ti, "ids", {-1});
         args.shape(o, "out", {ti.shape[0], tab.shape[1]});
-        std::vector<int32_t> staged;
-        const int32_t* id = host_i32(ti, staged);
+        // On a GPU the kernel checks the ids (cuda::embedding): a host check would wait for them and could not be
+        // captured in a graph.
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::embedding(args.cuda(), host_mut<float>(o), tab.data, tab.dtype, tab.shape[0],
+                                       host<int32_t>(ti), ti.shape[0], tab.shape[1]);
+        CpuBackend& be = args.cpu();
+        const int32_t* id = host<int32_t>(ti);
         for (int64_t t = 0; t < ti.shape[0]; ++t)
             require(id[t] >= 0 && id[t] < tab.shape[0], "qwen3vl_op_embedding: ids[" + std::to_string(t) + "] = " +
                                                             std::to_string(id[t]) + " is outside the table's " +
                                                             std::to_string(tab.shape[0]) + " rows");
-        if constexpr (kCudaCompiled)
-            if (args.is_cuda())
-                return cuda::embedding(args.cuda(), host_mut<float>(o), tab.data, tab.dtype, host<int32_t>(ti),
-                                       ti.shape[0], tab.shape[1]);
-        CpuBackend& be = args.cpu();
         cpu::embedding(be.threads(), host_mut<float>(o), tab.data, tab.dtype, id, ti.shape[0], tab.shape[1]);
     });
 }
@@ -329,7 +353,8 @@ qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, 
                                                       const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps,
                                                       const qwen3vl_tensor* positions, float theta,
                                                       const int64_t* mrope_section, qwen3vl_tensor* k_cache,
-                                                      qwen3vl_tensor* v_cache, int64_t n_past) {
+                                                      qwen3vl_tensor* v_cache, int64_t n_past,
+                                                      const qwen3vl_tensor* n_past_tensor) {
     return guarded([&] {
         OpArgs args("qwen3vl_op_qk_norm_rope_kv");
         Tensor& tq = f32(args, q, "q");
@@ -359,6 +384,8 @@ qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, 
         for (int i = 0; i < 3; ++i)
             require(mrope_section[i] >= 0, "qwen3vl_op_qk_norm_rope_kv: mrope_section[" + std::to_string(i) +
                                                "] is negative");
+        const NPast np = n_past_of(args, n_past, n_past_tensor, kc.shape[0] - T, T);
+        n_past = np.value;
         require(n_past >= 0 && n_past <= kc.shape[0] - T,
                 "qwen3vl_op_qk_norm_rope_kv: n_past " + std::to_string(n_past) + " + " + std::to_string(T) +
                     " tokens does not fit the cache's " + std::to_string(kc.shape[0]) + " rows");
@@ -371,7 +398,12 @@ qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, 
                              {mrope_section[0], mrope_section[1], mrope_section[2]}, kc.data, vc.data, kc.dtype,
                              n_past};
         if constexpr (kCudaCompiled)
-            if (args.is_cuda()) return cuda::qk_norm_rope_kv(args.cuda(), a);
+            if (args.is_cuda()) {
+                QkNormRopeKv d = a;
+                d.n_past_device = np.device;
+                d.error_flag = args.cuda().device_error_flag();
+                return cuda::qk_norm_rope_kv(args.cuda(), d);
+            }
         cpu::qk_norm_rope_kv(args.cpu().threads(), a);
     });
 }
@@ -397,7 +429,7 @@ qwen3vl_status qwen3vl_op_rope_vision(qwen3vl_tensor* qkv, const qwen3vl_tensor*
 
 qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q, const qwen3vl_tensor* k_cache,
                                                 const qwen3vl_tensor* v_cache, int64_t n_past, qwen3vl_attention_mask mask,
-                                                const qwen3vl_tensor* segments) {
+                                                const qwen3vl_tensor* segments, const qwen3vl_tensor* n_past_tensor) {
     return guarded([&] {
         OpArgs args("qwen3vl_op_attention");
         const int mode = raw_enum(mask);
@@ -407,6 +439,7 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
         const Tensor& tq = f32(args, q, "q");
         cpu::AttentionArgs a{};
         const int32_t* device_segments = nullptr;  // SEGMENTS on a device: the tensor's own memory
+        const int32_t* device_n_past = nullptr;    // CAUSAL with n_past_tensor on a device
         std::vector<int32_t> staged;
         a.out = host_mut<float>(o);
         a.q = host<float>(tq);
@@ -425,6 +458,9 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
             args.shape(o, "out", {T, Hq, D});
             require(Hkv >= 1 && Hq % Hkv == 0, "qwen3vl_op_attention: q has " + std::to_string(Hq) +
                                                    " heads, not a multiple of the cache's " + std::to_string(Hkv));
+            const NPast np = n_past_of(args, n_past, n_past_tensor, kc.shape[0] - T, T);
+            n_past = np.value;
+            device_n_past = np.device;
             require(n_past >= 0 && n_past <= kc.shape[0] - T,
                     "qwen3vl_op_attention: n_past " + std::to_string(n_past) + " + " + std::to_string(T) +
                         " tokens exceeds the cache's " + std::to_string(kc.shape[0]) + " rows");
@@ -444,6 +480,8 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
         } else {
             require(k_cache == nullptr && v_cache == nullptr,
                     "qwen3vl_op_attention: k_cache and v_cache must be NULL with QWEN3VL_ATTENTION_SEGMENTS");
+            require(n_past_tensor == nullptr,
+                    "qwen3vl_op_attention: n_past_tensor must be NULL with QWEN3VL_ATTENTION_SEGMENTS");
             require(n_past == 0, "qwen3vl_op_attention: n_past must be 0 with QWEN3VL_ATTENTION_SEGMENTS");
             const Tensor& seg = i32(args, segments, "segments");
             args.shape(tq, "q", {-1, 3, -1, -1});
@@ -451,14 +489,20 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
             args.shape(o, "out", {T, H, D});
             args.shape(seg, "segments", {-1});
             require(seg.shape[0] >= 2, "qwen3vl_op_attention: segments needs at least 2 entries (0 and T)");
-            const int32_t* s = host_i32(seg, staged);
-            device_segments = host<int32_t>(seg);
             const int64_t S = seg.shape[0] - 1;
-            require(s[0] == 0 && s[S] == T, "qwen3vl_op_attention: segments must run from 0 to T = " +
-                                                std::to_string(T) + ", got " + std::to_string(s[0]) + " .. " +
-                                                std::to_string(s[S]));
-            for (int64_t i = 0; i < S; ++i)
-                require(s[i + 1] >= s[i], "qwen3vl_op_attention: segments decrease at index " + std::to_string(i + 1));
+            // On a GPU the offsets are checked on the device (cuda::sanitize_segments, below), not read back here.
+            const int32_t* s = nullptr;
+            if (args.is_cuda()) {
+                device_segments = host<int32_t>(seg);
+            } else {
+                s = host_i32(seg, staged);
+                require(s[0] == 0 && s[S] == T, "qwen3vl_op_attention: segments must run from 0 to T = " +
+                                                    std::to_string(T) + ", got " + std::to_string(s[0]) + " .. " +
+                                                    std::to_string(s[S]));
+                for (int64_t i = 0; i < S; ++i)
+                    require(s[i + 1] >= s[i],
+                            "qwen3vl_op_attention: segments decrease at index " + std::to_string(i + 1));
+            }
             a.q_stride = 3 * H * D;
             a.k = host<float>(tq) + H * D;
             a.v = host<float>(tq) + 2 * H * D;
@@ -476,7 +520,11 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
             if (args.is_cuda())
             {
                 AttentionArgs device_args = a;
-                device_args.segments = device_segments;
+                device_args.n_past_device = device_n_past;
+                if (a.causal) return cuda::attention(args.cuda(), device_args);
+                CudaBackend::Scratch sane(args.cuda(), size_t(a.n_segments + 1) * sizeof(int32_t));
+                cuda::sanitize_segments(args.cuda(), sane.as<int32_t>(), device_segments, a.n_segments, a.tokens);
+                device_args.segments = sane.as<int32_t>();
                 return cuda::attention(args.cuda(), device_args);
             }
         cpu::attention(args.cpu().threads(), a);

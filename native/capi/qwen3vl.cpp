@@ -190,6 +190,44 @@ qwen3vl_status qwen3vl_backend_trim(qwen3vl_backend* backend) {
     });
 }
 
+qwen3vl_status qwen3vl_backend_capture_begin(qwen3vl_backend* backend) {
+    return guarded([&] {
+        require(backend != nullptr, "backend is NULL");
+        backend->impl->capture_begin();
+    });
+}
+
+qwen3vl_status qwen3vl_backend_capture_end(qwen3vl_backend* backend, qwen3vl_graph** graph) {
+    return guarded([&] {
+        require(backend != nullptr, "backend is NULL");
+        if (graph == nullptr) {
+            backend->impl->capture_end(false);  // still end the capture, then report the bad argument
+            fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "graph out-pointer is NULL (the capture was discarded)");
+        }
+        *graph = nullptr;
+        auto g = std::make_unique<qwen3vl_graph>();
+        g->backend = backend;
+        g->impl = backend->impl->capture_end(true);
+        *graph = g.release();
+    });
+}
+
+qwen3vl_status qwen3vl_backend_capture_discard(qwen3vl_backend* backend) {
+    return guarded([&] {
+        require(backend != nullptr, "backend is NULL");
+        backend->impl->capture_end(false);
+    });
+}
+
+qwen3vl_status qwen3vl_graph_launch(qwen3vl_graph* graph) {
+    return guarded([&] {
+        require(graph != nullptr && graph->impl != nullptr, "graph is NULL");
+        graph->impl->launch();
+    });
+}
+
+void qwen3vl_graph_free(qwen3vl_graph* graph) { delete graph; }
+
 qwen3vl_status qwen3vl_tensor_create(qwen3vl_backend* backend, qwen3vl_dtype dtype, int32_t ndim,
                                      const int64_t* shape, qwen3vl_tensor** tensor) {
     return guarded([&] {

@@ -269,6 +269,8 @@ typedef struct qwen3vl_backend qwen3vl_backend;
 typedef struct qwen3vl_tensor qwen3vl_tensor;
 /** An opened Hugging Face checkpoint folder: configuration and memory-mapped weights. */
 typedef struct qwen3vl_checkpoint qwen3vl_checkpoint;
+/** A recorded sequence of ops on one backend, replayed as a unit (a CUDA graph). Child of that backend. */
+typedef struct qwen3vl_graph qwen3vl_graph;
 
 /** Message describing the last non-OK status returned on the calling thread; "" if none. Valid until the next call on this thread. */
 QWEN3VL_API const char* qwen3vl_last_error(void);
@@ -304,6 +306,23 @@ QWEN3VL_API qwen3vl_memory_stats qwen3vl_memory_stats_init(void);
 QWEN3VL_API qwen3vl_status qwen3vl_backend_memory_stats(const qwen3vl_backend* backend, qwen3vl_memory_stats* stats);
 /** Returns the pool's cached, unused blocks to the system. */
 QWEN3VL_API qwen3vl_status qwen3vl_backend_trim(qwen3vl_backend* backend);
+
+/** Starts recording the ops that the calling thread issues on a GPU backend: until qwen3vl_backend_capture_end they
+ * are recorded (shapes, arguments and memory addresses fixed), not run; other threads' ops run as usual. Tensors the
+ * thread creates meanwhile keep their memory reserved for the graph until it is freed, even when freed earlier.
+ * Tensor reads and writes on the capturing thread fail with INVALID_ARGUMENT: write a graph's inputs before each
+ * launch and read its outputs after. Argument checks run while recording, against the shapes seen then.
+ * UNSUPPORTED on the CPU backend (its ops always run eagerly). One capture per thread at a time. */
+QWEN3VL_API qwen3vl_status qwen3vl_backend_capture_begin(qwen3vl_backend* backend);
+/** Ends the capture this thread started on backend and returns the recorded ops in *graph, ready to launch. */
+QWEN3VL_API qwen3vl_status qwen3vl_backend_capture_end(qwen3vl_backend* backend, qwen3vl_graph** graph);
+/** Ends the capture this thread started on backend and drops what was recorded (after an error, say). */
+QWEN3VL_API qwen3vl_status qwen3vl_backend_capture_discard(qwen3vl_backend* backend);
+/** Runs the recorded ops again, after the work queued earlier on the backend, on the current contents of the tensors
+ * they use (which must all still exist). Like every GPU op it may return before the work finishes. */
+QWEN3VL_API qwen3vl_status qwen3vl_graph_launch(qwen3vl_graph* graph);
+/** Releases a graph (NULL is allowed), waiting for a launch still running; free it before its backend. */
+QWEN3VL_API void qwen3vl_graph_free(qwen3vl_graph* graph);
 
 /** Allocates an uninitialised tensor of ndim (1..QWEN3VL_MAX_DIMS) dimensions on backend. */
 QWEN3VL_API qwen3vl_status qwen3vl_tensor_create(qwen3vl_backend* backend, qwen3vl_dtype dtype, int32_t ndim, const int64_t* shape, qwen3vl_tensor** tensor);
@@ -350,6 +369,21 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_linear(qwen3vl_tensor* out, const qwen3vl_
 /** out[M, N] = silu(x * gate^T) * (x * up^T) with gate, up [N, K] (f32, f16 or bf16): the gated MLP's first half in
  * one pass over x. x and out take leading dimensions as in qwen3vl_op_linear; out must not overlap any input. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* gate, const qwen3vl_tensor* up);
+/** Up to three projections of one input in one pass: out_i = y * weight_i^T for the given (out_i, weight_i) pairs
+ * (out1/weight1 and out2/weight2 optional, in pairs; slot 2 only with slot 1), y = rms_norm(x) * norm_weight (RMSNorm
+ * over the last dimension K with eps, as qwen3vl_op_rms_norm) when norm_weight is not NULL, else y = x. x [..., K] as
+ * in qwen3vl_op_linear; weight_i [N_i, K] (f32, f16 or bf16); out_i [..., N_i]; norm_weight [K] (f32, f16 or bf16).
+ * Outputs must not overlap x, each other or the weights. Results equal qwen3vl_op_rms_norm followed by
+ * qwen3vl_op_linear per weight (bitwise on the CPU); on a GPU with at most 8 rows one kernel does it all. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_norm_linear(qwen3vl_tensor* out0, const qwen3vl_tensor* weight0, QWEN3VL_OPTIONAL qwen3vl_tensor* out1, QWEN3VL_OPTIONAL const qwen3vl_tensor* weight1, QWEN3VL_OPTIONAL qwen3vl_tensor* out2, QWEN3VL_OPTIONAL const qwen3vl_tensor* weight2, const qwen3vl_tensor* x, QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_weight, float eps);
+/** out = silu(y * gate^T) * (y * up^T) with y = rms_norm(x) * norm_weight (or x when norm_weight is NULL): the norm
+ * and the gated MLP's first half in one pass (as qwen3vl_op_rms_norm then qwen3vl_op_linear_swiglu). Shapes as
+ * qwen3vl_op_linear_swiglu, norm_weight [K]; out must not overlap any input. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_norm_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* x, QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_weight, float eps, const qwen3vl_tensor* gate, const qwen3vl_tensor* up);
+/** out = residual + (x * weight^T (+ bias)): a projection and the residual add after it (as qwen3vl_op_linear then
+ * qwen3vl_op_add). residual has out's shape; out may be residual (in-place residual update) or separate memory; out
+ * must not overlap x, weight or bias. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_linear_residual(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* bias, const qwen3vl_tensor* residual);
 /** out = a + b (same shapes; out may be a or b). */
 QWEN3VL_API qwen3vl_status qwen3vl_op_add(qwen3vl_tensor* out, const qwen3vl_tensor* a, const qwen3vl_tensor* b);
 /** out = silu(gate) * up, elementwise. out may be gate or up. */
@@ -368,7 +402,9 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_softmax(qwen3vl_tensor* out, const qwen3vl
 /** out[i] = argmax over the last dimension of row i of x (out: i32 [rows], rows = product of x's leading dimensions;
  * first index on ties; a NaN counts as the largest, as in torch.argmax). */
 QWEN3VL_API qwen3vl_status qwen3vl_op_argmax(qwen3vl_tensor* out, const qwen3vl_tensor* x);
-/** out[T, H] = table[ids[t], :] (ids: i32 [T]; table in any weight dtype). INVALID_ARGUMENT for an id out of range. */
+/** out[T, H] = table[ids[t], :] (ids: i32 [T]; table in any weight dtype). An id out of range: INVALID_ARGUMENT from
+ * this call on the CPU; on a GPU the ids are checked on the device (so the op can be captured in a graph): the row is
+ * zeroed and the next qwen3vl_tensor_read on that backend fails with INVALID_ARGUMENT. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_embedding(qwen3vl_tensor* out, const qwen3vl_tensor* table, const qwen3vl_tensor* ids);
 /** For r < N: x[rows[r], :] = src[r, :] (accumulate 0) or x[rows[r], :] += src[r, :] (accumulate 1). x: [R, W],
  * rows: i32 [N] of distinct values < R, src: [N, W], not sharing memory with x. */
@@ -379,8 +415,10 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_scatter_rows(qwen3vl_tensor* x, const qwen
  * both the same). M-RoPE as transformers' apply_interleaved_mrope: inv_freq[i] = 1 / theta^(2i/D) in f32, i < D/2;
  * angle i = pos * inv_freq[i] with pos the t stream, except slots 1, 4, 7, ... below 3*mrope_section[1] (h stream)
  * and 2, 5, 8, ... below 3*mrope_section[2] (w stream); rotate-half over pairs (i, i + D/2). D even; the five
- * tensors q, k, v, k_cache, v_cache must not share memory. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps, const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section, qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past);
+ * tensors q, k, v, k_cache, v_cache must not share memory. n_past_tensor (optional, i32 [1]): when given, n_past must
+ * be 0 and the op reads n_past from that tensor when it runs (a captured graph replayed at each decoding step); a
+ * value outside 0 .. capacity - T writes no cache row and fails the call (CPU) or the next read (GPU). */
+QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps, const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section, qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past, QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor);
 /** Vision 2D rotary, in place, on the q and k parts of a fused qkv [T, 3, H, D]: positions (i32 [T, 2]: row, col),
  * f_i = theta^(-2i/(D/2)) for i < D/4 (transformers' VisionRotaryEmbedding(D/2)); angle j = row * f_j for j < D/4 and
  * col * f_(j-D/4) for D/4 <= j < D/2 (rot_pos_emb's flattened [row freqs, col freqs]); rotate-half over pairs
@@ -390,8 +428,10 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_rope_vision(qwen3vl_tensor* qkv, const qwe
  * k_cache / v_cache [capacity, Hkv, D] (GQA: Hq a multiple of Hkv; caches f32, f16 or bf16, both the same);
  * segments must be NULL. SEGMENTS: q is a fused qkv [T, 3, H, D] (k_cache, v_cache NULL, n_past 0) and segments
  * (i32 [S+1], non-decreasing cumulative lengths from 0 to T) limits each query to its own segment. out: [T, Hq, D],
- * not sharing memory with q or the caches. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q, QWEN3VL_OPTIONAL const qwen3vl_tensor* k_cache, QWEN3VL_OPTIONAL const qwen3vl_tensor* v_cache, int64_t n_past, qwen3vl_attention_mask mask, QWEN3VL_OPTIONAL const qwen3vl_tensor* segments);
+ * not sharing memory with q or the caches. n_past_tensor (CAUSAL only, optional, i32 [1]): as in
+ * qwen3vl_op_qk_norm_rope_kv, n_past is then 0 and read from the tensor when the op runs (clamped to 0 .. capacity - T
+ * on a GPU, checked on the CPU). */
+QWEN3VL_API qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q, QWEN3VL_OPTIONAL const qwen3vl_tensor* k_cache, QWEN3VL_OPTIONAL const qwen3vl_tensor* v_cache, int64_t n_past, qwen3vl_attention_mask mask, QWEN3VL_OPTIONAL const qwen3vl_tensor* segments, QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor);
 /** Vision position embedding of one frame: the learned table [G*G, C] (G = sqrt of its rows) bilinearly interpolated
  * to a grid_h x grid_w patch grid (align-corners sample points linspace(0, G-1, n) in f32 as torch computes them; taps
  * floor and min(floor+1, G-1); the four f32 weights and the sum in transformers' fast_pos_embed_interpolate order),

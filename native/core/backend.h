@@ -6,10 +6,18 @@
 #include <memory>
 #include <string>
 
+#include "error.h"
 #include "memory_pool.h"
 #include "qwen3vl.h"
 
 namespace qwen3vl {
+
+// A recorded sequence of ops, replayed as a unit (a CUDA graph): see qwen3vl_backend_capture_begin.
+class Graph {
+public:
+    virtual ~Graph() = default;
+    virtual void launch() = 0;
+};
 
 class Backend {
 public:
@@ -29,6 +37,16 @@ public:
                         size_t count) = 0;
     virtual void download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
                           size_t count) = 0;
+
+    // Records instead of running the ops the calling thread issues, until capture_end, which returns them as a
+    // Graph (or discards them when instantiate is false). Backends that run ops eagerly (the CPU) do not record.
+    virtual void capture_begin() {
+        fail(QWEN3VL_STATUS_UNSUPPORTED, "graph capture is not supported on " + name() + " (ops run eagerly)");
+    }
+    virtual std::unique_ptr<Graph> capture_end(bool instantiate) {
+        (void)instantiate;
+        fail(QWEN3VL_STATUS_UNSUPPORTED, "graph capture is not supported on " + name());
+    }
 };
 
 std::unique_ptr<Backend> create_cpu_backend(int threads);

@@ -9,6 +9,15 @@
 
 namespace qwen3vl {
 
+namespace {
+// The recording of the calling thread (begin_recording), if any: which pool and the blocks allocated so far.
+struct Recording {
+    const MemoryPool* pool = nullptr;
+    std::vector<void*> blocks;
+};
+thread_local Recording* t_recording = nullptr;
+}  // namespace
+
 struct MemoryPool::State {
     std::string device_name;
     std::function<void*(size_t)> upstream_alloc;
@@ -16,6 +25,7 @@ struct MemoryPool::State {
     mutable std::mutex mutex;
     std::multimap<size_t, void*> free_blocks;  // cached blocks by rounded size
     std::unordered_map<void*, size_t> live;     // block -> rounded size
+    std::unordered_map<void*, bool> held;       // block held for a graph -> released by its owner
     qwen3vl_memory_stats stats{};
 
     void release_cache_locked() noexcept {
@@ -80,6 +90,17 @@ void* MemoryPool::allocate(size_t bytes) {
         s_->stats.bytes_reserved += size;
     }
     s_->live.emplace(p, size);
+    if (t_recording && t_recording->pool == this) {
+        s_->held.emplace(p, false);
+        try {
+            t_recording->blocks.push_back(p);
+        } catch (...) {
+            s_->held.erase(p);
+            s_->live.erase(p);
+            s_->free_blocks.emplace(size, p);
+            throw;
+        }
+    }
     s_->stats.pool_allocations++;
     s_->stats.bytes_in_use += size;
     s_->stats.peak_bytes_in_use = std::max(s_->stats.peak_bytes_in_use, s_->stats.bytes_in_use);
@@ -91,10 +112,45 @@ void MemoryPool::deallocate(void* p) noexcept {
     std::lock_guard<std::mutex> lock(s_->mutex);
     auto it = s_->live.find(p);
     if (it == s_->live.end()) return;  // not ours: ignoring is safer than corrupting the lists
+    auto h = s_->held.find(p);
+    if (h != s_->held.end()) {  // a graph still writes it: keep it until release_held
+        h->second = true;
+        return;
+    }
     const size_t size = it->second;
     s_->live.erase(it);
     s_->stats.bytes_in_use -= size;
     s_->free_blocks.emplace(size, p);
+}
+
+void MemoryPool::begin_recording() {
+    require(t_recording == nullptr, "this thread is already recording (capturing a graph)");
+    t_recording = new Recording{this, {}};
+}
+
+std::vector<void*> MemoryPool::end_recording() {
+    require(t_recording != nullptr && t_recording->pool == this, "this thread is not recording on this pool");
+    std::vector<void*> blocks = std::move(t_recording->blocks);
+    delete t_recording;
+    t_recording = nullptr;
+    return blocks;
+}
+
+void MemoryPool::release_held(const std::vector<void*>& blocks) noexcept {
+    std::lock_guard<std::mutex> lock(s_->mutex);
+    for (void* p : blocks) {
+        auto h = s_->held.find(p);
+        if (h == s_->held.end()) continue;
+        const bool released = h->second;
+        s_->held.erase(h);
+        if (!released) continue;  // its tensor is still alive and frees it later as usual
+        auto it = s_->live.find(p);
+        if (it == s_->live.end()) continue;
+        const size_t size = it->second;
+        s_->live.erase(it);
+        s_->stats.bytes_in_use -= size;
+        s_->free_blocks.emplace(size, p);
+    }
 }
 
 void MemoryPool::trim() noexcept {

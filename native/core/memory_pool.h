@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "qwen3vl.h"
 
@@ -28,6 +29,15 @@ public:
     void deallocate(void* p) noexcept;
     void trim() noexcept;
     qwen3vl_memory_stats stats() const;
+
+    // Graph capture: while the calling thread records, the blocks it allocates are held for the recorded work.
+    // Releasing a held block (its tensor freed during or after the recording) keeps it reserved, so nothing else is
+    // handed memory that a replayed graph writes; release_held() returns the blocks once the graph is gone (each
+    // goes back to the free lists if its owner released it, else stays with its live owner). One recording per
+    // thread at a time.
+    void begin_recording();
+    std::vector<void*> end_recording();
+    void release_held(const std::vector<void*>& blocks) noexcept;
 
     // The size a request is rounded to: 256-byte steps up to 1 MiB, then 1/8 of the power of two above.
     static size_t round_size(size_t bytes);

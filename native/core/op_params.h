@@ -18,7 +18,11 @@ struct AttentionArgs {
     int64_t kv_stride;
     int64_t tokens, q_heads, kv_heads, head_dim;
     bool causal;
-    int64_t n_past;           // CAUSAL
+    int64_t n_past;           // CAUSAL: keys before the first query (see n_past_device)
+    // CAUSAL on a device, for captured graphs: when not null, the kernels read n_past from this i32 when they run,
+    // clamped to 0 .. n_past; the host-side n_past then holds the largest value it may take (cache rows - T), which
+    // sizes the launch. Null on the CPU.
+    const int32_t* n_past_device = nullptr;
     const int32_t* segments;  // SEGMENTS: n_segments + 1 cumulative offsets from 0 to T
     int64_t n_segments;
 };
@@ -42,6 +46,10 @@ struct QkNormRopeKv {
     void* v_cache;
     qwen3vl_dtype cache_dtype;
     int64_t n_past;
+    // As AttentionArgs::n_past_device: read at run time; a value outside 0 .. n_past writes no cache row and raises
+    // the backend's device error flag (reported by the next read).
+    const int32_t* n_past_device = nullptr;
+    int32_t* error_flag = nullptr;
 };
 
 }  // namespace qwen3vl

@@ -1,19 +1,22 @@
-// Flash-style attention, correctness-first version: one block of 4 warps per (query token, query head) row, keys
-// in tiles of 64. Per tile each warp scores 16 keys (lanes across D, coalesced K reads, warp-sum), warp 0 does the
-// online-softmax update of (m, l) and the tile's probabilities, then every thread rescales and accumulates its
-// own output dimensions over the tile's V rows (coalesced across threads). q and the accumulator sit in shared
-// memory, so any head_dim works. Scores never leave the chip; GQA reads the shared KV head in place.
+// Attention on the CUDA backend: dispatch between three kernels, and the split-K merge they share.
 //
-// Split-K: when T * Hq rows are too few to fill the GPU (decode) and the keys are many, each row's keys are cut into
-// chunks of whole tiles; a block per (row, chunk) writes its unnormalised accumulator with its (m, l) to scratch,
-// and a second kernel merges the chunks (weights exp(m_chunk - m_max)), as flash-decoding does.
+//  - decode (attention_decode.cu): CAUSAL with at most 8 query rows per KV head (decoding, T * G <= 8): one block
+//    per (KV head, key chunk) reads each K/V row once for all the group's rows, exact fp32; bandwidth-bound.
+//  - flash (attention_flash.cu): everything else on sm_80+ unless the backend was created with cuda_fp32_math:
+//    FlashAttention-2 on tensor cores with q, k, v and p rounded to bf16 (as transformers' bf16 SDPA) and fp32
+//    accumulation and softmax.
+//  - the scalar kernel below: the fp32 fallback (fp32_math prefill, GPUs before sm_80, head dims or alignments the
+//    others do not take). One block of 4 warps per (query token, query head) row, keys in tiles of 64: per tile each
+//    warp scores 16 keys (lanes across D, warp sum), warp 0 updates the online softmax, every thread accumulates its
+//    output dimensions over the tile's V rows. q and the accumulator sit in shared memory, so any head_dim works.
 //
-// Not yet done: reusing a K/V tile across the G query heads of a group and across tokens (GQA and prefill read each
-// K/V row G and T times from L2), tensor-core QK^T and PV.
+// Every kernel takes n_past from AttentionArgs::n_past_device when set (CUDA-graph replay of the decode step): the
+// launch is then sized for the largest value (a.n_past) and chunks past the actual keys write empty records.
 #include <algorithm>
+#include <mutex>
+#include <vector>
 
-#include "attention.cuh"
-#include "common.cuh"
+#include "attention_impl.cuh"
 
 namespace qwen3vl {
 namespace cuda {
@@ -38,28 +41,11 @@ __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) {
     return __bfloat162float(v);
 }
 
-// First key and end of the keys query token t sees.
-__device__ __forceinline__ void key_range(const AttentionArgs& a, int64_t t, int64_t* key0, int64_t* key_end) {
-    if (a.causal) {
-        *key0 = 0;
-        *key_end = a.n_past + t + 1;
-        return;
-    }
-    int64_t lo = 0, hi = a.n_segments + 1;  // first offset greater than t, by bisection
-    while (lo < hi) {
-        const int64_t mid = (lo + hi) / 2;
-        if (a.segments[mid] <= t) lo = mid + 1;
-        else hi = mid;
-    }
-    *key0 = a.segments[lo - 1];
-    *key_end = a.segments[lo];
-}
-
 // splits > 1: work item w = row * splits + s covers keys [key0 + s * chunk, key0 + (s + 1) * chunk) of its row and
-// writes acc[D], m, l to partial + w * (D + 2) instead of the output.
+// writes the split-K record (attention_impl.cuh) instead of the output. Scores are in base 2 (scale_log2).
 template <class KV>
 __global__ void __launch_bounds__(kThreads)
-    attention_kernel(AttentionArgs a, float scale, int splits, int64_t chunk, float* partial) {
+    attention_kernel(AttentionArgs a, float scale_log2, int splits, int64_t chunk, float* partial) {
     extern __shared__ float smem[];
     const int64_t D = a.head_dim, G = a.q_heads / a.kv_heads;
     float* qs = smem;       // [D]
@@ -69,6 +55,7 @@ __global__ void __launch_bounds__(kThreads)
     const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
     const KV* K = static_cast<const KV*>(a.k);
     const KV* V = static_cast<const KV*>(a.v);
+    const int64_t n_past = a.causal ? attn::runtime_n_past(a) : 0;
 
     for (int64_t item = blockIdx.x; item < a.tokens * a.q_heads * splits; item += gridDim.x) {
         const int64_t row = item / splits, split = item % splits;
@@ -78,13 +65,14 @@ __global__ void __launch_bounds__(kThreads)
             qs[d] = q[d];
             acc[d] = 0.0f;
         }
-        int64_t key0, key_end;
-        key_range(a, t, &key0, &key_end);
+        int64_t key0 = 0, key_end = n_past + t + 1;
+        if (!a.causal) attn::segment_of(a, t, &key0, &key_end);
         if (splits > 1) {
             key0 += split * chunk;
             key_end = key_end < key0 + chunk ? key_end : key0 + chunk;  // may be empty: m = -inf, l = 0
         }
         float m = -INFINITY, l = 0.0f;  // meaningful in warp 0
+        if (threadIdx.x == 0) l_s = 0.0f;
         __syncthreads();
 
         for (int64_t j0 = key0; j0 < key_end; j0 += kTile) {
@@ -95,16 +83,16 @@ __global__ void __launch_bounds__(kThreads)
                     const KV* kr = K + (j0 + jj) * a.kv_stride + g * D;
                     float dot = 0.0f;
                     for (int64_t d = lane; d < D; d += kWarp) dot += qs[d] * to_f32(kr[d]);
-                    s = warp_sum(dot) * scale;
+                    s = warp_sum(dot) * scale_log2;
                 }
                 if (lane == 0) p[jj] = s;
             }
             __syncthreads();
             if (warp == 0) {
                 const float s0 = p[lane], s1 = p[lane + kWarp];
-                const float m_new = fmaxf(m, warp_max(fmaxf(s0, s1)));
-                const float corr = expf(m - m_new);  // 0 on the first tile (m = -inf)
-                const float e0 = expf(s0 - m_new), e1 = expf(s1 - m_new);  // 0 for the masked tail
+                const float m_new = fmaxf(m, warp_max(fmaxf(s0, s1)));  // finite: every tile has a visible key
+                const float corr = exp2f(m - m_new);  // 0 on the first tile (m = -inf)
+                const float e0 = exp2f(s0 - m_new), e1 = exp2f(s1 - m_new);  // 0 for the masked tail
                 p[lane] = e0;
                 p[lane + kWarp] = e1;
                 l = l * corr + warp_sum(e0 + e1);
@@ -136,11 +124,12 @@ __global__ void __launch_bounds__(kThreads)
             float* o = a.out + (t * a.q_heads + h) * D;
             for (int64_t d = threadIdx.x; d < D; d += kThreads) o[d] = acc[d] * inv;
         }
-        __syncthreads();  // qs and acc are reused by the next row
+        __syncthreads();  // qs, acc and l_s are reused by the next row
     }
 }
 
-// out row = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s, M the largest m_s (empty chunks have m_s = -inf).
+// out row = sum_s 2^(m_s - M) acc_s / sum_s 2^(m_s - M) l_s, M the largest m_s. Every row has a visible key in some
+// chunk (key 0 in CAUSAL, itself in SEGMENTS), so M is finite; empty chunks (m_s = -inf) weigh 0.
 __global__ void __launch_bounds__(kThreads)
     attention_merge_kernel(float* out, const float* partial, int64_t rows, int64_t D, int splits) {
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -148,32 +137,29 @@ __global__ void __launch_bounds__(kThreads)
         float M = -INFINITY;
         for (int s = 0; s < splits; ++s) M = fmaxf(M, part[s * (D + 2) + D]);
         float L = 0.0f;
-        for (int s = 0; s < splits; ++s) L += expf(part[s * (D + 2) + D] - M) * part[s * (D + 2) + D + 1];
+        for (int s = 0; s < splits; ++s) L += exp2f(part[s * (D + 2) + D] - M) * part[s * (D + 2) + D + 1];
         const float inv = 1.0f / L;
         for (int64_t d = threadIdx.x; d < D; d += kThreads) {
             float o = 0.0f;
-            for (int s = 0; s < splits; ++s) o += expf(part[s * (D + 2) + D] - M) * part[s * (D + 2) + d];
+            for (int s = 0; s < splits; ++s) o += exp2f(part[s * (D + 2) + D] - M) * part[s * (D + 2) + d];
             out[row * D + d] = o * inv;
         }
     }
 }
 
 template <class KV>
-void launch(CudaBackend& be, const AttentionArgs& a, float scale, int splits, int64_t chunk, float* partial) {
+void launch_scalar(CudaBackend& be, const AttentionArgs& a, float scale_log2, int splits, int64_t chunk,
+                   float* partial) {
     const size_t smem = (2 * size_t(a.head_dim) + kTile) * sizeof(float);
-    attention_kernel<KV><<<grid_rows(a.tokens * a.q_heads * splits), kThreads, smem, be.stream()>>>(a, scale, splits,
-                                                                                                  chunk, partial);
+    attention_kernel<KV><<<grid_rows(a.tokens * a.q_heads * splits), kThreads, smem, be.stream()>>>(
+        a, scale_log2, splits, chunk, partial);
     QWEN3VL_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace
-
-void attention(CudaBackend& be, const AttentionArgs& a) {
+void scalar_attention(CudaBackend& be, const AttentionArgs& a) {
     const int64_t rows = a.tokens * a.q_heads;
-    if (rows <= 0) return;
-    be.activate();
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim)));
-    // Split the keys when the rows alone leave SMs idle: aim at two blocks per SM, chunks of whole tiles.
+    // Split the keys when the rows alone leave SMs idle: aim at two blocks per SM, chunks of whole tiles. Sized from
+    // the largest n_past, never the device value.
     const int64_t max_keys = a.causal ? a.n_past + a.tokens : a.tokens;
     const int64_t sms = be.multiprocessors();
     int splits = 1;
@@ -184,16 +170,56 @@ void attention(CudaBackend& be, const AttentionArgs& a) {
         splits = static_cast<int>((max_keys + chunk - 1) / chunk);
     }
     CudaBackend::Scratch partial(be, splits > 1 ? size_t(rows * splits * (a.head_dim + 2)) * sizeof(float) : 0);
+    const float sl = attn::scale_log2(a.head_dim);
     switch (a.kv_dtype) {
-        case QWEN3VL_DTYPE_F16: launch<__half>(be, a, scale, splits, chunk, partial.as<float>()); break;
-        case QWEN3VL_DTYPE_BF16: launch<__nv_bfloat16>(be, a, scale, splits, chunk, partial.as<float>()); break;
-        default: launch<float>(be, a, scale, splits, chunk, partial.as<float>()); break;
+        case QWEN3VL_DTYPE_F16: launch_scalar<__half>(be, a, sl, splits, chunk, partial.as<float>()); break;
+        case QWEN3VL_DTYPE_BF16: launch_scalar<__nv_bfloat16>(be, a, sl, splits, chunk, partial.as<float>()); break;
+        default: launch_scalar<float>(be, a, sl, splits, chunk, partial.as<float>()); break;
     }
-    if (splits > 1) {
-        attention_merge_kernel<<<grid_rows(rows), kThreads, 0, be.stream()>>>(a.out, partial.as<float>(), rows,
-                                                                              a.head_dim, splits);
-        QWEN3VL_CUDA_CHECK_LAUNCH();
-    }
+    if (splits > 1) attn::merge_partials(be, a.out, partial.as<float>(), rows, a.head_dim, splits);
+}
+
+}  // namespace
+
+namespace attn {
+
+void merge_partials(CudaBackend& be, float* out, const float* partial, int64_t rows, int64_t head_dim, int splits) {
+    attention_merge_kernel<<<grid_rows(rows), kThreads, 0, be.stream()>>>(out, partial, rows, head_dim, splits);
+    QWEN3VL_CUDA_CHECK_LAUNCH();
+}
+
+bool kernel_ready(const void* kernel, int device, size_t smem_bytes, int min_arch) {
+    // A handful of (kernel, device) entries: a vector (std::map's emplace trips nvcc 11.8's front end with
+    // libstdc++ 12).
+    struct Known {
+        const void* kernel;
+        int device;
+        bool ok;
+    };
+    static std::mutex mutex;
+    static std::vector<Known> known;
+    std::lock_guard<std::mutex> lock(mutex);
+    for (const Known& k : known)
+        if (k.kernel == kernel && k.device == device) return k.ok;
+    cudaFuncAttributes attr{};
+    QWEN3VL_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    // ptxVersion is the virtual architecture the code was compiled for (the __CUDA_ARCH__ it saw), e.g. 80.
+    bool ok = attr.ptxVersion >= min_arch;
+    if (ok && smem_bytes > 48 * 1024)
+        QWEN3VL_CUDA_CHECK(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)));
+    known.push_back(Known{kernel, device, ok});
+    return ok;
+}
+
+}  // namespace attn
+
+void attention(CudaBackend& be, const AttentionArgs& a) {
+    if (a.tokens * a.q_heads <= 0) return;
+    be.activate();
+    if (attn::decode_attention(be, a)) return;
+    if (!be.fp32_math() && be.compute_capability() >= 80 && attn::flash_attention(be, a)) return;
+    scalar_attention(be, a);
 }
 
 }  // namespace cuda

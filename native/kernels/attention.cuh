@@ -1,5 +1,8 @@
-// Attention with online softmax on device memory (host entry point; kernel in attention.cu). Semantics as
-// native/cpu/attention.h: scale 1/sqrt(D), CAUSAL against a KV cache (GQA) or SEGMENTS over a fused qkv.
+// Attention with online softmax on device memory (host entry point; attention.cu picks the decode kernel of
+// attention_decode.cu, the tensor-core kernel of attention_flash.cu or its own fp32 kernel). Semantics as
+// native/cpu/attention.h: scale 1/sqrt(D), CAUSAL against a KV cache (GQA; n_past possibly read from device memory,
+// see AttentionArgs::n_past_device) or SEGMENTS over a fused qkv. Capture-safe: kernels on be.stream(), scratch from
+// the pool, no host synchronisation.
 #pragma once
 
 #include <cstdint>

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "error.h"
 #include "qwen3vl.h"
@@ -62,6 +63,40 @@ inline unsigned grid_rows(int64_t rows) {
 }
 
 constexpr unsigned kWarp = 32;
+
+// Programmatic dependent launch (sm_90): a kernel launched with launch_pdl() may start while the kernel before it in
+// the stream is still finishing. It must call pdl_wait() before it reads anything that kernel wrote (or writes
+// anything); the work before the call (address math, first weight loads) overlaps the previous kernel's tail and the
+// launch latency. pdl_launch_dependents() lets the next PDL kernel be scheduled early. Both are no-ops before sm_90
+// and when the kernel was launched normally.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent launch where the device supports
+// it (compute capability >= 9.0), else normally. The kernel must follow the pdl_wait() rule above.
+template <class... Params, class... Args>
+void launch_pdl(int compute_capability, cudaStream_t stream, void (*kernel)(Params...), dim3 grid, dim3 block,
+                size_t smem, Args&&... args) {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attribute;
+    config.numAttrs = compute_capability >= 90 ? 1 : 0;
+    QWEN3VL_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
 
 // Element i of a f32 / f16 / bf16 array as f32 (exact widening).
 __device__ __forceinline__ float load_f32(const void* p, qwen3vl_dtype t, size_t i) {

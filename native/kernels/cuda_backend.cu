@@ -17,6 +17,55 @@
 
 namespace qwen3vl {
 
+namespace {
+
+// The capture of the calling thread (CudaBackend::capture_begin), if any.
+struct CaptureState {
+    const CudaBackend* backend = nullptr;
+    cudaStream_t stream = nullptr;
+};
+thread_local CaptureState t_capture;
+
+class CudaGraph final : public Graph {
+public:
+    CudaGraph(CudaBackend& be, cudaGraph_t graph, cudaGraphExec_t exec, std::vector<void*> blocks)
+        : be_(be), graph_(graph), exec_(exec), blocks_(std::move(blocks)) {}
+    ~CudaGraph() override {
+        cudaSetDevice(be_.device());
+        // A launch may still be running: let it finish before its held memory goes back to the pool.
+        cudaStreamSynchronize(be_.stream());
+        cudaGraphExecDestroy(exec_);
+        cudaGraphDestroy(graph_);
+        be_.pool().release_held(blocks_);
+    }
+    CudaGraph(const CudaGraph&) = delete;
+    CudaGraph& operator=(const CudaGraph&) = delete;
+    void launch() override { be_.launch_graph(exec_); }
+
+private:
+    CudaBackend& be_;
+    cudaGraph_t graph_;
+    cudaGraphExec_t exec_;
+    std::vector<void*> blocks_;
+};
+
+const char* device_error_text(int32_t code) {
+    switch (code) {
+        case CudaBackend::kEmbeddingIdOutOfRange:
+            return "qwen3vl_op_embedding (queued earlier on this backend): a token id was outside the table; its "
+                   "output row was set to zero";
+        case CudaBackend::kNPastOutOfRange:
+            return "qwen3vl_op_qk_norm_rope_kv (queued earlier on this backend): n_past read from n_past_tensor was "
+                   "outside 0 .. cache rows - T; no cache row was written";
+        case CudaBackend::kSegmentsInvalid:
+            return "qwen3vl_op_attention (queued earlier on this backend): segments did not run from 0 to T without "
+                   "decreasing; they were clamped and the output is not meaningful";
+        default: return "an op queued earlier on this backend failed a device-side argument check";
+    }
+}
+
+}  // namespace
+
 bool cuda_compiled() { return true; }
 
 int cuda_device_count() {
@@ -94,8 +143,27 @@ CudaBackend::CudaBackend(int device, bool fp32_math)
         cudaStreamDestroy(stream_);
         cuda::throw_cuda_error(ring, "cudaHostAlloc(upload ring)", __FILE__, __LINE__);
     }
+    void* flag = nullptr;
+    const cudaError_t fe = cudaHostAlloc(&flag, sizeof(int32_t), cudaHostAllocMapped);
+    if (fe != cudaSuccess) {
+        cudaFreeHost(ring_);
+        cudaStreamDestroy(stream_);
+        cuda::throw_cuda_error(fe, "cudaHostAlloc(device error flag)", __FILE__, __LINE__);
+    }
+    error_flag_host_ = static_cast<volatile int32_t*>(flag);
+    *error_flag_host_ = kNoError;
+    void* flag_device = nullptr;
+    const cudaError_t fd = cudaHostGetDevicePointer(&flag_device, flag, 0);
+    if (fd != cudaSuccess) {
+        cudaFreeHost(flag);
+        cudaFreeHost(ring_);
+        cudaStreamDestroy(stream_);
+        cuda::throw_cuda_error(fd, "cudaHostGetDevicePointer(device error flag)", __FILE__, __LINE__);
+    }
+    error_flag_device_ = static_cast<int32_t*>(flag_device);
     const cublasStatus_t st = cublasLtCreate(&cublaslt_);
     if (st != CUBLAS_STATUS_SUCCESS) {
+        cudaFreeHost(flag);
         cudaFreeHost(ring_);
         cudaStreamDestroy(stream_);
         cuda::throw_cublas_error(st, "cublasLtCreate", __FILE__, __LINE__);
@@ -110,7 +178,82 @@ CudaBackend::~CudaBackend() {
     for (const RingRecord& r : ring_pending_) cudaEventDestroy(r.event);
     for (cudaEvent_t e : ring_free_events_) cudaEventDestroy(e);
     if (ring_) cudaFreeHost(ring_);
+    if (error_flag_host_) cudaFreeHost(const_cast<int32_t*>(error_flag_host_));
     if (stream_) cudaStreamDestroy(stream_);
+}
+
+CUstream_st* CudaBackend::stream() const { return t_capture.backend == this ? t_capture.stream : stream_; }
+
+bool CudaBackend::capturing() const { return t_capture.backend == this; }
+
+void CudaBackend::capture_begin() {
+    activate();
+    if (t_capture.backend != nullptr)
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "this thread is already capturing a graph (one capture per thread)");
+    cudaStream_t s = nullptr;
+    QWEN3VL_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    // Relaxed: the pool may still cudaMalloc a first block for the graph on this thread while it captures.
+    const cudaError_t e = cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed);
+    if (e != cudaSuccess) {
+        cudaStreamDestroy(s);
+        cuda::throw_cuda_error(e, "cudaStreamBeginCapture", __FILE__, __LINE__);
+    }
+    try {
+        pool_.begin_recording();
+    } catch (...) {
+        cudaGraph_t g = nullptr;
+        cudaStreamEndCapture(s, &g);
+        if (g) cudaGraphDestroy(g);
+        cudaStreamDestroy(s);
+        throw;
+    }
+    t_capture = CaptureState{this, s};
+}
+
+std::unique_ptr<Graph> CudaBackend::capture_end(bool instantiate) {
+    if (t_capture.backend != this)
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "this thread is not capturing a graph on " + name_);
+    activate();
+    const cudaStream_t s = t_capture.stream;
+    t_capture = CaptureState{};
+    std::vector<void*> blocks = pool_.end_recording();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(s, &graph);
+    cudaStreamDestroy(s);
+    if (e != cudaSuccess || !instantiate) {
+        if (graph) cudaGraphDestroy(graph);
+        pool_.release_held(blocks);  // nothing ran and nothing will: the memory is free again
+        if (e != cudaSuccess) cuda::throw_cuda_error(e, "cudaStreamEndCapture", __FILE__, __LINE__);
+        return nullptr;
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t ie = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+    if (ie != cudaSuccess) {
+        cudaGraphDestroy(graph);
+        pool_.release_held(blocks);
+        cuda::throw_cuda_error(ie, "cudaGraphInstantiateWithFlags", __FILE__, __LINE__);
+    }
+    try {
+        return std::make_unique<CudaGraph>(*this, graph, exec, std::move(blocks));
+    } catch (...) {
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+        pool_.release_held(blocks);
+        throw;
+    }
+}
+
+void CudaBackend::launch_graph(void* exec) {
+    activate();
+    if (capturing()) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "a graph cannot be launched while this thread captures");
+    QWEN3VL_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), stream_));
+}
+
+void CudaBackend::check_device_errors() {
+    const int32_t code = *error_flag_host_;
+    if (code == kNoError) return;
+    *error_flag_host_ = kNoError;
+    fail(QWEN3VL_STATUS_INVALID_ARGUMENT, device_error_text(code));
 }
 
 unsigned char* CudaBackend::ring_acquire(size_t bytes, RingRecord& record) {
@@ -160,6 +303,9 @@ void* CudaBackend::gemm_workspace() {
 
 void CudaBackend::upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count) {
     activate();
+    if (capturing())
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
+             "tensor writes are not recorded in a graph: write the graph's inputs before launching it");
     const size_t src_bytes = count * dtype_size(src_dtype);
     if (src_bytes == 0) return;
     if (src_bytes <= kRingMaxUpload) {
@@ -203,6 +349,9 @@ void CudaBackend::upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qw
 void CudaBackend::download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
                            size_t count) {
     activate();
+    if (capturing())
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
+             "tensor reads are not recorded in a graph: read the graph's outputs after launching it");
     const size_t dst_bytes = count * dtype_size(dst_dtype);
     if (dst_dtype == src_dtype) {
         QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, src, dst_bytes, cudaMemcpyDeviceToHost, stream_));
@@ -213,6 +362,7 @@ void CudaBackend::download(void* dst, qwen3vl_dtype dst_dtype, const void* src, 
     }
     QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
     ring_retire_all();  // every queued upload has finished reading the ring
+    check_device_errors();
 }
 
 std::unique_ptr<Backend> create_cuda_backend(int device, bool fp32_math) {

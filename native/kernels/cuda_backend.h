@@ -45,13 +45,29 @@ public:
     void download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
                   size_t count) override;
 
+    // Stream capture of the calling thread's ops into a CUDA graph. While a thread captures, stream() returns its
+    // capture stream on that thread (other threads keep running on the backend's stream), the pool holds every
+    // block the thread allocates for the graph (MemoryPool::begin_recording), and host copies on that thread fail.
+    // Graphs are launched on the backend's stream, after the work queued before.
+    void capture_begin() override;
+    std::unique_ptr<Graph> capture_end(bool instantiate) override;
+    bool capturing() const;
+    void launch_graph(void* exec);  // a cudaGraphExec_t
+
+    // Device-side argument checks (token ids, n_past read from device memory) cannot fail the op that is already
+    // queued: the kernel writes a nonzero code here (host-mapped pinned memory), and the next download() reports
+    // it as INVALID_ARGUMENT and clears it.
+    enum DeviceError : int32_t { kNoError = 0, kEmbeddingIdOutOfRange = 1, kNPastOutOfRange = 2, kSegmentsInvalid = 3 };
+    int32_t* device_error_flag() const { return error_flag_device_; }
+
     // Makes the backend's device current on the calling thread; every op calls it first.
     void activate() const;
     int device() const { return device_; }
     // Compute capability as 10 * major + minor (61, 80, 90, ...).
     int compute_capability() const { return cc_; }
     int multiprocessors() const { return sms_; }
-    CUstream_st* stream() const { return stream_; }
+    // The stream ops run on: the backend's own, or the calling thread's capture stream while it captures.
+    CUstream_st* stream() const;
     cublasLtContext* cublaslt() const { return cublaslt_; }
     // cuBLASLt workspace, taken from the pool on first use and kept for the backend's lifetime.
     void* gemm_workspace();
@@ -87,6 +103,9 @@ private:
     CUstream_st* stream_ = nullptr;
     cublasLtContext* cublaslt_ = nullptr;
     std::once_flag workspace_once_;
+    volatile int32_t* error_flag_host_ = nullptr;
+    int32_t* error_flag_device_ = nullptr;
+    void check_device_errors();
     void* workspace_ = nullptr;
 
     // Pinned host staging ring for small uploads: upload() copies the caller's bytes here and queues the copy to

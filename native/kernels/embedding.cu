@@ -10,10 +10,18 @@ namespace {
 
 constexpr unsigned kBlock = 256;
 
+// Ids are checked here rather than on the host (a host check would wait for the ids and cannot run inside a
+// captured graph): an id outside the table zeroes its row and raises the backend's device error flag.
 __global__ void embedding_kernel(float* out, const void* table, qwen3vl_dtype tt, const int32_t* ids, int64_t tokens,
-                                 int64_t width) {
+                                 int64_t width, int64_t rows, int32_t* error_flag) {
     for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
-        const size_t base = size_t(ids[t]) * size_t(width);
+        const int32_t id = ids[t];
+        if (id < 0 || id >= rows) {
+            for (int64_t c = threadIdx.x; c < width; c += blockDim.x) out[t * width + c] = 0.0f;
+            if (threadIdx.x == 0) *reinterpret_cast<volatile int32_t*>(error_flag) = CudaBackend::kEmbeddingIdOutOfRange;
+            continue;
+        }
+        const size_t base = size_t(id) * size_t(width);
         for (int64_t c = threadIdx.x; c < width; c += blockDim.x) out[t * width + c] = load_f32(table, tt, base + size_t(c));
     }
 }
@@ -72,12 +80,12 @@ __global__ void position_embedding_kernel(float* out, const void* table, qwen3vl
 
 }  // namespace
 
-void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, const int32_t* ids, int64_t tokens,
-               int64_t width) {
+void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, int64_t rows, const int32_t* ids,
+               int64_t tokens, int64_t width) {
     if (tokens <= 0 || width <= 0) return;
     be.activate();
     embedding_kernel<<<grid_rows(tokens), row_block(width, kBlock), 0, be.stream()>>>(out, table, tt, ids, tokens,
-                                                                                       width);
+                                                                                       width, rows, be.device_error_flag());
     QWEN3VL_CUDA_CHECK_LAUNCH();
 }
 

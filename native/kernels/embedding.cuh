@@ -1,6 +1,7 @@
 // Row gathers and scatters on device memory: the token embedding lookup, the scatter of vision features into the
 // text sequence, and the vision position embedding (host entry points; kernels in embedding.cu). Semantics as
-// native/cpu/embedding.h; ids and rows are device i32 arrays the caller has range-checked.
+// native/cpu/embedding.h. embedding() checks its ids on the device (an id outside the table's `rows` zeroes its
+// output row and raises the backend's device error flag); scatter_rows' rows were range-checked by the caller.
 #pragma once
 
 #include <cstdint>
@@ -11,8 +12,8 @@
 namespace qwen3vl {
 namespace cuda {
 
-void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, const int32_t* ids, int64_t tokens,
-               int64_t width);
+void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, int64_t rows, const int32_t* ids,
+               int64_t tokens, int64_t width);
 void scatter_rows(CudaBackend& be, float* x, const int32_t* rows, const float* src, int64_t count, int64_t width,
                   bool accumulate);
 void position_embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, int64_t side, int64_t width,

@@ -1,140 +1,666 @@
 // GEMV for decode-sized M and cuBLASLt GEMMs for the rest (the regimes are described in linear.cuh).
 //
-// GEMV: each warp owns one output row n at a time (grid-stride over N, grid sized to fill every SM). Lanes stream
-// the weight row in 16-byte loads (8 bf16 / f16 or 4 f32 elements; bf16 widened by a shift), multiply with the
-// matching elements of all M rows of x (staged in shared memory when they fit in 48 KiB) into M fp32
-// accumulators, and finish with a warp-shuffle sum per row of x. Rows whose start is not 16-byte aligned (K * size
-// not a multiple of 16, or an unaligned view) take the same loop with one element per lane.
+// GEMV. Decode streams every weight once per token, so the kernel is a bandwidth problem: an H100 needs about
+// 25-40 KB of loads in flight per SM to cover the HBM latency at ~3 TB/s, and a whole 8 MB matrix is only ~60 KB
+// per SM, so for the small matrices all of it should be requested at once, right at the start of the kernel.
+//  - Tiles. A block (256 threads) owns a tile of output rows at a time (grid-stride over tiles, grid = the
+//    resident blocks of all SMs, or fewer when there are fewer tiles). The block splits K: its threads form row
+//    groups of tk threads (tk = 32..256, the smallest power of two covering K in 16-byte chunks, so K = 2048 bf16
+//    is one chunk per thread and K = 6144 three), each group owning NR weight rows of the tile. A thread loads its
+//    chunk of all NR rows with independent 16-byte loads (NR = 8 at M = 1: 128 bytes in flight per thread).
+//  - Pipelining. The chunks a block streams form one sequence of steps (tile, chunk step); the loads of the next
+//    step are issued before the FMAs of the current one (two register buffers), and the first step's loads before
+//    x is staged, so the weights are already on their way while the block reads x and computes its RMSNorm.
+//  - x is staged once per block in shared memory (normalised there when the op has a norm: the block computes the
+//    sum of squares of its x rows itself, as norm.cu does), with 16-bit weights in an even/odd-split layout: a
+//    16-byte load holds 8 elements whose even ones widen by a shift and odd ones by a mask, so each plane is read
+//    as one float4 per chunk, and consecutive threads read consecutive float4s (no bank conflicts). All M rows of
+//    x are applied to each weight element loaded (M fp32 accumulators per weight row).
+//  - Reduction. Each thread holds NR * M partial sums; a warp reduces them with a transposing butterfly (each
+//    shuffle stage halves the values a lane keeps, ~NR * M shuffles instead of 5 * NR * M), the warps of a row
+//    group add theirs through shared memory in a fixed order (deterministic), and the epilogue applies bias,
+//    residual or swiglu and picks the output of the row's segment.
+//  - Several weights of one input (q/k/v) are one virtual matrix: rows [0, N0) of weight 0, then weight 1, then
+//    weight 2, so one launch covers them. swiglu pairs each gate row with its up row in the same tile.
+//  - Rows that are not 16-byte aligned (K * size not a multiple of 16, unaligned views) or an x too large for shared
+//    memory take a scalar kernel: one element per thread per row, x in shared memory when it fits, else read from
+//    global memory (normalised beforehand into scratch when the op has a norm).
 //
 // GEMM: row-major out[M, N] = x W^T is the column-major product out^T[N, M] = W^T[N, K] x^T[K, M] ("TN": W as a
 // column-major K x N matrix, transposed, times x as K x M), the layout the tensor-core kernels prefer.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <type_traits>
+#include <unordered_map>
 
 #include "common.cuh"
 #include "convert.cuh"
 #include "elementwise.cuh"
 #include "linear.cuh"
+#include "norm.cuh"
 
 namespace qwen3vl {
 namespace cuda {
 namespace {
 
-constexpr unsigned kGemvThreads = 256;
-constexpr int kGemvWarps = kGemvThreads / kWarp;
-constexpr size_t kGemvSharedX = 48 * 1024;
+constexpr int kGemvThreads = 256;
+constexpr int kGemvWarps = kGemvThreads / int(kWarp);
+// Blocks per SM the GEMV kernels are compiled for (__launch_bounds__): 2 caps them at 128 registers, which the M = 1
+// kernels need for two steps of 8 loads in flight (122-127 registers on sm_90, no spills); 16 warps per SM then
+// keep up to 128 KB of weights in flight per SM, several times what HBM latency needs.
+constexpr int kGemvMinBlocks = 2;
 // Largest f32 copy of a weight block made for the fp32 GEMM of 16-bit weights.
 constexpr size_t kWidenBytes = size_t(64) << 20;
 
-// Widening of the 16 bytes of one vector load, and of one element.
+// Weight rows per row group and tile in the vector kernel, by the padded row count MT of x: 8 independent loads
+// per thread at M = 1; 4 above, where the M accumulators per row and the widened weights share the registers.
+__host__ __device__ constexpr int vec_rows(int MT) { return MT == 1 ? 8 : 4; }
+constexpr int kScalarRows = 4;  // scalar kernel: MT = kGemvMaxRows always
+
+// 16 bytes of weights, read once per token: through the read-only path without allocating in L1 (sm_70+).
+__device__ __forceinline__ uint4 load_weights(const void* p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+#else
+    return __ldg(static_cast<const uint4*>(p));
+#endif
+}
+
+// The weight dtypes: E elements per 16-byte load, P planes of x in shared memory (16-bit: even and odd elements of
+// each 8, matching the widening of one 32-bit word into its low and high element), fma of one load into one
+// accumulator against the P float4s of x, and one element as f32 for the scalar kernel.
 template <class W>
 struct Vec;
 template <>
 struct Vec<float> {
-    static constexpr int E = 4;
-    __device__ static void unpack(const uint4& u, float* f) {
-        f[0] = __uint_as_float(u.x);
-        f[1] = __uint_as_float(u.y);
-        f[2] = __uint_as_float(u.z);
-        f[3] = __uint_as_float(u.w);
+    static constexpr int E = 4, P = 1;
+    __device__ static void fma(float& acc, const uint4& u, const float4* x) {
+        acc = fmaf(x[0].x, __uint_as_float(u.x), acc);
+        acc = fmaf(x[0].y, __uint_as_float(u.y), acc);
+        acc = fmaf(x[0].z, __uint_as_float(u.z), acc);
+        acc = fmaf(x[0].w, __uint_as_float(u.w), acc);
     }
-    __device__ static float one(float v) { return v; }
+    __device__ static float one(const float* p) { return __ldg(p); }
 };
 template <>
 struct Vec<__nv_bfloat16> {
-    static constexpr int E = 8;
-    __device__ static void unpack(const uint4& u, float* f) {
-        const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            f[2 * i] = __uint_as_float(w[i] << 16);
-            f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-        }
+    static constexpr int E = 8, P = 2;
+    // bf16 is the top half of an f32: the low element widens by a shift, the high one by a mask.
+    __device__ static void fma(float& acc, const uint4& u, const float4* x) {
+        acc = fmaf(x[0].x, __uint_as_float(u.x << 16), acc);
+        acc = fmaf(x[1].x, __uint_as_float(u.x & 0xffff0000u), acc);
+        acc = fmaf(x[0].y, __uint_as_float(u.y << 16), acc);
+        acc = fmaf(x[1].y, __uint_as_float(u.y & 0xffff0000u), acc);
+        acc = fmaf(x[0].z, __uint_as_float(u.z << 16), acc);
+        acc = fmaf(x[1].z, __uint_as_float(u.z & 0xffff0000u), acc);
+        acc = fmaf(x[0].w, __uint_as_float(u.w << 16), acc);
+        acc = fmaf(x[1].w, __uint_as_float(u.w & 0xffff0000u), acc);
     }
-    __device__ static float one(__nv_bfloat16 v) { return __bfloat162float(v); }
+    __device__ static float one(const __nv_bfloat16* p) {
+        return __uint_as_float(static_cast<unsigned>(__ldg(reinterpret_cast<const unsigned short*>(p))) << 16);
+    }
 };
 template <>
 struct Vec<__half> {
-    static constexpr int E = 8;
-    __device__ static void unpack(const uint4& u, float* f) {
-        const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            __half2 h;
-            memcpy(&h, &w[i], 4);
-            const float2 p = __half22float2(h);
-            f[2 * i] = p.x;
-            f[2 * i + 1] = p.y;
-        }
+    static constexpr int E = 8, P = 2;
+    __device__ static float2 widen(unsigned w) {
+        __half2 h;
+        memcpy(&h, &w, 4);
+        return __half22float2(h);  // (low, high) element
     }
-    __device__ static float one(__half v) { return __half2float(v); }
+    __device__ static void fma(float& acc, const uint4& u, const float4* x) {
+        const float2 a = widen(u.x), b = widen(u.y), c = widen(u.z), d = widen(u.w);
+        acc = fmaf(x[0].x, a.x, acc);
+        acc = fmaf(x[1].x, a.y, acc);
+        acc = fmaf(x[0].y, b.x, acc);
+        acc = fmaf(x[1].y, b.y, acc);
+        acc = fmaf(x[0].z, c.x, acc);
+        acc = fmaf(x[1].z, c.y, acc);
+        acc = fmaf(x[0].w, d.x, acc);
+        acc = fmaf(x[1].w, d.y, acc);
+    }
+    __device__ static float one(const __half* p) { return __half2float(__ldg(p)); }
 };
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
-// out[m, n] = dot(x[m], w[n]) (+ bias[n]), or silu(dot(x[m], w[n])) * dot(x[m], up[n]) when kSwiglu.
-template <class W, bool kSwiglu>
-__global__ void __launch_bounds__(kGemvThreads)
-    gemv_kernel(float* out, const float* x, int M, int64_t K, int64_t N, const W* w, const W* up, const void* bias,
-                qwen3vl_dtype bias_dtype, bool vec, bool stage_x) {
-    extern __shared__ float x_shared[];
-    const float* xs = x;
-    if (stage_x) {
-        for (int64_t i = threadIdx.x; i < int64_t(M) * K; i += blockDim.x) x_shared[i] = x[i];
+// Everything a GEMV launch needs (passed by value: one kernel-parameter block).
+struct GemvParams {
+    const float* x;     // [M, K]
+    int64_t K;
+    int M;
+    int tk;             // threads per row group (power of two, 32..kGemvThreads)
+    int64_t rows;       // output rows over all segments
+    int64_t tiles;      // tiles of (kGemvThreads / tk) * rows-per-group output rows
+    int64_t end0, end1; // first row of segment 1 and of segment 2 (rows when absent)
+    const void* w0;     // segment weights [n_s, K], all of one dtype
+    const void* w1;
+    const void* w2;
+    float* out0;        // segment outputs [M, n_s]
+    float* out1;
+    float* out2;
+    const void* up;     // swiglu (one segment): up weight [rows, K]; out0 = silu(x w0^T) * (x up^T)
+    const void* norm;   // RMSNorm weight [K] or NULL
+    qwen3vl_dtype norm_dtype;
+    float eps;
+    const void* bias;   // [rows] or NULL (one segment)
+    qwen3vl_dtype bias_dtype;
+    const float* residual;  // [M, rows] or NULL (one segment); may be out0
+    bool x_shared;      // scalar kernel: x staged in shared memory (the vector kernel always stages it)
+};
+
+template <class W>
+__device__ __forceinline__ const W* weight_row(const GemvParams& p, int64_t n) {
+    if (n < p.end0) return static_cast<const W*>(p.w0) + n * p.K;
+    if (n < p.end1) return static_cast<const W*>(p.w1) + (n - p.end0) * p.K;
+    return static_cast<const W*>(p.w2) + (n - p.end1) * p.K;
+}
+
+// The NR weight rows a row group streams for tile `tile` (group g): R output rows, and for swiglu their up rows
+// after them. NULL past the last row.
+template <class W, int NR, bool kSwiglu>
+__device__ __forceinline__ void tile_rows(const GemvParams& p, int64_t tile, int g, const W* (&ptr)[NR]) {
+    constexpr int R = kSwiglu ? NR / 2 : NR;
+    const int groups = kGemvThreads / p.tk;
+    const int64_t n0 = (tile * groups + g) * R;
+    const int64_t segment_end = n0 < p.end0 ? p.end0 : n0 < p.end1 ? p.end1 : p.rows;
+    if (n0 + R <= segment_end) {  // the usual case: R consecutive rows of one weight
+        const W* w = weight_row<W>(p, n0);
+        const W* u = kSwiglu ? static_cast<const W*>(p.up) + n0 * p.K : nullptr;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            ptr[r] = w + r * p.K;
+            if (kSwiglu) ptr[kSwiglu ? R + r : 0] = u + r * p.K;
+        }
+        return;
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int64_t n = n0 + r;
+        ptr[r] = n < p.rows ? weight_row<W>(p, n) : nullptr;
+        if (kSwiglu) ptr[kSwiglu ? R + r : 0] = n < p.rows ? static_cast<const W*>(p.up) + n * p.K : nullptr;
+    }
+}
+
+// Position of x[m, k] in shared memory: row-major for P = 1; for P = 2 the even elements of each group of 8 in the
+// first half of the row and the odd ones in the second, so chunk c of row m is the float4s m*K/4 + c (even) and
+// m*K/4 + K/8 + c (odd).
+template <int P>
+__device__ __forceinline__ int64_t x_pos(int m, int64_t k, int64_t K) {
+    if (P == 1) return int64_t(m) * K + k;
+    const int64_t c = k >> 3;
+    const int e = int(k & 7);
+    return int64_t(m) * K + (e & 1) * (K / 2) + c * 4 + (e >> 1);
+}
+
+// Copies the M rows of x into shared memory (layout x_pos<P>); with a norm, y = (x * inv_rms) * w with the sums of
+// squares reduced over the block and the same rounding steps as norm.cu. `red` holds kGemvWarps * MT floats.
+// Ends with a barrier.
+template <int P, int MT>
+__device__ void stage_x(const GemvParams& p, float* xs, float* red) {
+    const int64_t K = p.K;
+    float ss[MT];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+        ss[m] = 0.0f;
+        if (m < p.M)
+            for (int64_t k = threadIdx.x; k < K; k += kGemvThreads) {
+                const float v = p.x[int64_t(m) * K + k];
+                ss[m] += v * v;
+                xs[x_pos<P>(m, k, K)] = v;
+            }
+    }
+    if (p.norm) {
+        const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+            ss[m] = warp_sum(ss[m]);
+            if (lane == 0) red[warp * MT + m] = ss[m];
+        }
         __syncthreads();
-        xs = x_shared;
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+            if (m >= p.M) continue;
+            float total = 0.0f;
+            for (int w = 0; w < kGemvWarps; ++w) total += red[w * MT + m];
+            const float inv = 1.0f / sqrtf(total / static_cast<float>(K) + p.eps);
+            // Each thread rescales the elements it wrote above: no barrier needed in between.
+            for (int64_t k = threadIdx.x; k < K; k += kGemvThreads) {
+                const int64_t i = x_pos<P>(m, k, K);
+                xs[i] = (xs[i] * inv) * load_f32(p.norm, p.norm_dtype, size_t(k));
+            }
+        }
     }
-    constexpr int E = Vec<W>::E;
+    __syncthreads();
+}
+
+// c ? a : b on values. Written as selp: as a C++ conditional on two array elements the compiler turns it into a
+// load from a selected address, which moves the whole array to local memory.
+__device__ __forceinline__ float select(bool c, float a, float b) {
+    float r;
+    asm("{\n\t.reg .pred p;\n\tsetp.ne.u32 p, %3, 0;\n\tselp.f32 %0, %1, %2, p;\n\t}"
+        : "=f"(r)
+        : "f"(a), "f"(b), "r"(unsigned(c)));
+    return r;
+}
+
+// Warp reduction of V values per lane (V a power of two) that transposes as it goes: at each of the 5 butterfly
+// stages a lane keeps half of its values (the upper half when its stage bit is set) and adds the partner's copy
+// of them, so V/2 + V/4 + ... shuffles instead of 5 V. Afterwards lane holds the warp sums of the values
+// reduced_index<V>(i, lane), i < max(V / 32, 1); for V < 32 several lanes hold the same one.
+// One stage per template instance (offset 16 >> St), so every array index is a constant after inlining: a loop
+// over the stages is not unrolled by nvcc, and the array then lives in local memory.
+template <int V, int St>
+__device__ __forceinline__ void reduce_transpose_stage(float (&v)[V], unsigned lane) {
+    if constexpr (St < 5) {
+        constexpr int o = 16 >> St, n = V >> St;
+        if constexpr (n >= 2) {
+            constexpr int h = n / 2;
+            const bool upper = (lane & unsigned(o)) != 0;
+#pragma unroll
+            for (int i = 0; i < h; ++i) {
+                const float send = select(upper, v[i], v[i + h]);
+                const float keep = select(upper, v[i + h], v[i]);
+                v[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+            }
+        } else {
+            v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
+        }
+        reduce_transpose_stage<V, St + 1>(v, lane);
+    }
+}
+
+template <int V>
+__device__ __forceinline__ void reduce_transpose(float (&v)[V], unsigned lane) {
+    reduce_transpose_stage<V, 0>(v, lane);
+}
+
+template <int V>
+__device__ __forceinline__ int reduced_index(int i, unsigned lane) {
+    int idx = i, n = V;
+#pragma unroll
+    for (int st = 0; st < 5; ++st)
+        if (n >= 2) {
+            n /= 2;
+            idx += n * int((lane >> (4 - st)) & 1u);
+        }
+    return idx;
+}
+
+// Writes out[m, n] for output row n (its segment picked here) from the finished sums.
+__device__ __forceinline__ void store_output(const GemvParams& p, int64_t n, int m, float s) {
+    float* out;
+    int64_t col, ld;
+    if (n < p.end0) {
+        out = p.out0;
+        col = n;
+        ld = p.end0;
+    } else if (n < p.end1) {
+        out = p.out1;
+        col = n - p.end0;
+        ld = p.end1 - p.end0;
+    } else {
+        out = p.out2;
+        col = n - p.end1;
+        ld = p.rows - p.end1;
+    }
+    const int64_t i = int64_t(m) * ld + col;
+    if (p.bias) s += load_f32(p.bias, p.bias_dtype, size_t(col));
+    if (p.residual) s = p.residual[i] + s;
+    out[i] = s;
+}
+
+// End of a tile: reduce the block's partial sums acc[r][m] per row group and write the outputs. `red` holds
+// kGemvWarps * NR * MT floats and must not be in use by the previous tile (the caller alternates two buffers,
+// so one barrier per tile suffices). Zeroes acc for the next tile.
+template <int NR, int MT, bool kSwiglu>
+__device__ __forceinline__ void finish_tile(const GemvParams& p, float (&acc)[NR][MT], float* red, int64_t tile) {
+    constexpr int V = NR * MT, R = kSwiglu ? NR / 2 : NR;
+    constexpr unsigned kCopies = V >= int(kWarp) ? 0u : kWarp / V - 1;  // lanes holding the same value
     const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-    const int64_t k_vec = vec ? K / E * E : 0;
-    for (int64_t n = int64_t(blockIdx.x) * kGemvWarps + warp; n < N; n += int64_t(gridDim.x) * kGemvWarps) {
-        float acc[kGemvMaxRows];
-        float acc_up[kSwiglu ? kGemvMaxRows : 1];
+    float v[V];
 #pragma unroll
-        for (int m = 0; m < kGemvMaxRows; ++m) acc[m] = 0.0f;
+    for (int r = 0; r < NR; ++r)
 #pragma unroll
-        for (int m = 0; m < (kSwiglu ? kGemvMaxRows : 1); ++m) acc_up[m] = 0.0f;
-        const W* wr = w + n * K;
-        const W* ur = kSwiglu ? up + n * K : nullptr;
-        for (int64_t k0 = int64_t(lane) * E; k0 < k_vec; k0 += int64_t(kWarp) * E) {
-            float wf[E], uf[E];
-            Vec<W>::unpack(__ldg(reinterpret_cast<const uint4*>(wr + k0)), wf);
-            if (kSwiglu) Vec<W>::unpack(__ldg(reinterpret_cast<const uint4*>(ur + k0)), uf);
+        for (int m = 0; m < MT; ++m) {
+            v[r * MT + m] = acc[r][m];
+            acc[r][m] = 0.0f;
+        }
+    reduce_transpose<V>(v, lane);
+    constexpr int kKept = V >= int(kWarp) ? V / int(kWarp) : 1;  // values per lane after the reduction
+    if ((lane & kCopies) == 0) {
 #pragma unroll
-            for (int m = 0; m < kGemvMaxRows; ++m) {
-                if (m < M) {
-                    const float* xm = xs + m * K + k0;
+        for (int i = 0; i < kKept; ++i) red[warp * V + reduced_index<V>(i, lane)] = v[i];
+    }
+    __syncthreads();
+    const int groups = kGemvThreads / p.tk, warps_per_group = p.tk / int(kWarp);
+    for (int o = threadIdx.x; o < groups * R * MT; o += kGemvThreads) {
+        const int g = o / (R * MT), r = (o / MT) % R, m = o % MT;
+        const int64_t n = (tile * groups + g) * R + r;
+        if (m >= p.M || n >= p.rows) continue;
+        float s = 0.0f, su = 0.0f;
+        for (int w = g * warps_per_group; w < (g + 1) * warps_per_group; ++w) {
+            s += red[w * V + r * MT + m];
+            if (kSwiglu) su += red[w * V + (kSwiglu ? R + r : 0) * MT + m];
+        }
+        if (kSwiglu) p.out0[int64_t(m) * p.rows + n] = silu(s) * su;
+        else store_output(p, n, m, s);
+    }
+}
+
+// The vector kernel (16-byte aligned rows, K a multiple of 16 bytes, x in shared memory), M <= MT.
+template <class W, int MT, bool kSwiglu>
+__global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_vec_kernel(const GemvParams p) {
+    constexpr int NR = vec_rows(MT), E = Vec<W>::E, P = Vec<W>::P, V = NR * MT;
+    static_assert(V <= 32 && (V & (V - 1)) == 0, "the reduction takes a power of two up to 32 values");
+    extern __shared__ float4 x_shared[];
+    __shared__ float red[2 * kGemvWarps * V];
+    float* xs = reinterpret_cast<float*>(x_shared);
+
+    const int tk = p.tk, g = int(threadIdx.x) / tk;
+    const int64_t j = int64_t(threadIdx.x) % tk;
+    const int64_t chunks = p.K / E;
+    const int64_t steps = chunks > tk ? (chunks + tk - 1) / tk : 1;
+    const int64_t plane = p.K / (4 * P);  // float4s per plane of a row of x
+
+    const W* ptr[NR];
+    uint4 a[NR], b[NR];
+    float acc[NR][MT];
 #pragma unroll
-                    for (int e = 0; e < E; ++e) {
-                        acc[m] += xm[e] * wf[e];
-                        if (kSwiglu) acc_up[kSwiglu ? m : 0] += xm[e] * uf[e];
-                    }
-                }
+    for (int r = 0; r < NR; ++r)
+#pragma unroll
+        for (int m = 0; m < MT; ++m) acc[r][m] = 0.0f;
+
+    // Load cursor (one step ahead of the compute cursor): tile lt, chunk step ls.
+    int64_t lt = blockIdx.x, ls = 0;
+    auto load_step = [&](uint4(&buf)[NR]) {
+        if (lt >= p.tiles) return;
+        if (ls == 0) tile_rows<W, NR, kSwiglu>(p, lt, g, ptr);
+        const int64_t c = j + ls * tk;
+#pragma unroll
+        for (int r = 0; r < NR; ++r)
+            buf[r] = ptr[r] != nullptr && c < chunks ? load_weights(ptr[r] + c * E) : make_uint4(0u, 0u, 0u, 0u);
+        if (++ls == steps) {
+            ls = 0;
+            lt += gridDim.x;
+        }
+    };
+    // Compute cursor: tile ct, step cs; red alternates between two buffers per tile.
+    int64_t ct = blockIdx.x, cs = 0;
+    int parity = 0;
+    auto compute_step = [&](const uint4(&buf)[NR]) {
+        const int64_t c = j + cs * tk;
+        if (c < chunks) {
+            const float4* x4 = x_shared + c;
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                if (m >= p.M) continue;
+                float4 xv[P];
+#pragma unroll
+                for (int q = 0; q < P; ++q) xv[q] = x4[(m * P + q) * plane];
+#pragma unroll
+                for (int r = 0; r < NR; ++r) Vec<W>::fma(acc[r][m], buf[r], xv);
             }
         }
-        for (int64_t k = k_vec + lane; k < K; k += kWarp) {
-            const float wv = Vec<W>::one(wr[k]);
-            const float uv = kSwiglu ? Vec<W>::one(ur[k]) : 0.0f;
+        if (++cs == steps) {
+            finish_tile<NR, MT, kSwiglu>(p, acc, red + parity * (kGemvWarps * V), ct);
+            parity ^= 1;
+            cs = 0;
+            ct += gridDim.x;
+        }
+        return ct < p.tiles;
+    };
+
+    pdl_launch_dependents();
+    load_step(a);  // the first weights are requested before x is read (and, launched as PDL, before the kernel
+                   // that writes x has finished)
+    pdl_wait();
+    stage_x<P, MT>(p, xs, red);
+    for (;;) {
+        load_step(b);
+        if (!compute_step(a)) break;
+        load_step(a);
+        if (!compute_step(b)) break;
+    }
+}
+
+// The scalar kernel: any alignment and K, one element per thread per row; x in shared memory (row-major) when
+// p.x_shared, else read from global memory (then p.norm is NULL: the host normalised x beforehand).
+template <class W, bool kSwiglu>
+__global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_scalar_kernel(const GemvParams p) {
+    constexpr int MT = int(kGemvMaxRows), NR = kScalarRows, V = NR * MT;
+    static_assert(V <= 32 && (V & (V - 1)) == 0, "the reduction takes a power of two up to 32 values");
+    extern __shared__ float4 x_shared[];
+    __shared__ float red[2 * kGemvWarps * V];
+    pdl_launch_dependents();
+    pdl_wait();
+    const float* xs = p.x;
+    if (p.x_shared) {
+        stage_x<1, MT>(p, reinterpret_cast<float*>(x_shared), red);
+        xs = reinterpret_cast<const float*>(x_shared);
+    }
+    const int tk = p.tk, g = int(threadIdx.x) / tk;
+    const int64_t K = p.K;
+    const W* ptr[NR];
+    float acc[NR][MT];
 #pragma unroll
-            for (int m = 0; m < kGemvMaxRows; ++m) {
-                if (m < M) {
-                    acc[m] += xs[m * K + k] * wv;
-                    if (kSwiglu) acc_up[kSwiglu ? m : 0] += xs[m * K + k] * uv;
-                }
+    for (int r = 0; r < NR; ++r)
+#pragma unroll
+        for (int m = 0; m < MT; ++m) acc[r][m] = 0.0f;
+    int parity = 0;
+    for (int64_t tile = blockIdx.x; tile < p.tiles; tile += gridDim.x) {
+        tile_rows<W, NR, kSwiglu>(p, tile, g, ptr);
+        for (int64_t k = int64_t(threadIdx.x) % tk; k < K; k += tk) {
+            float wv[NR];
+#pragma unroll
+            for (int r = 0; r < NR; ++r) wv[r] = ptr[r] ? Vec<W>::one(ptr[r] + k) : 0.0f;
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                if (m >= p.M) continue;
+                const float xv = xs[int64_t(m) * K + k];
+#pragma unroll
+                for (int r = 0; r < NR; ++r) acc[r][m] = fmaf(xv, wv[r], acc[r][m]);
             }
         }
-#pragma unroll
-        for (int m = 0; m < kGemvMaxRows; ++m) {
-            if (m < M) {
-                const float g = warp_sum(acc[m]);
-                const float u = kSwiglu ? warp_sum(acc_up[kSwiglu ? m : 0]) : 0.0f;
-                if (lane == unsigned(m)) {
-                    if (kSwiglu) out[m * N + n] = silu(g) * u;
-                    else out[m * N + n] = bias ? g + load_f32(bias, bias_dtype, size_t(n)) : g;
-                }
+        finish_tile<NR, MT, kSwiglu>(p, acc, red + parity * (kGemvWarps * V), tile);
+        parity ^= 1;
+    }
+}
+
+using GemvKernel = void (*)(GemvParams);
+
+template <class W, bool kSwiglu>
+GemvKernel vec_kernel(int MT) {
+    switch (MT) {
+        case 1: return gemv_vec_kernel<W, 1, kSwiglu>;
+        case 2: return gemv_vec_kernel<W, 2, kSwiglu>;
+        case 4: return gemv_vec_kernel<W, 4, kSwiglu>;
+        default: return gemv_vec_kernel<W, 8, kSwiglu>;
+    }
+}
+
+// Resident blocks per SM of a GEMV kernel with `smem` bytes of dynamic shared memory, 0 when it cannot launch at
+// all. The kernel's dynamic shared-memory limit is raised to the device's opt-in maximum first. Cached per device,
+// kernel and size (the queries cost microseconds and never change); host-only calls, nothing is queued.
+// Hash and equality of a cache key made of plain fields without padding, over its bytes (FNV-1a). std::map is
+// avoided here: <map> does not compile under nvcc 11.8 with clang and libstdc++ 12.
+template <class Key>
+struct BytesHash {
+    static_assert(std::has_unique_object_representations_v<Key>, "key with padding bytes");
+    size_t operator()(const Key& k) const {
+        unsigned char bytes[sizeof(Key)];
+        std::memcpy(bytes, &k, sizeof(Key));
+        uint64_t h = 1469598103934665603ull;
+        for (unsigned char b : bytes) h = (h ^ b) * 1099511628211ull;
+        return size_t(h);
+    }
+};
+template <class Key>
+struct BytesEqual {
+    bool operator()(const Key& a, const Key& b) const { return std::memcmp(&a, &b, sizeof(Key)) == 0; }
+};
+
+struct OccupancyKey {
+    GemvKernel kernel;
+    uint64_t smem;
+    int64_t device;
+};
+
+int resident_blocks(CudaBackend& be, GemvKernel kernel, size_t smem) {
+    using Cache = std::unordered_map<OccupancyKey, int, BytesHash<OccupancyKey>, BytesEqual<OccupancyKey>>;
+    static std::mutex mutex;
+    static auto* cache = new Cache();  // never destroyed: usable until the process ends
+    const OccupancyKey key{kernel, smem, be.device()};
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        const auto it = cache->find(key);
+        if (it != cache->end()) return it->second;
+    }
+    int optin = 0;
+    QWEN3VL_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, be.device()));
+    cudaFuncAttributes fa{};
+    QWEN3VL_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+    int blocks = 0;
+    if (smem + fa.sharedSizeBytes <= size_t(optin)) {
+        if (smem > 48 * 1024)
+            QWEN3VL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                    optin - int(fa.sharedSizeBytes)));
+        QWEN3VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kGemvThreads, smem));
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    cache->emplace(key, blocks);
+    return blocks;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// One GEMV launch: up to three projections of x (one virtual matrix), optionally normalised, with swiglu (one
+// projection and `up`) or bias / residual (one projection). All weights of one dtype; M <= kGemvMaxRows.
+struct GemvJob {
+    const float* x = nullptr;
+    int64_t M = 0, K = 0;
+    Weight norm;
+    float eps = 0.0f;
+    Projection proj[3];
+    int count = 1;
+    Weight up;
+    Weight bias;
+    const float* residual = nullptr;
+};
+
+template <class W>
+void launch_gemv(CudaBackend& be, const GemvJob& job) {
+    constexpr int E = Vec<W>::E;
+    const bool swiglu = job.up.data != nullptr;
+    const int64_t M = job.M, K = job.K;
+    GemvParams p{};
+    p.x = job.x;
+    p.K = K;
+    p.M = int(M);
+    p.end0 = job.proj[0].n;
+    p.end1 = p.end0 + (job.count > 1 ? job.proj[1].n : 0);
+    p.rows = p.end1 + (job.count > 2 ? job.proj[2].n : 0);
+    if (job.count < 2) p.end1 = p.rows;
+    p.w0 = job.proj[0].w.data;
+    p.out0 = job.proj[0].out;
+    if (job.count > 1) {
+        p.w1 = job.proj[1].w.data;
+        p.out1 = job.proj[1].out;
+    }
+    if (job.count > 2) {
+        p.w2 = job.proj[2].w.data;
+        p.out2 = job.proj[2].out;
+    }
+    p.up = job.up.data;
+    p.norm = job.norm.data;
+    p.norm_dtype = job.norm.dtype;
+    p.eps = job.eps;
+    p.bias = job.bias.data;
+    p.bias_dtype = job.bias.dtype;
+    p.residual = job.residual;
+
+    bool vec = K % E == 0;
+    for (int i = 0; i < job.count; ++i) vec = vec && aligned16(job.proj[i].w.data);
+    if (swiglu) vec = vec && aligned16(job.up.data);
+    const int MT = M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8;
+    const size_t x_bytes = size_t(M * K) * sizeof(float);
+    GemvKernel kernel = nullptr;
+    size_t smem = x_bytes;
+    int resident = 0;
+    if (vec) {
+        kernel = swiglu ? vec_kernel<W, true>(MT) : vec_kernel<W, false>(MT);
+        resident = resident_blocks(be, kernel, smem);
+        vec = resident > 0;
+    }
+    std::unique_ptr<CudaBackend::Scratch> normalised;
+    if (!vec) {
+        kernel = swiglu ? gemv_scalar_kernel<W, true> : gemv_scalar_kernel<W, false>;
+        p.x_shared = true;
+        resident = resident_blocks(be, kernel, smem);
+        if (resident == 0) {  // x does not fit in shared memory: read it from global memory, normalised first
+            smem = 0;
+            p.x_shared = false;
+            resident = resident_blocks(be, kernel, smem);
+            if (p.norm) {
+                normalised = std::make_unique<CudaBackend::Scratch>(be, x_bytes);
+                rms_norm(be, normalised->as<float>(), job.x, job.norm.data, job.norm.dtype, M, K, job.eps);
+                p.x = normalised->as<float>();
+                p.norm = nullptr;
             }
         }
     }
+    const int64_t chunks = vec ? K / E : K;
+    int tk = int(kWarp);
+    while (tk < kGemvThreads && tk < chunks) tk *= 2;
+    p.tk = tk;
+    const int group_rows = (vec ? vec_rows(MT) : kScalarRows) / (swiglu ? 2 : 1);
+    const int64_t tile_rows = int64_t(kGemvThreads / tk) * group_rows;
+    p.tiles = (p.rows + tile_rows - 1) / tile_rows;
+    const int64_t blocks = std::min<int64_t>(p.tiles, int64_t(be.multiprocessors()) * std::max(resident, 1));
+    // PDL: the weight loads of this GEMV overlap the end of the kernel before it (which in decoding is the previous
+    // op of the layer); x, residual and outputs are touched only after pdl_wait().
+    launch_pdl(be.compute_capability(), be.stream(), kernel, dim3(unsigned(std::max<int64_t>(blocks, 1))),
+               dim3(kGemvThreads), smem, p);
+}
+
+void gemv(CudaBackend& be, const GemvJob& job) {
+    switch (job.proj[0].w.dtype) {
+        case QWEN3VL_DTYPE_BF16: launch_gemv<__nv_bfloat16>(be, job); break;
+        case QWEN3VL_DTYPE_F16: launch_gemv<__half>(be, job); break;
+        default: launch_gemv<float>(be, job); break;
+    }
+}
+
+// ---- RMSNorm written in the GEMM's input dtype (the formula and reduction order of norm.cu's rms_norm_kernel,
+// so a bf16 result equals the rounding of that kernel's f32 one).
+
+__global__ void rms_norm_store_kernel(void* out, qwen3vl_dtype ot, const float* x, const void* w, qwen3vl_dtype wt,
+                                      int64_t rows, int64_t n, float eps) {
+    __shared__ float red[32];
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float* xr = x + r * n;
+        float ss = 0.0f;
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
+        ss = block_sum(ss, red);
+        const float inv = 1.0f / sqrtf(ss / static_cast<float>(n) + eps);
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+            store_f32(out, ot, size_t(r * n + i), (xr[i] * inv) * load_f32(w, wt, size_t(i)));
+    }
+}
+
+// out = (residual or 0) + (bias or 0): the product of an empty K.
+__global__ void fill_kernel(float* out, int64_t M, int64_t N, const float* residual, const void* bias,
+                            qwen3vl_dtype bt) {
+    const int64_t total = M * N;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+        out[i] = (residual ? residual[i] : 0.0f) + (bias ? load_f32(bias, bt, size_t(i % N)) : 0.0f);
 }
 
 __global__ void add_bias_kernel(float* out, int64_t M, int64_t N, const void* bias, qwen3vl_dtype bt) {
@@ -143,30 +669,48 @@ __global__ void add_bias_kernel(float* out, int64_t M, int64_t N, const void* bi
         out[i] += load_f32(bias, bt, size_t(i % N));
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// x as the GEMMs take it: the f32 rows (normalised into scratch on first use when there is a norm) and a copy
+// rounded to a 16-bit weight dtype for the tensor cores, made once on first use (with a norm straight from x by
+// the norm kernel, which saves both the f32 pass and the conversion).
+class GemmInput {
+public:
+    GemmInput(CudaBackend& be, const float* x, int64_t M, int64_t K, Weight norm, float eps)
+        : be_(be), x_(x), M_(M), K_(K), norm_(norm), eps_(eps) {}
 
-template <class W, bool kSwiglu>
-void launch_gemv(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, const void* w,
-                 const void* up, Weight bias) {
-    const bool vec = (K * int64_t(sizeof(W))) % 16 == 0 && aligned16(w) && (!kSwiglu || aligned16(up));
-    const size_t x_bytes = size_t(M * K) * sizeof(float);
-    const bool stage_x = x_bytes <= kGemvSharedX;
-    const int64_t blocks = std::min<int64_t>((N + kGemvWarps - 1) / kGemvWarps, int64_t(be.multiprocessors()) * 8);
-    gemv_kernel<W, kSwiglu><<<unsigned(std::max<int64_t>(blocks, 1)), kGemvThreads, stage_x ? x_bytes : 0,
-                              be.stream()>>>(out, x, int(M), K, N, static_cast<const W*>(w),
-                                             static_cast<const W*>(up), bias.data, bias.dtype, vec, stage_x);
-    QWEN3VL_CUDA_CHECK_LAUNCH();
-}
-
-template <bool kSwiglu>
-void gemv(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w, const void* up,
-          Weight bias) {
-    switch (w.dtype) {
-        case QWEN3VL_DTYPE_BF16: launch_gemv<__nv_bfloat16, kSwiglu>(be, out, x, M, K, N, w.data, up, bias); break;
-        case QWEN3VL_DTYPE_F16: launch_gemv<__half, kSwiglu>(be, out, x, M, K, N, w.data, up, bias); break;
-        default: launch_gemv<float, kSwiglu>(be, out, x, M, K, N, w.data, up, bias); break;
+    const float* f32() {
+        if (!norm_.data) return x_;
+        if (!y32_) {
+            y32_ = std::make_unique<CudaBackend::Scratch>(be_, size_t(M_ * K_) * sizeof(float));
+            rms_norm(be_, y32_->as<float>(), x_, norm_.data, norm_.dtype, M_, K_, eps_);
+        }
+        return y32_->as<float>();
     }
-}
+
+    const void* rounded(qwen3vl_dtype dt) {
+        if (y16_ && y16_dtype_ == dt) return y16_->as<void>();
+        y16_ = std::make_unique<CudaBackend::Scratch>(be_, size_t(M_ * K_) * 2);
+        y16_dtype_ = dt;
+        if (norm_.data && !y32_) {
+            rms_norm_store_kernel<<<grid_rows(M_), row_block(K_), 0, be_.stream()>>>(
+                y16_->as<void>(), dt, x_, norm_.data, norm_.dtype, M_, K_, eps_);
+            QWEN3VL_CUDA_CHECK_LAUNCH();
+        } else {
+            convert(y16_->as<void>(), dt, f32(), QWEN3VL_DTYPE_F32, size_t(M_ * K_), be_.stream());
+        }
+        return y16_->as<void>();
+    }
+
+private:
+    CudaBackend& be_;
+    const float* x_;
+    int64_t M_, K_;
+    Weight norm_;
+    float eps_;
+    std::unique_ptr<CudaBackend::Scratch> y32_, y16_;
+    qwen3vl_dtype y16_dtype_ = QWEN3VL_DTYPE_F32;
+};
+
+// ---- cuBLASLt.
 
 cudaDataType_t cuda_type(qwen3vl_dtype t) {
     return t == QWEN3VL_DTYPE_BF16 ? CUDA_R_16BF : t == QWEN3VL_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F;
@@ -178,13 +722,25 @@ uint32_t alignment(const void* p, int64_t ld_bytes) {
     return static_cast<uint32_t>(v & (~v + 1));
 }
 
-// The descriptors of one cuBLASLt call, destroyed on every path out.
-struct LtCall {
+// What selects a cuBLASLt algorithm: device, shape, input type, alignments and whether C is accumulated.
+struct LtKey {
+    int64_t n, M, K, ldd;
+    int device;
+    int ab;
+    uint32_t align_a, align_b, align_cd;
+    int accumulate;
+};
+
+// The descriptors of one GEMM shape and the heuristic's algorithm for it (found false: cuBLASLt has none).
+struct LtPlan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-    cublasLtMatmulPreference_t pref = nullptr;
-    ~LtCall() {
-        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatmulAlgo_t algo{};
+    bool found = false;
+    LtPlan() = default;
+    LtPlan(const LtPlan&) = delete;
+    LtPlan& operator=(const LtPlan&) = delete;
+    ~LtPlan() {
         if (d) cublasLtMatrixLayoutDestroy(d);
         if (b) cublasLtMatrixLayoutDestroy(b);
         if (a) cublasLtMatrixLayoutDestroy(a);
@@ -192,58 +748,105 @@ struct LtCall {
     }
 };
 
-// d[m * ldd + j] = dot(x[m], w[j]) for m < M, j < n: w [n, K] and x [M, K] both of type ab (f32, f16 or bf16),
-// fp32 accumulation and output. False when cuBLASLt has no algorithm for this combination (the caller falls back).
-bool lt_matmul(CudaBackend& be, float* d, int64_t ldd, const void* w, const void* x, cudaDataType_t ab,
-               size_t esize, int64_t n, int64_t M, int64_t K) {
-    LtCall c;
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&c.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+struct LtPreference {
+    cublasLtMatmulPreference_t pref = nullptr;
+    ~LtPreference() {
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    }
+};
+
+std::shared_ptr<const LtPlan> make_lt_plan(CudaBackend& be, const LtKey& k) {
+    auto plan = std::make_shared<LtPlan>();
+    const cudaDataType_t ab = static_cast<cudaDataType_t>(k.ab);
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c.a, ab, uint64_t(K), uint64_t(n), K));
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c.b, ab, uint64_t(K), uint64_t(M), K));
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c.d, CUDA_R_32F, uint64_t(n), uint64_t(M), ldd));
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&c.pref));
-    void* workspace = be.gemm_workspace();
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, ab, uint64_t(k.K), uint64_t(k.n), k.K));
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, ab, uint64_t(k.K), uint64_t(k.M), k.K));
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_32F, uint64_t(k.n), uint64_t(k.M), k.ldd));
+    LtPreference pref;
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.pref));
     const uint64_t ws_bytes = CudaBackend::kGemmWorkspaceBytes;
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(c.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                               &ws_bytes, sizeof ws_bytes));
-    const uint32_t align_a = alignment(w, K * int64_t(esize)), align_b = alignment(x, K * int64_t(esize)),
-                   align_d = alignment(d, ldd * 4);
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                              &align_a, sizeof align_a));
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                              &align_b, sizeof align_b));
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                              &align_d, sizeof align_d));
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(c.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                              &align_d, sizeof align_d));
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                              &k.align_a, sizeof k.align_a));
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                              &k.align_b, sizeof k.align_b));
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                              &k.align_cd, sizeof k.align_cd));
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                              &k.align_cd, sizeof k.align_cd));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t hs =
-        cublasLtMatmulAlgoGetHeuristic(be.cublaslt(), c.op, c.a, c.b, c.d, c.d, c.pref, 1, &result, &found);
-    if (hs == CUBLAS_STATUS_NOT_SUPPORTED || (hs == CUBLAS_STATUS_SUCCESS && found == 0)) return false;
-    QWEN3VL_CUBLAS_CHECK(hs);
-    const float alpha = 1.0f, beta = 0.0f;
-    const cublasStatus_t ms = cublasLtMatmul(be.cublaslt(), c.op, &alpha, w, c.a, x, c.b, &beta, d, c.d, d, c.d,
-                                             &result.algo, workspace, ws_bytes, be.stream());
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(be.cublaslt(), plan->op, plan->a, plan->b, plan->d,
+                                                             plan->d, pref.pref, 1, &result, &found);
+    if (hs != CUBLAS_STATUS_NOT_SUPPORTED) QWEN3VL_CUBLAS_CHECK(hs);
+    plan->found = hs == CUBLAS_STATUS_SUCCESS && found > 0;
+    plan->algo = result.algo;
+    return plan;
+}
+
+// Plans are cached process-wide (an algorithm found on a device holds for every handle on it): prefill repeats
+// each shape once per layer. Bounded: the cache is emptied when it grows past kMaxPlans (prompt lengths vary);
+// plans still in use live on through their shared_ptr.
+std::shared_ptr<const LtPlan> lt_plan(CudaBackend& be, const LtKey& key) {
+    using Cache = std::unordered_map<LtKey, std::shared_ptr<const LtPlan>, BytesHash<LtKey>, BytesEqual<LtKey>>;
+    constexpr size_t kMaxPlans = 512;
+    static std::mutex mutex;
+    static auto* cache = new Cache();  // never destroyed
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        const auto it = cache->find(key);
+        if (it != cache->end()) return it->second;
+    }
+    std::shared_ptr<const LtPlan> plan = make_lt_plan(be, key);  // outside the lock: the heuristic is slow
+    std::lock_guard<std::mutex> lock(mutex);
+    if (cache->size() >= kMaxPlans) cache->clear();
+    return cache->emplace(key, std::move(plan)).first->second;  // another thread's plan if it was first
+}
+
+// d[m * ldd + j] = dot(x[m], w[j]) (+ c[m * ldd + j] when c is not NULL; c may be d) for m < M, j < n: w [n, K]
+// and x [M, K] both of type ab (f32, f16 or bf16), fp32 accumulation and output. False when cuBLASLt has no
+// algorithm for this combination (the caller falls back).
+bool lt_matmul(CudaBackend& be, float* d, int64_t ldd, const float* c, const void* w, const void* x, cudaDataType_t ab,
+               size_t esize, int64_t n, int64_t M, int64_t K) {
+    LtKey key{};
+    key.device = be.device();
+    key.n = n;
+    key.M = M;
+    key.K = K;
+    key.ldd = ldd;
+    key.ab = int(ab);
+    key.align_a = alignment(w, K * int64_t(esize));
+    key.align_b = alignment(x, K * int64_t(esize));
+    key.align_cd = std::min(alignment(d, ldd * 4), c ? alignment(c, ldd * 4) : 256u);
+    key.accumulate = c != nullptr ? 1 : 0;
+    const std::shared_ptr<const LtPlan> plan = lt_plan(be, key);
+    if (!plan->found) return false;
+    const float alpha = 1.0f, beta = c ? 1.0f : 0.0f;
+    const cublasStatus_t ms =
+        cublasLtMatmul(be.cublaslt(), plan->op, &alpha, w, plan->a, x, plan->b, &beta, c ? c : d, plan->d, d,
+                       plan->d, &plan->algo, be.gemm_workspace(), CudaBackend::kGemmWorkspaceBytes, be.stream());
     if (ms == CUBLAS_STATUS_NOT_SUPPORTED) return false;
     QWEN3VL_CUBLAS_CHECK(ms);
     return true;
 }
 
-// out[M, N] = x W^T through cuBLASLt (M > kGemvMaxRows, K > 0), no bias.
-void gemm(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w) {
-    const bool tensor_cores = !be.fp32_math() && ((w.dtype == QWEN3VL_DTYPE_BF16 && be.compute_capability() >= 80) ||
-                                                  (w.dtype == QWEN3VL_DTYPE_F16 && be.compute_capability() >= 70));
-    if (tensor_cores) {
-        CudaBackend::Scratch xw(be, size_t(M * K) * 2);
-        convert(xw.as<void>(), w.dtype, x, QWEN3VL_DTYPE_F32, size_t(M * K), be.stream());
-        if (lt_matmul(be, out, N, w.data, xw.as<void>(), cuda_type(w.dtype), 2, N, M, K)) return;
-    }
+bool tensor_cores(const CudaBackend& be, qwen3vl_dtype wt) {
+    return !be.fp32_math() && ((wt == QWEN3VL_DTYPE_BF16 && be.compute_capability() >= 80) ||
+                               (wt == QWEN3VL_DTYPE_F16 && be.compute_capability() >= 70));
+}
+
+// out[M, N] = x W^T (+ residual) through cuBLASLt (M > kGemvMaxRows, K > 0), no bias.
+void gemm(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w,
+          const float* residual) {
+    if (tensor_cores(be, w.dtype) &&
+        lt_matmul(be, out, N, residual, w.data, x.rounded(w.dtype), cuda_type(w.dtype), 2, N, M, K))
+        return;
     if (w.dtype == QWEN3VL_DTYPE_F32) {
-        if (!lt_matmul(be, out, N, w.data, x, CUDA_R_32F, 4, N, M, K))
+        if (!lt_matmul(be, out, N, residual, w.data, x.f32(), CUDA_R_32F, 4, N, M, K))
             fail(QWEN3VL_STATUS_DEVICE_ERROR, "qwen3vl_op_linear: cuBLASLt has no fp32 GEMM for this shape");
         return;
     }
@@ -251,30 +854,65 @@ void gemm(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int
     const size_t esize = 2;
     const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, int64_t(kWidenBytes / (size_t(K) * 4))));
     CudaBackend::Scratch wf(be, size_t(chunk * K) * 4);
+    const float* xf = x.f32();
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
         const int64_t rows = std::min(chunk, N - n0);
         convert(wf.as<void>(), QWEN3VL_DTYPE_F32, static_cast<const char*>(w.data) + size_t(n0 * K) * esize, w.dtype,
                 size_t(rows * K), be.stream());
-        if (!lt_matmul(be, out + n0, N, wf.as<void>(), x, CUDA_R_32F, 4, rows, M, K))
+        if (!lt_matmul(be, out + n0, N, residual ? residual + n0 : nullptr, wf.as<void>(), xf, CUDA_R_32F, 4, rows,
+                       M, K))
             fail(QWEN3VL_STATUS_DEVICE_ERROR, "qwen3vl_op_linear: cuBLASLt has no fp32 GEMM for this shape");
     }
 }
 
-// out = x W^T (+ bias) for any M.
-void project(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w, Weight bias) {
+// out = (residual +) x W^T (+ bias) for any M, x possibly normalised (GemmInput).
+void project(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w, Weight bias,
+             const float* residual) {
     if (M <= kGemvMaxRows) {
-        gemv<false>(be, out, x, M, K, N, w, nullptr, bias);
+        GemvJob job;
+        job.x = x.f32();
+        job.M = M;
+        job.K = K;
+        job.proj[0] = Projection{out, w, N};
+        job.bias = bias;
+        job.residual = residual;
+        gemv(be, job);
         return;
     }
     if (K == 0) {
-        QWEN3VL_CUDA_CHECK(cudaMemsetAsync(out, 0, size_t(M * N) * sizeof(float), be.stream()));
-    } else {
-        gemm(be, out, x, M, K, N, w);
+        fill_kernel<<<grid_for(size_t(M * N), 256), 256, 0, be.stream()>>>(out, M, N, residual, bias.data,
+                                                                            bias.dtype);
+        QWEN3VL_CUDA_CHECK_LAUNCH();
+        return;
     }
+    gemm(be, out, x, M, K, N, w, residual);
     if (bias.data) {
         add_bias_kernel<<<grid_for(size_t(M * N), 256), 256, 0, be.stream()>>>(out, M, N, bias.data, bias.dtype);
         QWEN3VL_CUDA_CHECK_LAUNCH();
     }
+}
+
+// out = silu(y gate^T) * (y up^T): one GEMV launch when M is small and both weights share a dtype, else two
+// projections and the elementwise swiglu.
+void swiglu_projection(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight norm,
+                       float eps, Weight gate, Weight up) {
+    if (M <= kGemvMaxRows && gate.dtype == up.dtype) {
+        GemvJob job;
+        job.x = x;
+        job.M = M;
+        job.K = K;
+        job.norm = norm;
+        job.eps = eps;
+        job.proj[0] = Projection{out, gate, N};
+        job.up = up;
+        gemv(be, job);
+        return;
+    }
+    GemmInput y(be, x, M, K, norm, eps);
+    CudaBackend::Scratch u(be, size_t(M * N) * sizeof(float));
+    project(be, out, y, M, K, N, gate, Weight{}, nullptr);
+    project(be, u.as<float>(), y, M, K, N, up, Weight{}, nullptr);
+    swiglu(be, out, out, u.as<float>(), M * N);
 }
 
 }  // namespace
@@ -282,21 +920,54 @@ void project(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, 
 void linear(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w, Weight bias) {
     if (M <= 0 || N <= 0) return;
     be.activate();
-    project(be, out, x, M, K, N, w, bias);
+    GemmInput y(be, x, M, K, Weight{}, 0.0f);
+    project(be, out, y, M, K, N, w, bias, nullptr);
 }
 
 void linear_swiglu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight gate,
                    Weight up) {
     if (M <= 0 || N <= 0) return;
     be.activate();
-    if (M <= kGemvMaxRows && gate.dtype == up.dtype) {
-        gemv<true>(be, out, x, M, K, N, gate, up.data, Weight{});
+    swiglu_projection(be, out, x, M, K, N, Weight{}, 0.0f, gate, up);
+}
+
+void norm_linear(CudaBackend& be, const Projection* proj, int count, const float* x, int64_t M, int64_t K,
+                 Weight norm, float eps) {
+    if (M <= 0) return;
+    be.activate();
+    bool one_dtype = true;
+    for (int i = 1; i < count; ++i) one_dtype = one_dtype && proj[i].w.dtype == proj[0].w.dtype;
+    if (M <= kGemvMaxRows && one_dtype) {
+        GemvJob job;
+        job.x = x;
+        job.M = M;
+        job.K = K;
+        job.norm = norm;
+        job.eps = eps;
+        job.count = 0;
+        for (int i = 0; i < count; ++i)
+            if (proj[i].n > 0) job.proj[job.count++] = proj[i];  // empty outputs are no segments
+        if (job.count > 0) gemv(be, job);
         return;
     }
-    CudaBackend::Scratch u(be, size_t(M * N) * sizeof(float));
-    project(be, out, x, M, K, N, gate, Weight{});
-    project(be, u.as<float>(), x, M, K, N, up, Weight{});
-    swiglu(be, out, out, u.as<float>(), M * N);
+    GemmInput y(be, x, M, K, norm, eps);  // normalised once for all projections
+    for (int i = 0; i < count; ++i)
+        if (proj[i].n > 0) project(be, proj[i].out, y, M, K, proj[i].n, proj[i].w, Weight{}, nullptr);
+}
+
+void norm_linear_swiglu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight norm,
+                        float eps, Weight gate, Weight up) {
+    if (M <= 0 || N <= 0) return;
+    be.activate();
+    swiglu_projection(be, out, x, M, K, N, norm, eps, gate, up);
+}
+
+void linear_residual(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
+                     Weight bias, const float* residual) {
+    if (M <= 0 || N <= 0) return;
+    be.activate();
+    GemmInput y(be, x, M, K, Weight{}, 0.0f);
+    project(be, out, y, M, K, N, w, bias, residual);
 }
 
 }  // namespace cuda

@@ -1,13 +1,19 @@
 // Linear layers on device memory (host entry points; kernels in linear.cu): out[M, N] = x[M, K] * W[N, K]^T
-// (+ bias) and out = silu(x Wg^T) * (x Wu^T). x and out f32; W and bias f32, f16 or bf16. Semantics as
-// native/cpu/gemm.h.
+// (+ bias), out = silu(x Wg^T) * (x Wu^T), and the fused forms of the decoder layer: an RMSNorm of x before up to
+// three projections of it (q/k/v) or before the gated MLP, and the residual add after a projection (o_proj,
+// down_proj). x and out f32; W, bias and norm weights f32, f16 or bf16. Semantics as native/cpu/gemm.h composed
+// with native/cpu/norm.h and elementwise.h.
 //
 // Two regimes, chosen by M:
-//  - M <= kGemvMaxRows: memory-bound GEMV in fp32, weights streamed once for all rows of x (swiglu fused).
-//  - otherwise cuBLASLt. With bf16 weights on sm_80+ or f16 weights on sm_70+, x is rounded to the weight dtype
-//    and the tensor cores multiply with fp32 accumulation and fp32 output (NMSE ~1e-6 against the fp32 CPU path
-//    for bf16, ~1e-7 for f16: the rounding of x). Elsewhere (f32 weights, older GPUs) an fp32 GEMM, with 16-bit
-//    weights widened to f32 in bounded chunks of rows.
+//  - M <= kGemvMaxRows: memory-bound GEMV in fp32, weights streamed once for all rows of x, one kernel launch per
+//    call (the RMSNorm, the projections of one input, swiglu, bias and residual all inside it).
+//  - otherwise cuBLASLt. With bf16 weights on sm_80+ or f16 weights on sm_70+, x (after the norm) is rounded to
+//    the weight dtype and the tensor cores multiply with fp32 accumulation and fp32 output (NMSE ~1e-6 against the
+//    fp32 CPU path for bf16, ~1e-7 for f16: the rounding of x). Elsewhere (f32 weights, older GPUs, fp32_math) an
+//    fp32 GEMM, with 16-bit weights widened to f32 in bounded chunks of rows. The residual is the GEMM's C operand
+//    (beta = 1). Descriptors and the heuristic's algorithm are cached per shape.
+//
+// Every entry point only launches work on be.stream() and takes scratch from the pool: safe under graph capture.
 #pragma once
 
 #include <cstdint>
@@ -23,12 +29,32 @@ struct Weight {
     qwen3vl_dtype dtype = QWEN3VL_DTYPE_F32;
 };
 
-constexpr int64_t kGemvMaxRows = 16;
+// One projection of a shared input: out [M, n] = y * w^T, w [n, K].
+struct Projection {
+    float* out = nullptr;
+    Weight w;
+    int64_t n = 0;
+};
+
+// Largest M that runs as GEMV. Above it the tensor-core GEMM wins: at M = 9 the GEMV would need 9 accumulators
+// per weight row (registers), while a 2048 x 2048 bf16 GEMM at M = 16 is still weight-bound in cuBLASLt.
+constexpr int64_t kGemvMaxRows = 8;
 
 // out must not overlap x, w or bias; bias.data may be NULL.
 void linear(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w, Weight bias);
 void linear_swiglu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight gate,
                    Weight up);
+
+// proj[i].out = y * proj[i].w^T for i < count (1..3), y = rms_norm(x) * norm (eps) when norm.data is not NULL,
+// else x. Outputs must not overlap x, each other or any weight.
+void norm_linear(CudaBackend& be, const Projection* proj, int count, const float* x, int64_t M, int64_t K,
+                 Weight norm, float eps);
+// out = silu(y gate^T) * (y up^T), y as in norm_linear.
+void norm_linear_swiglu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight norm,
+                        float eps, Weight gate, Weight up);
+// out = residual + (x w^T + bias); out may be residual, must not overlap x, w or bias.
+void linear_residual(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
+                     Weight bias, const float* residual);
 
 }  // namespace cuda
 }  // namespace qwen3vl

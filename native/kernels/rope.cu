@@ -2,6 +2,8 @@
 // once, then each warp takes whole head rows (norm statistics by warp reduction, rotation over pairs i, i + D/2).
 // Products and sums use explicitly rounded f32 operations so nvcc does not contract them into FMAs: the results
 // then round as the CPU reference's separate multiplies and adds do.
+#include <algorithm>
+
 #include "common.cuh"
 #include "rope.cuh"
 
@@ -10,6 +12,7 @@ namespace cuda {
 namespace {
 
 constexpr unsigned kBlock = 256;
+constexpr unsigned kQkBlock = 128;  // qk_norm_rope_kv: 4 head rows per block
 
 // 1 / theta^(2i / dim) rounded as native/cpu/rope.cpp's rope_inv_freq (the double power rounded once to f32).
 __device__ __forceinline__ float inv_freq(int64_t i, int64_t dim, float theta) {
@@ -61,14 +64,25 @@ __global__ void qk_norm_rope_kv_kernel(QkNormRopeKv a) {
             cos_sin(__fmul_rn(p, inv_freq(i, D, a.theta)), &c[i], &s[i]);
         }
         __syncthreads();
-        const int64_t slot = a.n_past + t;
-        for (int64_t h = warp; h < a.q_heads + a.kv_heads; h += warps) {
+        int64_t slot = a.n_past + t;
+        bool write_cache = true;
+        if (a.n_past_device) {  // captured decode step: n_past lives on the device
+            const int64_t n = *a.n_past_device;
+            write_cache = n >= 0 && n <= a.n_past;
+            slot = n + t;
+            if (!write_cache && threadIdx.x == 0 && blockIdx.y == 0 && t == 0 && a.error_flag)
+                *reinterpret_cast<volatile int32_t*>(a.error_flag) = CudaBackend::kNPastOutOfRange;
+        }
+        // blockIdx.y picks this block's `warps` head rows (q heads first, then k heads): one row per warp, so a
+        // decoding step (T = 1) spreads its rows over several blocks instead of one block looping over them.
+        for (int64_t h = int64_t(blockIdx.y) * warps + warp; h < a.q_heads + a.kv_heads && h < int64_t(blockIdx.y + 1) * warps;
+             h += warps) {
             const bool is_q = h < a.q_heads;
             const int64_t hk = h - a.q_heads;
             float* row = is_q ? a.q + (t * a.q_heads + h) * D : a.k + (t * a.kv_heads + hk) * D;
             const float inv = row_inv_rms(row, D, a.eps, lane);
             rotate_row(row, half, c, s, inv, is_q ? a.q_norm : a.k_norm, is_q ? a.q_norm_dtype : a.k_norm_dtype, lane);
-            if (is_q) continue;
+            if (is_q || !write_cache) continue;
             __syncwarp();  // the rotated row is read below by other lanes
             const size_t base = size_t((slot * a.kv_heads + hk) * D);
             const float* vrow = a.v + (t * a.kv_heads + hk) * D;
@@ -108,7 +122,10 @@ void qk_norm_rope_kv(CudaBackend& be, const QkNormRopeKv& a) {
     if (a.tokens <= 0) return;
     be.activate();
     const size_t smem = size_t(a.head_dim) * sizeof(float);
-    qk_norm_rope_kv_kernel<<<grid_rows(a.tokens), kBlock, smem, be.stream()>>>(a);
+    constexpr unsigned kRowsPerBlock = kQkBlock / kWarp;
+    const unsigned groups = unsigned((a.q_heads + a.kv_heads + kRowsPerBlock - 1) / kRowsPerBlock);
+    qk_norm_rope_kv_kernel<<<dim3(std::min<unsigned>(grid_rows(a.tokens), 65535u), groups), kQkBlock, smem,
+                             be.stream()>>>(a);
     QWEN3VL_CUDA_CHECK_LAUNCH();
 }
 

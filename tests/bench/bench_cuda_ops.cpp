@@ -1,9 +1,11 @@
 // Timings of the CUDA ops through the C API at Qwen3-VL-2B shapes (random data): the time per call, averaged over
 // a loop closed by a tensor read (the C API's synchronisation point), so it includes the host side of each call
-// (argument checks, launches, cuBLASLt heuristics). Memory-bound ops print GB/s of the bytes they must read (weights
+// (argument checks, launches, cuBLASLt heuristics); the linear ops also replayed from a captured graph (GPU time
+// only, as in a captured decode step). Memory-bound ops print GB/s of the bytes they must read (weights
 // or the KV cache), GEMMs TFLOP/s; compare with the card's ceilings (H100 SXM: ~3.35 TB/s HBM3, ~990 TFLOP/s dense
 // bf16). Usage: qwen3vl_bench_cuda [iterations]
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -50,6 +52,63 @@ double time_op(int iters, qwen3vl_tensor* sync, const std::function<qwen3vl_stat
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
 }
 
+// Frees the tensors created after the first `keep` (the weight copies of one linear case).
+void release_after(size_t keep) {
+    while (g_tensors.size() > keep) {
+        qwen3vl_tensor_free(g_tensors.back());
+        g_tensors.pop_back();
+    }
+}
+
+// Seconds per call of op(c) for c = 0 .. calls-1 recorded once into a graph and replayed: the GPU time of the
+// kernels and the gaps between them, without the host side of the calls (what a captured decode step sees).
+// Negative when the backend cannot capture.
+double time_graph(int iters, int calls, qwen3vl_tensor* sync, const std::function<qwen3vl_status(int)>& op) {
+    qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
+    check(qwen3vl_tensor_describe(sync, &d), "describe");
+    std::vector<float> host(size_t(d.bytes / 4));
+    if (qwen3vl_backend_capture_begin(g_be) != QWEN3VL_STATUS_OK) return -1.0;
+    for (int c = 0; c < calls; ++c)
+        if (op(c) != QWEN3VL_STATUS_OK) {
+            qwen3vl_backend_capture_discard(g_be);
+            return -1.0;
+        }
+    qwen3vl_graph* graph = nullptr;
+    if (qwen3vl_backend_capture_end(g_be, &graph) != QWEN3VL_STATUS_OK) return -1.0;
+    check(qwen3vl_graph_launch(graph), "graph_launch");
+    check(qwen3vl_tensor_read(sync, QWEN3VL_DTYPE_F32, host.data(), host.size() * 4), "read");
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) check(qwen3vl_graph_launch(graph), "graph_launch");
+    check(qwen3vl_tensor_read(sync, QWEN3VL_DTYPE_F32, host.data(), host.size() * 4), "read");
+    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double s = total / (double(iters) * calls);
+    qwen3vl_graph_free(graph);
+    return s;
+}
+
+// Weight copies for a linear case: enough that one round of calls streams >= 128 MB, so the weights come from HBM as
+// in decode (one 8 MB matrix called back to back would stay in the 50 MB L2).
+int weight_copies(double weight_bytes) {
+    const double copies = std::ceil(128.0 * (1 << 20) / weight_bytes);
+    return copies < 1.0 ? 1 : copies > 16.0 ? 16 : int(copies);
+}
+
+// One linear case: eager time per call (host side included) and graph time per call, GB/s of weights and TFLOP/s
+// from the graph time when there is one. op(c) uses weight copy c % copies.
+void report_linear(const char* what, int64_t M, int64_t K, int64_t N, double weight_bytes, double flops, int iters,
+                   int copies, qwen3vl_tensor* sync, const std::function<qwen3vl_status(int)>& op) {
+    int next = 0;
+    const double eager = time_op(iters, sync, [&] { return op(next++ % copies); });
+    const int calls = copies < 4 ? 4 : copies;
+    const double graph = time_graph(iters, calls, sync, [&](int c) { return op(c % copies); });
+    const double s = graph > 0.0 ? graph : eager;
+    char graph_text[32] = "      n/a";
+    if (graph > 0.0) std::snprintf(graph_text, sizeof graph_text, "%9.1f", graph * 1e6);
+    std::printf("%-36s M=%-5lld K=%-5lld N=%-6lld %9.1f us eager %s us graph %7.0f GB/s weights %7.1f TFLOP/s\n",
+                what, (long long)M, (long long)K, (long long)N, eager * 1e6, graph_text, weight_bytes / s / 1e9,
+                flops / s / 1e12);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,6 +121,8 @@ int main(int argc, char** argv) {
     std::printf("%s, %d iterations per op\n", name, iters);
     const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
 
+    // Linear ops (bf16 weights): the plain ones, then the fused forms of a decoder layer (norm + q/k/v in one launch,
+    // norm + gate/up swiglu, o_proj / down_proj + residual, final norm + lm_head).
     struct Lin {
         const char* what;
         int64_t M, K, N;
@@ -72,38 +133,115 @@ int main(int argc, char** argv) {
                   Lin{"linear M=8 gate decode batch", 8, 2048, 6144, false},
                   Lin{"linear_swiglu prefill 512", 512, 2048, 6144, true}, Lin{"linear prefill 512", 512, 2048, 6144, false},
                   Lin{"linear prefill 4096", 4096, 2048, 6144, false}}) {
-        qwen3vl_tensor* x = tensor(f32, {l.M, l.K});
-        qwen3vl_tensor* w = tensor(bf16, {l.N, l.K});
-        qwen3vl_tensor* u = l.swiglu ? tensor(bf16, {l.N, l.K}) : nullptr;
-        qwen3vl_tensor* out = tensor(f32, {l.M, l.N});
-        const double s = time_op(iters, x, [&] {
-            return l.swiglu ? qwen3vl_op_linear_swiglu(out, x, w, u) : qwen3vl_op_linear(out, x, w, nullptr);
-        });
+        const size_t keep = g_tensors.size();
         const double weight_bytes = double(l.N) * l.K * 2 * (l.swiglu ? 2 : 1);
         const double flops = 2.0 * l.M * l.N * l.K * (l.swiglu ? 2 : 1);
-        std::printf("%-34s M=%-5lld K=%-5lld N=%-6lld %9.1f us  %7.0f GB/s weights  %7.1f TFLOP/s\n", l.what,
-                    (long long)l.M, (long long)l.K, (long long)l.N, s * 1e6, weight_bytes / s / 1e9, flops / s / 1e12);
+        const int copies = l.M <= 8 ? weight_copies(weight_bytes) : 1;
+        qwen3vl_tensor* x = tensor(f32, {l.M, l.K});
+        qwen3vl_tensor* out = tensor(f32, {l.M, l.N});
+        std::vector<qwen3vl_tensor*> w, u;
+        for (int c = 0; c < copies; ++c) {
+            w.push_back(tensor(bf16, {l.N, l.K}));
+            u.push_back(l.swiglu ? tensor(bf16, {l.N, l.K}) : nullptr);
+        }
+        report_linear(l.what, l.M, l.K, l.N, weight_bytes, flops, iters, copies, x, [&](int c) {
+            return l.swiglu ? qwen3vl_op_linear_swiglu(out, x, w[size_t(c)], u[size_t(c)])
+                            : qwen3vl_op_linear(out, x, w[size_t(c)], nullptr);
+        });
+        release_after(keep);
+    }
+    enum class Fused { NormQkv, NormSwiglu, Residual, NormLmHead };
+    struct FusedCase {
+        const char* what;
+        Fused kind;
+        int64_t M, K, N;  // N: output rows (q/k/v: all three together)
+    };
+    for (FusedCase f : {FusedCase{"norm_linear q/k/v decode", Fused::NormQkv, 1, 2048, 4096},
+                        FusedCase{"norm_linear_swiglu gate/up decode", Fused::NormSwiglu, 1, 2048, 6144},
+                        FusedCase{"linear_residual o_proj decode", Fused::Residual, 1, 2048, 2048},
+                        FusedCase{"linear_residual down_proj decode", Fused::Residual, 1, 6144, 2048},
+                        FusedCase{"norm_linear lm_head decode", Fused::NormLmHead, 1, 2048, 151936},
+                        FusedCase{"norm_linear q/k/v M=8", Fused::NormQkv, 8, 2048, 4096},
+                        FusedCase{"norm_linear_swiglu gate/up M=8", Fused::NormSwiglu, 8, 2048, 6144},
+                        FusedCase{"linear_residual down_proj M=8", Fused::Residual, 8, 6144, 2048},
+                        FusedCase{"norm_linear q/k/v prefill 512", Fused::NormQkv, 512, 2048, 4096},
+                        FusedCase{"norm_linear_swiglu prefill 512", Fused::NormSwiglu, 512, 2048, 6144},
+                        FusedCase{"linear_residual down_proj prefill 512", Fused::Residual, 512, 6144, 2048}}) {
+        const size_t keep = g_tensors.size();
+        const bool swiglu = f.kind == Fused::NormSwiglu;
+        const double weight_bytes = double(f.N) * f.K * 2 * (swiglu ? 2 : 1);
+        const double flops = 2.0 * f.M * f.N * f.K * (swiglu ? 2 : 1);
+        const int copies = f.M <= 8 ? weight_copies(weight_bytes) : 1;
+        qwen3vl_tensor* x = tensor(f32, {f.M, f.K});
+        qwen3vl_tensor* nw = tensor(bf16, {f.K});
+        qwen3vl_tensor* out = tensor(f32, {f.M, f.kind == Fused::NormQkv ? f.N / 2 : f.N});
+        qwen3vl_tensor* out_k = f.kind == Fused::NormQkv ? tensor(f32, {f.M, f.N / 4}) : nullptr;
+        qwen3vl_tensor* out_v = f.kind == Fused::NormQkv ? tensor(f32, {f.M, f.N / 4}) : nullptr;
+        std::vector<std::vector<qwen3vl_tensor*>> w(static_cast<size_t>(copies));
+        for (auto& set : w) {
+            if (f.kind == Fused::NormQkv)
+                set = {tensor(bf16, {f.N / 2, f.K}), tensor(bf16, {f.N / 4, f.K}), tensor(bf16, {f.N / 4, f.K})};
+            else if (swiglu)
+                set = {tensor(bf16, {f.N, f.K}), tensor(bf16, {f.N, f.K})};
+            else
+                set = {tensor(bf16, {f.N, f.K})};
+        }
+        report_linear(f.what, f.M, f.K, f.N, weight_bytes, flops, iters, copies, x, [&](int c) {
+            const std::vector<qwen3vl_tensor*>& ws = w[size_t(c)];
+            switch (f.kind) {
+                case Fused::NormQkv:
+                    return qwen3vl_op_norm_linear(out, ws[0], out_k, ws[1], out_v, ws[2], x, nw, 1e-6f);
+                case Fused::NormSwiglu: return qwen3vl_op_norm_linear_swiglu(out, x, nw, 1e-6f, ws[0], ws[1]);
+                case Fused::Residual: return qwen3vl_op_linear_residual(out, x, ws[0], nullptr, out);
+                default: return qwen3vl_op_norm_linear(out, ws[0], nullptr, nullptr, nullptr, nullptr, x, nw, 1e-6f);
+            }
+        });
+        release_after(keep);
     }
 
+    // Attention, text (16 query / 8 KV heads of 128): decode is bandwidth-bound on the cache (GB/s of the K and V
+    // rows it must read), prefill compute-bound (causal FLOPs: 4 * Hq * D per visible query-key pair).
     struct Att {
         const char* what;
         int64_t T, n_past;
+        qwen3vl_dtype cache;
     };
     const int64_t Hq = 16, Hkv = 8, D = 128;
-    for (Att a : {Att{"attention decode", 1, 1023}, Att{"attention decode", 1, 4095}, Att{"attention prefill", 512, 0},
-                  Att{"attention prefill", 2048, 0}}) {
+    for (Att a : {Att{"attention decode", 1, 511, f32}, Att{"attention decode", 1, 1023, f32},
+                  Att{"attention decode", 1, 4095, f32}, Att{"attention decode bf16 cache", 1, 4095, bf16},
+                  Att{"attention prefill", 512, 0, f32}, Att{"attention prefill", 2048, 0, f32},
+                  Att{"attention prefill bf16 cache", 2048, 0, bf16},
+                  Att{"attention chat turn (split-K)", 64, 4000, f32}}) {
         const int64_t cap = a.n_past + a.T;
         qwen3vl_tensor* q = tensor(f32, {a.T, Hq, D});
-        qwen3vl_tensor* kc = tensor(bf16, {cap, Hkv, D});
-        qwen3vl_tensor* vc = tensor(bf16, {cap, Hkv, D});
+        qwen3vl_tensor* kc = tensor(a.cache, {cap, Hkv, D});
+        qwen3vl_tensor* vc = tensor(a.cache, {cap, Hkv, D});
         qwen3vl_tensor* out = tensor(f32, {a.T, Hq, D});
         const double s = time_op(iters, q, [&] {
-            return qwen3vl_op_attention(out, q, kc, vc, a.n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr);
+            return qwen3vl_op_attention(out, q, kc, vc, a.n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr);
         });
-        const double kv_bytes = 2.0 * double(cap) * Hkv * D * 2;
+        const double kv_bytes = 2.0 * double(cap) * Hkv * D * (a.cache == f32 ? 4 : 2);
         const double flops = 4.0 * Hq * D * (double(a.T) * a.n_past + double(a.T) * (a.T + 1) / 2);
         std::printf("%-34s T=%-5lld n_past=%-5lld %9.1f us  %7.0f GB/s KV cache  %7.2f TFLOP/s\n", a.what,
                     (long long)a.T, (long long)a.n_past, s * 1e6, kv_bytes / s / 1e9, flops / s / 1e12);
+    }
+    // Vision attention (16 heads of 64, fused qkv f32): one image of T patches per segment (4096: 1024x1024 pixels).
+    for (int64_t T : {int64_t(1024), int64_t(4096)}) {
+        const int64_t H = 16, Dv = 64;
+        qwen3vl_tensor* qkv = tensor(f32, {T, 3, H, Dv});
+        qwen3vl_tensor* out = tensor(f32, {T, H, Dv});
+        qwen3vl_tensor* seg = nullptr;
+        const int32_t offsets[2] = {0, int32_t(T)};
+        const int64_t two = 2;
+        check(qwen3vl_tensor_create(g_be, QWEN3VL_DTYPE_I32, 1, &two, &seg), "tensor_create");
+        check(qwen3vl_tensor_write(seg, QWEN3VL_DTYPE_I32, offsets, sizeof offsets), "tensor_write");
+        g_tensors.push_back(seg);
+        const double s = time_op(iters, out, [&] {
+            return qwen3vl_op_attention(out, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, seg, nullptr);
+        });
+        const double flops = 4.0 * double(T) * T * H * Dv;
+        std::printf("%-34s T=%-5lld 1 segment    %9.1f us  %7.2f TFLOP/s\n", "attention vision", (long long)T,
+                    s * 1e6, flops / s / 1e12);
     }
 
     for (auto it = g_tensors.rbegin(); it != g_tensors.rend(); ++it) qwen3vl_tensor_free(*it);

@@ -1,6 +1,7 @@
 // linear / linear_swiglu: both code paths (scalar, AVX2 GEMV and GEMM) against a double-precision reference on fresh
 // random inputs in [-1, 1], every weight dtype, unaligned weights, odd shapes, outputs poisoned with NaN; then the C
-// API's argument checks and a 3-D x through the exported functions.
+// API's argument checks and a 3-D x through the exported functions; then the fused ops (norm_linear,
+// norm_linear_swiglu, linear_residual), which must equal the sequence of unfused ops bit for bit on the CPU.
 //
 // Tolerance. The weights are widened exactly (bf16/f16 -> f32), so the only error is f32 rounding in the sums.
 // Whatever the summation order (sequential, 8-lane, K-blocked), an f32 sum of K products plus a bias satisfies
@@ -357,6 +358,305 @@ TEST(LinearCApi, SwigluBadArgumentsNameTheTensor) {
     expect_invalid(qwen3vl_op_linear_swiglu(out.get(), x.get(), g_i32.get(), u.get()), "gate must be");
     TensorPtr out_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 7});
     expect_invalid(qwen3vl_op_linear_swiglu(out_bad.get(), x.get(), g.get(), u.get()), "out has shape [3, 7], expected [3, 6]");
+}
+
+}  // namespace
+
+// ---- The fused ops (norm_linear, norm_linear_swiglu, linear_residual): on the CPU they compose the unfused kernels
+// in the same order, so they must equal the sequence of unfused C API ops bit for bit.
+
+namespace {
+
+std::vector<float> read(const qwen3vl_tensor* t) {
+    qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
+    EXPECT_EQ(qwen3vl_tensor_describe(t, &d), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    std::vector<float> v(size_t(d.bytes / dtype_size(d.dtype)));
+    EXPECT_EQ(qwen3vl_tensor_read(t, QWEN3VL_DTYPE_F32, v.data(), v.size() * 4), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    return v;
+}
+
+void expect_bitwise(const qwen3vl_tensor* a, const qwen3vl_tensor* b, const std::string& what) {
+    const std::vector<float> va = read(a), vb = read(b);
+    ASSERT_EQ(va.size(), vb.size()) << what;
+    EXPECT_EQ(std::memcmp(va.data(), vb.data(), va.size() * 4), 0) << what;
+}
+
+TensorPtr rand_tensor(qwen3vl_backend* b, std::mt19937& rng, qwen3vl_dtype dt, std::vector<int64_t> shape) {
+    size_t n = 1;
+    for (int64_t d : shape) n *= size_t(d);
+    return tensor(b, dt, std::move(shape), random_floats(rng, n));
+}
+
+TensorPtr nan_tensor(qwen3vl_backend* b, std::vector<int64_t> shape) {
+    size_t n = 1;
+    for (int64_t d : shape) n *= size_t(d);
+    const std::vector<float> nan(n, std::numeric_limits<float>::quiet_NaN());
+    return tensor(b, QWEN3VL_DTYPE_F32, std::move(shape), nan);
+}
+
+TEST(FusedLinearCApi, NormLinearEqualsRmsNormThenLinear) {
+    const uint32_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with QWEN3VL_TEST_SEED)");
+    std::mt19937 rng(seed);
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (int64_t K : {64, 1000})
+            for (int count = 1; count <= 3; ++count)
+                for (bool with_norm : {true, false}) {
+                    const int64_t Ns[3] = {48, 16, 33};
+                    const qwen3vl_dtype nt = kDtypes[case_index % 3];
+                    ++case_index;
+                    SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " weights " +
+                                 std::to_string(count) + (with_norm ? " norm " + std::string(dtype_name(nt)) : ""));
+                    TensorPtr x = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {M, K});
+                    TensorPtr nw = rand_tensor(b.get(), rng, nt, {K});
+                    std::vector<TensorPtr> w, fused_out, ref_out;
+                    for (int i = 0; i < count; ++i) {
+                        w.push_back(rand_tensor(b.get(), rng, kDtypes[(case_index + size_t(i)) % 3], {Ns[i], K}));
+                        fused_out.push_back(nan_tensor(b.get(), {M, Ns[i]}));
+                        ref_out.push_back(nan_tensor(b.get(), {M, Ns[i]}));
+                    }
+                    auto slot_out = [&](int i) { return i < count ? fused_out[size_t(i)].get() : nullptr; };
+                    auto slot_w = [&](int i) { return i < count ? w[size_t(i)].get() : nullptr; };
+                    ASSERT_EQ(qwen3vl_op_norm_linear(slot_out(0), slot_w(0), slot_out(1), slot_w(1), slot_out(2),
+                                                     slot_w(2), x.get(), with_norm ? nw.get() : nullptr, 1e-6f),
+                              QWEN3VL_STATUS_OK)
+                        << qwen3vl_last_error();
+                    TensorPtr y = nan_tensor(b.get(), {M, K});
+                    if (with_norm)
+                        ASSERT_EQ(qwen3vl_op_rms_norm(y.get(), x.get(), nw.get(), 1e-6f), QWEN3VL_STATUS_OK);
+                    for (int i = 0; i < count; ++i) {
+                        ASSERT_EQ(qwen3vl_op_linear(ref_out[size_t(i)].get(), with_norm ? y.get() : x.get(),
+                                                    w[size_t(i)].get(), nullptr),
+                                  QWEN3VL_STATUS_OK)
+                            << qwen3vl_last_error();
+                        expect_bitwise(fused_out[size_t(i)].get(), ref_out[size_t(i)].get(),
+                                       "output " + std::to_string(i));
+                    }
+                }
+}
+
+TEST(FusedLinearCApi, NormLinearSwigluEqualsRmsNormThenLinearSwiglu) {
+    const uint32_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with QWEN3VL_TEST_SEED)");
+    std::mt19937 rng(seed);
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (int64_t K : {64, 1000})
+            for (bool with_norm : {true, false}) {
+                const int64_t N = 40;
+                const qwen3vl_dtype gt = kDtypes[case_index % 3], ut = kDtypes[(case_index / 3) % 3];
+                ++case_index;
+                SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + (with_norm ? " norm" : ""));
+                TensorPtr x = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {M, K});
+                TensorPtr nw = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {K});
+                TensorPtr g = rand_tensor(b.get(), rng, gt, {N, K}), u = rand_tensor(b.get(), rng, ut, {N, K});
+                TensorPtr out = nan_tensor(b.get(), {M, N}), ref = nan_tensor(b.get(), {M, N});
+                TensorPtr y = nan_tensor(b.get(), {M, K});
+                ASSERT_EQ(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), with_norm ? nw.get() : nullptr, 1e-5f,
+                                                        g.get(), u.get()),
+                          QWEN3VL_STATUS_OK)
+                    << qwen3vl_last_error();
+                if (with_norm) ASSERT_EQ(qwen3vl_op_rms_norm(y.get(), x.get(), nw.get(), 1e-5f), QWEN3VL_STATUS_OK);
+                ASSERT_EQ(qwen3vl_op_linear_swiglu(ref.get(), with_norm ? y.get() : x.get(), g.get(), u.get()),
+                          QWEN3VL_STATUS_OK);
+                expect_bitwise(out.get(), ref.get(), "norm_linear_swiglu");
+            }
+}
+
+TEST(FusedLinearCApi, LinearResidualEqualsLinearThenAdd) {
+    const uint32_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with QWEN3VL_TEST_SEED)");
+    std::mt19937 rng(seed);
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (int64_t K : {64, 1000})
+            for (bool with_bias : {true, false})
+                for (bool in_place : {true, false}) {
+                    const int64_t N = 37;
+                    const qwen3vl_dtype wt = kDtypes[case_index++ % 3];
+                    SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + (with_bias ? " bias" : "") +
+                                 (in_place ? " in place" : ""));
+                    TensorPtr x = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {M, K});
+                    TensorPtr w = rand_tensor(b.get(), rng, wt, {N, K});
+                    TensorPtr bias = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {N});
+                    const std::vector<float> rv = random_floats(rng, size_t(M * N));
+                    TensorPtr residual = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, N}, rv);
+                    TensorPtr out = in_place ? nullptr : nan_tensor(b.get(), {M, N});
+                    qwen3vl_tensor* o = in_place ? residual.get() : out.get();
+                    ASSERT_EQ(qwen3vl_op_linear_residual(o, x.get(), w.get(), with_bias ? bias.get() : nullptr,
+                                                         residual.get()),
+                              QWEN3VL_STATUS_OK)
+                        << qwen3vl_last_error();
+                    TensorPtr t = nan_tensor(b.get(), {M, N}), ref = nan_tensor(b.get(), {M, N});
+                    TensorPtr r0 = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, N}, rv);
+                    ASSERT_EQ(qwen3vl_op_linear(t.get(), x.get(), w.get(), with_bias ? bias.get() : nullptr),
+                              QWEN3VL_STATUS_OK);
+                    ASSERT_EQ(qwen3vl_op_add(ref.get(), r0.get(), t.get()), QWEN3VL_STATUS_OK);
+                    expect_bitwise(o, ref.get(), "linear_residual");
+                    if (!in_place) EXPECT_EQ(read(residual.get()), rv);  // the residual input is left alone
+                }
+}
+
+TEST(FusedLinearCApi, ThreeDimensionalX) {
+    std::mt19937 rng(fresh_seed());
+    BackendPtr b = cpu_backend();
+    const int64_t K = 24;
+    TensorPtr x = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {2, 3, K});
+    TensorPtr nw = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {K});
+    TensorPtr w0 = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {5, K});
+    TensorPtr w1 = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {7, K});
+    TensorPtr o0 = nan_tensor(b.get(), {2, 3, 5}), o1 = nan_tensor(b.get(), {2, 3, 7});
+    EXPECT_EQ(qwen3vl_op_norm_linear(o0.get(), w0.get(), o1.get(), w1.get(), nullptr, nullptr, x.get(), nw.get(),
+                                     1e-6f),
+              QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    TensorPtr up = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {5, K});
+    EXPECT_EQ(qwen3vl_op_norm_linear_swiglu(o0.get(), x.get(), nw.get(), 1e-6f, w0.get(), up.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    TensorPtr r = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {2, 3, 5});
+    EXPECT_EQ(qwen3vl_op_linear_residual(r.get(), x.get(), w0.get(), nullptr, r.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    for (const TensorPtr* t : {&o0, &o1, &r})
+        for (float v : read(t->get())) ASSERT_TRUE(std::isfinite(v));
+}
+
+TEST(FusedLinearCApi, NormLinearBadArguments) {
+    BackendPtr b = cpu_backend();
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 8});
+    TensorPtr nw = tensor(b.get(), QWEN3VL_DTYPE_BF16, {8});
+    TensorPtr w0 = tensor(b.get(), QWEN3VL_DTYPE_BF16, {5, 8}), w1 = tensor(b.get(), QWEN3VL_DTYPE_F16, {3, 8});
+    TensorPtr w2 = tensor(b.get(), QWEN3VL_DTYPE_F32, {2, 8});
+    TensorPtr o0 = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 5}), o1 = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 3});
+    TensorPtr o2 = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 2});
+    const float eps = 1e-6f;
+    qwen3vl_tensor* const no = nullptr;
+    auto nl = [&](qwen3vl_tensor* a0, const qwen3vl_tensor* b0, qwen3vl_tensor* a1, const qwen3vl_tensor* b1,
+                  qwen3vl_tensor* a2, const qwen3vl_tensor* b2, const qwen3vl_tensor* in, const qwen3vl_tensor* n) {
+        return qwen3vl_op_norm_linear(a0, b0, a1, b1, a2, b2, in, n, eps);
+    };
+    ASSERT_EQ(nl(o0.get(), w0.get(), o1.get(), w1.get(), o2.get(), w2.get(), x.get(), nw.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    ASSERT_EQ(nl(o0.get(), w0.get(), no, no, no, no, x.get(), no), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+
+    expect_invalid(nl(no, w0.get(), no, no, no, no, x.get(), no), "qwen3vl_op_norm_linear: out0 is NULL");
+    expect_invalid(nl(o0.get(), no, no, no, no, no, x.get(), no), "weight0 is NULL");
+    expect_invalid(nl(o0.get(), w0.get(), o1.get(), no, no, no, x.get(), no),
+                   "out1 and weight1 must both be given or both be NULL");
+    expect_invalid(nl(o0.get(), w0.get(), no, w1.get(), no, no, x.get(), no),
+                   "out1 and weight1 must both be given or both be NULL");
+    expect_invalid(nl(o0.get(), w0.get(), o1.get(), w1.get(), o2.get(), no, x.get(), no),
+                   "out2 and weight2 must both be given or both be NULL");
+    expect_invalid(nl(o0.get(), w0.get(), no, no, o2.get(), w2.get(), x.get(), no),
+                   "out2/weight2 given without out1/weight1");
+    expect_invalid(nl(o0.get(), w0.get(), no, no, no, no, no, no), "x is NULL");
+
+    TensorPtr w_badk = tensor(b.get(), QWEN3VL_DTYPE_BF16, {3, 9});
+    expect_invalid(nl(o0.get(), w0.get(), o1.get(), w_badk.get(), no, no, x.get(), no),
+                   "weight1 has shape [3, 9], expected [*, 8]");
+    expect_invalid(nl(o0.get(), w0.get(), o2.get(), w1.get(), no, no, x.get(), no),
+                   "out1 has shape [4, 2], expected [4, 3]");
+    TensorPtr nw_bad = tensor(b.get(), QWEN3VL_DTYPE_BF16, {7});
+    expect_invalid(nl(o0.get(), w0.get(), no, no, no, no, x.get(), nw_bad.get()),
+                   "norm_weight has shape [7], expected [8]");
+    TensorPtr nw_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {8});
+    expect_invalid(nl(o0.get(), w0.get(), no, no, no, no, x.get(), nw_i32.get()),
+                   "norm_weight must be f32 or f16 or bf16");
+    TensorPtr o_f16 = tensor(b.get(), QWEN3VL_DTYPE_F16, {4, 5});
+    expect_invalid(nl(o_f16.get(), w0.get(), no, no, no, no, x.get(), no), "out0 must be f32");
+    for (float bad_eps : {-1.0f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()})
+        expect_invalid(qwen3vl_op_norm_linear(o0.get(), w0.get(), no, no, no, no, x.get(), nw.get(), bad_eps),
+                       "eps must be finite and >= 0");
+
+    // Overlaps: an output over x, over another output, over a weight, over the norm weight.
+    TensorPtr big = tensor(b.get(), QWEN3VL_DTYPE_F32, {64});
+    const int64_t s45[2] = {4, 5}, s43[2] = {4, 3}, s48[2] = {4, 8}, s38[2] = {3, 8}, s8[1] = {8};
+    qwen3vl_tensor *va = nullptr, *vb = nullptr, *vx = nullptr, *vw = nullptr, *vn = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 0, 2, s45, &va), QWEN3VL_STATUS_OK);
+    TensorPtr va_ptr(va);
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 10, 2, s43, &vb), QWEN3VL_STATUS_OK);  // inside va (elements 0..19)
+    TensorPtr vb_ptr(vb);
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 16, 2, s48, &vx), QWEN3VL_STATUS_OK);  // elements 16..47
+    TensorPtr vx_ptr(vx);
+    expect_invalid(nl(va, w0.get(), no, no, no, no, vx, no), "out0 overlaps x");
+    expect_invalid(nl(o0.get(), w0.get(), vb, w1.get(), no, no, vx, no), "out1 overlaps x");
+    expect_invalid(nl(va, w0.get(), vb, w1.get(), no, no, x.get(), no), "out0 overlaps out1");
+    TensorPtr wbig = tensor(b.get(), QWEN3VL_DTYPE_F32, {64});
+    ASSERT_EQ(qwen3vl_tensor_view(wbig.get(), 0, 2, s38, &vw), QWEN3VL_STATUS_OK);
+    TensorPtr vw_ptr(vw);
+    ASSERT_EQ(qwen3vl_tensor_view(wbig.get(), 32, 1, s8, &vn), QWEN3VL_STATUS_OK);
+    TensorPtr vn_ptr(vn);
+    qwen3vl_tensor* o_on_w = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(wbig.get(), 20, 2, s43, &o_on_w), QWEN3VL_STATUS_OK);  // elements 20..31
+    TensorPtr o_on_w_ptr(o_on_w);
+    expect_invalid(nl(o0.get(), w0.get(), o_on_w, vw, no, no, x.get(), no), "out1 overlaps weight1");
+    expect_invalid(nl(o_on_w, vw, no, no, no, no, x.get(), no), "out0 overlaps weight0");
+    qwen3vl_tensor* o_on_n = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(wbig.get(), 30, 2, s43, &o_on_n), QWEN3VL_STATUS_OK);  // elements 30..41
+    TensorPtr o_on_n_ptr(o_on_n);
+    expect_invalid(nl(o_on_n, w1.get(), no, no, no, no, x.get(), vn), "out0 overlaps norm_weight");
+    EXPECT_EQ(nl(o_on_n, w1.get(), no, no, no, no, x.get(), nw.get()),
+              QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+}
+
+TEST(FusedLinearCApi, SwigluAndResidualBadArguments) {
+    BackendPtr b = cpu_backend();
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 8});
+    TensorPtr nw = tensor(b.get(), QWEN3VL_DTYPE_F32, {8});
+    TensorPtr g = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 8}), u = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 8});
+    TensorPtr out = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 6});
+    ASSERT_EQ(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), nw.get(), 1e-6f, g.get(), u.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    expect_invalid(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), nw.get(), 1e-6f, g.get(), nullptr),
+                   "qwen3vl_op_norm_linear_swiglu: up is NULL");
+    TensorPtr u_bad = tensor(b.get(), QWEN3VL_DTYPE_BF16, {7, 8});
+    expect_invalid(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), nw.get(), 1e-6f, g.get(), u_bad.get()),
+                   "up has shape [7, 8], expected [6, 8]");
+    TensorPtr nw_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {6});
+    expect_invalid(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), nw_bad.get(), 1e-6f, g.get(), u.get()),
+                   "norm_weight has shape [6], expected [8]");
+    expect_invalid(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), nw.get(), -1e-6f, g.get(), u.get()),
+                   "eps must be finite and >= 0");
+    TensorPtr out_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 7});
+    expect_invalid(qwen3vl_op_norm_linear_swiglu(out_bad.get(), x.get(), nullptr, 1e-6f, g.get(), u.get()),
+                   "out has shape [3, 7], expected [3, 6]");
+
+    TensorPtr w = tensor(b.get(), QWEN3VL_DTYPE_F16, {6, 8});
+    TensorPtr bias = tensor(b.get(), QWEN3VL_DTYPE_F32, {6});
+    TensorPtr res = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 6});
+    ASSERT_EQ(qwen3vl_op_linear_residual(out.get(), x.get(), w.get(), bias.get(), res.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    ASSERT_EQ(qwen3vl_op_linear_residual(res.get(), x.get(), w.get(), nullptr, res.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    expect_invalid(qwen3vl_op_linear_residual(out.get(), x.get(), w.get(), nullptr, nullptr),
+                   "qwen3vl_op_linear_residual: residual is NULL");
+    TensorPtr res_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 5});
+    expect_invalid(qwen3vl_op_linear_residual(out.get(), x.get(), w.get(), nullptr, res_bad.get()),
+                   "residual has shape [3, 5], expected [3, 6]");
+    TensorPtr res_f16 = tensor(b.get(), QWEN3VL_DTYPE_F16, {3, 6});
+    expect_invalid(qwen3vl_op_linear_residual(out.get(), x.get(), w.get(), nullptr, res_f16.get()),
+                   "residual must be f32");
+    TensorPtr bias_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {5});
+    expect_invalid(qwen3vl_op_linear_residual(out.get(), x.get(), w.get(), bias_bad.get(), res.get()),
+                   "bias has shape [5], expected [6]");
+    // out may be residual, not a shifted view of it; x must not overlap out.
+    TensorPtr big = tensor(b.get(), QWEN3VL_DTYPE_F32, {40});
+    const int64_t s36[2] = {3, 6}, s38[2] = {3, 8};
+    qwen3vl_tensor *r0 = nullptr, *r1 = nullptr, *xv = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 0, 2, s36, &r0), QWEN3VL_STATUS_OK);
+    TensorPtr r0_ptr(r0);
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 2, 2, s36, &r1), QWEN3VL_STATUS_OK);
+    TensorPtr r1_ptr(r1);
+    expect_invalid(qwen3vl_op_linear_residual(r0, x.get(), w.get(), nullptr, r1), "out partly overlaps residual");
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 16, 2, s38, &xv), QWEN3VL_STATUS_OK);
+    TensorPtr xv_ptr(xv);
+    expect_invalid(qwen3vl_op_linear_residual(r0, xv, w.get(), nullptr, r0), "out overlaps x");
 }
 
 }  // namespace

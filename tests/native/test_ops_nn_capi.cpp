@@ -88,10 +88,10 @@ TEST_F(OpsNnCApi, NullTensorsAreNamed) {
     EXPECT_INVALID(qwen3vl_op_scatter_rows(x, nullptr, x, 0), "qwen3vl_op_scatter_rows: rows is NULL");
     EXPECT_INVALID(qwen3vl_op_rope_vision(nullptr, x, 1e4f), "qwen3vl_op_rope_vision: qkv is NULL");
     EXPECT_INVALID(qwen3vl_op_position_embedding(x, nullptr, 2, 2, 2), "qwen3vl_op_position_embedding: table is NULL");
-    EXPECT_INVALID(qwen3vl_op_attention(f32({2, 1, 8}), f32({2, 1, 8}), nullptr, x, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr),
+    EXPECT_INVALID(qwen3vl_op_attention(f32({2, 1, 8}), f32({2, 1, 8}), nullptr, x, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
                    "qwen3vl_op_attention: k_cache is NULL");
     const int64_t sec[3] = {2, 1, 1};
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(x, x, x, w, w, 1e-6f, nullptr, 1e6f, sec, x, x, 0),
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(x, x, x, w, w, 1e-6f, nullptr, 1e6f, sec, x, x, 0, nullptr),
                    "qwen3vl_op_qk_norm_rope_kv: positions is NULL");
 }
 
@@ -141,16 +141,16 @@ TEST_F(OpsNnCApi, RotaryArgumentsAreChecked) {
     qwen3vl_tensor* pos = i32({3, T}, {0, 1, 0, 1, 0, 1});
     qwen3vl_tensor *kc = f32({4, 1, D}), *vc = f32({4, 1, D});
     const int64_t sec[3] = {2, 1, 1};
-    EXPECT_EQ(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 2), QWEN3VL_STATUS_OK)
+    EXPECT_EQ(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 2, nullptr), QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 3),
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 3, nullptr),
                    "n_past 3 + 2 tokens does not fit the cache's 4 rows");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, nullptr, kc, vc, 0), "mrope_section is NULL");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, i32({3, 1}, {0, 0, 0}), 1e6f, sec, kc, vc, 0),
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, nullptr, kc, vc, 0, nullptr), "mrope_section is NULL");
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, i32({3, 1}, {0, 0, 0}), 1e6f, sec, kc, vc, 0, nullptr),
                    "positions has shape [3, 1], expected [3, 2]");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, make(QWEN3VL_DTYPE_BF16, {4, 1, D}), 0),
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, make(QWEN3VL_DTYPE_BF16, {4, 1, D}), 0, nullptr),
                    "v_cache must be f32, got bf16");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, kc, 0), "k_cache overlaps v_cache");
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, kc, 0, nullptr), "k_cache overlaps v_cache");
     EXPECT_INVALID(qwen3vl_op_rope_vision(f32({T, 3, H, 6}), i32({T, 2}, {0, 0, 0, 1}), 1e4f), "must be a multiple of 4");
     EXPECT_INVALID(qwen3vl_op_rope_vision(f32({T, 2, H, 8}), i32({T, 2}, {0, 0, 0, 1}), 1e4f),
                    "qkv has shape [2, 2, 2, 8], expected [*, 3, *, *]");
@@ -159,28 +159,28 @@ TEST_F(OpsNnCApi, RotaryArgumentsAreChecked) {
 TEST_F(OpsNnCApi, AttentionArgumentsAreChecked) {
     const int64_t D = 8;
     qwen3vl_tensor *q = f32({2, 3, D}), *out = f32({2, 3, D}), *kc = f32({5, 2, D}), *vc = f32({5, 2, D});
-    EXPECT_INVALID(qwen3vl_op_attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr),
+    EXPECT_INVALID(qwen3vl_op_attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
                    "q has 3 heads, not a multiple of the cache's 2");
     qwen3vl_tensor* q4 = f32({2, 4, D});
     qwen3vl_tensor* out4 = f32({2, 4, D});
-    EXPECT_INVALID(qwen3vl_op_attention(out4, q4, kc, vc, 4, QWEN3VL_ATTENTION_CAUSAL, nullptr),
+    EXPECT_INVALID(qwen3vl_op_attention(out4, q4, kc, vc, 4, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
                    "n_past 4 + 2 tokens exceeds the cache's 5 rows");
-    EXPECT_INVALID(qwen3vl_op_attention(out4, q4, kc, vc, 0, static_cast<qwen3vl_attention_mask>(7), nullptr),
+    EXPECT_INVALID(qwen3vl_op_attention(out4, q4, kc, vc, 0, static_cast<qwen3vl_attention_mask>(7), nullptr, nullptr),
                    "unknown mask 7");
-    EXPECT_INVALID(qwen3vl_op_attention(out4, q4, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, i32({2}, {0, 2})),
+    EXPECT_INVALID(qwen3vl_op_attention(out4, q4, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, i32({2}, {0, 2}), nullptr),
                    "segments must be NULL");
-    EXPECT_INVALID(qwen3vl_op_attention(q4, q4, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr), "out overlaps q");
+    EXPECT_INVALID(qwen3vl_op_attention(q4, q4, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr), "out overlaps q");
     qwen3vl_tensor* qkv = f32({5, 3, 2, D});
     qwen3vl_tensor* vout = f32({5, 2, D});
-    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, kc, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({2}, {0, 5})),
+    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, kc, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({2}, {0, 5}), nullptr),
                    "k_cache and v_cache must be NULL");
-    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 2, 4})),
+    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 2, 4}), nullptr),
                    "segments must run from 0 to T = 5");
-    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 3, 2})),
+    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 3, 2}), nullptr),
                    "segments must run from 0 to T");
-    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({4}, {0, 3, 2, 5})),
+    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({4}, {0, 3, 2, 5}), nullptr),
                    "segments decrease at index 2");
-    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, nullptr),
+    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, nullptr, nullptr),
                    "segments is NULL");
 }
 
@@ -229,13 +229,13 @@ TEST_F(OpsNnCApi, OpsRunEndToEnd) {
     qwen3vl_tensor* kc = f32({3, 1, 4}, 0.7f);
     qwen3vl_tensor* vc = f32({3, 1, 4}, {1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9});
     qwen3vl_tensor* ao = f32({1, 2, 4}, 0.0f);
-    ASSERT_EQ(qwen3vl_op_attention(ao, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr), QWEN3VL_STATUS_OK)
+    ASSERT_EQ(qwen3vl_op_attention(ao, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr), QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
     EXPECT_EQ(read(ao, 8), (std::vector<float>{1, 2, 3, 4, 1, 2, 3, 4}));
     // Segments of one token each: every query sees only its own value.
     qwen3vl_tensor* qkv = f32({2, 3, 1, 4}, {0, 0, 0, 0, 1, 1, 1, 1, 5, 6, 7, 8, 0, 0, 0, 0, 1, 1, 1, 1, -1, -2, -3, -4});
     qwen3vl_tensor* so = f32({2, 1, 4}, 0.0f);
-    ASSERT_EQ(qwen3vl_op_attention(so, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 1, 2})),
+    ASSERT_EQ(qwen3vl_op_attention(so, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 1, 2}), nullptr),
               QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
     EXPECT_EQ(read(so, 8), (std::vector<float>{5, 6, 7, 8, -1, -2, -3, -4}));

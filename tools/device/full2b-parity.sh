@@ -3,18 +3,29 @@
 # full-2b perf fixture with transformers (random weights with the real Qwen3-VL-2B shapes, a ~1024-token prompt with two
 # images; logits in fp32 and in bf16 at the last 8 positions), then runs qwen3vl-parity on it: our logits error against
 # transformers-fp32 must be no worse than transformers-bf16's, with the CUDA default (tensor cores) and fp32 math.
-# Carry: .deps/tokenizer (tokenizer.json) and .devcarry/parity (the NativeAOT qwen3vl-parity from tools/device/publish-aot.sh).
+# Carry: the tokenizer (.deps/tokenizer, or .devcarry/tokenizer.json.gz: smaller, for the 64 MiB tree limit) and the
+# NativeAOT qwen3vl-parity (.devcarry/parity, or inside .devcarry/aot.tar.gz; both from tools/device/publish-aot.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
-cmake --preset cuda -G Ninja -DQWEN3VL_BUILD_TESTS=OFF > "$OUT/build.log" 2>&1 &&
-  cmake --build --preset cuda -j "$(nproc)" --target qwen3vl >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-PYTHONUNBUFFERED=1 python3 tools/reference/make_fixtures.py --tokenizer .deps/tokenizer/tokenizer.json --out /tmp/full2b \
+tokenizer=.deps/tokenizer/tokenizer.json
+if [ ! -f "$tokenizer" ] && [ -f .devcarry/tokenizer.json.gz ]; then
+  tokenizer=/tmp/tokenizer.json; gunzip -c .devcarry/tokenizer.json.gz > "$tokenizer"
+fi
+parity=.devcarry/parity/qwen3vl-parity
+if [ ! -x "$parity" ] && [ -f .devcarry/aot.tar.gz ]; then
+  mkdir -p .devcarry/aot && tar xzf .devcarry/aot.tar.gz -C .devcarry/aot && parity=.devcarry/aot/qwen3vl-parity
+fi
+if [ ! -f build/cuda/lib/libqwen3vl_cuda.so ]; then
+  cmake --preset cuda -G Ninja -DQWEN3VL_BUILD_TESTS=OFF > "$OUT/build.log" 2>&1 &&
+    cmake --build --preset cuda -j "$(nproc)" --target qwen3vl >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+fi
+PYTHONUNBUFFERED=1 python3 tools/reference/make_fixtures.py --tokenizer "$tokenizer" --out /tmp/full2b \
   --preset full-2b --cases perf --device cuda --greedy-steps 8 --force > "$OUT/full2b-fixture.log" 2>&1 ||
   { tail -40 "$OUT/full2b-fixture.log"; exit 1; }
 grep -E "WARNING|FATAL|logit std|perf_1k" "$OUT/full2b-fixture.log" | tail -8
 export QWEN3VL_NATIVE_LIBRARY="$PWD/build/cuda/lib/libqwen3vl_cuda.so"
 {
-  echo "== CUDA default math (bf16 tensor cores)"; .devcarry/parity/qwen3vl-parity --device cuda /tmp/full2b
-  echo "== CUDA fp32 math"; .devcarry/parity/qwen3vl-parity --device cuda --fp32-math /tmp/full2b
+  echo "== CUDA default math (bf16 tensor cores)"; "$parity" --device cuda /tmp/full2b
+  echo "== CUDA fp32 math"; "$parity" --device cuda --fp32-math /tmp/full2b
 } 2>&1 | tee "$OUT/full2b-parity.log"

@@ -25,9 +25,17 @@ fi
 if [ -x "$aot/qwen3vl" ] && [ "${QWEN3VL_GPU_BENCH:-1}" = 1 ]; then
   ckpt=/tmp/qwen3vl-2b-random; mkdir -p "$ckpt"
   build/cuda/tests/qwen3vl_make_random_checkpoint "$ckpt" > /dev/null
-  for args in "--prompt-tokens 512 --new-tokens 128 --image-size 448" "--prompt-tokens 2048 --new-tokens 0 --image-size 1024"; do
-    echo "== qwen3vl bench --device cuda $args"
-    # shellcheck disable=SC2086
-    "$aot/qwen3vl" bench --model "$ckpt" --device cuda $args --repeat 2 2>&1
-  done | tee "$OUT/bench-cuda.log"
+  {
+    for args in "--prompt-tokens 512 --new-tokens 128 --image-size 448" "--prompt-tokens 2048 --new-tokens 0 --image-size 1024"; do
+      echo "== qwen3vl bench --device cuda $args"
+      # shellcheck disable=SC2086
+      "$aot/qwen3vl" bench --model "$ckpt" --device cuda $args --repeat 2 2>&1
+    done
+    # Before/after for the decode graph: the same step as eager ops (one P/Invoke and launch per op).
+    echo "== QWEN3VL_NO_GRAPHS=1 qwen3vl bench --device cuda --prompt-tokens 512 --new-tokens 128 --image-size 0"
+    QWEN3VL_NO_GRAPHS=1 "$aot/qwen3vl" bench --model "$ckpt" --device cuda --prompt-tokens 512 --new-tokens 128 --image-size 0 --repeat 2 2>&1
+  } | tee "$OUT/bench-cuda.log"
+fi
+if [ -x build/cuda/tests/qwen3vl_bench_cuda ] && [ "${QWEN3VL_GPU_BENCH:-1}" = 1 ]; then
+  build/cuda/tests/qwen3vl_bench_cuda 50 2>&1 | tee "$OUT/bench-ops.log"
 fi

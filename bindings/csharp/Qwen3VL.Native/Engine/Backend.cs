@@ -32,7 +32,12 @@ public sealed class Backend : IDisposable
     private readonly BackendHandle _handle;
     private volatile bool _disposed;
 
-    private Backend(BackendHandle handle) => _handle = handle;
+    private Backend(BackendHandle handle, bool isCuda, bool fp32Math)
+    {
+        _handle = handle;
+        IsCuda = isCuda;
+        Fp32Math = fp32Math;
+    }
 
     /// <summary>
     /// The handle, for calls made through this object. Throws once disposed: the SafeHandle itself stays usable while
@@ -66,7 +71,7 @@ public sealed class Backend : IDisposable
         p.Threads = threads;
         p.CudaFp32Math = fp32Math ? 1 : 0;
         Native.BackendCreate(&p, out BackendHandle handle);
-        return new Backend(handle);
+        return new Backend(handle, type == BackendType.Cuda, type == BackendType.Cpu || fp32Math);
     }
 
     /// <summary>The backend's name, e.g. "cpu (avx2, 8 threads)".</summary>
@@ -96,10 +101,67 @@ public sealed class Backend : IDisposable
     /// <exception cref="Qwen3VLInvalidArgumentException">The shape is empty, too long or not positive.</exception>
     public Tensor CreateTensor(TensorDType dtype, params ReadOnlySpan<long> shape) => Tensor.Create(this, dtype, shape);
 
+    /// <summary>True for a CUDA backend (where ops can be captured into a <see cref="Graph"/>).</summary>
+    public bool IsCuda { get; }
+
+    /// <summary>True when every product is computed in fp32 (the CPU, or a CUDA backend created with fp32Math); false
+    /// when tensor cores take bf16/f16 operands, where the KV cache is kept in bf16 as well.</summary>
+    public bool Fp32Math { get; }
+
+    /// <summary>
+    /// Records the ops that <paramref name="record"/> issues on this thread instead of running them, and returns them as
+    /// a <see cref="Graph"/> to replay (a CUDA graph). Tensors created inside keep their memory reserved for the graph;
+    /// tensor reads and writes inside throw. On an exception the recording is discarded.
+    /// </summary>
+    /// <exception cref="Qwen3VLUnsupportedException">The backend runs ops eagerly (the CPU).</exception>
+    public Graph Capture(Action record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        BackendHandle handle = Handle;
+        Native.BackendCaptureBegin(handle);
+        try
+        {
+            record();
+        }
+        catch
+        {
+            try { Native.BackendCaptureDiscard(handle); } catch (Qwen3VLException) { }
+            throw;
+        }
+        Native.BackendCaptureEnd(handle, out GraphHandle graph);
+        try
+        {
+            graph.KeepParentAlive(handle);
+        }
+        catch
+        {
+            graph.Dispose();
+            throw;
+        }
+        return new Graph(graph);
+    }
+
     /// <summary>Drops this reference; the native backend is freed once no tensor uses it any more.</summary>
     public void Dispose()
     {
         _disposed = true;
         _handle.Dispose();
     }
+}
+
+/// <summary>
+/// Ops recorded by <see cref="Backend.Capture"/>, replayed as one unit on the current contents of the tensors they use
+/// (write inputs before <see cref="Launch"/>, read outputs after). Dispose before the tensors it uses.
+/// </summary>
+public sealed class Graph : IDisposable
+{
+    private readonly GraphHandle _handle;
+
+    internal Graph(GraphHandle handle) => _handle = handle;
+
+    /// <summary>Runs the recorded ops once more (queued after earlier work; returns before the GPU finishes).</summary>
+    public void Launch() => Native.GraphLaunch(_handle);
+
+    /// <summary>Frees the graph and the memory it reserved.</summary>
+    public void Dispose() => _handle.Dispose();
 }

@@ -34,6 +34,23 @@ public static class Ops
     public static void LinearSwiglu(Tensor output, Tensor x, Tensor gate, Tensor up) =>
         Native.OpLinearSwiglu(H(output), H(x), H(gate), H(up));
 
+    /// <summary>
+    /// Up to three projections of one input in one pass: out_i = y · weight_iᵀ, y = rms_norm(x) · normWeight (or x when
+    /// <paramref name="normWeight"/> is null). Pairs 1 and 2 are optional (pair 2 only with pair 1).
+    /// </summary>
+    public static void NormLinear(Tensor out0, Tensor weight0, Tensor? out1, Tensor? weight1, Tensor? out2, Tensor? weight2,
+        Tensor x, Tensor? normWeight, float eps) =>
+        Native.OpNormLinear(H(out0), H(weight0), Optional(out1), Optional(weight1), Optional(out2), Optional(weight2), H(x),
+            Optional(normWeight), eps);
+
+    /// <summary><paramref name="output"/> = silu(y · gateᵀ) ⊙ (y · upᵀ), y = rms_norm(x) · normWeight (or x when null).</summary>
+    public static void NormLinearSwiglu(Tensor output, Tensor x, Tensor? normWeight, float eps, Tensor gate, Tensor up) =>
+        Native.OpNormLinearSwiglu(H(output), H(x), Optional(normWeight), eps, H(gate), H(up));
+
+    /// <summary><paramref name="output"/> = residual + x · weightᵀ (+ bias); output may be residual (in-place update).</summary>
+    public static void LinearResidual(Tensor output, Tensor x, Tensor weight, Tensor? bias, Tensor residual) =>
+        Native.OpLinearResidual(H(output), H(x), H(weight), Optional(bias), H(residual));
+
     /// <summary><paramref name="output"/> = a + b (same shapes; output may be a or b).</summary>
     public static void Add(Tensor output, Tensor a, Tensor b) => Native.OpAdd(H(output), H(a), H(b));
 
@@ -84,14 +101,16 @@ public static class Ops
     /// <param name="mropeSection">The three M-RoPE section sizes (t, h, w), summing to D/2.</param>
     /// <param name="kCache">Key cache [capacity, Hkv, D].</param>
     /// <param name="vCache">Value cache [capacity, Hkv, D].</param>
-    /// <param name="nPast">First cache row written.</param>
+    /// <param name="nPast">First cache row written (0 when <paramref name="nPastTensor"/> is given).</param>
+    /// <param name="nPastTensor">Optional i32 [1] holding n_past, read when the op runs (a captured decode step).</param>
     public static unsafe void QkNormRopeKv(Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions,
-        float theta, ReadOnlySpan<long> mropeSection, Tensor kCache, Tensor vCache, long nPast)
+        float theta, ReadOnlySpan<long> mropeSection, Tensor kCache, Tensor vCache, long nPast, Tensor? nPastTensor = null)
     {
         if (mropeSection.Length != 3) throw new ArgumentException("mrope_section must have 3 entries.", nameof(mropeSection));
         fixed (long* section = mropeSection)
         {
-            Native.OpQkNormRopeKv(H(q), H(k), H(v), H(qNorm), H(kNorm), eps, H(positions), theta, section, H(kCache), H(vCache), nPast);
+            Native.OpQkNormRopeKv(H(q), H(k), H(v), H(qNorm), H(kNorm), eps, H(positions), theta, section, H(kCache), H(vCache), nPast,
+                Optional(nPastTensor));
         }
     }
 
@@ -103,8 +122,11 @@ public static class Ops
     /// the caches (segments null). <see cref="AttentionMode.Segments"/>: q is a fused qkv [T, 3, H, D], the caches are null,
     /// n_past 0 and segments (i32 [S+1]) holds cumulative segment lengths. Output [T, Hq, D].
     /// </summary>
-    public static void Attention(Tensor output, Tensor q, Tensor? kCache, Tensor? vCache, long nPast, AttentionMode mode, Tensor? segments) =>
-        Native.OpAttention(H(output), H(q), Optional(kCache), Optional(vCache), nPast, (AttentionMask)(int)mode, Optional(segments));
+    /// <remarks><paramref name="nPastTensor"/> (causal only): an i32 [1] holding n_past, read when the op runs; nPast is then 0.</remarks>
+    public static void Attention(Tensor output, Tensor q, Tensor? kCache, Tensor? vCache, long nPast, AttentionMode mode, Tensor? segments,
+        Tensor? nPastTensor = null) =>
+        Native.OpAttention(H(output), H(q), Optional(kCache), Optional(vCache), nPast, (AttentionMask)(int)mode, Optional(segments),
+            Optional(nPastTensor));
 
     /// <summary>
     /// Vision position embedding: the learned table [G*G, C] bilinearly interpolated (align-corners) to a grid_h x grid_w

@@ -51,10 +51,13 @@ public sealed class Generator
         clock.Restart();
 
         StopReason reason = StopReason.MaxTokens;
+        // Greedy without penalties: the argmax is taken on the backend and only the token id comes back.
+        bool deviceArgMax = sampler.IsPlainArgMax;
+        int next = -1;
         while (generated.Count < options.MaxNewTokens)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            int token = sampler.Sample(logits, Context.TokenSpan,
+            int token = next >= 0 ? next : sampler.Sample(logits, Context.TokenSpan,
                 System.Runtime.InteropServices.CollectionsMarshal.AsSpan(generated));
             generated.Add(token);
             if (stop.Contains(token))
@@ -74,7 +77,8 @@ public sealed class Generator
                 break;
             }
             cancellationToken.ThrowIfCancellationRequested();
-            logits = Context.Decode(token);
+            if (deviceArgMax) next = Context.DecodeArgMax(token);
+            else logits = Context.Decode(token);
         }
         if (reason != StopReason.StopSequence && text.Append(decoder.Flush())) reason = StopReason.StopSequence;
         text.Complete();

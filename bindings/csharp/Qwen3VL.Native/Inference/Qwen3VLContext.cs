@@ -4,7 +4,7 @@ using Qwen3VL.Native.Processing;
 namespace Qwen3VL.Native.Inference;
 
 /// <summary>
-/// One conversation on a <see cref="Qwen3VLModel"/>: its KV caches (f32), the tokens seen, the next M-RoPE position and
+/// One conversation on a <see cref="Qwen3VLModel"/>: its KV caches (f32; bf16 on a GPU with bf16 math), the tokens seen, the next M-RoPE position and
 /// rope_delta. Not thread-safe (one caller at a time); several contexts may run concurrently on one model. Dispose after use.
 /// </summary>
 public sealed class Qwen3VLContext : IDisposable
@@ -22,8 +22,25 @@ public sealed class Qwen3VLContext : IDisposable
             throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"The model supports at most {model.Config.MaxPositionEmbeddings} positions.");
         }
         Model = model;
-        _cache = new KvCache(model.Backend, model.Config, capacity);
+        // bf16 caches where the math is bf16 anyway (tensor cores round q, k, v to bf16 in attention): half the memory
+        // and half the bytes each decoding step reads; f32 keeps the CPU's (and fp32 math's) exact parity.
+        _cache = new KvCache(model.Backend, model.Config, capacity, model.Backend.Fp32Math ? TensorDType.F32 : TensorDType.BF16);
+        if (model.Backend.IsCuda && Environment.GetEnvironmentVariable("QWEN3VL_NO_GRAPHS") != "1")
+        {
+            try
+            {
+                _step = new DecodeStep(model.Text, model.Backend, model.Config, _cache);
+            }
+            catch
+            {
+                _cache.Dispose();
+                throw;
+            }
+        }
     }
+
+    // The decoding step as a replayed graph (CUDA; null on the CPU or with QWEN3VL_NO_GRAPHS=1: eager ops).
+    private readonly DecodeStep? _step;
 
     /// <summary>The model.</summary>
     public Qwen3VLModel Model { get; }
@@ -112,16 +129,56 @@ public sealed class Qwen3VLContext : IDisposable
     /// <exception cref="Qwen3VLLimitExceededException">The context is full.</exception>
     public float[] Decode(int token)
     {
+        float[]? logits = null;
+        DecodeCore(token, wantLogits: true, ref logits);
+        return logits!;
+    }
+
+    /// <summary>
+    /// Appends one token like <see cref="Decode"/> and returns the argmax of its logits (first index on ties) without
+    /// copying the logits to the host: greedy decoding's fast path.
+    /// </summary>
+    /// <exception cref="Qwen3VLLimitExceededException">The context is full.</exception>
+    public int DecodeArgMax(int token)
+    {
+        float[]? logits = null;
+        return DecodeCore(token, wantLogits: false, ref logits);
+    }
+
+    private int DecodeCore(int token, bool wantLogits, ref float[]? logits)
+    {
         if (Remaining < 1) throw new Qwen3VLLimitExceededException($"The context is full ({Capacity} tokens).");
+        ModelConfig c = Model.Config;
+        if ((uint)token >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(token), token, $"Token id outside the vocabulary of {c.VocabSize}.");
         Enter();
         try
         {
-            RopePositions positions = RopeIndex.Text(1, NextPosition);
-            float[] logits = Model.Text.Forward([token], positions, _cache, Length, null, [0]);
+            int best = -1;
+            if (_step is not null)
+            {
+                _step.Run(token, NextPosition, Length);
+                if (wantLogits)
+                {
+                    logits = new float[c.VocabSize];
+                    _step.Logits.Read(logits);
+                }
+                else
+                {
+                    Span<int> b = stackalloc int[1];
+                    _step.Best.Read(b);
+                    best = b[0];
+                }
+            }
+            else
+            {
+                RopePositions positions = RopeIndex.Text(1, NextPosition);
+                logits = Model.Text.Forward([token], positions, _cache, Length, null, [0]);
+                if (!wantLogits) best = Sampler.ArgMax(logits);
+            }
             _tokens.Add(token);
             NextPosition++;
             _nextPositions.Add(NextPosition);
-            return logits;
+            return best;
         }
         finally
         {
@@ -137,5 +194,9 @@ public sealed class Qwen3VLContext : IDisposable
     private void Exit() => Volatile.Write(ref _busy, 0);
 
     /// <summary>Releases the caches.</summary>
-    public void Dispose() => _cache.Dispose();
+    public void Dispose()
+    {
+        _step?.Dispose();
+        _cache.Dispose();
+    }
 }

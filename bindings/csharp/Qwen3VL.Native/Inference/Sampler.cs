@@ -36,16 +36,16 @@ public sealed class Sampler
         float[] scores = logits.ToArray();
         ApplyPenalties(scores, contextTokens, generatedTokens);
         if (_options.IsGreedy) return ArgMax(scores);
-        double[] probs = Distribution(scores);
+        (int[] cand, double[] probs) = Candidates(scores);
         double u = NextDouble();
         double cumulative = 0;
         int last = -1;
-        for (int i = 0; i < probs.Length; i++)
+        for (int j = 0; j < cand.Length; j++)
         {
-            if (probs[i] <= 0) continue;
-            cumulative += probs[i];
-            last = i;
-            if (u < cumulative) return i;
+            if (probs[j] <= 0) continue;
+            cumulative += probs[j];
+            last = cand[j];
+            if (u < cumulative) return cand[j];
         }
         return last; // rounding: u beyond the summed mass
     }
@@ -92,46 +92,75 @@ public sealed class Sampler
 
     private double[] Distribution(float[] scores)
     {
+        (int[] cand, double[] final) = Candidates(scores);
+        var probs = new double[scores.Length];
+        for (int j = 0; j < cand.Length; j++) probs[cand[j]] = final[j];
+        return probs;
+    }
+
+    /// <summary>
+    /// The tokens that can be drawn (in index order) and their probabilities: temperature, top-k, top-p and min-p applied.
+    /// Only the candidates' scores are materialised (top-k keeps a handful of the vocabulary), so a step costs one pass
+    /// over the logits plus work on the candidates.
+    /// </summary>
+    private (int[] Cand, double[] Prob) Candidates(float[] scores)
+    {
         int v = scores.Length;
         double invT = 1.0 / _options.Temperature;
-        var s = new double[v];
-        for (int i = 0; i < v; i++) s[i] = scores[i] * invT;
-
-        // Candidates, in index order.
         int[] cand;
         int k = _options.TopK;
         if (k > 0 && k < v)
         {
-            double threshold = KthLargest(s, k); // ties with the k-th are kept, as transformers does
-            cand = Filter(s, x => x >= threshold);
+            double threshold = KthLargest(scores, invT, k); // ties with the k-th are kept, as transformers does
+            var kept = new List<int>(k + 8);
+            for (int i = 0; i < v; i++) if (scores[i] * invT >= threshold) kept.Add(i);
+            cand = kept.ToArray();
         }
         else
         {
-            cand = Filter(s, x => !double.IsNegativeInfinity(x));
+            var kept = new List<int>();
+            for (int i = 0; i < v; i++) if (!double.IsNegativeInfinity(scores[i] * invT)) kept.Add(i);
+            cand = kept.ToArray();
         }
         if (cand.Length == 0) cand = [ArgMax(scores)];
+        double[] sc = Scores(scores, invT, cand);
 
-        if (_options.TopP < 1f) cand = TopP(s, cand, _options.TopP);
+        if (_options.TopP < 1f)
+        {
+            cand = TopP(sc, cand, _options.TopP);
+            sc = Scores(scores, invT, cand);
+        }
         if (_options.MinP > 0f)
         {
-            double[] p = Softmax(s, cand);
+            double[] p = Softmax(sc);
             double limit = _options.MinP * p.Max();
             int[] kept = cand.Where((_, j) => p[j] >= limit).ToArray();
-            if (kept.Length > 0) cand = kept;
+            if (kept.Length > 0)
+            {
+                cand = kept;
+                sc = Scores(scores, invT, cand);
+            }
         }
-        double[] final = Softmax(s, cand);
-        var probs = new double[v];
-        for (int j = 0; j < cand.Length; j++) probs[cand[j]] = final[j];
-        return probs;
+        return (cand, Softmax(sc));
+    }
+
+    private static double[] Scores(float[] scores, double invT, int[] cand)
+    {
+        var sc = new double[cand.Length];
+        for (int j = 0; j < cand.Length; j++) sc[j] = scores[cand[j]] * invT;
+        return sc;
     }
 
     /// <summary>
     /// The smallest prefix of the candidates sorted by descending score (ties by index) whose probability mass reaches
     /// <paramref name="topP"/>: a token is kept while the mass before it is below p. Only the likely part is sorted.
     /// </summary>
-    private static int[] TopP(double[] s, int[] cand, double topP)
+    /// <param name="sc">The candidates' scores (after temperature).</param>
+    /// <param name="cand">The candidates' token ids.</param>
+    /// <param name="topP">The probability mass to keep.</param>
+    private static int[] TopP(double[] sc, int[] cand, double topP)
     {
-        double[] p = Softmax(s, cand);
+        double[] p = Softmax(sc);
         double max = p.Max();
         // Tokens below the cut-off thr can only be kept if the tokens at or above it hold less than p: widen until they do.
         for (double thr = max * 1e-4; ; thr *= 1e-3)
@@ -149,14 +178,12 @@ public sealed class Sampler
             if (mass >= topP || count == p.Length || thr == 0)
             {
                 var idx = new int[count];
-                var prob = new double[count];
                 for (int j = 0, n = 0; j < p.Length; j++)
                 {
                     if (p[j] < thr) continue;
-                    idx[n] = j;
-                    prob[n++] = p[j];
+                    idx[n++] = j;
                 }
-                Array.Sort(idx, (a, b) => s[cand[b]] != s[cand[a]] ? s[cand[b]].CompareTo(s[cand[a]]) : cand[a].CompareTo(cand[b]));
+                Array.Sort(idx, (a, b) => sc[b] != sc[a] ? sc[b].CompareTo(sc[a]) : cand[a].CompareTo(cand[b]));
                 double before = 0;
                 int keep = 0;
                 while (keep < idx.Length && before < topP)
@@ -173,37 +200,35 @@ public sealed class Sampler
         }
     }
 
-    private static int[] Filter(double[] s, Func<double, bool> keep)
-    {
-        var result = new List<int>();
-        for (int i = 0; i < s.Length; i++) if (keep(s[i])) result.Add(i);
-        return result.ToArray();
-    }
-
-    /// <summary>The k-th largest value (a size-k min-heap pass).</summary>
-    private static double KthLargest(double[] s, int k)
+    /// <summary>The k-th largest of scores[i] * invT (a size-k min-heap pass).</summary>
+    private static double KthLargest(float[] scores, double invT, int k)
     {
         var heap = new PriorityQueue<double, double>(k + 1);
-        foreach (double x in s)
+        foreach (float f in scores)
         {
+            double x = f * invT;
             if (heap.Count < k) heap.Enqueue(x, x);
             else if (x > heap.Peek()) heap.EnqueueDequeue(x, x);
         }
         return heap.Peek();
     }
 
-    /// <summary>Softmax of the scores of the candidates.</summary>
-    private static double[] Softmax(double[] s, int[] cand)
+    /// <summary>Softmax of the candidates' scores.</summary>
+    private static double[] Softmax(double[] sc)
     {
-        var p = new double[cand.Length];
+        var p = new double[sc.Length];
         double max = double.NegativeInfinity, sum = 0;
-        foreach (int i in cand) max = Math.Max(max, s[i]);
-        for (int j = 0; j < cand.Length; j++) sum += p[j] = Math.Exp(s[cand[j]] - max);
-        for (int j = 0; j < cand.Length; j++) p[j] /= sum;
+        foreach (double x in sc) max = Math.Max(max, x);
+        for (int j = 0; j < sc.Length; j++) sum += p[j] = Math.Exp(sc[j] - max);
+        for (int j = 0; j < sc.Length; j++) p[j] /= sum;
         return p;
     }
 
-    private static int ArgMax(ReadOnlySpan<float> scores)
+    /// <summary>True when <see cref="Sample"/> is the plain argmax of the logits (greedy, no penalties), which the
+    /// backend can compute next to the logits (<see cref="Qwen3VLContext.DecodeArgMax"/>).</summary>
+    public bool IsPlainArgMax => _options.IsGreedy && _options.RepetitionPenalty == 1f && _options.PresencePenalty == 0f;
+
+    internal static int ArgMax(ReadOnlySpan<float> scores)
     {
         int best = 0;
         for (int i = 1; i < scores.Length; i++)

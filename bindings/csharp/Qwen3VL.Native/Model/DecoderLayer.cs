@@ -62,17 +62,20 @@ public sealed class DecoderLayer
     /// <param name="x">Hidden states of the T new tokens; updated in place.</param>
     /// <param name="positions">i32 [3, T] M-RoPE positions.</param>
     /// <param name="cache">The conversation's caches; rows nPast .. nPast+T-1 of this layer are written.</param>
-    /// <param name="nPast">Tokens already in the cache.</param>
-    public void Forward(Tensor x, Tensor positions, KvCache cache, long nPast)
+    /// <param name="nPast">Tokens already in the cache (0 when <paramref name="nPastTensor"/> is given).</param>
+    /// <param name="nPastTensor">Optional i32 [1] holding n_past on the backend, read when the ops run (a captured decode step).</param>
+    /// <remarks>
+    /// Five fused ops and attention: q/k/v from input_layernorm(x) in one pass, the QK-norm + M-RoPE + cache write, attention,
+    /// x += o_proj(attn), the gate/up SwiGLU of post_attention_layernorm(x) in one pass, x += down_proj(g). On the CPU each
+    /// fused op runs the unfused steps in the same order, so the numerics are those of the plain sequence.
+    /// </remarks>
+    public void Forward(Tensor x, Tensor positions, KvCache cache, long nPast, Tensor? nPastTensor = null)
     {
         ArgumentNullException.ThrowIfNull(cache);
-        long t = x.Shape[0], hidden = _config.TextHiddenSize, d = _config.TextHeadDim;
+        long t = x.Shape[0], d = _config.TextHeadDim;
         long hq = _config.TextNumHeads, hkv = _config.TextNumKvHeads;
         float eps = (float)_config.RmsNormEps;
 
-        using Tensor h = _backend.CreateTensor(TensorDType.F32, t, hidden);
-        using Tensor o = _backend.CreateTensor(TensorDType.F32, t, hidden);
-        Ops.RmsNorm(h, x, InputLayernormWeight, eps);
         using (Tensor q = _backend.CreateTensor(TensorDType.F32, t, hq, d))
         using (Tensor k = _backend.CreateTensor(TensorDType.F32, t, hkv, d))
         using (Tensor v = _backend.CreateTensor(TensorDType.F32, t, hkv, d))
@@ -82,20 +85,16 @@ public sealed class DecoderLayer
         using (Tensor attn = _backend.CreateTensor(TensorDType.F32, t, hq, d))
         using (Tensor attn2 = attn.Reshape(t, hq * d))
         {
-            Ops.Linear(q2, h, QProjWeight);
-            Ops.Linear(k2, h, KProjWeight);
-            Ops.Linear(v2, h, VProjWeight);
+            Ops.NormLinear(q2, QProjWeight, k2, KProjWeight, v2, VProjWeight, x, InputLayernormWeight, eps);
             Ops.QkNormRopeKv(q, k, v, QNormWeight, KNormWeight, eps, positions, (float)_config.RopeTheta, _mropeSection,
-                cache.Keys(Index), cache.Values(Index), nPast);
-            Ops.Attention(attn, q, cache.Keys(Index), cache.Values(Index), nPast, AttentionMode.Causal, null);
-            Ops.Linear(o, attn2, OProjWeight);
+                cache.Keys(Index), cache.Values(Index), nPast, nPastTensor);
+            Ops.Attention(attn, q, cache.Keys(Index), cache.Values(Index), nPast, AttentionMode.Causal, null, nPastTensor);
+            Ops.LinearResidual(x, attn2, OProjWeight, null, x);
         }
-        Ops.AddRmsNorm(x, h, o, PostAttentionLayernormWeight, eps);
         using (Tensor g = _backend.CreateTensor(TensorDType.F32, t, _config.TextIntermediateSize))
         {
-            Ops.LinearSwiglu(g, h, GateProjWeight, UpProjWeight);
-            Ops.Linear(o, g, DownProjWeight);
+            Ops.NormLinearSwiglu(g, x, PostAttentionLayernormWeight, eps, GateProjWeight, UpProjWeight);
+            Ops.LinearResidual(x, g, DownProjWeight, null, x);
         }
-        Ops.Add(x, x, o);
     }
 }

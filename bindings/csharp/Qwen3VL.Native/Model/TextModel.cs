@@ -106,17 +106,31 @@ public sealed class TextModel
 
         int p = logitRows.Length;
         if (p == 0) return [];
-        using Tensor normed = _backend.CreateTensor(TensorDType.F32, p, hidden);
+        using Tensor logits = _backend.CreateTensor(TensorDType.F32, p, _config.VocabSize);
         for (int i = 0; i < p; i++)
         {
             using Tensor src = x.View(logitRows[i] * hidden, 1, hidden);
-            using Tensor dst = normed.View(i * hidden, 1, hidden);
-            Ops.RmsNorm(dst, src, NormWeight, (float)_config.RmsNormEps);
+            using Tensor dst = logits.View(i * _config.VocabSize, 1, _config.VocabSize);
+            Logits(dst, src);
         }
-        using Tensor logits = _backend.CreateTensor(TensorDType.F32, p, _config.VocabSize);
-        Ops.Linear(logits, normed, LmHeadWeight);
         var result = new float[(long)p * _config.VocabSize];
         logits.Read(result);
         return result;
+    }
+
+    // logits [P, vocab] = lm_head(norm(x)) for x [P, hidden]: the final RMSNorm fused into the output projection.
+    private void Logits(Tensor logits, Tensor x) =>
+        Ops.NormLinear(logits, LmHeadWeight, null, null, null, null, x, NormWeight, (float)_config.RmsNormEps);
+
+    /// <summary>
+    /// Records one decoding step on <paramref name="step"/>'s tensors (token id, positions and n_past read from device
+    /// memory) so it can be replayed as a graph: embedding, the layers, the final norm, the logits and their argmax.
+    /// </summary>
+    internal void RecordDecodeStep(DecodeStep step, KvCache cache)
+    {
+        Ops.Embedding(step.Hidden, EmbedTokensWeight, step.Ids);
+        for (int l = 0; l < Layers.Count; l++) Layers[l].Forward(step.Hidden, step.Positions, cache, 0, step.NPast);
+        Logits(step.Logits, step.Hidden);
+        Ops.Argmax(step.Best, step.Logits);
     }
 }

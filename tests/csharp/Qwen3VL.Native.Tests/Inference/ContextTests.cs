@@ -81,6 +81,26 @@ public sealed class ContextTests
     }
 
     [Fact]
+    public void DecodeArgMaxIsTheArgMaxOfDecodeLogits()
+    {
+        Qwen3VLModel model = TestModels.Get(TiedFixture);
+        var (ids, vision) = Input("one_image");
+        using Qwen3VLContext a = model.CreateContext(ids.Length + 8);
+        using Qwen3VLContext b = model.CreateContext(ids.Length + 8);
+        int ta = Sampler.ArgMax(a.Prefill(ids, vision)), tb = Sampler.ArgMax(b.Prefill(ids, vision));
+        Assert.Equal(ta, tb);
+        for (int i = 0; i < 6; i++)
+        {
+            ta = a.DecodeArgMax(ta);
+            tb = Sampler.ArgMax(b.Decode(tb));
+            Assert.Equal(tb, ta);
+        }
+        Assert.Equal(b.Tokens, a.Tokens);
+        Assert.Throws<ArgumentOutOfRangeException>(() => a.DecodeArgMax(model.Config.VocabSize));
+        Assert.Equal(b.Length, a.Length);
+    }
+
+    [Fact]
     public void RopeDeltaDrivesDecodePositions()
     {
         Qwen3VLModel model = TestModels.Get(TiedFixture);
