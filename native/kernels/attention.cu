@@ -129,21 +129,39 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // out row = sum_s 2^(m_s - M) acc_s / sum_s 2^(m_s - M) l_s, M the largest m_s. Every row has a visible key in some
-// chunk (key 0 in CAUSAL, itself in SEGMENTS), so M is finite; empty chunks (m_s = -inf) weigh 0.
+// chunk (key 0 in CAUSAL, itself in SEGMENTS), so M is finite; empty chunks (m_s = -inf) weigh 0. Warp 0 reduces
+// over the splits (lanes across them) and leaves each split's weight 2^(m_s - M) / L in shared memory; then every
+// thread sums its output dimensions over the splits (coalesced reads across threads). The few dependent global
+// loads per thread keep this cheap next to the decode kernel it follows.
+constexpr int kMergeMaxSplits = 1024;
 __global__ void __launch_bounds__(kThreads)
     attention_merge_kernel(float* out, const float* partial, int64_t rows, int64_t D, int splits) {
+    __shared__ float weight[kMergeMaxSplits];
+    const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+    pdl_wait();  // launched as PDL after the kernel that writes the partials
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         const float* part = partial + row * splits * (D + 2);
-        float M = -INFINITY;
-        for (int s = 0; s < splits; ++s) M = fmaxf(M, part[s * (D + 2) + D]);
-        float L = 0.0f;
-        for (int s = 0; s < splits; ++s) L += exp2f(part[s * (D + 2) + D] - M) * part[s * (D + 2) + D + 1];
-        const float inv = 1.0f / L;
+        if (warp == 0) {
+            float M = -INFINITY;
+            for (int s = int(lane); s < splits; s += kWarp) M = fmaxf(M, part[s * (D + 2) + D]);
+            M = warp_max(M);
+            float L = 0.0f;
+            for (int s = int(lane); s < splits; s += kWarp) {
+                const float w = exp2f(part[s * (D + 2) + D] - M);
+                weight[s] = w;
+                L += w * part[s * (D + 2) + D + 1];
+            }
+            L = warp_sum(L);
+            const float inv = 1.0f / L;
+            for (int s = int(lane); s < splits; s += kWarp) weight[s] *= inv;
+        }
+        __syncthreads();
         for (int64_t d = threadIdx.x; d < D; d += kThreads) {
             float o = 0.0f;
-            for (int s = 0; s < splits; ++s) o += exp2f(part[s * (D + 2) + D] - M) * part[s * (D + 2) + d];
-            out[row * D + d] = o * inv;
+            for (int s = 0; s < splits; ++s) o += weight[s] * part[s * (D + 2) + d];
+            out[row * D + d] = o;
         }
+        __syncthreads();  // weight is rewritten for the next row
     }
 }
 
@@ -184,8 +202,10 @@ void scalar_attention(CudaBackend& be, const AttentionArgs& a) {
 namespace attn {
 
 void merge_partials(CudaBackend& be, float* out, const float* partial, int64_t rows, int64_t head_dim, int splits) {
-    attention_merge_kernel<<<grid_rows(rows), kThreads, 0, be.stream()>>>(out, partial, rows, head_dim, splits);
-    QWEN3VL_CUDA_CHECK_LAUNCH();
+    require(splits >= 1 && splits <= kMergeMaxSplits, "attention: " + std::to_string(splits) + " key chunks exceed " +
+                                                          std::to_string(kMergeMaxSplits));
+    launch_pdl(be.compute_capability(), be.stream(), attention_merge_kernel, dim3(grid_rows(rows)), dim3(kThreads), 0,
+               out, partial, rows, head_dim, splits);
 }
 
 bool kernel_ready(const void* kernel, int device, size_t smem_bytes, int min_arch) {

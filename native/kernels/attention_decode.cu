@@ -98,6 +98,7 @@ __global__ void __launch_bounds__(kDecThreads)
     const int G = static_cast<int>(a.q_heads / a.kv_heads);
     const int rows = static_cast<int>(a.tokens) * G;
     const int g = blockIdx.x / splits, split = blockIdx.x % splits;
+    pdl_wait();  // launched as PDL: only the launch overlaps the kernel before (which writes q and the new cache row)
     const int64_t n_past = runtime_n_past(a);
     const int64_t lo = int64_t(split) * chunk;
     const int64_t kv_end = n_past + a.tokens;
@@ -278,9 +279,8 @@ template <class KV, int R>
 void launch(CudaBackend& be, const AttentionArgs& a, int splits, int chunk, float* partial) {
     const size_t smem = size_t(R) * (5 * size_t(a.head_dim) + kSub) * sizeof(float);
     const unsigned grid = static_cast<unsigned>(a.kv_heads * splits);
-    attention_decode_kernel<KV, R>
-        <<<grid, kDecThreads, smem, be.stream()>>>(a, scale_log2(a.head_dim), splits, chunk, partial);
-    QWEN3VL_CUDA_CHECK_LAUNCH();
+    launch_pdl(be.compute_capability(), be.stream(), attention_decode_kernel<KV, R>, dim3(grid), dim3(kDecThreads),
+               smem, a, scale_log2(a.head_dim), splits, chunk, partial);
 }
 
 template <class KV>

@@ -64,6 +64,9 @@ __global__ void qk_norm_rope_kv_kernel(QkNormRopeKv a) {
             cos_sin(__fmul_rn(p, inv_freq(i, D, a.theta)), &c[i], &s[i]);
         }
         __syncthreads();
+        // Launched as PDL: the cos/sin table above (positions are an input of the step, never written by the kernel
+        // just before) overlaps the end of the q/k/v projection; q, k, v and the caches are touched only after this.
+        pdl_wait();
         int64_t slot = a.n_past + t;
         bool write_cache = true;
         if (a.n_past_device) {  // captured decode step: n_past lives on the device
@@ -124,9 +127,8 @@ void qk_norm_rope_kv(CudaBackend& be, const QkNormRopeKv& a) {
     const size_t smem = size_t(a.head_dim) * sizeof(float);
     constexpr unsigned kRowsPerBlock = kQkBlock / kWarp;
     const unsigned groups = unsigned((a.q_heads + a.kv_heads + kRowsPerBlock - 1) / kRowsPerBlock);
-    qk_norm_rope_kv_kernel<<<dim3(std::min<unsigned>(grid_rows(a.tokens), 65535u), groups), kQkBlock, smem,
-                             be.stream()>>>(a);
-    QWEN3VL_CUDA_CHECK_LAUNCH();
+    launch_pdl(be.compute_capability(), be.stream(), qk_norm_rope_kv_kernel,
+               dim3(std::min<unsigned>(grid_rows(a.tokens), 65535u), groups), dim3(kQkBlock), smem, a);
 }
 
 void rope_vision(CudaBackend& be, float* qkv, int64_t tokens, int64_t heads, int64_t head_dim,

@@ -172,7 +172,18 @@ TEST_F(CudaOpsTest, AddSwigluGelu) {
         for (int tanh_form : {0, 1}) {
             Pair x = tensor(kF32, {n}, random(size_t(n), -4.0f, 4.0f)), y = tensor(kF32, {n});
             both("gelu", [&](bool c) { return qwen3vl_op_gelu(on(y, c), on(x, c), tanh_form); });
-            expect_close(y, 1e-11, "gelu tanh=" + std::to_string(tanh_form) + at);
+            // erf differs by up to 2 ulp between glibc and CUDA (CUDA's documented erff bound); for x near -4 the
+            // factor 1 + erf(x / sqrt 2) ~ 6e-5 cancels, so one element can be off by ~2^-22 / 6e-5 ~ 4e-3
+            // relatively. Over many elements this averages away (NMSE 1e-11 holds); a single element is compared
+            // in absolute terms instead (|d| <= 1e-6, the absolute error that relative 4e-3 of gelu(-4) ~ -1.3e-4
+            // allows).
+            if (n < 64) {
+                const std::vector<float> want = read(y.cpu), got = read(y.gpu);
+                for (size_t i = 0; i < want.size(); ++i)
+                    EXPECT_NEAR(got[i], want[i], 1e-6) << "gelu tanh=" << tanh_form << at << " (" << seed() << ")";
+            } else {
+                expect_close(y, 1e-11, "gelu tanh=" + std::to_string(tanh_form) + at);
+            }
         }
         both("add in place", [&](bool c) { return qwen3vl_op_add(on(a, c), on(a, c), on(b, c)); });
         expect_close(a, 1e-11, "add in place" + at);
