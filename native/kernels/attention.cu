@@ -138,7 +138,6 @@ __global__ void __launch_bounds__(kThreads)
     attention_merge_kernel(float* out, const float* partial, int64_t rows, int64_t D, int splits) {
     __shared__ float weight[kMergeMaxSplits];
     const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-    pdl_launch_dependents();  // the output projection (PDL) may be scheduled early; it waits for this kernel
     pdl_wait();  // launched as PDL after the kernel that writes the partials
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         const float* part = partial + row * splits * (D + 2);

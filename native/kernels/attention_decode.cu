@@ -83,8 +83,7 @@ struct Vec16<__half> {
 // block (g, s) covers keys [s * chunk, (s + 1) * chunk) and writes split-K records; else it writes the output.
 template <class KV, int R>
 __global__ void __launch_bounds__(kDecThreads)
-    attention_decode_kernel(AttentionArgs a, float scale_log2, int splits, int chunk, float* partial,
-                            int* counters) {
+    attention_decode_kernel(AttentionArgs a, float scale_log2, int splits, int chunk, float* partial) {
     using Vec = Vec16<KV>;
     constexpr int E = Vec::E;
     constexpr int kChunksPerLane = kMaxDim / E / 8;  // 16-byte pieces of a K row per lane (8 lanes per row)
@@ -99,7 +98,6 @@ __global__ void __launch_bounds__(kDecThreads)
     const int G = static_cast<int>(a.q_heads / a.kv_heads);
     const int rows = static_cast<int>(a.tokens) * G;
     const int g = blockIdx.x / splits, split = blockIdx.x % splits;
-    pdl_launch_dependents();  // the merge (PDL) may be scheduled early; it waits for this kernel's results
     pdl_wait();  // launched as PDL: only the launch overlaps the kernel before (which writes q and the new cache row)
     const int64_t n_past = runtime_n_past(a);
     const int64_t lo = int64_t(split) * chunk;
@@ -275,66 +273,22 @@ __global__ void __launch_bounds__(kDecThreads)
             }
         }
     }
-    if (splits == 1 || counters == nullptr) return;
-
-    // Fused merge: the last block of KV head g to finish (a per-head arrival counter, reset by that block) merges the
-    // split records of the group's rows, which saves the merge kernel and its launch in every decoding step. The
-    // formula is attention_merge_kernel's: out = sum_s 2^(m_s - M) acc_s / sum_s 2^(m_s - M) l_s.
-    __shared__ int is_last;
-    __threadfence();  // this block's records are visible device-wide before it is counted
-    __syncthreads();
-    if (tid == 0) is_last = atomicAdd(&counters[g], 1) == splits - 1;
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    float* const weight = red;  // splits floats (the host checked they fit)
-    for (int r = 0; r < rows; ++r) {
-        const int64_t row = (r / G) * a.q_heads + g * G + r % G;
-        const float* part = partial + row * splits * (D + 2);
-        if (warp == 0) {
-            float M = -INFINITY;
-            for (int sp = lane; sp < splits; sp += 32) M = fmaxf(M, __ldcg(part + sp * (D + 2) + D));
-            M = warp_max(M);
-            float L = 0.0f;
-            for (int sp = lane; sp < splits; sp += 32) {
-                const float w = exp2f(__ldcg(part + sp * (D + 2) + D) - M);
-                weight[sp] = w;
-                L += w * __ldcg(part + sp * (D + 2) + D + 1);
-            }
-            L = warp_sum(L);
-            const float inv = 1.0f / L;
-            for (int sp = lane; sp < splits; sp += 32) weight[sp] *= inv;
-        }
-        __syncthreads();
-        for (int d = tid; d < D; d += kDecThreads) {
-            float o = 0.0f;
-            for (int sp = 0; sp < splits; ++sp) o += weight[sp] * __ldcg(part + sp * (D + 2) + d);
-            a.out[row * D + d] = o;
-        }
-        __syncthreads();
-    }
-    if (tid == 0) counters[g] = 0;  // ready for the next call (kernels on the backend's stream run one at a time)
 }
 
-// Returns whether the merge was fused into the kernel (else the caller launches merge_partials).
 template <class KV, int R>
-bool launch(CudaBackend& be, const AttentionArgs& a, int splits, int chunk, float* partial) {
+void launch(CudaBackend& be, const AttentionArgs& a, int splits, int chunk, float* partial) {
     const size_t smem = size_t(R) * (5 * size_t(a.head_dim) + kSub) * sizeof(float);
     const unsigned grid = static_cast<unsigned>(a.kv_heads * splits);
-    int* counters = splits > 1 && splits <= R * kDecWarps * a.head_dim && a.kv_heads <= CudaBackend::kArrivalCounters
-                        ? be.arrival_counters()
-                        : nullptr;
     launch_pdl(be.compute_capability(), be.stream(), attention_decode_kernel<KV, R>, dim3(grid), dim3(kDecThreads),
-               smem, a, scale_log2(a.head_dim), splits, chunk, partial, counters);
-    return counters != nullptr;
+               smem, a, scale_log2(a.head_dim), splits, chunk, partial);
 }
 
 template <class KV>
-bool launch_rows(CudaBackend& be, const AttentionArgs& a, int64_t rows, int splits, int chunk, float* partial) {
-    if (rows <= 1) return launch<KV, 1>(be, a, splits, chunk, partial);
-    if (rows <= 2) return launch<KV, 2>(be, a, splits, chunk, partial);
-    if (rows <= 4) return launch<KV, 4>(be, a, splits, chunk, partial);
-    return launch<KV, 8>(be, a, splits, chunk, partial);
+void launch_rows(CudaBackend& be, const AttentionArgs& a, int64_t rows, int splits, int chunk, float* partial) {
+    if (rows <= 1) launch<KV, 1>(be, a, splits, chunk, partial);
+    else if (rows <= 2) launch<KV, 2>(be, a, splits, chunk, partial);
+    else if (rows <= 4) launch<KV, 4>(be, a, splits, chunk, partial);
+    else launch<KV, 8>(be, a, splits, chunk, partial);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -360,13 +314,12 @@ bool decode_attention(CudaBackend& be, const AttentionArgs& a) {
             "attention: KV cache too large for the decode kernel");
     CudaBackend::Scratch partial(be, splits > 1 ? size_t(a.tokens * a.q_heads * splits * (a.head_dim + 2)) * 4 : 0);
     float* part = partial.as<float>();
-    bool merged = false;
     switch (a.kv_dtype) {
-        case QWEN3VL_DTYPE_F16: merged = launch_rows<__half>(be, a, rows, int(splits), int(chunk), part); break;
-        case QWEN3VL_DTYPE_BF16: merged = launch_rows<__nv_bfloat16>(be, a, rows, int(splits), int(chunk), part); break;
-        default: merged = launch_rows<float>(be, a, rows, int(splits), int(chunk), part); break;
+        case QWEN3VL_DTYPE_F16: launch_rows<__half>(be, a, rows, int(splits), int(chunk), part); break;
+        case QWEN3VL_DTYPE_BF16: launch_rows<__nv_bfloat16>(be, a, rows, int(splits), int(chunk), part); break;
+        default: launch_rows<float>(be, a, rows, int(splits), int(chunk), part); break;
     }
-    if (splits > 1 && !merged) merge_partials(be, a.out, part, a.tokens * a.q_heads, a.head_dim, int(splits));
+    if (splits > 1) merge_partials(be, a.out, part, a.tokens * a.q_heads, a.head_dim, int(splits));
     return true;
 }
 

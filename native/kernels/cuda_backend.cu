@@ -161,20 +161,8 @@ CudaBackend::CudaBackend(int device, bool fp32_math)
         cuda::throw_cuda_error(fd, "cudaHostGetDevicePointer(device error flag)", __FILE__, __LINE__);
     }
     error_flag_device_ = static_cast<int32_t*>(flag_device);
-    void* counters = nullptr;
-    cudaError_t ce = cudaMalloc(&counters, kArrivalCounters * sizeof(int));
-    if (ce == cudaSuccess) ce = cudaMemset(counters, 0, kArrivalCounters * sizeof(int));
-    if (ce != cudaSuccess) {
-        if (counters) cudaFree(counters);
-        cudaFreeHost(flag);
-        cudaFreeHost(ring_);
-        cudaStreamDestroy(stream_);
-        cuda::throw_cuda_error(ce, "cudaMalloc(arrival counters)", __FILE__, __LINE__);
-    }
-    arrival_counters_ = static_cast<int*>(counters);
     const cublasStatus_t st = cublasLtCreate(&cublaslt_);
     if (st != CUBLAS_STATUS_SUCCESS) {
-        cudaFree(counters);
         cudaFreeHost(flag);
         cudaFreeHost(ring_);
         cudaStreamDestroy(stream_);
@@ -191,7 +179,6 @@ CudaBackend::~CudaBackend() {
     for (cudaEvent_t e : ring_free_events_) cudaEventDestroy(e);
     if (ring_) cudaFreeHost(ring_);
     if (error_flag_host_) cudaFreeHost(const_cast<int32_t*>(error_flag_host_));
-    if (arrival_counters_) cudaFree(arrival_counters_);
     if (stream_) cudaStreamDestroy(stream_);
 }
 

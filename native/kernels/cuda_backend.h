@@ -60,12 +60,6 @@ public:
     enum DeviceError : int32_t { kNoError = 0, kEmbeddingIdOutOfRange = 1, kNPastOutOfRange = 2, kSegmentsInvalid = 3 };
     int32_t* device_error_flag() const { return error_flag_device_; }
 
-    // Zeroed device counters for kernels whose last-arriving block finishes the work of the others (the fused split-K
-    // merge of decode attention); each such kernel leaves the counters it used at zero again. Work on the backend's
-    // stream runs one kernel at a time, so one set serves every call.
-    static constexpr int kArrivalCounters = 1024;
-    int* arrival_counters() const { return arrival_counters_; }
-
     // Makes the backend's device current on the calling thread; every op calls it first.
     void activate() const;
     int device() const { return device_; }
@@ -111,7 +105,6 @@ private:
     std::once_flag workspace_once_;
     volatile int32_t* error_flag_host_ = nullptr;
     int32_t* error_flag_device_ = nullptr;
-    int* arrival_counters_ = nullptr;
     void check_device_errors();
     void* workspace_ = nullptr;
 

@@ -14,7 +14,6 @@ constexpr unsigned kBlock = 256;
 // captured graph): an id outside the table zeroes its row and raises the backend's device error flag.
 __global__ void embedding_kernel(float* out, const void* table, qwen3vl_dtype tt, const int32_t* ids, int64_t tokens,
                                  int64_t width, int64_t rows, int32_t* error_flag) {
-    pdl_launch_dependents();  // the first projection (PDL) may start loading its weights
     for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
         const int32_t id = ids[t];
         if (id < 0 || id >= rows) {

@@ -54,7 +54,6 @@ __global__ void qk_norm_rope_kv_kernel(QkNormRopeKv a) {
     float* c = cs;
     float* s = cs + half;
     const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-    pdl_launch_dependents();  // the next kernel (attention, launched as PDL) may be scheduled now; it waits for us
     for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
         const float pt = static_cast<float>(a.positions[t]), ph = static_cast<float>(a.positions[T + t]),
                     pw = static_cast<float>(a.positions[2 * T + t]);
