@@ -211,7 +211,8 @@ __global__ void __launch_bounds__(kDecThreads)
             const float p0 = exp2f(s0 - m_use), p1 = exp2f(s1 - m_use);
             sc[r * kSub + lane] = p0;
             sc[r * kSub + lane + 32] = p1;
-            const float sum = warp_sum(p0 + p1);  // every lane has read m_s[r] by now
+            const float sum = warp_sum(p0 + p1);
+            __syncwarp();  // every lane's read of m_s[r] / l_s[r] is ordered before lane 0 rewrites them
             if (lane == 0) {
                 const float corr = exp2f(m_old - m_use);
                 m_s[r] = m_new;

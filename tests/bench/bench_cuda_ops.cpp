@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "qwen3vl.h"
@@ -194,6 +195,34 @@ int main(int argc, char** argv) {
                 case Fused::NormSwiglu: return qwen3vl_op_norm_linear_swiglu(out, x, nw, 1e-6f, ws[0], ws[1]);
                 case Fused::Residual: return qwen3vl_op_linear_residual(out, x, ws[0], nullptr, out);
                 default: return qwen3vl_op_norm_linear(out, ws[0], nullptr, nullptr, nullptr, nullptr, x, nw, 1e-6f);
+            }
+        });
+        // The same work as the unfused sequence of ops it replaces (what the decoder layer ran before the fusion):
+        // rms_norm into a buffer, then one linear per weight / linear_swiglu; linear into a buffer, then add.
+        qwen3vl_tensor* xn = tensor(f32, {f.M, f.K});
+        qwen3vl_tensor* tmp = tensor(f32, {f.M, f.N});
+        const std::string unfused = std::string("  unfused: ") +
+                                    (f.kind == Fused::Residual ? "linear + add" : f.kind == Fused::NormQkv ? "rms_norm + 3 linear"
+                                                                                 : swiglu ? "rms_norm + linear_swiglu"
+                                                                                          : "rms_norm + linear");
+        report_linear(unfused.c_str(), f.M, f.K, f.N, weight_bytes, flops, iters, copies, x, [&](int c) {
+            const std::vector<qwen3vl_tensor*>& ws = w[size_t(c)];
+            qwen3vl_status st = QWEN3VL_STATUS_OK;
+            switch (f.kind) {
+                case Fused::NormQkv:
+                    if ((st = qwen3vl_op_rms_norm(xn, x, nw, 1e-6f)) != QWEN3VL_STATUS_OK) return st;
+                    if ((st = qwen3vl_op_linear(out, xn, ws[0], nullptr)) != QWEN3VL_STATUS_OK) return st;
+                    if ((st = qwen3vl_op_linear(out_k, xn, ws[1], nullptr)) != QWEN3VL_STATUS_OK) return st;
+                    return qwen3vl_op_linear(out_v, xn, ws[2], nullptr);
+                case Fused::NormSwiglu:
+                    if ((st = qwen3vl_op_rms_norm(xn, x, nw, 1e-6f)) != QWEN3VL_STATUS_OK) return st;
+                    return qwen3vl_op_linear_swiglu(out, xn, ws[0], ws[1]);
+                case Fused::Residual:
+                    if ((st = qwen3vl_op_linear(tmp, x, ws[0], nullptr)) != QWEN3VL_STATUS_OK) return st;
+                    return qwen3vl_op_add(out, out, tmp);
+                default:
+                    if ((st = qwen3vl_op_rms_norm(xn, x, nw, 1e-6f)) != QWEN3VL_STATUS_OK) return st;
+                    return qwen3vl_op_linear(out, xn, ws[0], nullptr);
             }
         });
         release_after(keep);
