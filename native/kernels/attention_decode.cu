@@ -15,6 +15,8 @@
 // Launch shape depends only on a.n_past (the largest n_past when it is read from the device): chunks beyond the
 // actual keys write empty records (m = -inf, l = 0).
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "attention_impl.cuh"
 
@@ -306,10 +308,23 @@ bool decode_attention(CudaBackend& be, const AttentionArgs& a) {
     if (a.head_dim % E != 0 || a.head_dim > kMaxDim) return false;
     if (!aligned16(a.k) || !aligned16(a.v) || (a.kv_stride * esize) % 16 != 0) return false;
 
-    // Chunks of whole sub-tiles, about two blocks per SM over the KV heads; sized from the largest n_past.
+    // Chunks of whole sub-tiles, about two blocks per SM over the KV heads; sized from the largest n_past. With
+    // n_past read on the device that largest value is the cache capacity, so a chunk is also capped at
+    // kMaxChunkKeys: a short conversation in a long context then still spreads its keys over several blocks (blocks
+    // past the actual keys exit at once), instead of one block per KV head walking a capacity-sized chunk. At most
+    // kMaxSplits chunks (what the merge takes).
+    constexpr int64_t kMaxChunkKeys = 4 * kSub, kMaxSplits = 1024;
     const int64_t keys = a.n_past + a.tokens;
     const int64_t want = std::max<int64_t>(1, (2 * int64_t(be.multiprocessors()) + a.kv_heads - 1) / a.kv_heads);
-    const int64_t chunk = std::max<int64_t>(kSub, ((keys + want - 1) / want + kSub - 1) / kSub * kSub);
+    int64_t chunk = std::max<int64_t>(kSub, ((keys + want - 1) / want + kSub - 1) / kSub * kSub);
+    static const bool cap_chunks = [] {  // QWEN3VL_ATTENTION_CHUNK_CAP=0 turns the cap off (for before/after timings)
+        const char* v = std::getenv("QWEN3VL_ATTENTION_CHUNK_CAP");
+        return v == nullptr || std::string(v) != "0";
+    }();
+    if (a.n_past_device && cap_chunks) {
+        chunk = std::min(chunk, kMaxChunkKeys);
+        chunk = std::max(chunk, ((keys + kMaxSplits - 1) / kMaxSplits + kSub - 1) / kSub * kSub);
+    }
     const int64_t splits = (keys + chunk - 1) / chunk;
     require(chunk < (int64_t(1) << 30) && a.kv_heads * splits < (int64_t(1) << 31),
             "attention: KV cache too large for the decode kernel");

@@ -559,6 +559,8 @@ protected:
         run_n_past_tensor({65, 1100, 16, 8, 128, kF32, 1.0f}, {0, 37, 1000, 1100});
         run_n_past_tensor({300, 900, 16, 8, 64, kBF16, 1.0f}, {0, 900, 450});
         run_n_past_tensor({3, 200, 2, 2, 40, kF32, 1.0f}, {0, 150});
+        // A long context (capacity-sized launch, chunks capped): short, middle and full conversations.
+        run_n_past_tensor({1, 20000, 16, 8, 128, kBF16, 1.0f}, {0, 700, 12345, 20000});
     }
 };
 

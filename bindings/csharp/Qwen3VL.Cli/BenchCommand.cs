@@ -17,14 +17,15 @@ internal static class BenchCommand
 {
     internal const string Usage =
         "usage: qwen3vl bench --model DIR [--device cpu|cuda[:N]] [--prompt-tokens N] [--new-tokens N] [--image-size S]\n" +
-        "                     [--threads N] [--repeat N]\n" +
-        "  defaults: 512 prompt tokens, 128 new tokens (greedy), one SxS image with S = 448, all logical CPUs, 1 repeat";
+        "                     [--threads N] [--repeat N] [--context N]\n" +
+        "  defaults: 512 prompt tokens, 128 new tokens (greedy), one SxS image with S = 448, all logical CPUs, 1 repeat,\n" +
+        "  a context of exactly prompt + new tokens (--context sets a larger one, as a chat session would hold)";
 
     internal static int Run(string[] args)
     {
         string? model = null;
         string device = "cpu";
-        int promptTokens = 512, newTokens = 128, imageSize = 448, threads = 0, repeat = 1;
+        int promptTokens = 512, newTokens = 128, imageSize = 448, threads = 0, repeat = 1, context = 0;
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -41,6 +42,7 @@ internal static class BenchCommand
                     case "--image-size": imageSize = Int(); break;
                     case "--threads": threads = Int(); break;
                     case "--repeat": repeat = Math.Max(1, Int()); break;
+                    case "--context": context = Int(); break;
                     default: throw new ArgumentException("unknown option " + args[i]);
                 }
             }
@@ -88,7 +90,7 @@ internal static class BenchCommand
         ulong cacheBytes = 0;
         for (int r = 0; r < repeat; r++)
         {
-            using Qwen3VLContext ctx = m.CreateContext(promptTokens + newTokens + 1);
+            using Qwen3VLContext ctx = m.CreateContext(Math.Max(context, promptTokens + newTokens + 1));
             cacheBytes = ctx.CacheBytes;
             var sw = Stopwatch.StartNew();
             float[] logits = ctx.Prefill(prompt);
