@@ -135,12 +135,19 @@ __global__ void __launch_bounds__(kThreads)
 // loads per thread keep this cheap next to the decode kernel it follows.
 constexpr int kMergeMaxSplits = 1024;
 __global__ void __launch_bounds__(kThreads)
-    attention_merge_kernel(float* out, const float* partial, int64_t rows, int64_t D, int splits) {
+    attention_merge_kernel(float* out, const float* partial, int64_t rows, int64_t D, int stride_splits,
+                           AttentionArgs valid, int64_t chunk) {
     __shared__ float weight[kMergeMaxSplits];
     const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
     pdl_wait();  // launched as PDL after the kernel that writes the partials
+    // Records are laid out with stride_splits per row; with n_past on the device only the first chunks hold keys.
+    int splits = stride_splits;
+    if (chunk > 0) {
+        const int64_t used = (attn::runtime_n_past(valid) + valid.tokens + chunk - 1) / chunk;
+        splits = used < stride_splits ? int(used) : stride_splits;
+    }
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-        const float* part = partial + row * splits * (D + 2);
+        const float* part = partial + row * stride_splits * (D + 2);
         if (warp == 0) {
             float M = -INFINITY;
             for (int s = int(lane); s < splits; s += kWarp) M = fmaxf(M, part[s * (D + 2) + D]);
@@ -201,11 +208,15 @@ void scalar_attention(CudaBackend& be, const AttentionArgs& a) {
 
 namespace attn {
 
-void merge_partials(CudaBackend& be, float* out, const float* partial, int64_t rows, int64_t head_dim, int splits) {
+void merge_partials(CudaBackend& be, float* out, const float* partial, int64_t rows, int64_t head_dim, int splits,
+                    const AttentionArgs* valid, int64_t chunk) {
     require(splits >= 1 && splits <= kMergeMaxSplits, "attention: " + std::to_string(splits) + " key chunks exceed " +
                                                           std::to_string(kMergeMaxSplits));
+    AttentionArgs v{};
+    if (valid != nullptr && valid->n_past_device != nullptr) v = *valid;
+    else chunk = 0;  // every chunk holds a record
     launch_pdl(be.compute_capability(), be.stream(), attention_merge_kernel, dim3(grid_rows(rows)), dim3(kThreads), 0,
-               out, partial, rows, head_dim, splits);
+               out, partial, rows, head_dim, splits, v, chunk);
 }
 
 bool kernel_ready(const void* kernel, int device, size_t smem_bytes, int min_arch) {

@@ -105,6 +105,9 @@ __global__ void __launch_bounds__(kDecThreads)
     const int64_t lo = int64_t(split) * chunk;
     const int64_t kv_end = n_past + a.tokens;
     const int64_t hi = kv_end < lo + chunk ? kv_end : lo + chunk;  // keys of this block: [lo, hi)
+    // A chunk past this run's keys (the launch is sized for the largest n_past): no work and no record; the merge
+    // reads only the chunks that hold keys.
+    if (splits > 1 && lo >= kv_end) return;
     const KV* const K = static_cast<const KV*>(a.k) + int64_t(g) * D;
     const KV* const V = static_cast<const KV*>(a.v) + int64_t(g) * D;
 
@@ -335,7 +338,7 @@ bool decode_attention(CudaBackend& be, const AttentionArgs& a) {
         case QWEN3VL_DTYPE_BF16: launch_rows<__nv_bfloat16>(be, a, rows, int(splits), int(chunk), part); break;
         default: launch_rows<float>(be, a, rows, int(splits), int(chunk), part); break;
     }
-    if (splits > 1) merge_partials(be, a.out, part, a.tokens * a.q_heads, a.head_dim, int(splits));
+    if (splits > 1) merge_partials(be, a.out, part, a.tokens * a.q_heads, a.head_dim, int(splits), &a, chunk);
     return true;
 }
 

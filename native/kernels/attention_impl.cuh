@@ -43,7 +43,10 @@ __device__ __forceinline__ void segment_of(const AttentionArgs& a, int64_t t, in
 }
 
 // out[row] = merge of the row's `splits` records (see above); rows = T * Hq.
-void merge_partials(CudaBackend& be, float* out, const float* partial, int64_t rows, int64_t head_dim, int splits);
+// valid (optional, CAUSAL with n_past read on the device): the attention's arguments; only the chunks of `chunk` keys
+// that hold keys at this run's n_past are merged (the decode kernel writes no record for the others).
+void merge_partials(CudaBackend& be, float* out, const float* partial, int64_t rows, int64_t head_dim, int splits,
+                    const AttentionArgs* valid = nullptr, int64_t chunk = 0);
 
 // Once per (kernel, device): raises the kernel's dynamic shared memory limit to smem_bytes when above the default
 // 48 KiB, and tells whether the code loaded for this device was compiled for compute capability >= min_arch (a build
