@@ -108,9 +108,10 @@ const int32_t* host_i32(const Tensor& t, std::vector<int32_t>& copy) {
     return copy.data();
 }
 
-// n_past of the attention ops: the argument, or the i32 [1] n_past_tensor. On the CPU the tensor's value is read and
-// checked like the argument; on a GPU the kernels read it when they run, so `value` becomes the largest value allowed
-// (max_value), which sizes the launch, and `device` points at the tensor.
+// n_past of the attention ops: the argument, or the i32 [1] n_past_tensor, whose value may reach the argument (the
+// bound; 0: the whole cache, max_value). On the CPU the tensor's value is read and checked against the bound; on a GPU
+// the kernels read it when they run, so `value` becomes the bound, which sizes the launch (a tighter bound, a
+// smaller launch), and `device` points at the tensor.
 struct NPast {
     int64_t value;
     const int32_t* device;
@@ -119,15 +120,19 @@ NPast n_past_of(OpArgs& args, int64_t n_past, const qwen3vl_tensor* n_past_tenso
     if (n_past_tensor == nullptr) return {n_past, nullptr};
     const Tensor& t = i32(args, n_past_tensor, "n_past_tensor");
     args.shape(t, "n_past_tensor", {1});
-    require(n_past == 0, std::string(args.op()) + ": n_past must be 0 when n_past_tensor is given");
+    const int64_t bound = n_past == 0 ? max_value : n_past;
+    if (bound < 0 || bound > max_value)
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, std::string(args.op()) + ": n_past " + std::to_string(n_past) +
+                                                  " (the bound of n_past_tensor) + " + std::to_string(T) +
+                                                  " tokens exceed the cache");
     if (t.backend->type() == QWEN3VL_BACKEND_CPU) {
         const int64_t v = *host<int32_t>(t);
-        require(v >= 0 && v <= max_value, std::string(args.op()) + ": n_past_tensor holds " + std::to_string(v) +
-                                              "; " + std::to_string(v) + " + " + std::to_string(T) +
-                                              " tokens exceed the cache");
+        if (v < 0 || v > bound)
+            fail(QWEN3VL_STATUS_INVALID_ARGUMENT, std::string(args.op()) + ": n_past_tensor holds " +
+                                                      std::to_string(v) + ", outside 0 .. " + std::to_string(bound));
         return {v, nullptr};
     }
-    return {max_value < 0 ? -1 : max_value, host<int32_t>(t)};
+    return {bound, host<int32_t>(t)};
 }
 
 }  // namespace

@@ -415,9 +415,10 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_scatter_rows(qwen3vl_tensor* x, const qwen
  * both the same). M-RoPE as transformers' apply_interleaved_mrope: inv_freq[i] = 1 / theta^(2i/D) in f32, i < D/2;
  * angle i = pos * inv_freq[i] with pos the t stream, except slots 1, 4, 7, ... below 3*mrope_section[1] (h stream)
  * and 2, 5, 8, ... below 3*mrope_section[2] (w stream); rotate-half over pairs (i, i + D/2). D even; the five
- * tensors q, k, v, k_cache, v_cache must not share memory. n_past_tensor (optional, i32 [1]): when given, n_past must
- * be 0 and the op reads n_past from that tensor when it runs (a captured graph replayed at each decoding step); a
- * value outside 0 .. capacity - T writes no cache row and fails the call (CPU) or the next read (GPU). */
+ * tensors q, k, v, k_cache, v_cache must not share memory. n_past_tensor (optional, i32 [1]): when given, the op
+ * reads n_past from that tensor when it runs (a captured graph replayed at each decoding step) and the n_past argument
+ * is the largest value it may hold (0: capacity - T; a tighter bound makes a smaller launch); a value outside
+ * 0 .. bound writes no cache row and fails the call (CPU) or the next read (GPU). */
 QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps, const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section, qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past, QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor);
 /** Vision 2D rotary, in place, on the q and k parts of a fused qkv [T, 3, H, D]: positions (i32 [T, 2]: row, col),
  * f_i = theta^(-2i/(D/2)) for i < D/4 (transformers' VisionRotaryEmbedding(D/2)); angle j = row * f_j for j < D/4 and
@@ -429,8 +430,8 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_rope_vision(qwen3vl_tensor* qkv, const qwe
  * segments must be NULL. SEGMENTS: q is a fused qkv [T, 3, H, D] (k_cache, v_cache NULL, n_past 0) and segments
  * (i32 [S+1], non-decreasing cumulative lengths from 0 to T) limits each query to its own segment. out: [T, Hq, D],
  * not sharing memory with q or the caches. n_past_tensor (CAUSAL only, optional, i32 [1]): as in
- * qwen3vl_op_qk_norm_rope_kv, n_past is then 0 and read from the tensor when the op runs (clamped to 0 .. capacity - T
- * on a GPU, checked on the CPU). */
+ * qwen3vl_op_qk_norm_rope_kv, n_past is read from the tensor when the op runs and the argument is its bound (0: capacity
+ * - T); the value is clamped to 0 .. bound on a GPU and checked on the CPU. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q, QWEN3VL_OPTIONAL const qwen3vl_tensor* k_cache, QWEN3VL_OPTIONAL const qwen3vl_tensor* v_cache, int64_t n_past, qwen3vl_attention_mask mask, QWEN3VL_OPTIONAL const qwen3vl_tensor* segments, QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor);
 /** Vision position embedding of one frame: the learned table [G*G, C] (G = sqrt of its rows) bilinearly interpolated
  * to a grid_h x grid_w patch grid (align-corners sample points linspace(0, G-1, n) in f32 as torch computes them; taps

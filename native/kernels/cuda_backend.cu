@@ -56,7 +56,7 @@ const char* device_error_text(int32_t code) {
                    "output row was set to zero";
         case CudaBackend::kNPastOutOfRange:
             return "qwen3vl_op_qk_norm_rope_kv (queued earlier on this backend): n_past read from n_past_tensor was "
-                   "outside 0 .. cache rows - T; no cache row was written";
+                   "outside 0 .. its bound (the n_past argument, or cache rows - T); no cache row was written";
         case CudaBackend::kSegmentsInvalid:
             return "qwen3vl_op_attention (queued earlier on this backend): segments did not run from 0 to T without "
                    "decreasing; they were clamped and the output is not meaningful";

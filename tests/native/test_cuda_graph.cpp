@@ -285,9 +285,14 @@ TEST(CpuGraph, CaptureIsUnsupportedAndNPastTensorIsReadOnTheHost) {
     EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT,
               qwen3vl_op_attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_bad));
     EXPECT_NE(std::string(qwen3vl_last_error()).find("n_past_tensor holds 4"), std::string::npos) << qwen3vl_last_error();
+    // The n_past argument bounds the tensor's value (0: the whole cache).
+    EXPECT_EQ(QWEN3VL_STATUS_OK, qwen3vl_op_attention(out, q, kc, vc, 3, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok));
     EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT,
-              qwen3vl_op_attention(out, q, kc, vc, 1, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok));
-    EXPECT_NE(std::string(qwen3vl_last_error()).find("n_past must be 0"), std::string::npos) << qwen3vl_last_error();
+              qwen3vl_op_attention(out, q, kc, vc, 2, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok));
+    EXPECT_NE(std::string(qwen3vl_last_error()).find("outside 0 .. 2"), std::string::npos) << qwen3vl_last_error();
+    EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT,
+              qwen3vl_op_attention(out, q, kc, vc, 4, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok));
+    EXPECT_NE(std::string(qwen3vl_last_error()).find("exceed the cache"), std::string::npos) << qwen3vl_last_error();
     for (qwen3vl_tensor* t : {np_bad, np_ok, out, vc, kc, q}) qwen3vl_tensor_free(t);
     qwen3vl_backend_free(cpu);
 }

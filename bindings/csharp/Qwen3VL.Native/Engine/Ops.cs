@@ -101,7 +101,8 @@ public static class Ops
     /// <param name="mropeSection">The three M-RoPE section sizes (t, h, w), summing to D/2.</param>
     /// <param name="kCache">Key cache [capacity, Hkv, D].</param>
     /// <param name="vCache">Value cache [capacity, Hkv, D].</param>
-    /// <param name="nPast">First cache row written (0 when <paramref name="nPastTensor"/> is given).</param>
+    /// <param name="nPast">First cache row written; with <paramref name="nPastTensor"/>, the largest value that tensor may
+    /// hold (0: the whole cache).</param>
     /// <param name="nPastTensor">Optional i32 [1] holding n_past, read when the op runs (a captured decode step).</param>
     public static unsafe void QkNormRopeKv(Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions,
         float theta, ReadOnlySpan<long> mropeSection, Tensor kCache, Tensor vCache, long nPast, Tensor? nPastTensor = null)
@@ -122,7 +123,8 @@ public static class Ops
     /// the caches (segments null). <see cref="AttentionMode.Segments"/>: q is a fused qkv [T, 3, H, D], the caches are null,
     /// n_past 0 and segments (i32 [S+1]) holds cumulative segment lengths. Output [T, Hq, D].
     /// </summary>
-    /// <remarks><paramref name="nPastTensor"/> (causal only): an i32 [1] holding n_past, read when the op runs; nPast is then 0.</remarks>
+    /// <remarks><paramref name="nPastTensor"/> (causal only): an i32 [1] holding n_past, read when the op runs; nPast is then
+    /// its bound (0: the whole cache).</remarks>
     public static void Attention(Tensor output, Tensor q, Tensor? kCache, Tensor? vCache, long nPast, AttentionMode mode, Tensor? segments,
         Tensor? nPastTensor = null) =>
         Native.OpAttention(H(output), H(q), Optional(kCache), Optional(vCache), nPast, (AttentionMask)(int)mode, Optional(segments),

@@ -4,7 +4,8 @@ namespace Qwen3VL.Native.Model;
 /// One conversation's decoding step as a replayable graph (CUDA): the step's inputs live in one small device tensor
 /// (token id, the three M-RoPE positions, n_past) written once per token, the ~200 ops of the step are recorded once
 /// (<see cref="Backend.Capture"/>) and replayed, so the per-token host cost is one upload, one launch and one read,
-/// whatever the number of layers. Tied to the conversation's <see cref="KvCache"/> (the graph holds its addresses).
+/// whatever the number of layers. Tied to the conversation's <see cref="KvCache"/> (the graphs hold its addresses); one
+/// graph per length bucket (a few MB of activations each).
 /// </summary>
 internal sealed class DecodeStep : IDisposable
 {
@@ -12,7 +13,9 @@ internal sealed class DecodeStep : IDisposable
     private readonly KvCache _cache;
     private readonly Tensor _inputs; // i32 [5]: id, position t, h, w, n_past
     private readonly int[] _staged = new int[5];
-    private Graph? _graph;
+    // One graph per length bucket: a graph's attention launch is sized for the largest n_past it serves (its bound),
+    // so short conversations in a long context do not pay for the whole capacity. Buckets double from 256 keys.
+    private readonly Dictionary<int, Graph> _graphs = [];
 
     internal DecodeStep(TextModel model, Backend backend, ModelConfig config, KvCache cache)
     {
@@ -65,15 +68,29 @@ internal sealed class DecodeStep : IDisposable
         _staged[1] = _staged[2] = _staged[3] = position;
         _staged[4] = nPast;
         _inputs.Write(_staged);
-        _graph ??= Backend.Capture(() => _model.RecordDecodeStep(this, _cache));
-        _graph.Launch();
+        int bound = Bound(nPast, _cache.Capacity);
+        if (!_graphs.TryGetValue(bound, out Graph? graph))
+        {
+            graph = Backend.Capture(() => _model.RecordDecodeStep(this, _cache, bound));
+            _graphs.Add(bound, graph);
+        }
+        graph.Launch();
+    }
+
+    /// <summary>The n_past bound of the graph for <paramref name="nPast"/>: one less than the smallest power of two of at
+    /// least 256 keys holding nPast + 1 keys, at most capacity - 1.</summary>
+    internal static int Bound(int nPast, int capacity)
+    {
+        long keys = 256;
+        while (keys < nPast + 1L) keys *= 2;
+        return (int)Math.Min(keys, capacity) - 1;
     }
 
     /// <summary>Releases the graph and the step's tensors.</summary>
     public void Dispose()
     {
-        _graph?.Dispose();
-        _graph = null;
+        foreach (Graph g in _graphs.Values) g.Dispose();
+        _graphs.Clear();
         foreach (Tensor t in new[] { Best, Logits, Hidden, NPast, Positions, Ids, _inputs }) t.Dispose();
     }
 }

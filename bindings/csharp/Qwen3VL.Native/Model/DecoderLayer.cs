@@ -62,7 +62,8 @@ public sealed class DecoderLayer
     /// <param name="x">Hidden states of the T new tokens; updated in place.</param>
     /// <param name="positions">i32 [3, T] M-RoPE positions.</param>
     /// <param name="cache">The conversation's caches; rows nPast .. nPast+T-1 of this layer are written.</param>
-    /// <param name="nPast">Tokens already in the cache (0 when <paramref name="nPastTensor"/> is given).</param>
+    /// <param name="nPast">Tokens already in the cache; with <paramref name="nPastTensor"/>, the largest value it may hold
+    /// (0: the whole cache).</param>
     /// <param name="nPastTensor">Optional i32 [1] holding n_past on the backend, read when the ops run (a captured decode step).</param>
     /// <remarks>
     /// Five fused ops and attention: q/k/v from input_layernorm(x) in one pass, the QK-norm + M-RoPE + cache write, attention,

@@ -126,10 +126,13 @@ public sealed class TextModel
     /// Records one decoding step on <paramref name="step"/>'s tensors (token id, positions and n_past read from device
     /// memory) so it can be replayed as a graph: embedding, the layers, the final norm, the logits and their argmax.
     /// </summary>
-    internal void RecordDecodeStep(DecodeStep step, KvCache cache)
+    /// <param name="step">The step's tensors.</param>
+    /// <param name="cache">The conversation's caches.</param>
+    /// <param name="bound">The largest n_past the recorded step serves (sizes the attention launch).</param>
+    internal void RecordDecodeStep(DecodeStep step, KvCache cache, int bound)
     {
         Ops.Embedding(step.Hidden, EmbedTokensWeight, step.Ids);
-        for (int l = 0; l < Layers.Count; l++) Layers[l].Forward(step.Hidden, step.Positions, cache, 0, step.NPast);
+        for (int l = 0; l < Layers.Count; l++) Layers[l].Forward(step.Hidden, step.Positions, cache, bound, step.NPast);
         Logits(step.Logits, step.Hidden);
         Ops.Argmax(step.Best, step.Logits);
     }

@@ -100,6 +100,19 @@ public sealed class ContextTests
         Assert.Equal(b.Length, a.Length);
     }
 
+    [Theory]
+    [InlineData(0, 4096, 255)]
+    [InlineData(255, 4096, 255)]
+    [InlineData(256, 4096, 511)]
+    [InlineData(3000, 4096, 4095)]
+    [InlineData(4095, 4096, 4095)]
+    [InlineData(10, 100, 99)]
+    public void DecodeGraphsAreBucketedByLength(int nPast, int capacity, int bound)
+    {
+        Assert.Equal(bound, DecodeStep.Bound(nPast, capacity));
+        Assert.True(bound >= nPast && bound <= capacity - 1);
+    }
+
     [Fact]
     public void RopeDeltaDrivesDecodePositions()
     {
