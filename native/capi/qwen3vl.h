@@ -360,6 +360,9 @@ QWEN3VL_API qwen3vl_status qwen3vl_checkpoint_tensor(qwen3vl_checkpoint* checkpo
  * same backend, which runs the op (CPU: on its worker threads; the call returns when the result is written).
  * Shapes are checked: INVALID_ARGUMENT names the tensor and the expected shape. Rows are the leading dimensions
  * flattened: a [T, H, D] tensor has T*H rows of D for a per-row op.
+ * On a GPU ops are queued and return before they finish (a read waits for them). On sm_90 the linear ops start
+ * streaming their weights while the op before them finishes (programmatic dependent launch): a weight must not be
+ * the output of the op issued just before it (weights written with qwen3vl_tensor_write are always fine).
  */
 
 /** out[M, N] = x[M, K] * weight[N, K]^T (+ bias[N] when bias is not NULL). x may have more dimensions: its leading
