@@ -69,15 +69,33 @@ foreach (string dir in fixtures)
         int lastIndex = Array.IndexOf(positions, ids.Length - 1);
         float[] logits = lastIndex >= 0 ? ours.AsSpan(lastIndex * vocab, vocab).ToArray() : throw new InvalidDataException(name + ": logits_positions lacks the last prompt position");
         int agree = 0;
+        var ourTokens = new List<int>();
         for (int step = 0; step < strict; step++)
         {
             int token = ArgMax(logits);
+            ourTokens.Add(token);
             if (token != greedy[step]) break;
             agree++;
             if (step + 1 < strict) logits = ctx.Decode(token);
         }
         bool ok = agree == strict;
         string extra = "";
+        // The same greedy steps with the argmax taken by the backend (DecodeArgMax: on a GPU the replayed decoding
+        // graph's argmax kernel, no logits copied back) must pick the same tokens.
+        if (ourTokens.Count > 1)
+        {
+            using Qwen3VLContext fast = model.CreateContext(ids.Length + greedy.Length + 1);
+            float[] first = fast.Prefill(ids, vision, [ids.Length - 1]);
+            int next = ArgMax(first);
+            int same = next == ourTokens[0] ? 1 : 0;
+            for (int step = 1; step < ourTokens.Count && same == step; step++)
+            {
+                next = fast.DecodeArgMax(next);
+                if (next == ourTokens[step]) same++;
+            }
+            if (same != ourTokens.Count) ok = false;
+            extra += $"  device argmax {same}/{ourTokens.Count}";
+        }
         if (c.TryGetProperty("logits_bf16_file", out JsonElement bf16File) && bf16File.ValueKind == JsonValueKind.String)
         {
             // The full-size criterion (it replaces the fixed tolerance): our error against transformers-fp32 is no
@@ -97,7 +115,7 @@ foreach (string dir in fixtures)
                 if (oursErr > hfErr) ok = false;
             }
             if (top1Ours < top1Hf) ok = false;
-            extra = $"  (transformers-bf16: rel L2 {worstHf:E2}; top-1 agreement ours {top1Ours}/{positions.Length}, bf16 {top1Hf}/{positions.Length})";
+            extra += $"  (transformers-bf16: rel L2 {worstHf:E2}; top-1 agreement ours {top1Ours}/{positions.Length}, bf16 {top1Hf}/{positions.Length})";
         }
         else if (worst > tolerance)
         {
