@@ -85,6 +85,42 @@ const float* cpu_norm_input(CpuBackend& cpu, HostScratch& scratch, const float* 
     return scratch.data();
 }
 
+// qwen3vl_op_linear_swiglu (no norm, no eps) and qwen3vl_op_norm_linear_swiglu (has_eps: eps is an argument and
+// checked even when norm_weight is NULL): out = silu(y gate^T) * (y up^T), y = rms_norm(x) * norm_weight or x.
+void swiglu_op(const char* op, qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* norm_weight,
+               bool has_eps, float eps, const qwen3vl_tensor* gate, const qwen3vl_tensor* up) {
+    OpArgs args(op);
+    Tensor& o = args.tensor(out, "out");
+    const Tensor& xt = args.tensor(x, "x");
+    const Tensor& g = args.tensor(gate, "gate");
+    const Tensor& u = args.tensor(up, "up");
+    args.dtype(o, "out", {QWEN3VL_DTYPE_F32});
+    args.dtype(xt, "x", {QWEN3VL_DTYPE_F32});
+    args.dtype(g, "gate", kWeightDtypes);
+    args.dtype(u, "up", kWeightDtypes);
+    const int64_t K = last_dim(xt);
+    args.shape(g, "gate", {-1, K});
+    const int64_t N = g.shape[0];
+    args.shape(u, "up", {N, K});
+    check_out_shape(args, o, xt, N);
+    const Tensor* nw = norm_weight_arg(args, norm_weight, K);
+    if (has_eps) require_eps(args, eps);
+    check_no_overlap(args, o, xt, "x");
+    check_no_overlap(args, o, g, "gate");
+    check_no_overlap(args, o, u, "up");
+    if (nw) check_no_overlap(args, o, *nw, "norm_weight");
+    const int64_t M = rows_of(xt);
+    if constexpr (kCudaCompiled)
+        if (args.is_cuda())
+            return cuda::norm_linear_swiglu(args.cuda(), static_cast<float*>(o.data),
+                                            static_cast<const float*>(xt.data), M, K, N, device_view(nw), eps,
+                                            device_view(&g), device_view(&u));
+    CpuBackend& cpu = args.cpu();
+    HostScratch y(cpu.pool(), nw ? size_t(M * K) : 0);
+    const float* in = cpu_norm_input(cpu, y, static_cast<const float*>(xt.data), nw, M, K, eps);
+    cpu::linear_swiglu(cpu.threads(), static_cast<float*>(o.data), in, M, K, N, view(g), view(u));
+}
+
 }  // namespace
 }  // namespace qwen3vl
 
@@ -125,33 +161,7 @@ qwen3vl_status qwen3vl_op_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, c
 
 qwen3vl_status qwen3vl_op_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* gate,
                                         const qwen3vl_tensor* up) {
-    return guarded([&] {
-        OpArgs args("qwen3vl_op_linear_swiglu");
-        Tensor& o = args.tensor(out, "out");
-        const Tensor& xt = args.tensor(x, "x");
-        const Tensor& g = args.tensor(gate, "gate");
-        const Tensor& u = args.tensor(up, "up");
-        args.dtype(o, "out", {QWEN3VL_DTYPE_F32});
-        args.dtype(xt, "x", {QWEN3VL_DTYPE_F32});
-        args.dtype(g, "gate", kWeightDtypes);
-        args.dtype(u, "up", kWeightDtypes);
-        const int64_t K = last_dim(xt);
-        args.shape(g, "gate", {-1, K});
-        const int64_t N = g.shape[0];
-        args.shape(u, "up", {N, K});
-        check_out_shape(args, o, xt, N);
-        check_no_overlap(args, o, xt, "x");
-        check_no_overlap(args, o, g, "gate");
-        check_no_overlap(args, o, u, "up");
-        if constexpr (kCudaCompiled)
-            if (args.is_cuda())
-                return cuda::linear_swiglu(args.cuda(), static_cast<float*>(o.data),
-                                           static_cast<const float*>(xt.data), rows_of(xt), K, N, device_view(&g),
-                                           device_view(&u));
-        CpuBackend& cpu = args.cpu();
-        cpu::linear_swiglu(cpu.threads(), static_cast<float*>(o.data), static_cast<const float*>(xt.data), rows_of(xt),
-                           K, N, view(g), view(u));
-    });
+    return guarded([&] { swiglu_op("qwen3vl_op_linear_swiglu", out, x, nullptr, false, 0.0f, gate, up); });
 }
 
 qwen3vl_status qwen3vl_op_norm_linear(qwen3vl_tensor* out0, const qwen3vl_tensor* weight0, qwen3vl_tensor* out1,
@@ -214,38 +224,7 @@ qwen3vl_status qwen3vl_op_norm_linear(qwen3vl_tensor* out0, const qwen3vl_tensor
 qwen3vl_status qwen3vl_op_norm_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* x,
                                              const qwen3vl_tensor* norm_weight, float eps, const qwen3vl_tensor* gate,
                                              const qwen3vl_tensor* up) {
-    return guarded([&] {
-        OpArgs args("qwen3vl_op_norm_linear_swiglu");
-        Tensor& o = args.tensor(out, "out");
-        const Tensor& xt = args.tensor(x, "x");
-        const Tensor& g = args.tensor(gate, "gate");
-        const Tensor& u = args.tensor(up, "up");
-        args.dtype(o, "out", {QWEN3VL_DTYPE_F32});
-        args.dtype(xt, "x", {QWEN3VL_DTYPE_F32});
-        args.dtype(g, "gate", kWeightDtypes);
-        args.dtype(u, "up", kWeightDtypes);
-        const int64_t K = last_dim(xt);
-        args.shape(g, "gate", {-1, K});
-        const int64_t N = g.shape[0];
-        args.shape(u, "up", {N, K});
-        check_out_shape(args, o, xt, N);
-        const Tensor* nw = norm_weight_arg(args, norm_weight, K);
-        require_eps(args, eps);
-        check_no_overlap(args, o, xt, "x");
-        check_no_overlap(args, o, g, "gate");
-        check_no_overlap(args, o, u, "up");
-        if (nw) check_no_overlap(args, o, *nw, "norm_weight");
-        const int64_t M = rows_of(xt);
-        if constexpr (kCudaCompiled)
-            if (args.is_cuda())
-                return cuda::norm_linear_swiglu(args.cuda(), static_cast<float*>(o.data),
-                                                static_cast<const float*>(xt.data), M, K, N, device_view(nw), eps,
-                                                device_view(&g), device_view(&u));
-        CpuBackend& cpu = args.cpu();
-        HostScratch y(cpu.pool(), nw ? size_t(M * K) : 0);
-        const float* in = cpu_norm_input(cpu, y, static_cast<const float*>(xt.data), nw, M, K, eps);
-        cpu::linear_swiglu(cpu.threads(), static_cast<float*>(o.data), in, M, K, N, view(g), view(u));
-    });
+    return guarded([&] { swiglu_op("qwen3vl_op_norm_linear_swiglu", out, x, norm_weight, true, eps, gate, up); });
 }
 
 qwen3vl_status qwen3vl_op_linear_residual(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight,

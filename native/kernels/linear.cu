@@ -555,6 +555,17 @@ struct GemvJob {
     const float* residual = nullptr;
 };
 
+// A GEMV over the M rows of x (normalised by norm when norm.data is set); the caller adds the projections.
+GemvJob gemv_job(const float* x, int64_t M, int64_t K, Weight norm, float eps) {
+    GemvJob job;
+    job.x = x;
+    job.M = M;
+    job.K = K;
+    job.norm = norm;
+    job.eps = eps;
+    return job;
+}
+
 template <class W>
 void launch_gemv(CudaBackend& be, const GemvJob& job) {
     constexpr int E = Vec<W>::E;
@@ -880,10 +891,7 @@ void gemm(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64
 void project(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w, Weight bias,
              const float* residual) {
     if (M <= kGemvMaxRows) {
-        GemvJob job;
-        job.x = x.f32();
-        job.M = M;
-        job.K = K;
+        GemvJob job = gemv_job(x.f32(), M, K, Weight{}, 0.0f);
         job.proj[0] = Projection{out, w, N};
         job.bias = bias;
         job.residual = residual;
@@ -907,12 +915,7 @@ void project(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, in
 void swiglu_projection(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight norm,
                        float eps, Weight gate, Weight up) {
     if (M <= kGemvMaxRows && gate.dtype == up.dtype) {
-        GemvJob job;
-        job.x = x;
-        job.M = M;
-        job.K = K;
-        job.norm = norm;
-        job.eps = eps;
+        GemvJob job = gemv_job(x, M, K, norm, eps);
         job.proj[0] = Projection{out, gate, N};
         job.up = up;
         gemv(be, job);
@@ -934,13 +937,6 @@ void linear(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, i
     project(be, out, y, M, K, N, w, bias, nullptr);
 }
 
-void linear_swiglu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight gate,
-                   Weight up) {
-    if (M <= 0 || N <= 0) return;
-    be.activate();
-    swiglu_projection(be, out, x, M, K, N, Weight{}, 0.0f, gate, up);
-}
-
 void norm_linear(CudaBackend& be, const Projection* proj, int count, const float* x, int64_t M, int64_t K,
                  Weight norm, float eps) {
     if (M <= 0) return;
@@ -948,12 +944,7 @@ void norm_linear(CudaBackend& be, const Projection* proj, int count, const float
     bool one_dtype = true;
     for (int i = 1; i < count; ++i) one_dtype = one_dtype && proj[i].w.dtype == proj[0].w.dtype;
     if (M <= kGemvMaxRows && one_dtype) {
-        GemvJob job;
-        job.x = x;
-        job.M = M;
-        job.K = K;
-        job.norm = norm;
-        job.eps = eps;
+        GemvJob job = gemv_job(x, M, K, norm, eps);
         job.count = 0;
         for (int i = 0; i < count; ++i)
             if (proj[i].n > 0) job.proj[job.count++] = proj[i];  // empty outputs are no segments

@@ -42,14 +42,12 @@ constexpr int64_t kGemvMaxRows = 8;
 
 // out must not overlap x, w or bias; bias.data may be NULL.
 void linear(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w, Weight bias);
-void linear_swiglu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight gate,
-                   Weight up);
 
 // proj[i].out = y * proj[i].w^T for i < count (1..3), y = rms_norm(x) * norm (eps) when norm.data is not NULL,
 // else x. Outputs must not overlap x, each other or any weight.
 void norm_linear(CudaBackend& be, const Projection* proj, int count, const float* x, int64_t M, int64_t K,
                  Weight norm, float eps);
-// out = silu(y gate^T) * (y up^T), y as in norm_linear.
+// out = silu(y gate^T) * (y up^T), y as in norm_linear (norm.data NULL: plain x, qwen3vl_op_linear_swiglu).
 void norm_linear_swiglu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight norm,
                         float eps, Weight gate, Weight up);
 // out = residual + (x w^T + bias); out may be residual, must not overlap x, w or bias.

@@ -50,26 +50,33 @@ __device__ __forceinline__ ArgBest warp_best(ArgBest a) {
     return a;
 }
 
+// The best (value, index) of the block's threads, in lane 0 of warp 0 (first index on ties; n: no element). sv and
+// si hold 32 entries in shared memory; the call may be repeated with them.
+__device__ __forceinline__ ArgBest block_best(ArgBest best, int64_t n, float* sv, int64_t* si) {
+    const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
+    best = warp_best(best);
+    __syncthreads();  // a previous use of sv / si is finished
+    if (lane == 0) {
+        sv[warp] = best.v;
+        si[warp] = best.i;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        best = lane < warps ? ArgBest{sv[lane], si[lane]} : ArgBest{-INFINITY, n};
+        best = warp_best(best);
+    }
+    return best;
+}
+
 __global__ void argmax_kernel(int32_t* out, const float* x, int64_t rows, int64_t n) {
     __shared__ float sv[32];
     __shared__ int64_t si[32];
-    const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         const float* xr = x + r * n;
         ArgBest best{-INFINITY, n};  // index n: loses every tie against a real element
         for (int64_t i = threadIdx.x; i < n; i += blockDim.x) best = better(best, ArgBest{xr[i], i});
-        best = warp_best(best);
-        __syncthreads();
-        if (lane == 0) {
-            sv[warp] = best.v;
-            si[warp] = best.i;
-        }
-        __syncthreads();
-        if (warp == 0) {
-            best = lane < warps ? ArgBest{sv[lane], si[lane]} : ArgBest{-INFINITY, n};
-            best = warp_best(best);
-            if (lane == 0) out[r] = static_cast<int32_t>(best.i);
-        }
+        best = block_best(best, n, sv, si);
+        if (threadIdx.x == 0) out[r] = static_cast<int32_t>(best.i);
     }
 }
 
@@ -80,26 +87,15 @@ __global__ void argmax_partial_kernel(float* part_v, int64_t* part_i, const floa
                                       int64_t parts, int64_t span) {
     __shared__ float sv[32];
     __shared__ int64_t si[32];
-    const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
     for (int64_t b = blockIdx.x; b < rows * parts; b += gridDim.x) {
         const int64_t r = b / parts, lo = (b % parts) * span, hi = lo + span < n ? lo + span : n;
         const float* xr = x + r * n;
         ArgBest best{-INFINITY, n};
         for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) best = better(best, ArgBest{xr[i], i});
-        best = warp_best(best);
-        __syncthreads();
-        if (lane == 0) {
-            sv[warp] = best.v;
-            si[warp] = best.i;
-        }
-        __syncthreads();
-        if (warp == 0) {
-            best = lane < warps ? ArgBest{sv[lane], si[lane]} : ArgBest{-INFINITY, n};
-            best = warp_best(best);
-            if (lane == 0) {
-                part_v[b] = best.v;
-                part_i[b] = best.i;
-            }
+        best = block_best(best, n, sv, si);
+        if (threadIdx.x == 0) {
+            part_v[b] = best.v;
+            part_i[b] = best.i;
         }
     }
 }

@@ -107,11 +107,22 @@ public sealed class TextModel
         int p = logitRows.Length;
         if (p == 0) return [];
         using Tensor logits = _backend.CreateTensor(TensorDType.F32, p, _config.VocabSize);
-        for (int i = 0; i < p; i++)
+        if (p == 1)
         {
-            using Tensor src = x.View(logitRows[i] * hidden, 1, hidden);
-            using Tensor dst = logits.View(i * _config.VocabSize, 1, _config.VocabSize);
-            Logits(dst, src);
+            using Tensor src = x.View(logitRows[0] * hidden, 1, hidden);
+            Logits(logits, src);
+        }
+        else
+        {
+            // Several rows: normalise each into one block, then a single pass over the output projection.
+            using Tensor normed = _backend.CreateTensor(TensorDType.F32, p, hidden);
+            for (int i = 0; i < p; i++)
+            {
+                using Tensor src = x.View(logitRows[i] * hidden, 1, hidden);
+                using Tensor dst = normed.View(i * hidden, 1, hidden);
+                Ops.RmsNorm(dst, src, NormWeight, (float)_config.RmsNormEps);
+            }
+            Ops.Linear(logits, normed, LmHeadWeight);
         }
         var result = new float[(long)p * _config.VocabSize];
         logits.Read(result);
