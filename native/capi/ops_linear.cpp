@@ -56,6 +56,15 @@ const Tensor* norm_weight_arg(OpArgs& args, const qwen3vl_tensor* t, int64_t K) 
     return &w;
 }
 
+// The optional bias [N] of a linear op, or NULL.
+const Tensor* bias_arg(OpArgs& args, const qwen3vl_tensor* t, int64_t N) {
+    if (!t) return nullptr;
+    const Tensor& b = args.tensor(t, "bias");
+    args.dtype(b, "bias", kWeightDtypes);
+    args.shape(b, "bias", {N});
+    return &b;
+}
+
 cpu::WeightView view(const Tensor& t) { return cpu::WeightView{t.data, t.dtype}; }
 [[maybe_unused]] cuda::Weight device_view(const Tensor* t) { return t ? cuda::Weight{t->data, t->dtype} : cuda::Weight{}; }
 
@@ -139,12 +148,7 @@ qwen3vl_status qwen3vl_op_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, c
         const int64_t K = last_dim(xt);
         args.shape(w, "weight", {-1, K});
         const int64_t N = w.shape[0];
-        const Tensor* b = nullptr;
-        if (bias) {
-            b = &args.tensor(bias, "bias");
-            args.dtype(*b, "bias", kWeightDtypes);
-            args.shape(*b, "bias", {N});
-        }
+        const Tensor* b = bias_arg(args, bias, N);
         check_out_shape(args, o, xt, N);
         check_no_overlap(args, o, xt, "x");
         check_no_overlap(args, o, w, "weight");
@@ -242,12 +246,7 @@ qwen3vl_status qwen3vl_op_linear_residual(qwen3vl_tensor* out, const qwen3vl_ten
         const int64_t K = last_dim(xt);
         args.shape(w, "weight", {-1, K});
         const int64_t N = w.shape[0];
-        const Tensor* b = nullptr;
-        if (bias) {
-            b = &args.tensor(bias, "bias");
-            args.dtype(*b, "bias", kWeightDtypes);
-            args.shape(*b, "bias", {N});
-        }
+        const Tensor* b = bias_arg(args, bias, N);
         check_out_shape(args, o, xt, N);
         check_out_shape(args, r, xt, N, "residual");
         check_no_overlap(args, o, xt, "x");
