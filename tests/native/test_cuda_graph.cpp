@@ -158,7 +158,6 @@ TEST_F(CudaGraphTest, DecodeStepReplaysLikeEagerOps) {
     const std::vector<float> probe_before = read(probe, Step::kHq * Step::kD);
 
     std::uniform_int_distribution<int32_t> token(0, int32_t(Step::kVocab) - 1);
-    uint64_t mallocs_after_first = 0;
     for (int32_t n_past : {0, 1, 7, 20, 39}) {
         const int32_t id = token(rng_), p = n_past + 3;
         write_i32(s.ids, {id});
@@ -168,7 +167,6 @@ TEST_F(CudaGraphTest, DecodeStepReplaysLikeEagerOps) {
         const std::vector<float> got = read(s.out, Step::kHq * Step::kD);
         int32_t got_best = -1;
         check(qwen3vl_tensor_read(s.best, QWEN3VL_DTYPE_I32, &got_best, 4), "read best");
-        if (n_past == 0) mallocs_after_first = stats().system_allocations;
 
         step(kc2, vc2, n_past);  // eager, same inputs (still in s.ids / s.pos)
         const std::vector<float> want = read(s.out, Step::kHq * Step::kD);
@@ -196,7 +194,6 @@ TEST_F(CudaGraphTest, DecodeStepReplaysLikeEagerOps) {
     }
     (void)read(s.out, 1 * Step::kHq * Step::kD);
     EXPECT_EQ(stats().system_allocations, before);
-    EXPECT_GE(mallocs_after_first, 0u);
 
     // n_past outside the cache: no row written, the next read reports it once.
     write_i32(s.npast, {int32_t(Step::kRows)});
