@@ -135,9 +135,65 @@ NPast n_past_of(OpArgs& args, int64_t n_past, const qwen3vl_tensor* n_past_tenso
     return {bound, host<int32_t>(t)};
 }
 
+// The arguments of qwen3vl_op_qk_norm_rope_kv, checked (also for the fused qwen3vl_op_qk_norm_rope_attention), as
+// the op's parameters; on a GPU with n_past read from n_past_tensor on the device and the device error flag.
+QkNormRopeKv rope_kv_args(OpArgs& args, qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v,
+                          const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps,
+                          const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section,
+                          qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past,
+                          const qwen3vl_tensor* n_past_tensor) {
+    Tensor& tq = f32(args, q, "q");
+    Tensor& tk = f32(args, k, "k");
+    const Tensor& tv = f32(args, v, "v");
+    const Tensor& qn = weight(args, q_norm, "q_norm");
+    const Tensor& kn = weight(args, k_norm, "k_norm");
+    const Tensor& pos = i32(args, positions, "positions");
+    Tensor& kc = args.tensor(k_cache, "k_cache");
+    Tensor& vc = args.tensor(v_cache, "v_cache");
+    args.dtype(kc, "k_cache", kWeightDtypes);
+    args.dtype(vc, "v_cache", {kc.dtype});
+    args.shape(tq, "q", {-1, -1, -1});
+    const int64_t T = tq.shape[0], Hq = tq.shape[1], D = tq.shape[2];
+    args.shape(tk, "k", {T, -1, D});
+    const int64_t Hkv = tk.shape[1];
+    args.shape(tv, "v", {T, Hkv, D});
+    args.shape(qn, "q_norm", {D});
+    args.shape(kn, "k_norm", {D});
+    args.shape(pos, "positions", {3, T});
+    args.shape(kc, "k_cache", {-1, Hkv, D});
+    args.shape(vc, "v_cache", {kc.shape[0], Hkv, D});
+    require(D % 2 == 0, std::string(args.op()) + ": head_dim " + std::to_string(D) + " must be even");
+    require_eps(args, eps);
+    require(std::isfinite(theta) && theta > 0.0f, std::string(args.op()) + ": theta must be finite and > 0");
+    require(mrope_section != nullptr, std::string(args.op()) + ": mrope_section is NULL");
+    for (int i = 0; i < 3; ++i)
+        require(mrope_section[i] >= 0, std::string(args.op()) + ": mrope_section[" + std::to_string(i) +
+                                           "] is negative");
+    const NPast np = n_past_of(args, n_past, n_past_tensor, kc.shape[0] - T, T);
+    n_past = np.value;
+    require(n_past >= 0 && n_past <= kc.shape[0] - T,
+            std::string(args.op()) + ": n_past " + std::to_string(n_past) + " + " + std::to_string(T) +
+                " tokens does not fit the cache's " + std::to_string(kc.shape[0]) + " rows");
+    const Tensor* all[] = {&tq, &tk, &tv, &kc, &vc};
+    const char* names[] = {"q", "k", "v", "k_cache", "v_cache"};
+    for (int i = 0; i < 5; ++i)
+        for (int j = i + 1; j < 5; ++j) disjoint(args, *all[i], names[i], *all[j], names[j]);
+    QkNormRopeKv a{host_mut<float>(tq), host_mut<float>(tk), host<float>(tv), T, Hq, Hkv, D, qn.data,
+                         qn.dtype, kn.data, kn.dtype, eps, host<int32_t>(pos), theta,
+                         {mrope_section[0], mrope_section[1], mrope_section[2]}, kc.data, vc.data, kc.dtype,
+                         n_past};
+    if constexpr (kCudaCompiled)
+        if (args.is_cuda()) {
+            a.n_past_device = np.device;
+            a.error_flag = args.cuda().device_error_flag();
+        }
+    return a;
+}
+
 }  // namespace
 
 extern "C" {
+
 
 qwen3vl_status qwen3vl_op_add(qwen3vl_tensor* out, const qwen3vl_tensor* a, const qwen3vl_tensor* b) {
     return guarded([&] {
@@ -355,61 +411,58 @@ qwen3vl_status qwen3vl_op_scatter_rows(qwen3vl_tensor* x, const qwen3vl_tensor* 
 }
 
 qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v,
-                                                      const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps,
-                                                      const qwen3vl_tensor* positions, float theta,
-                                                      const int64_t* mrope_section, qwen3vl_tensor* k_cache,
-                                                      qwen3vl_tensor* v_cache, int64_t n_past,
-                                                      const qwen3vl_tensor* n_past_tensor) {
+                                          const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps,
+                                          const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section,
+                                          qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past,
+                                          const qwen3vl_tensor* n_past_tensor) {
     return guarded([&] {
         OpArgs args("qwen3vl_op_qk_norm_rope_kv");
-        Tensor& tq = f32(args, q, "q");
-        Tensor& tk = f32(args, k, "k");
-        const Tensor& tv = f32(args, v, "v");
-        const Tensor& qn = weight(args, q_norm, "q_norm");
-        const Tensor& kn = weight(args, k_norm, "k_norm");
-        const Tensor& pos = i32(args, positions, "positions");
-        Tensor& kc = args.tensor(k_cache, "k_cache");
-        Tensor& vc = args.tensor(v_cache, "v_cache");
-        args.dtype(kc, "k_cache", kWeightDtypes);
-        args.dtype(vc, "v_cache", {kc.dtype});
-        args.shape(tq, "q", {-1, -1, -1});
-        const int64_t T = tq.shape[0], Hq = tq.shape[1], D = tq.shape[2];
-        args.shape(tk, "k", {T, -1, D});
-        const int64_t Hkv = tk.shape[1];
-        args.shape(tv, "v", {T, Hkv, D});
-        args.shape(qn, "q_norm", {D});
-        args.shape(kn, "k_norm", {D});
-        args.shape(pos, "positions", {3, T});
-        args.shape(kc, "k_cache", {-1, Hkv, D});
-        args.shape(vc, "v_cache", {kc.shape[0], Hkv, D});
-        require(D % 2 == 0, "qwen3vl_op_qk_norm_rope_kv: head_dim " + std::to_string(D) + " must be even");
-        require_eps(args, eps);
-        require(std::isfinite(theta) && theta > 0.0f, "qwen3vl_op_qk_norm_rope_kv: theta must be finite and > 0");
-        require(mrope_section != nullptr, "qwen3vl_op_qk_norm_rope_kv: mrope_section is NULL");
-        for (int i = 0; i < 3; ++i)
-            require(mrope_section[i] >= 0, "qwen3vl_op_qk_norm_rope_kv: mrope_section[" + std::to_string(i) +
-                                               "] is negative");
-        const NPast np = n_past_of(args, n_past, n_past_tensor, kc.shape[0] - T, T);
-        n_past = np.value;
-        require(n_past >= 0 && n_past <= kc.shape[0] - T,
-                "qwen3vl_op_qk_norm_rope_kv: n_past " + std::to_string(n_past) + " + " + std::to_string(T) +
-                    " tokens does not fit the cache's " + std::to_string(kc.shape[0]) + " rows");
-        const Tensor* all[] = {&tq, &tk, &tv, &kc, &vc};
-        const char* names[] = {"q", "k", "v", "k_cache", "v_cache"};
-        for (int i = 0; i < 5; ++i)
-            for (int j = i + 1; j < 5; ++j) disjoint(args, *all[i], names[i], *all[j], names[j]);
-        const QkNormRopeKv a{host_mut<float>(tq), host_mut<float>(tk), host<float>(tv), T, Hq, Hkv, D, qn.data,
-                             qn.dtype, kn.data, kn.dtype, eps, host<int32_t>(pos), theta,
-                             {mrope_section[0], mrope_section[1], mrope_section[2]}, kc.data, vc.data, kc.dtype,
-                             n_past};
+        const QkNormRopeKv a = rope_kv_args(args, q, k, v, q_norm, k_norm, eps, positions, theta, mrope_section,
+                                            k_cache, v_cache, n_past, n_past_tensor);
         if constexpr (kCudaCompiled)
-            if (args.is_cuda()) {
-                QkNormRopeKv d = a;
-                d.n_past_device = np.device;
-                d.error_flag = args.cuda().device_error_flag();
-                return cuda::qk_norm_rope_kv(args.cuda(), d);
-            }
+            if (args.is_cuda()) return cuda::qk_norm_rope_kv(args.cuda(), a);
         cpu::qk_norm_rope_kv(args.cpu().threads(), a);
+    });
+}
+
+qwen3vl_status qwen3vl_op_qk_norm_rope_attention(qwen3vl_tensor* out, qwen3vl_tensor* q, qwen3vl_tensor* k,
+                                                 const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm,
+                                                 const qwen3vl_tensor* k_norm, float eps,
+                                                 const qwen3vl_tensor* positions, float theta,
+                                                 const int64_t* mrope_section, qwen3vl_tensor* k_cache,
+                                                 qwen3vl_tensor* v_cache, int64_t n_past,
+                                                 const qwen3vl_tensor* n_past_tensor) {
+    return guarded([&] {
+        OpArgs args("qwen3vl_op_qk_norm_rope_attention");
+        Tensor& o = f32(args, out, "out");
+        const QkNormRopeKv r = rope_kv_args(args, q, k, v, q_norm, k_norm, eps, positions, theta, mrope_section,
+                                            k_cache, v_cache, n_past, n_past_tensor);
+        args.shape(o, "out", {r.tokens, r.q_heads, r.head_dim});
+        require(r.kv_heads >= 1 && r.q_heads % r.kv_heads == 0,
+                "qwen3vl_op_qk_norm_rope_attention: q has " + std::to_string(r.q_heads) +
+                    " heads, not a multiple of k's " + std::to_string(r.kv_heads));
+        const qwen3vl_tensor* inputs[] = {q, k, v, k_cache, v_cache};
+        const char* names[] = {"q", "k", "v", "k_cache", "v_cache"};
+        for (int i = 0; i < 5; ++i) disjoint(args, o, "out", args.tensor(inputs[i], names[i]), names[i]);
+        AttentionArgs a{};
+        a.out = host_mut<float>(o);
+        a.q = r.q;
+        a.q_stride = r.q_heads * r.head_dim;
+        a.k = r.k_cache;
+        a.v = r.v_cache;
+        a.kv_dtype = r.cache_dtype;
+        a.kv_stride = r.kv_heads * r.head_dim;
+        a.tokens = r.tokens;
+        a.q_heads = r.q_heads;
+        a.kv_heads = r.kv_heads;
+        a.head_dim = r.head_dim;
+        a.causal = true;
+        a.n_past = r.n_past;
+        a.n_past_device = r.n_past_device;
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda()) return cuda::qk_norm_rope_attention(args.cuda(), r, a);
+        cpu::qk_norm_rope_kv(args.cpu().threads(), r);
+        cpu::attention(args.cpu().threads(), a);
     });
 }
 

@@ -423,6 +423,13 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_scatter_rows(qwen3vl_tensor* x, const qwen
  * is the largest value it may hold (0: capacity - T; a tighter bound makes a smaller launch); a value outside
  * 0 .. bound writes no cache row and fails the call (CPU) or the next read (GPU). */
 QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps, const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section, qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past, QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor);
+/** qwen3vl_op_qk_norm_rope_kv then qwen3vl_op_attention (CAUSAL, same caches, n_past and n_past_tensor) in one call:
+ * out [T, Hq, D] is the attention of the normalised and rotated q over the cache including the new k / v rows, which
+ * are written to the cache as by qwen3vl_op_qk_norm_rope_kv. q and k are scratch: their contents afterwards are
+ * unspecified (the CPU and prefill paths leave the normalised values, the fused GPU kernel the raw ones). On a GPU with
+ * at most 8 query rows per KV head (decoding) one kernel does it all; its result equals the two ops' bit for bit. out
+ * must not share memory with any other tensor. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_attention(qwen3vl_tensor* out, qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps, const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section, qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past, QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor);
 /** Vision 2D rotary, in place, on the q and k parts of a fused qkv [T, 3, H, D]: positions (i32 [T, 2]: row, col),
  * f_i = theta^(-2i/(D/2)) for i < D/4 (transformers' VisionRotaryEmbedding(D/2)); angle j = row * f_j for j < D/4 and
  * col * f_(j-D/4) for D/4 <= j < D/2 (rot_pos_emb's flattened [row freqs, col freqs]); rotate-half over pairs

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "attention_impl.cuh"
+#include "rope.cuh"
 
 namespace qwen3vl {
 namespace cuda {
@@ -251,6 +252,14 @@ void attention(CudaBackend& be, const AttentionArgs& a) {
     if (attn::decode_attention(be, a)) return;
     if (!be.fp32_math() && be.compute_capability() >= 80 && attn::flash_attention(be, a)) return;
     scalar_attention(be, a);
+}
+
+void qk_norm_rope_attention(CudaBackend& be, const QkNormRopeKv& rope, const AttentionArgs& a) {
+    if (a.tokens * a.q_heads <= 0) return;
+    be.activate();
+    if (attn::decode_attention(be, a, &rope)) return;
+    qk_norm_rope_kv(be, rope);
+    attention(be, a);
 }
 
 }  // namespace cuda

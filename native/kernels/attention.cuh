@@ -18,5 +18,9 @@ using qwen3vl::AttentionArgs;  // native/core/op_params.h
 
 void attention(CudaBackend& be, const AttentionArgs& a);
 
+// qk_norm_rope_kv(rope) then attention(a) (CAUSAL, a.q == rope.q, caches rope.k_cache / v_cache): one kernel when the
+// decoding kernel applies (at most 8 query rows per KV head; q and k then keep their raw values), else the two.
+void qk_norm_rope_attention(CudaBackend& be, const QkNormRopeKv& rope, const AttentionArgs& a);
+
 }  // namespace cuda
 }  // namespace qwen3vl

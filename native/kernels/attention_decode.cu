@@ -19,6 +19,7 @@
 #include <string>
 
 #include "attention_impl.cuh"
+#include "rope_impl.cuh"
 
 namespace qwen3vl {
 namespace cuda {
@@ -41,6 +42,8 @@ struct Vec16<float> {
     static constexpr int E = 4;
     float4 raw;
     __device__ __forceinline__ void load(const float* p) { raw = __ldg(reinterpret_cast<const float4*>(p)); }
+    __device__ __forceinline__ void load_plain(const float* p) { raw = *reinterpret_cast<const float4*>(p); }
+    static __device__ __forceinline__ float from_f32(float v) { return v; }
     __device__ __forceinline__ void zero() { raw = make_float4(0.0f, 0.0f, 0.0f, 0.0f); }
     __device__ __forceinline__ void to_f32(float (&f)[E]) const {
         f[0] = raw.x;
@@ -54,6 +57,8 @@ struct Vec16<__nv_bfloat16> {
     static constexpr int E = 8;
     uint4 raw;
     __device__ __forceinline__ void load(const __nv_bfloat16* p) { raw = __ldg(reinterpret_cast<const uint4*>(p)); }
+    __device__ __forceinline__ void load_plain(const __nv_bfloat16* p) { raw = *reinterpret_cast<const uint4*>(p); }
+    static __device__ __forceinline__ __nv_bfloat16 from_f32(float v) { return __float2bfloat16_rn(v); }
     __device__ __forceinline__ void zero() { raw = make_uint4(0u, 0u, 0u, 0u); }
     __device__ __forceinline__ void to_f32(float (&f)[E]) const {
         const unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
@@ -69,6 +74,8 @@ struct Vec16<__half> {
     static constexpr int E = 8;
     uint4 raw;
     __device__ __forceinline__ void load(const __half* p) { raw = __ldg(reinterpret_cast<const uint4*>(p)); }
+    __device__ __forceinline__ void load_plain(const __half* p) { raw = *reinterpret_cast<const uint4*>(p); }
+    static __device__ __forceinline__ __half from_f32(float v) { return __float2half_rn(v); }
     __device__ __forceinline__ void zero() { raw = make_uint4(0u, 0u, 0u, 0u); }
     __device__ __forceinline__ void to_f32(float (&f)[E]) const {
         const __half2* h = reinterpret_cast<const __half2*>(&raw);
@@ -83,9 +90,15 @@ struct Vec16<__half> {
 
 // R: the block's query rows rounded up to 1, 2, 4 or 8 (rows beyond T * G are zero and never written). splits > 1:
 // block (g, s) covers keys [s * chunk, (s + 1) * chunk) and writes split-K records; else it writes the output.
-template <class KV, int R>
+// kRope: the qk_norm_rope_kv prologue (rp, rope_impl.cuh) is fused in: a.q holds the raw q rows, which every block
+// normalises and rotates for itself in shared memory; the new tokens' k / v rows (keys n_past .. n_past + T - 1)
+// are normalised and rotated by the block whose chunk holds them, rounded to the cache dtype, written to the cache
+// and read from shared memory by that block (a cache row written by this kernel is never read back through the
+// non-coherent load path).
+template <class KV, int R, bool kRope>
 __global__ void __launch_bounds__(kDecThreads)
-    attention_decode_kernel(AttentionArgs a, float scale_log2, int splits, int chunk, float* partial) {
+    attention_decode_kernel(AttentionArgs a, QkNormRopeKv rp, float scale_log2, int splits, int chunk,
+                            float* partial) {
     using Vec = Vec16<KV>;
     constexpr int E = Vec::E;
     constexpr int kChunksPerLane = kMaxDim / E / 8;  // 16-byte pieces of a K row per lane (8 lanes per row)
@@ -94,14 +107,32 @@ __global__ void __launch_bounds__(kDecThreads)
     float* const q_s = reinterpret_cast<float*>(decode_smem);  // [R][D]
     float* const sc = q_s + R * D;                               // [R][kSub]: scores, then p
     float* const red = sc + R * kSub;                            // [kDecWarps][R][D]
+    // kRope: the new tokens' k and v rows in the cache dtype, [T][D] each (room for R rows of f32).
+    KV* const k_new = reinterpret_cast<KV*>(red + kDecWarps * R * D);
+    KV* const v_new = reinterpret_cast<KV*>(red + (kDecWarps + 1) * R * D);
     __shared__ float m_s[R], l_s[R], corr_s[R];
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int G = static_cast<int>(a.q_heads / a.kv_heads);
     const int rows = static_cast<int>(a.tokens) * G;
     const int g = blockIdx.x / splits, split = blockIdx.x % splits;
-    pdl_wait();  // launched as PDL: only the launch overlaps the kernel before (which writes q and the new cache row)
+    const int T = static_cast<int>(a.tokens), half = D / 2;
+    float* const table = red;  // kRope, until the main loop: per token cos[half], sin[half]
+    if constexpr (kRope) {     // positions are an input of the step, never written by the kernel just before
+        for (int i = tid; i < T * half; i += kDecThreads) {
+            const int t = i / half, j = i - t * half;
+            rope::mrope_cos_sin(rp, t, j, &table[t * D + j], &table[t * D + half + j]);
+        }
+    }
+    // Launched as PDL: only the launch (and the rotary table) overlaps the kernel before, which writes q (and, unfused,
+    // the new cache row).
+    pdl_wait();
     const int64_t n_past = runtime_n_past(a);
+    bool write_cache = false;
+    if constexpr (kRope) {
+        int64_t raw;
+        write_cache = rope::cache_slot(rp, &raw, blockIdx.x == 0);
+    }
     const int64_t lo = int64_t(split) * chunk;
     const int64_t kv_end = n_past + a.tokens;
     const int64_t hi = kv_end < lo + chunk ? kv_end : lo + chunk;  // keys of this block: [lo, hi)
@@ -120,6 +151,41 @@ __global__ void __launch_bounds__(kDecThreads)
     if (tid < R) {
         m_s[tid] = -INFINITY;
         l_s[tid] = 0.0f;
+    }
+    if constexpr (kRope) {
+        __syncthreads();  // q_s and the table are complete
+        // q: RMSNorm + rotation of each row in place (one warp per row).
+        for (int r = warp; r < rows; r += kDecWarps) {
+            const float* tab = table + (r / G) * D;
+            float* row = q_s + r * D;
+            const float inv = rope::row_inv_rms(row, D, rp.eps, lane);
+            rope::rotate_row(row, half, tab, tab + half, inv, rp.q_norm, rp.q_norm_dtype, lane);
+        }
+        // The new keys of this chunk: k normalised and rotated (f32 scratch after the table), k and v rounded to the
+        // cache dtype into shared memory and the cache.
+        for (int t = warp; t < T; t += kDecWarps) {
+            const int64_t key = n_past + t;
+            if (key < lo || key >= hi) continue;
+            const float* tab = table + t * D;
+            float* row = red + (R + t) * D;
+            const float* ksrc = rp.k + (int64_t(t) * a.kv_heads + g) * D;
+            const float* vsrc = rp.v + (int64_t(t) * a.kv_heads + g) * D;
+            for (int d = lane; d < D; d += 32) row[d] = ksrc[d];
+            __syncwarp();
+            const float inv = rope::row_inv_rms(row, D, rp.eps, lane);
+            rope::rotate_row(row, half, tab, tab + half, inv, rp.k_norm, rp.k_norm_dtype, lane);
+            __syncwarp();
+            const int64_t base = (key * a.kv_heads + g) * D;
+            for (int d = lane; d < D; d += 32) {
+                const KV kq = Vec::from_f32(row[d]), vq = Vec::from_f32(vsrc[d]);
+                k_new[t * D + d] = kq;
+                v_new[t * D + d] = vq;
+                if (write_cache) {
+                    static_cast<KV*>(rp.k_cache)[base + d] = kq;
+                    static_cast<KV*>(rp.v_cache)[base + d] = vq;
+                }
+            }
+        }
     }
     // Row r (token r / G) sees keys up to n_past + r / G; those from hi on belong to other chunks; rows past T * G
     // see none.
@@ -151,8 +217,12 @@ __global__ void __launch_bounds__(kDecThreads)
 #pragma unroll
                 for (int c = 0; c < kChunksPerLane; ++c) {
                     const int piece = sl + 8 * c;
-                    if (key < hi && piece < C) kv[u][c].load(K + key * a.kv_stride + piece * E);
-                    else kv[u][c].zero();
+                    if (key < hi && piece < C) {
+                        if (kRope && key >= n_past) kv[u][c].load_plain(k_new + (key - n_past) * D + piece * E);
+                        else kv[u][c].load(K + key * a.kv_stride + piece * E);
+                    } else {
+                        kv[u][c].zero();
+                    }
                 }
             }
             // Dot products, piece by piece: each q piece is read from shared memory once for the four key rows.
@@ -203,8 +273,12 @@ __global__ void __launch_bounds__(kDecThreads)
         for (int i = 0; i < kMaxVRows; ++i) {
             const int j = slot + i * slots;
             const int64_t key = k0 + j;
-            if (ll < C && j < kSub && key < hi) vv[i].load(V + key * a.kv_stride + ll * E);
-            else vv[i].zero();
+            if (ll < C && j < kSub && key < hi) {
+                if (kRope && key >= n_past) vv[i].load_plain(v_new + (key - n_past) * D + ll * E);
+                else vv[i].load(V + key * a.kv_stride + ll * E);
+            } else {
+                vv[i].zero();
+            }
         }
         __syncthreads();
         // Online softmax, one warp per row: p = 2^(s - m_new) in place of the scores, l and the rescale factor.
@@ -281,27 +355,35 @@ __global__ void __launch_bounds__(kDecThreads)
     }
 }
 
-template <class KV, int R>
-void launch(CudaBackend& be, const AttentionArgs& a, int splits, int chunk, float* partial) {
-    const size_t smem = size_t(R) * (5 * size_t(a.head_dim) + kSub) * sizeof(float);
+template <class KV, int R, bool kRope>
+void launch(CudaBackend& be, const AttentionArgs& a, const QkNormRopeKv& rp, int splits, int chunk, float* partial) {
+    const size_t smem = size_t(R) * ((kRope ? 7 : 5) * size_t(a.head_dim) + kSub) * sizeof(float);
     const unsigned grid = static_cast<unsigned>(a.kv_heads * splits);
-    launch_pdl(be.compute_capability(), be.stream(), attention_decode_kernel<KV, R>, dim3(grid), dim3(kDecThreads),
-               smem, a, scale_log2(a.head_dim), splits, chunk, partial);
+    launch_pdl(be.compute_capability(), be.stream(), attention_decode_kernel<KV, R, kRope>, dim3(grid),
+               dim3(kDecThreads), smem, a, rp, scale_log2(a.head_dim), splits, chunk, partial);
+}
+
+template <class KV, bool kRope>
+void launch_rows(CudaBackend& be, const AttentionArgs& a, const QkNormRopeKv& rp, int64_t rows, int splits, int chunk,
+                 float* partial) {
+    if (rows <= 1) launch<KV, 1, kRope>(be, a, rp, splits, chunk, partial);
+    else if (rows <= 2) launch<KV, 2, kRope>(be, a, rp, splits, chunk, partial);
+    else if (rows <= 4) launch<KV, 4, kRope>(be, a, rp, splits, chunk, partial);
+    else launch<KV, 8, kRope>(be, a, rp, splits, chunk, partial);
 }
 
 template <class KV>
-void launch_rows(CudaBackend& be, const AttentionArgs& a, int64_t rows, int splits, int chunk, float* partial) {
-    if (rows <= 1) launch<KV, 1>(be, a, splits, chunk, partial);
-    else if (rows <= 2) launch<KV, 2>(be, a, splits, chunk, partial);
-    else if (rows <= 4) launch<KV, 4>(be, a, splits, chunk, partial);
-    else launch<KV, 8>(be, a, splits, chunk, partial);
+void launch_rows(CudaBackend& be, const AttentionArgs& a, const QkNormRopeKv* rope, int64_t rows, int splits,
+                 int chunk, float* partial) {
+    if (rope != nullptr) launch_rows<KV, true>(be, a, *rope, rows, splits, chunk, partial);
+    else launch_rows<KV, false>(be, a, QkNormRopeKv{}, rows, splits, chunk, partial);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
-bool decode_attention(CudaBackend& be, const AttentionArgs& a) {
+bool decode_attention(CudaBackend& be, const AttentionArgs& a, const QkNormRopeKv* rope) {
     static_assert(kDecodeRows == 8, "the kernel is instantiated for up to 8 rows");
     if (!a.causal) return false;
     const int64_t G = a.q_heads / a.kv_heads, rows = a.tokens * G;
@@ -309,6 +391,9 @@ bool decode_attention(CudaBackend& be, const AttentionArgs& a) {
     const int64_t esize = a.kv_dtype == QWEN3VL_DTYPE_F32 ? 4 : 2;
     const int64_t E = 16 / esize;
     if (a.head_dim % E != 0 || a.head_dim > kMaxDim) return false;
+    if (rope != nullptr && (rope->head_dim != a.head_dim || rope->tokens != a.tokens || rope->head_dim % 2 != 0 ||
+                            rope->cache_dtype != a.kv_dtype || rope->k_cache != a.k || rope->v_cache != a.v))
+        return false;
     if (!aligned16(a.k) || !aligned16(a.v) || (a.kv_stride * esize) % 16 != 0) return false;
 
     // Chunks of whole sub-tiles, about two blocks per SM over the KV heads; sized from the largest n_past. With
@@ -334,9 +419,9 @@ bool decode_attention(CudaBackend& be, const AttentionArgs& a) {
     CudaBackend::Scratch partial(be, splits > 1 ? size_t(a.tokens * a.q_heads * splits * (a.head_dim + 2)) * 4 : 0);
     float* part = partial.as<float>();
     switch (a.kv_dtype) {
-        case QWEN3VL_DTYPE_F16: launch_rows<__half>(be, a, rows, int(splits), int(chunk), part); break;
-        case QWEN3VL_DTYPE_BF16: launch_rows<__nv_bfloat16>(be, a, rows, int(splits), int(chunk), part); break;
-        default: launch_rows<float>(be, a, rows, int(splits), int(chunk), part); break;
+        case QWEN3VL_DTYPE_F16: launch_rows<__half>(be, a, rope, rows, int(splits), int(chunk), part); break;
+        case QWEN3VL_DTYPE_BF16: launch_rows<__nv_bfloat16>(be, a, rope, rows, int(splits), int(chunk), part); break;
+        default: launch_rows<float>(be, a, rope, rows, int(splits), int(chunk), part); break;
     }
     if (splits > 1) merge_partials(be, a.out, part, a.tokens * a.q_heads, a.head_dim, int(splits), &a, chunk);
     return true;

@@ -58,9 +58,11 @@ bool kernel_ready(const void* kernel, int device, size_t smem_bytes, int min_arc
 bool flash_attention(CudaBackend& be, const AttentionArgs& a);
 
 // CAUSAL with at most kDecodeRows query rows per KV head (T * Hq / Hkv): one block per (KV head, key chunk), exact
-// fp32. Returns false, having queued nothing, when it does not apply.
+// fp32. rope (optional): the qk_norm_rope_kv prologue to fuse in (a.q then holds the raw q rows and rope->k, rope->v
+// the new tokens' raw k and v; the caches are a.k / a.v); q and k are left as they were. Returns false, having
+// queued nothing, when it does not apply.
 constexpr int64_t kDecodeRows = 8;
-bool decode_attention(CudaBackend& be, const AttentionArgs& a);
+bool decode_attention(CudaBackend& be, const AttentionArgs& a, const QkNormRopeKv* rope = nullptr);
 
 }  // namespace attn
 }  // namespace cuda

@@ -511,6 +511,78 @@ protected:
         release_since(mark);
     }
 
+    // qwen3vl_op_qk_norm_rope_attention (the prologue fused into the decoding kernel when T * G <= 8): against the
+    // two ops it fuses on the GPU, bit for bit (the same arithmetic; the new k / v rows come from shared memory
+    // instead of the cache), and against the CPU with the thresholds above; the cache rows it writes against the
+    // CPU's (as in QkNormRopeKv). Cache rows from n_past on start as NaN: the op must write its T rows, and a row it
+    // reads before writing would poison the output.
+    void run_rope_attention(const Causal& k, bool n_past_on_device) {
+        const size_t mark = owned_.size();
+        const int64_t cap = k.n_past + k.T + 5;
+        const int64_t section[3] = {k.D == 128 ? 24 : 12, k.D == 128 ? 20 : 10, k.D == 128 ? 20 : 10};
+        const std::string at = describe(k) + (n_past_on_device ? " n_past_tensor" : "");
+        const std::vector<float> qv = random(size_t(k.T * k.Hq * k.D), -k.q_range, k.q_range);
+        const std::vector<float> kv = random(size_t(k.T * k.Hkv * k.D)), vv = random(size_t(k.T * k.Hkv * k.D));
+        const std::vector<float> kcv = cache_values(cap, k.n_past, k.Hkv * k.D),
+                                 vcv = cache_values(cap, k.n_past, k.Hkv * k.D);
+        std::vector<int32_t> pos(size_t(3 * k.T));
+        for (int32_t& p : pos) p = randint(0, 4095);
+        Pair tp = ints({3, k.T}, pos), np = ints({1}, {int32_t(k.n_past)});
+        Pair qn = rand_tensor(kBF16, {k.D}), kn = rand_tensor(kBF16, {k.D});
+        Pair v = tensor(kF32, {k.T, k.Hkv, k.D}, vv);
+        // The fused op on both backends, the two ops on the GPU: each on its own copies of q, k and the caches.
+        Pair q = tensor(kF32, {k.T, k.Hq, k.D}, qv), kk = tensor(kF32, {k.T, k.Hkv, k.D}, kv);
+        Pair kc = tensor(k.cache, {cap, k.Hkv, k.D}, kcv), vc = tensor(k.cache, {cap, k.Hkv, k.D}, vcv);
+        Pair out = tensor(kF32, {k.T, k.Hq, k.D});
+        Pair q2 = tensor(kF32, {k.T, k.Hq, k.D}, qv), k2 = tensor(kF32, {k.T, k.Hkv, k.D}, kv);
+        Pair kc2 = tensor(k.cache, {cap, k.Hkv, k.D}, kcv), vc2 = tensor(k.cache, {cap, k.Hkv, k.D}, vcv);
+        Pair out2 = tensor(kF32, {k.T, k.Hq, k.D});
+        const int64_t n_arg = n_past_on_device ? 0 : k.n_past;  // with the tensor: 0 = bound capacity - T
+        both("qk_norm_rope_attention", [&](bool c) {
+            return qwen3vl_op_qk_norm_rope_attention(on(out, c), on(q, c), on(kk, c), on(v, c), on(qn, c), on(kn, c),
+                                                     1e-6f, on(tp, c), 5000000.0f, section, on(kc, c), on(vc, c), n_arg,
+                                                     n_past_on_device ? on(np, c) : nullptr);
+        });
+        const qwen3vl_tensor* npt = n_past_on_device ? np.gpu : nullptr;
+        check(qwen3vl_op_qk_norm_rope_kv(q2.gpu, k2.gpu, v.gpu, qn.gpu, kn.gpu, 1e-6f, tp.gpu, 5000000.0f, section,
+                                         kc2.gpu, vc2.gpu, n_arg, npt),
+              "qk_norm_rope_kv on CUDA");
+        check(qwen3vl_op_attention(out2.gpu, q2.gpu, kc2.gpu, vc2.gpu, n_arg, QWEN3VL_ATTENTION_CAUSAL, nullptr, npt),
+              "attention on CUDA");
+        const auto bits_equal = [](const std::vector<float>& a, const std::vector<float>& b) {
+            return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+        };
+        EXPECT_TRUE(bits_equal(read(out.gpu), read(out2.gpu))) << "fused vs the two ops, output" << at << " (" << seed() << ")";
+        EXPECT_TRUE(bits_equal(read(kc.gpu), read(kc2.gpu))) << "fused vs the two ops, k_cache" << at << " (" << seed() << ")";
+        EXPECT_TRUE(bits_equal(read(vc.gpu), read(vc2.gpu))) << "fused vs the two ops, v_cache" << at << " (" << seed() << ")";
+        check_close(read(out.cpu), read(out.gpu), k.D, "qk_norm_rope_attention" + at);
+        // The rows written (n_past .. n_past + T - 1) against the CPU's; the rows after them must still be NaN.
+        const size_t row = size_t(k.Hkv * k.D), first = size_t(k.n_past) * row, end = size_t(k.n_past + k.T) * row;
+        for (const Pair* c : {&kc, &vc}) {
+            const std::vector<float> ref = read(c->cpu), got = read(c->gpu);
+            const std::vector<float> ref_rows(ref.begin() + first, ref.begin() + end),
+                got_rows(got.begin() + first, got.begin() + end);
+            EXPECT_LE(nmse(ref_rows, got_rows), k.cache == kF32 ? 1e-10 : 1e-8)
+                << (c == &kc ? "k_cache" : "v_cache") << at << " (" << seed() << ")";
+            EXPECT_TRUE(std::isnan(got[end])) << "row n_past + T written" << at;
+        }
+        release_since(mark);
+    }
+
+    void rope_attention_cases() {
+        // Decoding shapes (fused: T * G <= 8, one chunk or split-K, the new keys at a chunk start or inside), a
+        // prefill shape (the two kernels), f16 / bf16 / f32 caches, groups of 2 and 4, n_past on the device.
+        const Causal cases[] = {{1, 0, 16, 8, 128, kBF16, 1.0f},   {1, 37, 16, 8, 128, kBF16, 1.0f},
+                                {1, 511, 16, 8, 128, kBF16, 4.0f}, {1, 1000, 16, 8, 128, kF32, 1.0f},
+                                {4, 300, 16, 8, 128, kBF16, 1.0f}, {2, 63, 32, 8, 128, kF16, 1.0f},
+                                {3, 64, 8, 8, 64, kF32, 1.0f},     {65, 100, 16, 8, 128, kBF16, 1.0f}};
+        for (const Causal& k : cases)
+            for (bool dev : {false, true}) {
+                run_rope_attention(k, dev);
+                if (HasFailure()) return;
+            }
+    }
+
     void causal_cases() {
         struct Heads {
             int64_t Hq, Hkv;
@@ -584,9 +656,11 @@ protected:
 TEST_F(CudaAttentionTest, Causal) { causal_cases(); }
 TEST_F(CudaAttentionTest, Segments) { segment_cases(); }
 TEST_F(CudaAttentionTest, NPastTensor) { n_past_tensor_cases(); }
+TEST_F(CudaAttentionTest, QkNormRopeAttention) { rope_attention_cases(); }
 TEST_F(CudaAttentionFp32Test, Causal) { causal_cases(); }
 TEST_F(CudaAttentionFp32Test, Segments) { segment_cases(); }
 TEST_F(CudaAttentionFp32Test, NPastTensor) { n_past_tensor_cases(); }
+TEST_F(CudaAttentionFp32Test, QkNormRopeAttention) { rope_attention_cases(); }
 
 class CudaLinearTest : public CudaOpsTest {
 protected:

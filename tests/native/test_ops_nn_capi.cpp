@@ -184,6 +184,53 @@ TEST_F(OpsNnCApi, AttentionArgumentsAreChecked) {
                    "segments is NULL");
 }
 
+// The fused prologue + attention checks the arguments of both ops it stands for (messages name the fused op), and on
+// the CPU its output and cache rows equal qwen3vl_op_qk_norm_rope_kv then qwen3vl_op_attention bit for bit.
+TEST_F(OpsNnCApi, QkNormRopeAttentionIsTheTwoOps) {
+    const int64_t T = 2, Hq = 4, Hkv = 2, D = 8, cap = 6, n_past = 3;
+    std::vector<float> qv(T * Hq * D), kv(T * Hkv * D), vv(T * Hkv * D), cv(cap * Hkv * D), wv(D);
+    float x = 0.1f;
+    for (auto* vec : {&qv, &kv, &vv, &cv, &wv})
+        for (float& e : *vec) e = (x = std::fmod(x * 7.3f + 0.37f, 2.0f)) - 1.0f;
+    qwen3vl_tensor *pos = i32({3, T}, {5, 6, 2, 2, 3, 4}), *w = f32({D}, wv);
+    const int64_t sec[3] = {2, 1, 1};
+    qwen3vl_tensor *q = f32({T, Hq, D}, qv), *k = f32({T, Hkv, D}, kv), *v = f32({T, Hkv, D}, vv);
+    qwen3vl_tensor *kc = f32({cap, Hkv, D}, cv), *vc = f32({cap, Hkv, D}, cv), *out = f32({T, Hq, D}, 0.0f);
+    ASSERT_EQ(qwen3vl_op_qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, n_past, nullptr),
+              QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    qwen3vl_tensor *q2 = f32({T, Hq, D}, qv), *k2 = f32({T, Hkv, D}, kv);
+    qwen3vl_tensor *kc2 = f32({cap, Hkv, D}, cv), *vc2 = f32({cap, Hkv, D}, cv), *out2 = f32({T, Hq, D}, 0.0f);
+    ASSERT_EQ(qwen3vl_op_qk_norm_rope_kv(q2, k2, v, w, w, 1e-6f, pos, 1e6f, sec, kc2, vc2, n_past, nullptr),
+              QWEN3VL_STATUS_OK);
+    ASSERT_EQ(qwen3vl_op_attention(out2, q2, kc2, vc2, n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
+              QWEN3VL_STATUS_OK);
+    EXPECT_EQ(read(out, T * Hq * D), read(out2, T * Hq * D));
+    EXPECT_EQ(read(kc, cap * Hkv * D), read(kc2, cap * Hkv * D));
+    EXPECT_EQ(read(vc, cap * Hkv * D), read(vc2, cap * Hkv * D));
+    // n_past from a tensor, read and checked on the CPU.
+    ASSERT_EQ(qwen3vl_op_qk_norm_rope_attention(out, f32({T, Hq, D}, qv), f32({T, Hkv, D}, kv), v, w, w, 1e-6f, pos,
+                                                1e6f, sec, kc, vc, 0, i32({1}, {int32_t(n_past)})),
+              QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    EXPECT_EQ(read(out, T * Hq * D), read(out2, T * Hq * D));
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0,
+                                                     i32({1}, {5})),
+                   "qwen3vl_op_qk_norm_rope_attention: n_past_tensor holds 5, outside 0 .. 4");
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 5, nullptr),
+                   "qwen3vl_op_qk_norm_rope_attention: n_past 5 + 2 tokens does not fit the cache's 6 rows");
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(f32({T, Hq, 4}), q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0,
+                                                     nullptr),
+                   "out has shape [2, 4, 4], expected [2, 4, 8]");
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(q, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0, nullptr),
+                   "out overlaps q");
+    qwen3vl_tensor *q3 = f32({T, 3, D}), *o3 = f32({T, 3, D});
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(o3, q3, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0, nullptr),
+                   "q has 3 heads, not a multiple of k's 2");
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, nullptr, kc, vc, 0, nullptr),
+                   "qwen3vl_op_qk_norm_rope_attention: mrope_section is NULL");
+}
+
 TEST_F(OpsNnCApi, PositionEmbeddingArgumentsAreChecked) {
     EXPECT_INVALID(qwen3vl_op_position_embedding(f32({4, 3}), f32({10, 3}), 2, 2, 2), "table has 10 rows, not a square grid");
     EXPECT_INVALID(qwen3vl_op_position_embedding(f32({15, 3}), f32({16, 3}), 3, 5, 2),

@@ -115,6 +115,25 @@ public static class Ops
         }
     }
 
+    /// <summary>
+    /// <see cref="QkNormRopeKv"/> then causal <see cref="Attention"/> over the same caches in one call: <paramref name="output"/>
+    /// [T, Hq, D] receives the attention, the new k / v rows are written to the caches. <paramref name="q"/> and
+    /// <paramref name="k"/> are scratch (unspecified afterwards). On a GPU, decoding (at most 8 query rows per KV head) runs as
+    /// one kernel with the same result bit for bit.
+    /// </summary>
+    /// <remarks>Parameters as <see cref="QkNormRopeKv"/>; <paramref name="nPastTensor"/> serves both steps.</remarks>
+    public static unsafe void QkNormRopeAttention(Tensor output, Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps,
+        Tensor positions, float theta, ReadOnlySpan<long> mropeSection, Tensor kCache, Tensor vCache, long nPast,
+        Tensor? nPastTensor = null)
+    {
+        if (mropeSection.Length != 3) throw new ArgumentException("mrope_section must have 3 entries.", nameof(mropeSection));
+        fixed (long* section = mropeSection)
+        {
+            Native.OpQkNormRopeAttention(H(output), H(q), H(k), H(v), H(qNorm), H(kNorm), eps, H(positions), theta, section,
+                H(kCache), H(vCache), nPast, Optional(nPastTensor));
+        }
+    }
+
     /// <summary>Vision 2D rotary, in place, on the q and k parts of a fused qkv [T, 3, H, D]; positions i32 [T, 2] (row, col).</summary>
     public static void RopeVision(Tensor qkv, Tensor positions, float theta) => Native.OpRopeVision(H(qkv), H(positions), theta);
 

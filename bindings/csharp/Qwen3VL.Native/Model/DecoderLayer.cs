@@ -66,9 +66,10 @@ public sealed class DecoderLayer
     /// (0: the whole cache).</param>
     /// <param name="nPastTensor">Optional i32 [1] holding n_past on the backend, read when the ops run (a captured decode step).</param>
     /// <remarks>
-    /// Five fused ops and attention: q/k/v from input_layernorm(x) in one pass, the QK-norm + M-RoPE + cache write, attention,
-    /// x += o_proj(attn), the gate/up SwiGLU of post_attention_layernorm(x) in one pass, x += down_proj(g). On the CPU each
-    /// fused op runs the unfused steps in the same order, so the numerics are those of the plain sequence.
+    /// Five fused ops: q/k/v from input_layernorm(x) in one pass, the QK-norm + M-RoPE + cache write with the attention after
+    /// it (one kernel when decoding on a GPU), x += o_proj(attn), the gate/up SwiGLU of post_attention_layernorm(x) in one
+    /// pass, x += down_proj(g). On the CPU each fused op runs the unfused steps in the same order, so the numerics are those
+    /// of the plain sequence.
     /// </remarks>
     public void Forward(Tensor x, Tensor positions, KvCache cache, long nPast, Tensor? nPastTensor = null)
     {
@@ -87,9 +88,8 @@ public sealed class DecoderLayer
         using (Tensor attn2 = attn.Reshape(t, hq * d))
         {
             Ops.NormLinear(q2, QProjWeight, k2, KProjWeight, v2, VProjWeight, x, InputLayernormWeight, eps);
-            Ops.QkNormRopeKv(q, k, v, QNormWeight, KNormWeight, eps, positions, (float)_config.RopeTheta, _mropeSection,
-                cache.Keys(Index), cache.Values(Index), nPast, nPastTensor);
-            Ops.Attention(attn, q, cache.Keys(Index), cache.Values(Index), nPast, AttentionMode.Causal, null, nPastTensor);
+            Ops.QkNormRopeAttention(attn, q, k, v, QNormWeight, KNormWeight, eps, positions, (float)_config.RopeTheta,
+                _mropeSection, cache.Keys(Index), cache.Values(Index), nPast, nPastTensor);
             Ops.LinearResidual(x, attn2, OProjWeight, null, x);
         }
         using (Tensor g = _backend.CreateTensor(TensorDType.F32, t, _config.TextIntermediateSize))
