@@ -254,6 +254,42 @@ int main(int argc, char** argv) {
         std::printf("%-34s T=%-5lld n_past=%-5lld %9.1f us  %7.0f GB/s KV cache  %7.2f TFLOP/s\n", a.what,
                     (long long)a.T, (long long)a.n_past, s * 1e6, kv_bytes / s / 1e9, flops / s / 1e12);
     }
+    // The decoding step's attention as captured in the decode graph (n_past read from a device tensor, bf16 cache):
+    // QK-norm + M-RoPE + cache write, then attention (two kernels + the split-K merge), against the fused
+    // qwen3vl_op_qk_norm_rope_attention (one kernel + the merge). Graph time per layer.
+    for (int64_t n_past : {int64_t(511), int64_t(4095)}) {
+        const size_t keep = g_tensors.size();
+        const int64_t cap = n_past + 1;
+        qwen3vl_tensor* q = tensor(f32, {1, Hq, D});
+        qwen3vl_tensor* k = tensor(f32, {1, Hkv, D});
+        qwen3vl_tensor* v = tensor(f32, {1, Hkv, D});
+        qwen3vl_tensor* qn = tensor(bf16, {D});
+        qwen3vl_tensor* kn = tensor(bf16, {D});
+        qwen3vl_tensor* kc = tensor(bf16, {cap, Hkv, D});
+        qwen3vl_tensor* vc = tensor(bf16, {cap, Hkv, D});
+        qwen3vl_tensor* out = tensor(f32, {1, Hq, D});
+        qwen3vl_tensor *pos = nullptr, *np = nullptr;
+        const int64_t three[2] = {3, 1}, one = 1;
+        const int32_t pv[3] = {int32_t(n_past), int32_t(n_past), int32_t(n_past)}, nv = int32_t(n_past);
+        check(qwen3vl_tensor_create(g_be, QWEN3VL_DTYPE_I32, 2, three, &pos), "tensor_create");
+        check(qwen3vl_tensor_write(pos, QWEN3VL_DTYPE_I32, pv, sizeof pv), "tensor_write");
+        check(qwen3vl_tensor_create(g_be, QWEN3VL_DTYPE_I32, 1, &one, &np), "tensor_create");
+        check(qwen3vl_tensor_write(np, QWEN3VL_DTYPE_I32, &nv, sizeof nv), "tensor_write");
+        g_tensors.push_back(pos);
+        g_tensors.push_back(np);
+        const int64_t section[3] = {24, 20, 20};
+        const double two_ops = time_graph(iters, 28, out, [&](int) {
+            const qwen3vl_status st = qwen3vl_op_qk_norm_rope_kv(q, k, v, qn, kn, 1e-6f, pos, 5e6f, section, kc, vc, 0, np);
+            if (st != QWEN3VL_STATUS_OK) return st;
+            return qwen3vl_op_attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np);
+        });
+        const double fused = time_graph(iters, 28, out, [&](int) {
+            return qwen3vl_op_qk_norm_rope_attention(out, q, k, v, qn, kn, 1e-6f, pos, 5e6f, section, kc, vc, 0, np);
+        });
+        std::printf("%-34s n_past=%-5lld %9.1f us two ops (graph)  %9.1f us fused (graph)\n",
+                    "decode qk-norm/rope + attention", (long long)n_past, two_ops * 1e6, fused * 1e6);
+        release_after(keep);
+    }
     // Vision attention (16 heads of 64, fused qkv f32): one image of T patches per segment (4096: 1024x1024 pixels).
     for (int64_t T : {int64_t(1024), int64_t(4096)}) {
         const int64_t H = 16, Dv = 64;
