@@ -13,6 +13,8 @@
 // Every kernel takes n_past from AttentionArgs::n_past_device when set (CUDA-graph replay of the decode step): the
 // launch is then sized for the largest value (a.n_past) and chunks past the actual keys write empty records.
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <mutex>
 #include <vector>
 
@@ -137,9 +139,10 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kMergeMaxSplits = 1024;
 __global__ void __launch_bounds__(kThreads)
     attention_merge_kernel(float* out, const float* partial, int64_t rows, int64_t D, int stride_splits,
-                           AttentionArgs valid, int64_t chunk) {
+                           AttentionArgs valid, int64_t chunk, bool early_trigger) {
     __shared__ float weight[kMergeMaxSplits];
     const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+    if (early_trigger) pdl_launch_dependents();
     pdl_wait();  // launched as PDL after the kernel that writes the partials
     // Records are laid out with stride_splits per row; with n_past on the device only the first chunks hold keys.
     int splits = stride_splits;
@@ -217,7 +220,15 @@ void merge_partials(CudaBackend& be, float* out, const float* partial, int64_t r
     if (valid != nullptr && valid->n_past_device != nullptr) v = *valid;
     else chunk = 0;  // every chunk holds a record
     launch_pdl(be.compute_capability(), be.stream(), attention_merge_kernel, dim3(grid_rows(rows)), dim3(kThreads), 0,
-               out, partial, rows, head_dim, splits, v, chunk);
+               out, partial, rows, head_dim, splits, v, chunk, early_trigger());
+}
+
+bool early_trigger() {
+    static const bool on = [] {
+        const char* v = std::getenv("QWEN3VL_PDL_EARLY_TRIGGER");
+        return v == nullptr || std::string(v) != "0";
+    }();
+    return on;
 }
 
 bool kernel_ready(const void* kernel, int device, size_t smem_bytes, int min_arch) {

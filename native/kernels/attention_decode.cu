@@ -98,7 +98,7 @@ struct Vec16<__half> {
 template <class KV, int R, bool kRope>
 __global__ void __launch_bounds__(kDecThreads)
     attention_decode_kernel(AttentionArgs a, QkNormRopeKv rp, float scale_log2, int splits, int chunk,
-                            float* partial) {
+                            float* partial, bool early_trigger) {
     using Vec = Vec16<KV>;
     constexpr int E = Vec::E;
     constexpr int kChunksPerLane = kMaxDim / E / 8;  // 16-byte pieces of a K row per lane (8 lanes per row)
@@ -117,6 +117,7 @@ __global__ void __launch_bounds__(kDecThreads)
     const int rows = static_cast<int>(a.tokens) * G;
     const int g = blockIdx.x / splits, split = blockIdx.x % splits;
     const int T = static_cast<int>(a.tokens), half = D / 2;
+    if (early_trigger) pdl_launch_dependents();
     float* const table = red;  // kRope, until the main loop: per token cos[half], sin[half]
     if constexpr (kRope) {     // positions are an input of the step, never written by the kernel just before
         for (int i = tid; i < T * half; i += kDecThreads) {
@@ -360,7 +361,7 @@ void launch(CudaBackend& be, const AttentionArgs& a, const QkNormRopeKv& rp, int
     const size_t smem = size_t(R) * ((kRope ? 7 : 5) * size_t(a.head_dim) + kSub) * sizeof(float);
     const unsigned grid = static_cast<unsigned>(a.kv_heads * splits);
     launch_pdl(be.compute_capability(), be.stream(), attention_decode_kernel<KV, R, kRope>, dim3(grid),
-               dim3(kDecThreads), smem, a, rp, scale_log2(a.head_dim), splits, chunk, partial);
+               dim3(kDecThreads), smem, a, rp, scale_log2(a.head_dim), splits, chunk, partial, early_trigger());
 }
 
 template <class KV, bool kRope>

@@ -42,6 +42,11 @@ __device__ __forceinline__ void segment_of(const AttentionArgs& a, int64_t t, in
     *hi = __ldg(a.segments + a0);
 }
 
+// Whether the decode kernel and the merge let the next kernel launch as soon as all their blocks run
+// (pdl_launch_dependents at their start): the o_proj GEMV after them then streams its weights while they finish,
+// instead of after. QWEN3VL_PDL_EARLY_TRIGGER=0 turns it off (a before/after measurement knob). Read once.
+bool early_trigger();
+
 // out[row] = merge of the row's `splits` records (see above); rows = T * Hq.
 // valid (optional, CAUSAL with n_past read on the device): the attention's arguments; only the chunks of `chunk` keys
 // that hold keys at this run's n_past are merged (the decode kernel writes no record for the others).
