@@ -19,6 +19,7 @@
 #include <string>
 
 #include "attention_impl.cuh"
+#include "rope.h"  // cpu::rope_inv_freq
 #include "rope_impl.cuh"
 
 namespace qwen3vl {
@@ -33,6 +34,12 @@ constexpr int kMaxDim = 128;  // head_dim limit of this path
 // V rows per thread and sub-tile: kSub / (key slots of the block), the slots being kDecWarps * 32 / L with L >= the
 // 16-byte pieces of a row; at most 16 (L = 32: f32 rows of 128).
 constexpr int kMaxVRows = kSub / kDecWarps;
+
+// kRope: the M-RoPE inverse frequencies, computed once on the host (cpu::rope_inv_freq) instead of a double power
+// per slot in every block.
+struct RopeFreq {
+    float inv[kMaxDim / 2];
+};
 
 // 16 bytes of a K/V row as E floats.
 template <class KV>
@@ -97,8 +104,8 @@ struct Vec16<__half> {
 // non-coherent load path).
 template <class KV, int R, bool kRope>
 __global__ void __launch_bounds__(kDecThreads)
-    attention_decode_kernel(AttentionArgs a, QkNormRopeKv rp, float scale_log2, int splits, int chunk,
-                            float* partial, bool early_trigger) {
+    attention_decode_kernel(AttentionArgs a, QkNormRopeKv rp, RopeFreq freq, float scale_log2, int splits,
+                            int chunk, float* partial, bool early_trigger) {
     using Vec = Vec16<KV>;
     constexpr int E = Vec::E;
     constexpr int kChunksPerLane = kMaxDim / E / 8;  // 16-byte pieces of a K row per lane (8 lanes per row)
@@ -122,7 +129,7 @@ __global__ void __launch_bounds__(kDecThreads)
     if constexpr (kRope) {     // positions are an input of the step, never written by the kernel just before
         for (int i = tid; i < T * half; i += kDecThreads) {
             const int t = i / half, j = i - t * half;
-            rope::mrope_cos_sin(rp, t, j, &table[t * D + j], &table[t * D + half + j]);
+            rope::mrope_cos_sin(rp, t, j, freq.inv[j], &table[t * D + j], &table[t * D + half + j]);
         }
     }
     // Launched as PDL: only the launch (and the rotary table) overlaps the kernel before, which writes q (and, unfused,
@@ -163,27 +170,30 @@ __global__ void __launch_bounds__(kDecThreads)
             rope::rotate_row(row, half, tab, tab + half, inv, rp.q_norm, rp.q_norm_dtype, lane);
         }
         // The new keys of this chunk: k normalised and rotated (f32 scratch after the table), k and v rounded to the
-        // cache dtype into shared memory and the cache.
-        for (int t = warp; t < T; t += kDecWarps) {
+        // cache dtype into shared memory and the cache. Token t on warp kDecWarps - 1 - t (mod kDecWarps): the q rows
+        // above start at warp 0, so with few rows both run side by side.
+        for (int t = kDecWarps - 1 - warp; t < T; t += kDecWarps) {
             const int64_t key = n_past + t;
             if (key < lo || key >= hi) continue;
             const float* tab = table + t * D;
             float* row = red + (R + t) * D;
             const float* ksrc = rp.k + (int64_t(t) * a.kv_heads + g) * D;
             const float* vsrc = rp.v + (int64_t(t) * a.kv_heads + g) * D;
-            for (int d = lane; d < D; d += 32) row[d] = ksrc[d];
+            for (int d = lane; d < D; d += 32) {
+                row[d] = ksrc[d];
+                v_new[t * D + d] = Vec::from_f32(vsrc[d]);
+            }
             __syncwarp();
             const float inv = rope::row_inv_rms(row, D, rp.eps, lane);
             rope::rotate_row(row, half, tab, tab + half, inv, rp.k_norm, rp.k_norm_dtype, lane);
             __syncwarp();
             const int64_t base = (key * a.kv_heads + g) * D;
             for (int d = lane; d < D; d += 32) {
-                const KV kq = Vec::from_f32(row[d]), vq = Vec::from_f32(vsrc[d]);
+                const KV kq = Vec::from_f32(row[d]);
                 k_new[t * D + d] = kq;
-                v_new[t * D + d] = vq;
                 if (write_cache) {
                     static_cast<KV*>(rp.k_cache)[base + d] = kq;
-                    static_cast<KV*>(rp.v_cache)[base + d] = vq;
+                    static_cast<KV*>(rp.v_cache)[base + d] = v_new[t * D + d];
                 }
             }
         }
@@ -360,8 +370,10 @@ template <class KV, int R, bool kRope>
 void launch(CudaBackend& be, const AttentionArgs& a, const QkNormRopeKv& rp, int splits, int chunk, float* partial) {
     const size_t smem = size_t(R) * ((kRope ? 7 : 5) * size_t(a.head_dim) + kSub) * sizeof(float);
     const unsigned grid = static_cast<unsigned>(a.kv_heads * splits);
+    RopeFreq freq{};
+    if (kRope) cpu::rope_inv_freq(freq.inv, rp.head_dim, rp.theta);
     launch_pdl(be.compute_capability(), be.stream(), attention_decode_kernel<KV, R, kRope>, dim3(grid),
-               dim3(kDecThreads), smem, a, rp, scale_log2(a.head_dim), splits, chunk, partial, early_trigger());
+               dim3(kDecThreads), smem, a, rp, freq, scale_log2(a.head_dim), splits, chunk, partial, early_trigger());
 }
 
 template <class KV, bool kRope>

@@ -28,13 +28,18 @@ __device__ __forceinline__ void cos_sin(float angle, float* c, float* s) {
 }
 
 // cos / sin of slot i < D/2 of token t for interleaved M-RoPE (t stream, except slots 1, 4, 7, ... below
-// 3 * section[1]: h stream, and 2, 5, 8, ... below 3 * section[2]: w stream).
-__device__ __forceinline__ void mrope_cos_sin(const QkNormRopeKv& a, int64_t t, int64_t i, float* c, float* s) {
+// 3 * section[1]: h stream, and 2, 5, 8, ... below 3 * section[2]: w stream); freq = inv_freq(i, D, theta), which
+// a caller may have computed beforehand (on the host: cpu::rope_inv_freq, the same rounding).
+__device__ __forceinline__ void mrope_cos_sin(const QkNormRopeKv& a, int64_t t, int64_t i, float freq, float* c,
+                                              float* s) {
     const int64_t T = a.tokens;
     float p = static_cast<float>(a.positions[t]);
     if (i % 3 == 1 && i < 3 * a.section[1]) p = static_cast<float>(a.positions[T + t]);
     else if (i % 3 == 2 && i < 3 * a.section[2]) p = static_cast<float>(a.positions[2 * T + t]);
-    cos_sin(__fmul_rn(p, inv_freq(i, a.head_dim, a.theta)), c, s);
+    cos_sin(__fmul_rn(p, freq), c, s);
+}
+__device__ __forceinline__ void mrope_cos_sin(const QkNormRopeKv& a, int64_t t, int64_t i, float* c, float* s) {
+    mrope_cos_sin(a, t, i, inv_freq(i, a.head_dim, a.theta), c, s);
 }
 
 // Rotate-half of a row whose elements are first scaled: x[i] * scale * w[i] (w NULL: no weight, scale 1). One warp.

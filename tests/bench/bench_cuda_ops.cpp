@@ -290,6 +290,62 @@ int main(int argc, char** argv) {
                     "decode qk-norm/rope + attention", (long long)n_past, two_ops * 1e6, fused * 1e6);
         release_after(keep);
     }
+    // One decoder layer's decoding step as the decode graph runs it (n_past 640 read on the device, bucket bound 767,
+    // bf16 weights and cache; 4 copies of the layer's 100.7 MB of weights so they come from HBM), without and with
+    // the L2 prefetch of o_proj and the first 2048 gate/up rows queued before attention (DecoderLayer.PrefetchMlp).
+    {
+        const size_t keep = g_tensors.size();
+        const int64_t Hd = 2048, I = 6144, copies = 4, cap = 1024, bound = 767, mlp_rows = 2048;
+        struct Layer {
+            qwen3vl_tensor *in_norm, *wq, *wk, *wv, *qn, *kn, *wo, *post_norm, *wg, *wu, *wd, *kc, *vc;
+        };
+        std::vector<Layer> layers;
+        for (int64_t c = 0; c < copies; ++c)
+            layers.push_back({tensor(bf16, {Hd}), tensor(bf16, {Hq * D, Hd}), tensor(bf16, {Hkv * D, Hd}),
+                              tensor(bf16, {Hkv * D, Hd}), tensor(bf16, {D}), tensor(bf16, {D}),
+                              tensor(bf16, {Hd, Hq * D}), tensor(bf16, {Hd}), tensor(bf16, {I, Hd}),
+                              tensor(bf16, {I, Hd}), tensor(bf16, {Hd, I}), tensor(bf16, {cap, Hkv, D}),
+                              tensor(bf16, {cap, Hkv, D})});
+        qwen3vl_tensor* x = tensor(f32, {1, Hd});
+        qwen3vl_tensor* q = tensor(f32, {1, Hq, D});
+        qwen3vl_tensor* k = tensor(f32, {1, Hkv, D});
+        qwen3vl_tensor* v = tensor(f32, {1, Hkv, D});
+        qwen3vl_tensor* attn = tensor(f32, {1, Hq, D});
+        qwen3vl_tensor* g = tensor(f32, {1, I});
+        qwen3vl_tensor *q2 = nullptr, *k2 = nullptr, *v2 = nullptr, *attn2 = nullptr, *pos = nullptr, *np = nullptr;
+        const int64_t s_q2[2] = {1, Hq * D}, s_kv2[2] = {1, Hkv * D}, s_pos[2] = {3, 1}, one = 1;
+        check(qwen3vl_tensor_view(q, 0, 2, s_q2, &q2), "tensor_view");
+        check(qwen3vl_tensor_view(k, 0, 2, s_kv2, &k2), "tensor_view");
+        check(qwen3vl_tensor_view(v, 0, 2, s_kv2, &v2), "tensor_view");
+        check(qwen3vl_tensor_view(attn, 0, 2, s_q2, &attn2), "tensor_view");
+        const int32_t pv[3] = {640, 640, 640}, nv = 640;
+        check(qwen3vl_tensor_create(g_be, QWEN3VL_DTYPE_I32, 2, s_pos, &pos), "tensor_create");
+        check(qwen3vl_tensor_write(pos, QWEN3VL_DTYPE_I32, pv, sizeof pv), "tensor_write");
+        check(qwen3vl_tensor_create(g_be, QWEN3VL_DTYPE_I32, 1, &one, &np), "tensor_create");
+        check(qwen3vl_tensor_write(np, QWEN3VL_DTYPE_I32, &nv, sizeof nv), "tensor_write");
+        for (qwen3vl_tensor* t : {q2, k2, v2, attn2, pos, np}) g_tensors.push_back(t);
+        const int64_t section[3] = {24, 20, 20};
+        auto layer = [&](int c, bool prefetch) {
+            const Layer& w = layers[size_t(c) % layers.size()];
+            qwen3vl_status st = qwen3vl_op_norm_linear(q2, w.wq, k2, w.wk, v2, w.wv, x, w.in_norm, 1e-6f);
+            if (st == QWEN3VL_STATUS_OK && prefetch)
+                st = qwen3vl_op_prefetch(w.wo, 0, w.wg, mlp_rows * Hd, w.wu, mlp_rows * Hd);
+            if (st == QWEN3VL_STATUS_OK)
+                st = qwen3vl_op_qk_norm_rope_attention(attn, q, k, v, w.qn, w.kn, 1e-6f, pos, 5e6f, section, w.kc,
+                                                       w.vc, bound, np);
+            if (st == QWEN3VL_STATUS_OK) st = qwen3vl_op_linear_residual(x, attn2, w.wo, nullptr, x);
+            if (st == QWEN3VL_STATUS_OK) st = qwen3vl_op_norm_linear_swiglu(g, x, w.post_norm, 1e-6f, w.wg, w.wu);
+            if (st == QWEN3VL_STATUS_OK) st = qwen3vl_op_linear_residual(x, g, w.wd, nullptr, x);
+            return st;
+        };
+        const double bytes = 2.0 * (double(Hq * D + 2 * Hkv * D) * Hd + double(Hd) * Hq * D + 3.0 * double(I) * Hd);
+        for (bool prefetch : {false, true}) {
+            const double s = time_graph(iters, 28, x, [&](int c) { return layer(c, prefetch); });
+            std::printf("%-34s n_past=640 %-13s %9.1f us per layer (graph)  %7.0f GB/s weights\n",
+                        "decode layer", prefetch ? "L2 prefetch" : "no prefetch", s * 1e6, bytes / s / 1e9);
+        }
+        release_after(keep);
+    }
     // Vision attention (16 heads of 64, fused qkv f32): one image of T patches per segment (4096: 1024x1024 pixels).
     for (int64_t T : {int64_t(1024), int64_t(4096)}) {
         const int64_t H = 16, Dv = 64;
