@@ -387,12 +387,6 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_norm_linear_swiglu(qwen3vl_tensor* out, co
  * qwen3vl_op_add). residual has out's shape; out may be residual (in-place residual update) or separate memory; out
  * must not overlap x, weight or bias. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_linear_residual(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* bias, const qwen3vl_tensor* residual);
-/** A hint for decoding on a GPU: starts bringing the first count_i elements (0: all) of up to three tensors (t1 and
- * t2 optional, count 0 when NULL) from device memory into the L2 cache, so that the ops queued shortly after it find
- * them there; queue it before a latency-bound op (attention) that precedes the projections using those weights. It
- * writes nothing, returns at once and may be captured in a graph. The ranges are taken in order until half of the
- * device's L2 cache is covered (the rest is not prefetched). On the CPU it only checks its arguments. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_prefetch(const qwen3vl_tensor* t0, int64_t count0, QWEN3VL_OPTIONAL const qwen3vl_tensor* t1, int64_t count1, QWEN3VL_OPTIONAL const qwen3vl_tensor* t2, int64_t count2);
 /** out = a + b (same shapes; out may be a or b). */
 QWEN3VL_API qwen3vl_status qwen3vl_op_add(qwen3vl_tensor* out, const qwen3vl_tensor* a, const qwen3vl_tensor* b);
 /** out = silu(gate) * up, elementwise. out may be gate or up. */

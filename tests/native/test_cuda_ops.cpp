@@ -355,29 +355,6 @@ TEST_F(CudaOpsTest, QkNormRopeKv) {
     }
 }
 
-// The L2 prefetch is only a hint: queued before a projection (eagerly and in a captured graph), the projection's
-// result is unchanged bit for bit; bad ranges are refused.
-TEST_F(CudaOpsTest, PrefetchIsAHint) {
-    const int64_t K = 2048, N = 3000;
-    Pair w = rand_tensor(kBF16, {N, K}), x = rand_tensor(kF32, {1, K});
-    Pair plain = tensor(kF32, {1, N}), hinted = tensor(kF32, {1, N}), graphed = tensor(kF32, {1, N});
-    check(qwen3vl_op_linear(plain.gpu, x.gpu, w.gpu, nullptr), "linear");
-    check(qwen3vl_op_prefetch(w.gpu, 0, nullptr, 0, nullptr, 0), "prefetch");
-    check(qwen3vl_op_linear(hinted.gpu, x.gpu, w.gpu, nullptr), "linear after prefetch");
-    check(qwen3vl_backend_capture_begin(gpu_), "capture_begin");
-    check(qwen3vl_op_prefetch(w.gpu, 5 * K, x.gpu, 0, w.gpu, N * K), "prefetch (captured)");
-    check(qwen3vl_op_linear(graphed.gpu, x.gpu, w.gpu, nullptr), "linear (captured)");
-    qwen3vl_graph* graph = nullptr;
-    check(qwen3vl_backend_capture_end(gpu_, &graph), "capture_end");
-    check(qwen3vl_graph_launch(graph), "graph_launch");
-    const std::vector<float> want = read(plain.gpu);
-    EXPECT_EQ(want, read(hinted.gpu));
-    EXPECT_EQ(want, read(graphed.gpu));
-    qwen3vl_graph_free(graph);
-    EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT, qwen3vl_op_prefetch(w.gpu, N * K + 1, nullptr, 0, nullptr, 0));
-    EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT, qwen3vl_op_prefetch(w.gpu, 0, w.cpu, 0, nullptr, 0));  // two backends
-}
-
 TEST_F(CudaOpsTest, RopeVision) {
     for (int64_t D : {int64_t(64), int64_t(80)})
         for (int64_t T : {int64_t(1), int64_t(37)}) {

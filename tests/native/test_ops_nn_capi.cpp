@@ -231,18 +231,6 @@ TEST_F(OpsNnCApi, QkNormRopeAttentionIsTheTwoOps) {
                    "qwen3vl_op_qk_norm_rope_attention: mrope_section is NULL");
 }
 
-// The prefetch hint checks its ranges and does nothing else on the CPU.
-TEST_F(OpsNnCApi, PrefetchChecksItsRanges) {
-    qwen3vl_tensor *a = f32({4, 8}, 1.0f), *b = make(QWEN3VL_DTYPE_BF16, {16});
-    EXPECT_EQ(qwen3vl_op_prefetch(a, 0, nullptr, 0, nullptr, 0), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
-    EXPECT_EQ(qwen3vl_op_prefetch(a, 32, b, 5, a, 1), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
-    EXPECT_EQ(read(a, 32), std::vector<float>(32, 1.0f));
-    EXPECT_INVALID(qwen3vl_op_prefetch(nullptr, 0, nullptr, 0, nullptr, 0), "qwen3vl_op_prefetch: t0 is NULL");
-    EXPECT_INVALID(qwen3vl_op_prefetch(a, 33, nullptr, 0, nullptr, 0), "count0 = 33 is outside 0 .. 32");
-    EXPECT_INVALID(qwen3vl_op_prefetch(a, 0, b, -1, nullptr, 0), "count1 = -1 is outside 0 .. 16");
-    EXPECT_INVALID(qwen3vl_op_prefetch(a, 0, nullptr, 3, nullptr, 0), "count1 must be 0 when t1 is NULL");
-}
-
 TEST_F(OpsNnCApi, PositionEmbeddingArgumentsAreChecked) {
     EXPECT_INVALID(qwen3vl_op_position_embedding(f32({4, 3}), f32({10, 3}), 2, 2, 2), "table has 10 rows, not a square grid");
     EXPECT_INVALID(qwen3vl_op_position_embedding(f32({15, 3}), f32({16, 3}), 3, 5, 2),

@@ -134,15 +134,6 @@ public static class Ops
         }
     }
 
-    /// <summary>
-    /// A hint for decoding on a GPU: starts bringing the first <paramref name="count0"/> elements (0: all) of
-    /// <paramref name="t0"/> (and of the optional <paramref name="t1"/>, <paramref name="t2"/>) into the L2 cache, for the ops
-    /// queued shortly after it; the ranges are taken in order until half of the L2 cache is covered. Writes nothing; on the
-    /// CPU only the arguments are checked.
-    /// </summary>
-    public static void Prefetch(Tensor t0, long count0, Tensor? t1 = null, long count1 = 0, Tensor? t2 = null, long count2 = 0) =>
-        Native.OpPrefetch(H(t0), count0, Optional(t1), count1, Optional(t2), count2);
-
     /// <summary>Vision 2D rotary, in place, on the q and k parts of a fused qkv [T, 3, H, D]; positions i32 [T, 2] (row, col).</summary>
     public static void RopeVision(Tensor qkv, Tensor positions, float theta) => Native.OpRopeVision(H(qkv), H(positions), theta);
 

@@ -58,25 +58,6 @@ public sealed class DecoderLayer
     /// <summary><c>mlp.down_proj.weight</c>.</summary>
     public Tensor DownProjWeight { get; }
 
-    /// <summary>Rows up to which the layer prefetches its o_proj and MLP weights into L2 during attention (decoding: the
-    /// GEMVs are bandwidth-bound and attention leaves the memory bus idle; larger batches are compute-bound GEMMs).</summary>
-    private const long PrefetchMaxRows = 8;
-    /// <summary>Bytes prefetched per layer: o_proj whole, then the first rows of gate and up alike (the rows the gate/up
-    /// kernel reads first). Sized for a 50 MB L2 (H100); the native op caps the request at half of a smaller L2.</summary>
-    private const long PrefetchBudgetBytes = 24L << 20;
-    /// <summary>QWEN3VL_PREFETCH=0 turns the prefetch off (a before/after measurement knob).</summary>
-    private static readonly bool s_prefetch = Environment.GetEnvironmentVariable("QWEN3VL_PREFETCH") != "0";
-
-    private void PrefetchMlp()
-    {
-        long oBytes = (long)OProjWeight.ByteCount;
-        long rowBytes = (long)GateProjWeight.ByteCount / GateProjWeight.Shape[0];
-        long mlpRows = Math.Clamp((PrefetchBudgetBytes - oBytes) / (2 * rowBytes), 0, GateProjWeight.Shape[0]);
-        long mlpCount = mlpRows * GateProjWeight.Shape[1];
-        if (mlpCount == 0) Ops.Prefetch(OProjWeight, 0);
-        else Ops.Prefetch(OProjWeight, 0, GateProjWeight, mlpCount, UpProjWeight, mlpCount);
-    }
-
     /// <summary>Runs the layer on <paramref name="x"/> [T, hidden] (the residual stream, updated in place).</summary>
     /// <param name="x">Hidden states of the T new tokens; updated in place.</param>
     /// <param name="positions">i32 [3, T] M-RoPE positions.</param>
@@ -88,7 +69,7 @@ public sealed class DecoderLayer
     /// Five fused ops: q/k/v from input_layernorm(x) in one pass, the QK-norm + M-RoPE + cache write with the attention after
     /// it (one kernel when decoding on a GPU), x += o_proj(attn), the gate/up SwiGLU of post_attention_layernorm(x) in one
     /// pass, x += down_proj(g). On the CPU each fused op runs the unfused steps in the same order, so the numerics are those
-    /// of the plain sequence. Decoding on a GPU also prefetches o_proj and the first gate/up rows into L2 before attention.
+    /// of the plain sequence.
     /// </remarks>
     public void Forward(Tensor x, Tensor positions, KvCache cache, long nPast, Tensor? nPastTensor = null)
     {
@@ -107,7 +88,6 @@ public sealed class DecoderLayer
         using (Tensor attn2 = attn.Reshape(t, hq * d))
         {
             Ops.NormLinear(q2, QProjWeight, k2, KProjWeight, v2, VProjWeight, x, InputLayernormWeight, eps);
-            if (t <= PrefetchMaxRows && _backend.IsCuda && s_prefetch) PrefetchMlp();
             Ops.QkNormRopeAttention(attn, q, k, v, QNormWeight, KNormWeight, eps, positions, (float)_config.RopeTheta,
                 _mropeSection, cache.Keys(Index), cache.Values(Index), nPast, nPastTensor);
             Ops.LinearResidual(x, attn2, OProjWeight, null, x);
