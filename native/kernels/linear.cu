@@ -8,9 +8,10 @@
 //    groups of tk threads (tk = 32..256, the smallest power of two covering K in 16-byte chunks, so K = 2048 bf16
 //    is one chunk per thread and K = 6144 three), each group owning NR weight rows of the tile. A thread loads its
 //    chunk of all NR rows with independent 16-byte loads (NR = 8 at M = 1: 128 bytes in flight per thread).
-//  - Pipelining. The chunks a block streams form one sequence of steps (tile, chunk step); the loads of the next
-//    step are issued before the FMAs of the current one (two register buffers), and the first step's loads before
-//    x is staged, so the weights are already on their way while the block reads x and computes its RMSNorm.
+//  - Pipelining. The chunks a block streams form one sequence of steps (tile, chunk step) through two register
+//    buffers: the first two steps' loads are issued before x is staged (so the weights are already on their way
+//    while the block waits for x and computes its RMSNorm), and each buffer is reloaded two steps ahead right after
+//    its FMAs.
 //  - x is staged once per block in shared memory (normalised there when the op has a norm: the block computes the
 //    sum of squares of its x rows itself, as norm.cu does), with 16-bit weights in an even/odd-split layout: a
 //    16-byte load holds 8 elements whose even ones widen by a shift and odd ones by a mask, so each plane is read
@@ -419,15 +420,18 @@ __global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_vec_kernel(
     };
 
     pdl_launch_dependents();
-    load_step(a);  // the first weights are requested before x is read (and, launched as PDL, before the kernel
-                   // that writes x has finished)
+    // The first two steps' weights are requested before x is read (and, launched as PDL, before the kernel that
+    // writes x has finished): a q/k/v or o_proj block then has all of its weights in flight while it waits for x and
+    // normalises it. Afterwards each buffer is refilled two steps ahead as soon as it has been used.
+    load_step(a);
+    load_step(b);
     pdl_wait();
     stage_x<P, MT>(p, xs, red);
     for (;;) {
-        load_step(b);
         if (!compute_step(a)) break;
         load_step(a);
         if (!compute_step(b)) break;
+        load_step(b);
     }
 }
 
