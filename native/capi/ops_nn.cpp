@@ -22,6 +22,7 @@
 #include "rope.cuh"
 #include "rope.h"
 #include "segments.cuh"
+#include "topk.cuh"
 
 using namespace qwen3vl;
 
@@ -348,6 +349,34 @@ qwen3vl_status qwen3vl_op_argmax(qwen3vl_tensor* out, const qwen3vl_tensor* x) {
             if (args.is_cuda())
                 return cuda::argmax(args.cuda(), host_mut<int32_t>(o), host<float>(tx), rows_of(tx), last_dim(tx));
         cpu::argmax(args.cpu().threads(), host_mut<int32_t>(o), host<float>(tx), rows_of(tx), last_dim(tx));
+    });
+}
+
+qwen3vl_status qwen3vl_op_top_k(qwen3vl_tensor* values, qwen3vl_tensor* indices, const qwen3vl_tensor* x, int64_t k) {
+    return guarded([&] {
+        OpArgs args("qwen3vl_op_top_k");
+        Tensor& tv = f32(args, values, "values");
+        Tensor& ti = args.tensor(indices, "indices");
+        args.dtype(ti, "indices", {QWEN3VL_DTYPE_I32});
+        const Tensor& tx = f32(args, x, "x");
+        require_at_least_1d(args, tx, "x");
+        const int64_t n = last_dim(tx);
+        require(n <= INT32_MAX, "qwen3vl_op_top_k: the last dimension of x exceeds the i32 range");
+        require(k >= 1 && k <= QWEN3VL_TOP_K_MAX && k <= n,
+                "qwen3vl_op_top_k: k = " + std::to_string(k) + " must be in 1 .. min(" + std::to_string(n) +
+                    " (the last dimension of x), QWEN3VL_TOP_K_MAX = " + std::to_string(QWEN3VL_TOP_K_MAX) + ")");
+        Tensor want = tx;  // x's shape with the last dimension k
+        want.shape[static_cast<size_t>(tx.ndim - 1)] = k;
+        same_shape(args, tv, "values", want, "x with the last dimension k");
+        same_shape(args, ti, "indices", want, "x with the last dimension k");
+        require(!overlap(tv, ti) && !overlap(tv, tx) && !overlap(ti, tx),
+                "qwen3vl_op_top_k: values, indices and x must not share memory");
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::top_k(args.cuda(), host_mut<float>(tv), host_mut<int32_t>(ti), host<float>(tx),
+                                   rows_of(tx), n, k);
+        cpu::top_k(args.cpu().threads(), host_mut<float>(tv), host_mut<int32_t>(ti), host<float>(tx), rows_of(tx), n,
+                   k);
     });
 }
 

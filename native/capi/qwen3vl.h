@@ -72,6 +72,8 @@ extern "C" {
 #define QWEN3VL_MAX_LIST 16
 /** Length of the fixed text fields in the info structs, terminator included. */
 #define QWEN3VL_NAME_LENGTH 128
+/** Largest k of qwen3vl_op_top_k. */
+#define QWEN3VL_TOP_K_MAX 1024
 
 /** Result of every call. */
 typedef enum qwen3vl_status {
@@ -405,6 +407,13 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_softmax(qwen3vl_tensor* out, const qwen3vl
 /** out[i] = argmax over the last dimension of row i of x (out: i32 [rows], rows = product of x's leading dimensions;
  * first index on ties; a NaN counts as the largest, as in torch.argmax). */
 QWEN3VL_API qwen3vl_status qwen3vl_op_argmax(qwen3vl_tensor* out, const qwen3vl_tensor* x);
+/** The k largest elements of each row of x (f32 [..., V]) in descending order: values (f32) and their indices in the
+ * row (i32), both of x's shape with the last dimension k. Ties go to the lower index; a NaN counts as larger than
+ * everything (as in qwen3vl_op_argmax; NaNs among themselves by index); -0 equals +0. The values are the elements'
+ * own bits. 1 <= k <= min(V, QWEN3VL_TOP_K_MAX). values, indices and x must not share memory. Selection only, so
+ * every backend gives the same result. On a GPU it needs no host synchronisation (it may be captured into a graph);
+ * a row of a decoding step's logits is spread over many blocks. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_top_k(qwen3vl_tensor* values, qwen3vl_tensor* indices, const qwen3vl_tensor* x, int64_t k);
 /** out[T, H] = table[ids[t], :] (ids: i32 [T]; table in any weight dtype). An id out of range: INVALID_ARGUMENT from
  * this call on the CPU; on a GPU the ids are checked on the device (so the op can be captured in a graph): the row is
  * zeroed and the next qwen3vl_tensor_read on that backend fails with INVALID_ARGUMENT. */

@@ -228,6 +228,33 @@ int main(int argc, char** argv) {
         release_after(keep);
     }
 
+    // Selections over one decoding step's logits (1 x 151936 f32): argmax (greedy) and top_k (sampling's candidates:
+    // 20 as Qwen3-VL's top_k, 32 the decoding graphs' bucket for it, the largest k). Latency-bound: the row is 0.6 MB.
+    {
+        const int64_t vocab = 151936;
+        qwen3vl_tensor* logits = tensor(f32, {1, vocab});
+        qwen3vl_tensor* best = nullptr;
+        const int64_t one = 1;
+        check(qwen3vl_tensor_create(g_be, QWEN3VL_DTYPE_I32, 1, &one, &best), "tensor_create");
+        g_tensors.push_back(best);
+        const auto report = [&](const std::string& what, const std::function<qwen3vl_status()>& op, qwen3vl_tensor* sync) {
+            const double eager = time_op(iters, sync, op);
+            const double graph = time_graph(iters, 4, sync, [&](int) { return op(); });
+            std::printf("%-34s V=%-6lld %9.1f us eager %9.1f us graph %7.0f GB/s logits\n", what.c_str(),
+                        (long long)vocab, eager * 1e6, graph * 1e6, vocab * 4.0 / (graph > 0.0 ? graph : eager) / 1e9);
+        };
+        report("argmax decode logits", [&] { return qwen3vl_op_argmax(best, logits); }, logits);
+        for (int64_t k : {int64_t(20), int64_t(32), int64_t(QWEN3VL_TOP_K_MAX)}) {
+            qwen3vl_tensor* values = tensor(f32, {1, k});
+            qwen3vl_tensor* ids = nullptr;
+            const int64_t shape[2] = {1, k};
+            check(qwen3vl_tensor_create(g_be, QWEN3VL_DTYPE_I32, 2, shape, &ids), "tensor_create");
+            g_tensors.push_back(ids);
+            report("top_k decode logits k=" + std::to_string(k), [&] { return qwen3vl_op_top_k(values, ids, logits, k); },
+                   values);
+        }
+    }
+
     // Attention, text (16 query / 8 KV heads of 128): decode is bandwidth-bound on the cache (GB/s of the K and V
     // rows it must read), prefill compute-bound (causal FLOPs: 4 * Hq * D per visible query-key pair).
     struct Att {

@@ -207,6 +207,43 @@ TEST_F(CudaGraphTest, DecodeStepReplaysLikeEagerOps) {
     qwen3vl_graph_free(graph);
 }
 
+// top_k of a decoding step's logits recorded once (its part keys in scratch held by the graph) and replayed on new
+// logits: each replay equals the eager op, and replays allocate nothing.
+TEST_F(CudaGraphTest, TopKReplaysLikeTheEagerOp) {
+    const int64_t vocab = 151936, k = 32;
+    qwen3vl_tensor* logits = random({1, vocab});
+    qwen3vl_tensor* values = make(QWEN3VL_DTYPE_F32, {1, k});
+    qwen3vl_tensor* ids = make(QWEN3VL_DTYPE_I32, {1, k});
+    qwen3vl_tensor* eager_values = make(QWEN3VL_DTYPE_F32, {1, k});
+    qwen3vl_tensor* eager_ids = make(QWEN3VL_DTYPE_I32, {1, k});
+    check(qwen3vl_backend_capture_begin(gpu_), "capture_begin");
+    check(qwen3vl_op_top_k(values, ids, logits, k), "top_k");
+    qwen3vl_graph* graph = nullptr;
+    check(qwen3vl_backend_capture_end(gpu_, &graph), "capture_end");
+    const auto read_i32 = [](const qwen3vl_tensor* t) {
+        std::vector<int32_t> v(k);
+        check(qwen3vl_tensor_read(t, QWEN3VL_DTYPE_I32, v.data(), v.size() * 4), "tensor_read");
+        return v;
+    };
+    std::uniform_real_distribution<float> u(-10.0f, 10.0f);
+    std::vector<float> l(static_cast<size_t>(vocab));
+    for (int step = 0; step < 4; ++step) {
+        for (float& x : l) x = u(rng_);
+        check(qwen3vl_tensor_write(logits, QWEN3VL_DTYPE_F32, l.data(), l.size() * 4), "tensor_write");
+        check(qwen3vl_graph_launch(graph), "graph_launch");
+        check(qwen3vl_op_top_k(eager_values, eager_ids, logits, k), "top_k");
+        const std::vector<int32_t> got = read_i32(ids);
+        EXPECT_EQ(got, read_i32(eager_ids)) << "step " << step << " (seed " << seed_ << ")";
+        EXPECT_EQ(read(values, k), read(eager_values, k)) << "step " << step;
+        EXPECT_EQ(got[0], int32_t(std::max_element(l.begin(), l.end()) - l.begin())) << "step " << step;
+    }
+    const uint64_t before = stats().system_allocations;
+    for (int i = 0; i < 20; ++i) check(qwen3vl_graph_launch(graph), "graph_launch");
+    (void)read(values, k);
+    EXPECT_EQ(stats().system_allocations, before);
+    qwen3vl_graph_free(graph);
+}
+
 TEST_F(CudaGraphTest, DiscardAndMisuse) {
     EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT, qwen3vl_backend_capture_discard(gpu_)) << "nothing to discard";
     qwen3vl_tensor* a = random({64});

@@ -268,6 +268,40 @@ TEST_F(CudaOpsTest, SoftmaxAndArgmax) {
     EXPECT_EQ(gl[3], int32_t(nl - 1));
 }
 
+// top_k: selection only, so the GPU must return the CPU's indices exactly and its values bit for bit, on rows split
+// over many blocks (V = 151936, the decoding logits, from k = 1 to QWEN3VL_TOP_K_MAX), rows taken whole (short rows,
+// or as many rows as SMs), k = V; with ties (a few distinct values, a constant row of signed zeros), NaN and +-inf.
+TEST_F(CudaOpsTest, TopK) {
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    struct Case {
+        int64_t rows, n, k;
+    };
+    for (Case c : {Case{1, 151936, 20}, Case{1, 151936, 21}, Case{1, 151936, 1}, Case{1, 151936, QWEN3VL_TOP_K_MAX},
+                   Case{3, 151936, 64}, Case{4, 151937, 257}, Case{2, 32500, 1000}, Case{5, 3001, 7},
+                   Case{2, 1000, 1000}, Case{3, 1, 1}, Case{300, 517, 13}, Case{2, 5000, 1}}) {
+        const int64_t rows = c.rows, n = c.n, k = c.k;
+        const std::string at = " rows " + std::to_string(rows) + " n " + std::to_string(n) + " k " + std::to_string(k);
+        std::vector<float> v = random(size_t(rows * n), -8.0f, 8.0f);
+        for (int64_t r = 0; r < rows; ++r) {
+            float* xr = v.data() + r * n;
+            if (r % 3 == 1)
+                for (int64_t i = 0; i < n; ++i) xr[i] = std::round(xr[i]);
+            if (r % 3 == 2)
+                for (int64_t i = 0; i < n; ++i) xr[i] = i % 2 ? 0.0f : -0.0f;
+            for (float special : {nan, -nan, inf, -inf, -inf, 8.0f, 8.0f})
+                if (randint(0, 1)) xr[randint(0, int32_t(n - 1))] = special;
+        }
+        Pair x = tensor(kF32, {rows, n}, v);
+        Pair values = tensor(kF32, {rows, k});
+        Pair indices = ints({rows, k}, std::vector<int32_t>(size_t(rows * k), -1));
+        both("top_k", [&](bool cpu) { return qwen3vl_op_top_k(on(values, cpu), on(indices, cpu), on(x, cpu), k); });
+        EXPECT_EQ(read_i32(indices.cpu), read_i32(indices.gpu)) << "top_k indices" << at << " (" << seed() << ")";
+        const std::vector<float> want = read(values.cpu), got = read(values.gpu);
+        EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+            << "top_k values" << at << " (" << seed() << ")";
+    }
+}
+
 TEST_F(CudaOpsTest, EmbeddingAndScatterRows) {
     for (qwen3vl_dtype tt : {kF32, kF16, kBF16}) {
         const int64_t vocab = 1000, width = 130, T = 17;

@@ -279,6 +279,63 @@ TEST(OpsNnReduce, ArgmaxTakesTheFirstOfTies) {
     EXPECT_EQ(out, want);
 }
 
+// top_k against a full std::sort of each row's indices by the documented order (NaN first, then larger value, then
+// lower index; -0 == +0 as IEEE compares them): the indices must match exactly and the values bit for bit.
+std::vector<int32_t> top_k_reference(const float* xr, int64_t n, int64_t k) {
+    std::vector<int32_t> order(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+        const float va = xr[a], vb = xr[b];
+        const bool na = std::isnan(va), nb = std::isnan(vb);
+        if (na != nb) return na;
+        if (!na && va != vb) return va > vb;
+        return a < b;
+    });
+    order.resize(static_cast<size_t>(k));
+    return order;
+}
+
+TEST(OpsNnReduce, TopKMatchesASortedReference) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    const float inf = std::numeric_limits<float>::infinity();
+    struct Case {
+        int64_t rows, n, k;
+    };
+    for (Case c : {Case{3, 1, 1}, Case{2, 7, 7}, Case{4, 1000, 1}, Case{4, 1000, 37}, Case{2, 2000, 1024},
+                   Case{3, 5000, 1000}, Case{2, 151936, 20}, Case{1, 151936, 1}, Case{1, 151936, 1024}}) {
+        const int64_t rows = c.rows, n = c.n, k = c.k;
+        SCOPED_TRACE("rows " + std::to_string(rows) + " n " + std::to_string(n) + " k " + std::to_string(k));
+        std::vector<float> x = rng.vec(size_t(rows * n), -4.0f, 4.0f);
+        for (int64_t r = 0; r < rows; ++r) {
+            float* xr = x.data() + r * n;
+            switch (r % 3) {
+                case 0: break;  // distinct values
+                case 1:         // many ties: a handful of distinct values
+                    for (int64_t i = 0; i < n; ++i) xr[i] = std::round(xr[i] * 2.0f) / 2.0f;
+                    break;
+                default:  // constant, with signed zeros
+                    for (int64_t i = 0; i < n; ++i) xr[i] = (i % 3 == 0) ? -0.0f : 0.0f;
+                    break;
+            }
+            for (float special : {kNaN, -kNaN, inf, -inf, -inf, 0.0f, -0.0f, 4.0f, 4.0f})
+                if (rng.integer(0, 1)) xr[rng.integer(0, int(n - 1))] = special;
+        }
+        std::vector<float> values(size_t(rows * k), kNaN);
+        std::vector<int32_t> indices(size_t(rows * k), -1);
+        cpu::top_k(pool(), values.data(), indices.data(), x.data(), rows, n, k);
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* xr = x.data() + r * n;
+            const std::vector<int32_t> want = top_k_reference(xr, n, k);
+            const std::vector<int32_t> got(indices.begin() + r * k, indices.begin() + (r + 1) * k);
+            ASSERT_EQ(got, want) << "row " << r;
+            for (int64_t j = 0; j < k; ++j)
+                ASSERT_EQ(std::memcmp(&values[size_t(r * k + j)], &xr[want[size_t(j)]], sizeof(float)), 0)
+                    << "row " << r << " value " << j;
+        }
+    }
+}
+
 // ---- embeddings ----------------------------------------------------------------------------------------------
 
 TEST(OpsNnEmbedding, GatherAndScatterAreExact) {

@@ -238,6 +238,49 @@ TEST_F(OpsNnCApi, PositionEmbeddingArgumentsAreChecked) {
     EXPECT_INVALID(qwen3vl_op_position_embedding(f32({15, 4}), f32({16, 3}), 3, 5, 1), "out has shape [15, 4], expected [15, 3]");
 }
 
+TEST_F(OpsNnCApi, TopKArgumentsAreChecked) {
+    qwen3vl_tensor* x = f32({2, 8});
+    qwen3vl_tensor* v = f32({2, 3});
+    qwen3vl_tensor* ix = make(QWEN3VL_DTYPE_I32, {2, 3});
+    EXPECT_INVALID(qwen3vl_op_top_k(nullptr, ix, x, 3), "qwen3vl_op_top_k: values is NULL");
+    EXPECT_INVALID(qwen3vl_op_top_k(v, nullptr, x, 3), "qwen3vl_op_top_k: indices is NULL");
+    EXPECT_INVALID(qwen3vl_op_top_k(v, ix, nullptr, 3), "qwen3vl_op_top_k: x is NULL");
+    EXPECT_INVALID(qwen3vl_op_top_k(v, ix, x, 0), "k = 0 must be in 1 .. min(8");
+    EXPECT_INVALID(qwen3vl_op_top_k(v, ix, x, 9), "k = 9 must be in 1 .. min(8");
+    qwen3vl_tensor* wide = f32({1, QWEN3VL_TOP_K_MAX + 1});
+    EXPECT_INVALID(qwen3vl_op_top_k(f32({1, QWEN3VL_TOP_K_MAX + 1}), make(QWEN3VL_DTYPE_I32, {1, QWEN3VL_TOP_K_MAX + 1}),
+                                    wide, QWEN3VL_TOP_K_MAX + 1),
+                   "QWEN3VL_TOP_K_MAX = 1024");
+    EXPECT_INVALID(qwen3vl_op_top_k(make(QWEN3VL_DTYPE_I32, {2, 3}), ix, x, 3), "values must be f32, got i32");
+    EXPECT_INVALID(qwen3vl_op_top_k(v, f32({2, 3}), x, 3), "indices must be i32, got f32");
+    EXPECT_INVALID(qwen3vl_op_top_k(v, ix, make(QWEN3VL_DTYPE_F16, {2, 8}), 3), "x must be f32, got f16");
+    EXPECT_INVALID(qwen3vl_op_top_k(f32({2, 4}), ix, x, 3), "values has shape [2, 4], expected [2, 3]");
+    EXPECT_INVALID(qwen3vl_op_top_k(v, make(QWEN3VL_DTYPE_I32, {6}), x, 3), "indices has shape [6], expected [2, 3]");
+    qwen3vl_tensor* buf = f32({22});
+    EXPECT_INVALID(qwen3vl_op_top_k(view(buf, 0, {2, 3}), ix, view(buf, 4, {2, 8}), 3), "must not share memory");
+
+    // Descending, ties to the lower index, NaN first; any leading shape.
+    const float nan = std::nanf("");
+    qwen3vl_tensor* logits = f32({2, 1, 5}, {0, 3, 3, -1, 2, 1, nan, 1, 7, -0.0f});
+    qwen3vl_tensor* top = f32({2, 1, 3}, 0.0f);
+    qwen3vl_tensor* ids = make(QWEN3VL_DTYPE_I32, {2, 1, 3});
+    ASSERT_EQ(qwen3vl_op_top_k(top, ids, logits, 3), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    std::vector<int32_t> got(6);
+    ASSERT_EQ(qwen3vl_tensor_read(ids, QWEN3VL_DTYPE_I32, got.data(), 24), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(got, (std::vector<int32_t>{1, 2, 4, 1, 3, 0}));
+    const std::vector<float> vals = read(top, 6);
+    EXPECT_EQ(std::vector<float>(vals.begin(), vals.begin() + 3), (std::vector<float>{3, 3, 2}));
+    EXPECT_TRUE(std::isnan(vals[3]));
+    EXPECT_EQ(vals[4], 7.0f);
+    EXPECT_EQ(vals[5], 1.0f);
+    qwen3vl_tensor* one = f32({1}, 0.0f);
+    qwen3vl_tensor* one_id = make(QWEN3VL_DTYPE_I32, {1});
+    ASSERT_EQ(qwen3vl_op_top_k(one, one_id, f32({4}, {1, 5, 2, 5}), 1), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    int32_t best = -1;
+    ASSERT_EQ(qwen3vl_tensor_read(one_id, QWEN3VL_DTYPE_I32, &best, 4), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(best, 1);
+}
+
 TEST_F(OpsNnCApi, OpsRunEndToEnd) {
     // rms_norm of a constant row is the weight; add_rms_norm updates the residual.
     qwen3vl_tensor* x = f32({2, 4}, {1, 1, 1, 1, -2, -2, -2, -2});

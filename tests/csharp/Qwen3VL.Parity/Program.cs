@@ -96,6 +96,37 @@ foreach (string dir in fixtures)
             if (same != ourTokens.Count) ok = false;
             extra += $"  device argmax {same}/{ourTokens.Count}";
         }
+        // Sampling with Qwen3-VL's options from the backend's candidates (DecodeTopK: on a GPU the decoding graph's top_k,
+        // 21 logits copied back) must draw what the whole row draws: at every step the candidates are the top of that
+        // step's row (exactly) and the two draws, from equally seeded samplers, agree.
+        if (ourTokens.Count > 1)
+        {
+            var options = new SamplingOptions { Temperature = 0.7f, TopK = 20, TopP = 0.8f, Seed = (ulong)cases };
+            var fromRow = new Sampler(options);
+            var fromCandidates = new Sampler(options);
+            int count = fromCandidates.CandidateCount(vocab);
+            var values = new float[count];
+            var candidateIds = new int[count];
+            using Qwen3VLContext sampled = model.CreateContext(ids.Length + greedy.Length + 1);
+            float[] first = sampled.Prefill(ids, vision, [ids.Length - 1]);
+            int token = fromRow.Sample(first);
+            fromCandidates.Sample(first);
+            int steps = greedy.Length - 1, same = 0;
+            for (int step = 0; step < steps; step++)
+            {
+                sampled.DecodeTopK(token, values, candidateIds);
+                float[] row = sampled.LastLogits();
+                int[] top = Enumerable.Range(0, row.Length).OrderByDescending(i => row[i]).ThenBy(i => i).Take(count).ToArray();
+                bool exact = top.SequenceEqual(candidateIds) && top.Select(i => row[i]).SequenceEqual(values);
+                int want = fromRow.Sample(row);
+                if (!fromCandidates.TrySampleCandidates(values, candidateIds, out int got)) got = fromCandidates.Sample(row);
+                if (!exact || got != want) break;
+                same++;
+                token = want;
+            }
+            if (same != steps) ok = false;
+            extra += $"  sampled from candidates {same}/{steps}";
+        }
         if (c.TryGetProperty("logits_bf16_file", out JsonElement bf16File) && bf16File.ValueKind == JsonValueKind.String)
         {
             // The full-size criterion (it replaces the fixed tolerance): our error against transformers-fp32 is no

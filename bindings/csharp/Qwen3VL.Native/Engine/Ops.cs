@@ -79,6 +79,16 @@ public static class Ops
     /// <summary><paramref name="output"/>[i] (i32) = index of the largest element of row i of x (first index on ties).</summary>
     public static void Argmax(Tensor output, Tensor x) => Native.OpArgmax(H(output), H(x));
 
+    /// <summary>Largest k of <see cref="TopK"/>.</summary>
+    public const int TopKMax = NativeConstants.TopKMax;
+
+    /// <summary>
+    /// The <paramref name="k"/> largest elements of each row of x in descending order: <paramref name="values"/> (f32)
+    /// and their <paramref name="indices"/> in the row (i32), both of x's shape with the last dimension k. Ties go to the
+    /// lower index, a NaN counts as the largest, -0 equals +0; 1 ≤ k ≤ min(row length, <see cref="TopKMax"/>).
+    /// </summary>
+    public static void TopK(Tensor values, Tensor indices, Tensor x, int k) => Native.OpTopK(H(values), H(indices), H(x), k);
+
     /// <summary><paramref name="output"/>[T, H] = table[ids[t], :] (ids: i32 [T]).</summary>
     public static void Embedding(Tensor output, Tensor table, Tensor ids) => Native.OpEmbedding(H(output), H(table), H(ids));
 

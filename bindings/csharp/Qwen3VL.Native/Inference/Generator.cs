@@ -51,8 +51,13 @@ public sealed class Generator
         clock.Restart();
 
         StopReason reason = StopReason.MaxTokens;
-        // Greedy without penalties: the argmax is taken on the backend and only the token id comes back.
+        // Greedy without penalties: the argmax is taken on the backend and only the token id comes back. Sampling with
+        // top-k and no penalties: only the k + 1 largest logits come back, and the draw from them is the full row's
+        // (Sampler.TrySampleCandidates; the row is fetched in the rare case they do not settle it).
         bool deviceArgMax = sampler.IsPlainArgMax;
+        int candidates = deviceArgMax ? 0 : sampler.CandidateCount(Context.Model.Config.VocabSize);
+        float[] topValues = new float[candidates];
+        int[] topIds = new int[candidates];
         int next = -1;
         while (generated.Count < options.MaxNewTokens)
         {
@@ -78,6 +83,11 @@ public sealed class Generator
             }
             cancellationToken.ThrowIfCancellationRequested();
             if (deviceArgMax) next = Context.DecodeArgMax(token);
+            else if (candidates > 0)
+            {
+                Context.DecodeTopK(token, topValues, topIds);
+                if (!sampler.TrySampleCandidates(topValues, topIds, out next)) logits = Context.LastLogits();
+            }
             else logits = Context.Decode(token);
         }
         if (reason != StopReason.StopSequence && text.Append(decoder.Flush())) reason = StopReason.StopSequence;

@@ -60,6 +60,10 @@ public sealed class Qwen3VLContext : IDisposable
     /// <summary>Bytes of the KV caches.</summary>
     public ulong CacheBytes => _cache.ByteCount;
 
+    // After DecodeTopK (until the context changes): where LastLogits finds the step's row; the row itself on the eager path.
+    private bool _topKStep;
+    private float[]? _topKLogits;
+
     /// <summary>Forgets the conversation (the caches are reused).</summary>
     public void Reset() => Truncate(0);
 
@@ -73,6 +77,7 @@ public sealed class Qwen3VLContext : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Length);
         Enter();
+        ForgetTopKStep();
         _tokens.RemoveRange(length, _tokens.Count - length);
         _nextPositions.RemoveRange(length, _nextPositions.Count - length);
         NextPosition = length == 0 ? 0 : _nextPositions[length - 1];
@@ -103,6 +108,7 @@ public sealed class Qwen3VLContext : IDisposable
             throw new ArgumentException("The prompt holds image/video pad tokens but no images were given.", nameof(vision));
         }
         Enter();
+        ForgetTopKStep();
         try
         {
             RopePositions positions = RopeIndex.Compute(ids, vision?.Grids ?? [], null, c.VisionSpatialMergeSize,
@@ -130,7 +136,7 @@ public sealed class Qwen3VLContext : IDisposable
     public float[] Decode(int token)
     {
         float[]? logits = null;
-        DecodeCore(token, wantLogits: true, ref logits);
+        DecodeCore(token, StepResult.Logits, ref logits, default, default);
         return logits!;
     }
 
@@ -142,39 +148,100 @@ public sealed class Qwen3VLContext : IDisposable
     public int DecodeArgMax(int token)
     {
         float[]? logits = null;
-        return DecodeCore(token, wantLogits: false, ref logits);
+        return DecodeCore(token, StepResult.ArgMax, ref logits, default, default);
     }
 
-    private int DecodeCore(int token, bool wantLogits, ref float[]? logits)
+    /// <summary>
+    /// Appends one token like <see cref="Decode"/> and writes the <c>values.Length</c> largest of its logits, in
+    /// descending order, to <paramref name="values"/> and their token ids to <paramref name="ids"/> (ties: the lower id
+    /// first; a NaN counts as the largest), without copying the logits to the host: on a GPU the decoding graph selects
+    /// them (<see cref="Ops.TopK"/>). Sampling with top-k draws from these alone
+    /// (<see cref="Sampler.TrySampleCandidates"/>); <see cref="LastLogits"/> gives the whole row when they do not settle
+    /// a draw.
+    /// </summary>
+    /// <exception cref="ArgumentException">The spans differ in length, or hold none or more than <see cref="Ops.TopKMax"/> or the vocabulary.</exception>
+    /// <exception cref="Qwen3VLLimitExceededException">The context is full.</exception>
+    public void DecodeTopK(int token, Span<float> values, Span<int> ids)
+    {
+        if (values.Length != ids.Length) throw new ArgumentException("values and ids differ in length.", nameof(ids));
+        if (values.Length < 1 || values.Length > Math.Min(Ops.TopKMax, Model.Config.VocabSize))
+        {
+            throw new ArgumentException($"{values.Length} candidates: between 1 and {Math.Min(Ops.TopKMax, Model.Config.VocabSize)} can be selected.", nameof(values));
+        }
+        float[]? logits = null;
+        DecodeCore(token, StepResult.TopK, ref logits, values, ids);
+    }
+
+    /// <summary>
+    /// The logits [vocab] of the token the last <see cref="DecodeTopK"/> appended, copied to the host: the whole row, for
+    /// a draw its candidates do not settle.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The last call that changed the context was not <see cref="DecodeTopK"/>.</exception>
+    public float[] LastLogits()
+    {
+        Enter();
+        try
+        {
+            if (!_topKStep) throw new InvalidOperationException("LastLogits follows DecodeTopK, before the context changes.");
+            if (_topKLogits is not null) return (float[])_topKLogits.Clone();
+            var logits = new float[Model.Config.VocabSize];
+            _step!.Logits.Read(logits);
+            return logits;
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    private enum StepResult
+    {
+        Logits,
+        ArgMax,
+        TopK,
+    }
+
+    private int DecodeCore(int token, StepResult want, ref float[]? logits, Span<float> topValues, Span<int> topIds)
     {
         if (Remaining < 1) throw new Qwen3VLLimitExceededException($"The context is full ({Capacity} tokens).");
         ModelConfig c = Model.Config;
         if ((uint)token >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(token), token, $"Token id outside the vocabulary of {c.VocabSize}.");
         Enter();
+        ForgetTopKStep();
         try
         {
             int best = -1;
             if (_step is not null)
             {
-                _step.Run(token, NextPosition, Length);
-                if (wantLogits)
+                _step.Run(token, NextPosition, Length, want == StepResult.TopK ? topValues.Length : 0);
+                if (want == StepResult.Logits)
                 {
                     logits = new float[c.VocabSize];
                     _step.Logits.Read(logits);
                 }
-                else
+                else if (want == StepResult.ArgMax)
                 {
                     Span<int> b = stackalloc int[1];
                     _step.Best.Read(b);
                     best = b[0];
+                }
+                else
+                {
+                    ReadTop(_step, topValues, topIds);
                 }
             }
             else
             {
                 RopePositions positions = RopeIndex.Text(1, NextPosition);
                 logits = Model.Text.Forward([token], positions, _cache, Length, null, [0]);
-                if (!wantLogits) best = Sampler.ArgMax(logits);
+                if (want == StepResult.ArgMax) best = Sampler.ArgMax(logits);
+                if (want == StepResult.TopK)
+                {
+                    TopKOnBackend(logits, topValues, topIds);
+                    _topKLogits = logits;
+                }
             }
+            _topKStep = want == StepResult.TopK;
             _tokens.Add(token);
             NextPosition++;
             _nextPositions.Add(NextPosition);
@@ -184,6 +251,33 @@ public sealed class Qwen3VLContext : IDisposable
         {
             Exit();
         }
+    }
+
+    // The first values.Length of the step's selected logits (it selected at least that many).
+    private static void ReadTop(DecodeStep step, Span<float> values, Span<int> ids)
+    {
+        using Tensor v = step.TopValues.View(0, 1, values.Length), i = step.TopIds.View(0, 1, ids.Length);
+        v.Read(values);
+        i.Read(ids);
+    }
+
+    // The eager path (the CPU, or QWEN3VL_NO_GRAPHS=1): the row is on the host already, but the candidates still come
+    // from the backend's op, so every path selects them the same way.
+    private void TopKOnBackend(float[] logits, Span<float> values, Span<int> ids)
+    {
+        Backend b = Model.Backend;
+        using Tensor row = b.CreateTensor(TensorDType.F32, 1, logits.Length);
+        using Tensor v = b.CreateTensor(TensorDType.F32, 1, values.Length), i = b.CreateTensor(TensorDType.I32, 1, ids.Length);
+        row.Write(logits);
+        Ops.TopK(v, i, row, values.Length);
+        v.Read(values);
+        i.Read(ids);
+    }
+
+    private void ForgetTopKStep()
+    {
+        _topKStep = false;
+        _topKLogits = null;
     }
 
     private void Enter()

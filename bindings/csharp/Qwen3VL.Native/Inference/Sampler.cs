@@ -37,6 +37,67 @@ public sealed class Sampler
         ApplyPenalties(scores, contextTokens, generatedTokens);
         if (_options.IsGreedy) return ArgMax(scores);
         (int[] cand, double[] probs) = Candidates(scores);
+        return Draw(cand, probs);
+    }
+
+    /// <summary>
+    /// How many of a decoding step's largest logits (with their ids, <see cref="Qwen3VLContext.DecodeTopK"/>) settle a
+    /// draw without the rest of the row, or 0 when <see cref="Sample"/> needs the whole row. Sampling with top-k
+    /// (k below the vocabulary and below <see cref="Ops.TopKMax"/>) and no penalty needs k + 1: the one after the k-th
+    /// shows whether the k-th is tied with a token outside the k. Greedy decoding, top-k off, or a repetition or
+    /// presence penalty (it can move tokens into the k largest) need the row.
+    /// </summary>
+    /// <param name="vocabSize">Logits per step.</param>
+    public int CandidateCount(int vocabSize)
+    {
+        if (!CandidatesCanSettle) return 0;
+        int k = _options.TopK;
+        return k < vocabSize && k < Ops.TopKMax ? k + 1 : 0;
+    }
+
+    private bool CandidatesCanSettle =>
+        !_options.IsGreedy && _options.TopK > 0 && _options.RepetitionPenalty == 1f && _options.PresencePenalty == 0f;
+
+    /// <summary>
+    /// Draws the next token from a step's <see cref="CandidateCount"/> largest logits and their ids (descending, ties by
+    /// the lower id, as <see cref="Qwen3VLContext.DecodeTopK"/> gives them): the token <see cref="Sample"/> draws from
+    /// the whole row with the same generator state. When they do not settle the draw (the k-th logit equals the next
+    /// one, so which tied tokens top-k keeps depends on the rest of the row; or a NaN among them) it draws nothing and
+    /// returns false: then call <see cref="Sample"/> with the row.
+    /// </summary>
+    /// <param name="values">The largest logits, descending (at least top_k + 1).</param>
+    /// <param name="ids">Their token ids.</param>
+    /// <param name="token">The drawn token, or -1.</param>
+    /// <exception cref="InvalidOperationException">The options need the whole row (<see cref="CandidateCount"/> is 0).</exception>
+    /// <exception cref="ArgumentException">Fewer than top_k + 1 candidates, or values and ids differ in length.</exception>
+    public bool TrySampleCandidates(ReadOnlySpan<float> values, ReadOnlySpan<int> ids, out int token)
+    {
+        token = -1;
+        if (!CandidatesCanSettle) throw new InvalidOperationException("These sampling options need the whole logits row.");
+        int k = _options.TopK;
+        if (values.Length != ids.Length) throw new ArgumentException("values and ids differ in length.", nameof(ids));
+        if (values.Length <= k) throw new ArgumentException($"top-k = {k} needs the {k + 1} largest logits.", nameof(values));
+        for (int j = 0; j <= k; j++)
+        {
+            if (float.IsNaN(values[j])) return false;
+        }
+        if (!(values[k - 1] > values[k])) return false;
+        // The row's top-k set is exactly these k (the full path keeps every score >= the k-th, and scaling by 1/T keeps
+        // distinct floats distinct): the same candidates in the same id order, so the same scores and the same draw.
+        int[] cand = ids[..k].ToArray();
+        float[] kept = values[..k].ToArray();
+        Array.Sort(cand, kept);
+        double invT = 1.0 / _options.Temperature;
+        var sc = new double[k];
+        for (int j = 0; j < k; j++) sc[j] = kept[j] * invT;
+        (int[] c, double[] probs) = Filter(cand, sc);
+        token = Draw(c, probs);
+        return true;
+    }
+
+    // A draw from the candidates' probabilities (one uniform number).
+    private int Draw(int[] cand, double[] probs)
+    {
         double u = NextDouble();
         double cumulative = 0;
         int last = -1;
@@ -123,25 +184,32 @@ public sealed class Sampler
             cand = kept.ToArray();
         }
         if (cand.Length == 0) cand = [ArgMax(scores)];
-        double[] sc = Scores(scores, invT, cand);
+        return Filter(cand, Scores(scores, invT, cand));
+    }
 
+    /// <summary>Top-p, then min-p, on candidates in id order with their scores (after temperature); their probabilities.</summary>
+    private (int[] Cand, double[] Prob) Filter(int[] cand, double[] sc)
+    {
         if (_options.TopP < 1f)
         {
-            cand = TopP(sc, cand, _options.TopP);
-            sc = Scores(scores, invT, cand);
+            int[] kept = TopP(sc, cand, _options.TopP);
+            (cand, sc) = (Pick(cand, kept), Pick(sc, kept));
         }
         if (_options.MinP > 0f)
         {
             double[] p = Softmax(sc);
             double limit = _options.MinP * p.Max();
-            int[] kept = cand.Where((_, j) => p[j] >= limit).ToArray();
-            if (kept.Length > 0)
-            {
-                cand = kept;
-                sc = Scores(scores, invT, cand);
-            }
+            int[] kept = Enumerable.Range(0, p.Length).Where(j => p[j] >= limit).ToArray();
+            if (kept.Length > 0) (cand, sc) = (Pick(cand, kept), Pick(sc, kept));
         }
         return (cand, Softmax(sc));
+    }
+
+    private static T[] Pick<T>(T[] items, int[] positions)
+    {
+        var picked = new T[positions.Length];
+        for (int j = 0; j < positions.Length; j++) picked[j] = items[positions[j]];
+        return picked;
     }
 
     private static double[] Scores(float[] scores, double invT, int[] cand)
@@ -154,6 +222,7 @@ public sealed class Sampler
     /// <summary>
     /// The smallest prefix of the candidates sorted by descending score (ties by index) whose probability mass reaches
     /// <paramref name="topP"/>: a token is kept while the mass before it is below p. Only the likely part is sorted.
+    /// Returns the kept candidates' positions, ascending.
     /// </summary>
     /// <param name="sc">The candidates' scores (after temperature).</param>
     /// <param name="cand">The candidates' token ids.</param>
@@ -191,8 +260,7 @@ public sealed class Sampler
                     before += p[idx[keep]];
                     keep++;
                 }
-                int[] kept = new int[Math.Max(1, keep)];
-                for (int j = 0; j < kept.Length; j++) kept[j] = cand[idx[j]];
+                int[] kept = idx[..Math.Max(1, keep)];
                 Array.Sort(kept);
                 return kept;
             }
