@@ -1,6 +1,7 @@
 // C API entry points of the linear family: argument checks, then the CPU kernels of cpu/gemm.h or the CUDA ones of
-// kernels/linear.cuh. The fused ops (norm_linear, norm_linear_swiglu, linear_residual) run on the CPU as the
-// composition of the unfused kernels in the same order, so their results are bitwise those of the op sequence.
+// kernels/linear.cuh. The fused ops (norm_linear, norm_linear_swiglu, linear_residual, and the vision blocks'
+// linear_gelu, layer_norm_linear, mlp_gelu) run on the CPU as the composition of the unfused kernels in the same
+// order, so their results are bitwise those of the op sequence.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -45,24 +46,59 @@ void require_eps(const OpArgs& args, float eps) {
     require(std::isfinite(eps) && eps >= 0.0f, std::string(args.op()) + ": eps must be finite and >= 0");
 }
 
+// out and in must be the same tensor (in place) or separate memory.
+void check_same_or_disjoint(const OpArgs& args, const Tensor& out, const Tensor& in, const char* name) {
+    require(!overlaps(out, in) || (out.data == in.data && out.bytes == in.bytes),
+            std::string(args.op()) + ": out partly overlaps " + name +
+                " (it may only be the same tensor or separate memory)");
+}
+
 const std::initializer_list<qwen3vl_dtype> kWeightDtypes = {QWEN3VL_DTYPE_F32, QWEN3VL_DTYPE_F16, QWEN3VL_DTYPE_BF16};
 
-// The RMSNorm weight [K] of a fused op, or NULL.
-const Tensor* norm_weight_arg(OpArgs& args, const qwen3vl_tensor* t, int64_t K) {
+// The norm weight (or LayerNorm bias: name) [K] of a fused op, or NULL.
+const Tensor* norm_weight_arg(OpArgs& args, const qwen3vl_tensor* t, int64_t K, const char* name = "norm_weight") {
     if (!t) return nullptr;
-    const Tensor& w = args.tensor(t, "norm_weight");
-    args.dtype(w, "norm_weight", kWeightDtypes);
-    args.shape(w, "norm_weight", {K});
+    const Tensor& w = args.tensor(t, name);
+    args.dtype(w, name, kWeightDtypes);
+    args.shape(w, name, {K});
     return &w;
 }
 
 // The optional bias [N] of a linear op, or NULL.
-const Tensor* bias_arg(OpArgs& args, const qwen3vl_tensor* t, int64_t N) {
+const Tensor* bias_arg(OpArgs& args, const qwen3vl_tensor* t, int64_t N, const char* name = "bias") {
     if (!t) return nullptr;
-    const Tensor& b = args.tensor(t, "bias");
-    args.dtype(b, "bias", kWeightDtypes);
-    args.shape(b, "bias", {N});
+    const Tensor& b = args.tensor(t, name);
+    args.dtype(b, name, kWeightDtypes);
+    args.shape(b, name, {N});
     return &b;
+}
+
+// The arguments every single projection checks: out [..., N] (f32) = x [..., K] (f32) * weight [N, K]^T (+ bias [N]),
+// out separate from x, weight and bias.
+struct LinearArgs {
+    Tensor& out;
+    const Tensor& x;
+    const Tensor& weight;
+    const Tensor* bias;
+    int64_t M, K, N;
+};
+LinearArgs linear_args(OpArgs& args, qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight,
+                       const qwen3vl_tensor* bias) {
+    Tensor& o = args.tensor(out, "out");
+    const Tensor& xt = args.tensor(x, "x");
+    const Tensor& w = args.tensor(weight, "weight");
+    args.dtype(o, "out", {QWEN3VL_DTYPE_F32});
+    args.dtype(xt, "x", {QWEN3VL_DTYPE_F32});
+    args.dtype(w, "weight", kWeightDtypes);
+    const int64_t K = last_dim(xt);
+    args.shape(w, "weight", {-1, K});
+    const int64_t N = w.shape[0];
+    const Tensor* b = bias_arg(args, bias, N);
+    check_out_shape(args, o, xt, N);
+    check_no_overlap(args, o, xt, "x");
+    check_no_overlap(args, o, w, "weight");
+    if (b) check_no_overlap(args, o, *b, "bias");
+    return LinearArgs{o, xt, w, b, rows_of(xt), K, N};
 }
 
 cpu::WeightView view(const Tensor& t) { return cpu::WeightView{t.data, t.dtype}; }
@@ -130,6 +166,38 @@ void swiglu_op(const char* op, qwen3vl_tensor* out, const qwen3vl_tensor* x, con
     cpu::linear_swiglu(cpu.threads(), static_cast<float*>(o.data), in, M, K, N, view(g), view(u));
 }
 
+// ---- The vision ops (linear_gelu, layer_norm_linear, mlp_gelu): LayerNorm before and GELU after a projection.
+
+bool tanh_flag(const OpArgs& args, int32_t tanh_approximation) {
+    require(tanh_approximation == 0 || tanh_approximation == 1,
+            std::string(args.op()) + ": tanh_approximation must be 0 or 1, got " + std::to_string(tanh_approximation));
+    return tanh_approximation == 1;
+}
+
+// The LayerNorm of a fused op: weight and bias [K], both given or both NULL (then nullptr), K >= 1, eps checked.
+struct LayerNormArgs {
+    const Tensor* weight = nullptr;
+    const Tensor* bias = nullptr;
+};
+LayerNormArgs layer_norm_args(OpArgs& args, const qwen3vl_tensor* weight, const qwen3vl_tensor* bias, int64_t K,
+                              float eps) {
+    require((weight == nullptr) == (bias == nullptr),
+            std::string(args.op()) + ": norm_weight and norm_bias must both be given or both be NULL");
+    require_eps(args, eps);
+    if (!weight) return {};
+    require(K >= 1, std::string(args.op()) + ": x must have a last dimension >= 1 (the LayerNorm's)");
+    return {norm_weight_arg(args, weight, K), norm_weight_arg(args, bias, K, "norm_bias")};
+}
+
+// y = layer_norm(x) into scratch when there is a norm, else x (CPU).
+const float* cpu_layer_norm_input(CpuBackend& cpu, HostScratch& scratch, const float* x, const LayerNormArgs& norm,
+                                  int64_t M, int64_t K, float eps) {
+    if (!norm.weight) return x;
+    cpu::layer_norm(cpu.threads(), scratch.data(), x, norm.weight->data, norm.weight->dtype, norm.bias->data,
+                    norm.bias->dtype, M, K, eps);
+    return scratch.data();
+}
+
 }  // namespace
 }  // namespace qwen3vl
 
@@ -139,27 +207,14 @@ qwen3vl_status qwen3vl_op_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, c
                                  const qwen3vl_tensor* bias) {
     return guarded([&] {
         OpArgs args("qwen3vl_op_linear");
-        Tensor& o = args.tensor(out, "out");
-        const Tensor& xt = args.tensor(x, "x");
-        const Tensor& w = args.tensor(weight, "weight");
-        args.dtype(o, "out", {QWEN3VL_DTYPE_F32});
-        args.dtype(xt, "x", {QWEN3VL_DTYPE_F32});
-        args.dtype(w, "weight", kWeightDtypes);
-        const int64_t K = last_dim(xt);
-        args.shape(w, "weight", {-1, K});
-        const int64_t N = w.shape[0];
-        const Tensor* b = bias_arg(args, bias, N);
-        check_out_shape(args, o, xt, N);
-        check_no_overlap(args, o, xt, "x");
-        check_no_overlap(args, o, w, "weight");
-        if (b) check_no_overlap(args, o, *b, "bias");
+        const LinearArgs a = linear_args(args, out, x, weight, bias);
         if constexpr (kCudaCompiled)
             if (args.is_cuda())
-                return cuda::linear(args.cuda(), static_cast<float*>(o.data), static_cast<const float*>(xt.data),
-                                    rows_of(xt), K, N, device_view(&w), device_view(b));
+                return cuda::linear(args.cuda(), static_cast<float*>(a.out.data), static_cast<const float*>(a.x.data),
+                                    a.M, a.K, a.N, device_view(&a.weight), device_view(a.bias));
         CpuBackend& cpu = args.cpu();
-        cpu::linear(cpu.threads(), static_cast<float*>(o.data), static_cast<const float*>(xt.data), rows_of(xt), K, N,
-                    view(w), b ? view(*b) : cpu::WeightView{});
+        cpu::linear(cpu.threads(), static_cast<float*>(a.out.data), static_cast<const float*>(a.x.data), a.M, a.K, a.N,
+                    view(a.weight), a.bias ? view(*a.bias) : cpu::WeightView{});
     });
 }
 
@@ -235,36 +290,137 @@ qwen3vl_status qwen3vl_op_linear_residual(qwen3vl_tensor* out, const qwen3vl_ten
                                           const qwen3vl_tensor* bias, const qwen3vl_tensor* residual) {
     return guarded([&] {
         OpArgs args("qwen3vl_op_linear_residual");
-        Tensor& o = args.tensor(out, "out");
-        const Tensor& xt = args.tensor(x, "x");
-        const Tensor& w = args.tensor(weight, "weight");
+        const LinearArgs a = linear_args(args, out, x, weight, bias);
         const Tensor& r = args.tensor(residual, "residual");
-        args.dtype(o, "out", {QWEN3VL_DTYPE_F32});
-        args.dtype(xt, "x", {QWEN3VL_DTYPE_F32});
-        args.dtype(w, "weight", kWeightDtypes);
         args.dtype(r, "residual", {QWEN3VL_DTYPE_F32});
-        const int64_t K = last_dim(xt);
-        args.shape(w, "weight", {-1, K});
-        const int64_t N = w.shape[0];
-        const Tensor* b = bias_arg(args, bias, N);
-        check_out_shape(args, o, xt, N);
-        check_out_shape(args, r, xt, N, "residual");
-        check_no_overlap(args, o, xt, "x");
-        check_no_overlap(args, o, w, "weight");
-        if (b) check_no_overlap(args, o, *b, "bias");
-        require(!overlaps(o, r) || (o.data == r.data && o.bytes == r.bytes),
-                "qwen3vl_op_linear_residual: out partly overlaps residual (it may only be the same tensor or separate "
-                "memory)");
-        const int64_t M = rows_of(xt);
+        check_out_shape(args, r, a.x, a.N, "residual");
+        check_same_or_disjoint(args, a.out, r, "residual");
         if constexpr (kCudaCompiled)
             if (args.is_cuda())
-                return cuda::linear_residual(args.cuda(), static_cast<float*>(o.data),
-                                             static_cast<const float*>(xt.data), M, K, N, device_view(&w),
-                                             device_view(b), static_cast<const float*>(r.data));
+                return cuda::linear_residual(args.cuda(), static_cast<float*>(a.out.data),
+                                             static_cast<const float*>(a.x.data), a.M, a.K, a.N,
+                                             device_view(&a.weight), device_view(a.bias),
+                                             static_cast<const float*>(r.data));
         CpuBackend& cpu = args.cpu();
-        HostScratch t(cpu.pool(), size_t(M * N));
-        cpu::linear(cpu.threads(), t.data(), static_cast<const float*>(xt.data), M, K, N, view(w),
-                    b ? view(*b) : cpu::WeightView{});
-        cpu::add(cpu.threads(), static_cast<float*>(o.data), static_cast<const float*>(r.data), t.data(), M * N);
+        HostScratch t(cpu.pool(), size_t(a.M * a.N));
+        cpu::linear(cpu.threads(), t.data(), static_cast<const float*>(a.x.data), a.M, a.K, a.N, view(a.weight),
+                    a.bias ? view(*a.bias) : cpu::WeightView{});
+        cpu::add(cpu.threads(), static_cast<float*>(a.out.data), static_cast<const float*>(r.data), t.data(),
+                 a.M * a.N);
+    });
+}
+
+qwen3vl_status qwen3vl_op_linear_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight,
+                                      const qwen3vl_tensor* bias, int32_t tanh_approximation) {
+    return guarded([&] {
+        OpArgs args("qwen3vl_op_linear_gelu");
+        const LinearArgs a = linear_args(args, out, x, weight, bias);
+        const bool tanh_form = tanh_flag(args, tanh_approximation);
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::linear_gelu(args.cuda(), static_cast<float*>(a.out.data),
+                                         static_cast<const float*>(a.x.data), a.M, a.K, a.N, device_view(&a.weight),
+                                         device_view(a.bias), tanh_form);
+        CpuBackend& cpu = args.cpu();
+        float* y = static_cast<float*>(a.out.data);
+        cpu::linear(cpu.threads(), y, static_cast<const float*>(a.x.data), a.M, a.K, a.N, view(a.weight),
+                    a.bias ? view(*a.bias) : cpu::WeightView{});
+        cpu::gelu(cpu.threads(), y, y, a.M * a.N, tanh_form);
+    });
+}
+
+qwen3vl_status qwen3vl_op_layer_norm_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x,
+                                            const qwen3vl_tensor* norm_weight, const qwen3vl_tensor* norm_bias,
+                                            float eps, const qwen3vl_tensor* weight, const qwen3vl_tensor* bias) {
+    return guarded([&] {
+        OpArgs args("qwen3vl_op_layer_norm_linear");
+        const LinearArgs a = linear_args(args, out, x, weight, bias);
+        require(norm_weight != nullptr, "qwen3vl_op_layer_norm_linear: norm_weight is NULL");
+        require(norm_bias != nullptr, "qwen3vl_op_layer_norm_linear: norm_bias is NULL");
+        const LayerNormArgs norm = layer_norm_args(args, norm_weight, norm_bias, a.K, eps);
+        check_no_overlap(args, a.out, *norm.weight, "norm_weight");
+        check_no_overlap(args, a.out, *norm.bias, "norm_bias");
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda())
+                return cuda::layer_norm_linear(args.cuda(), static_cast<float*>(a.out.data),
+                                               static_cast<const float*>(a.x.data), a.M, a.K, a.N,
+                                               device_view(norm.weight), device_view(norm.bias), eps,
+                                               device_view(&a.weight), device_view(a.bias));
+        CpuBackend& cpu = args.cpu();
+        HostScratch y(cpu.pool(), size_t(a.M * a.K));
+        const float* in = cpu_layer_norm_input(cpu, y, static_cast<const float*>(a.x.data), norm, a.M, a.K, eps);
+        cpu::linear(cpu.threads(), static_cast<float*>(a.out.data), in, a.M, a.K, a.N, view(a.weight),
+                    a.bias ? view(*a.bias) : cpu::WeightView{});
+    });
+}
+
+qwen3vl_status qwen3vl_op_mlp_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* norm_weight,
+                                   const qwen3vl_tensor* norm_bias, float eps, const qwen3vl_tensor* fc1_weight,
+                                   const qwen3vl_tensor* fc1_bias, int32_t tanh_approximation,
+                                   const qwen3vl_tensor* fc2_weight, const qwen3vl_tensor* fc2_bias,
+                                   const qwen3vl_tensor* residual) {
+    return guarded([&] {
+        OpArgs args("qwen3vl_op_mlp_gelu");
+        Tensor& o = args.tensor(out, "out");
+        const Tensor& xt = args.tensor(x, "x");
+        const Tensor& w1 = args.tensor(fc1_weight, "fc1_weight");
+        const Tensor& w2 = args.tensor(fc2_weight, "fc2_weight");
+        args.dtype(o, "out", {QWEN3VL_DTYPE_F32});
+        args.dtype(xt, "x", {QWEN3VL_DTYPE_F32});
+        args.dtype(w1, "fc1_weight", kWeightDtypes);
+        args.dtype(w2, "fc2_weight", kWeightDtypes);
+        const int64_t K = last_dim(xt);
+        const LayerNormArgs norm = layer_norm_args(args, norm_weight, norm_bias, K, eps);
+        args.shape(w1, "fc1_weight", {-1, K});
+        const int64_t I = w1.shape[0];
+        args.shape(w2, "fc2_weight", {-1, I});
+        const int64_t N = w2.shape[0];
+        const Tensor* b1 = bias_arg(args, fc1_bias, I, "fc1_bias");
+        const Tensor* b2 = bias_arg(args, fc2_bias, N, "fc2_bias");
+        check_out_shape(args, o, xt, N);
+        const Tensor* r = nullptr;
+        if (residual) {
+            r = &args.tensor(residual, "residual");
+            args.dtype(*r, "residual", {QWEN3VL_DTYPE_F32});
+            check_out_shape(args, *r, xt, N, "residual");
+        }
+        const bool tanh_form = tanh_flag(args, tanh_approximation);
+        check_same_or_disjoint(args, o, xt, "x");
+        if (r) check_same_or_disjoint(args, o, *r, "residual");
+        check_no_overlap(args, o, w1, "fc1_weight");
+        check_no_overlap(args, o, w2, "fc2_weight");
+        if (b1) check_no_overlap(args, o, *b1, "fc1_bias");
+        if (b2) check_no_overlap(args, o, *b2, "fc2_bias");
+        if (norm.weight) check_no_overlap(args, o, *norm.weight, "norm_weight");
+        if (norm.bias) check_no_overlap(args, o, *norm.bias, "norm_bias");
+        const int64_t M = rows_of(xt);
+        const float* res = r ? static_cast<const float*>(r->data) : nullptr;
+        if constexpr (kCudaCompiled)
+            if (args.is_cuda()) {
+                cuda::MlpGelu mlp;
+                mlp.norm_weight = device_view(norm.weight);
+                mlp.norm_bias = device_view(norm.bias);
+                mlp.eps = eps;
+                mlp.fc1 = device_view(&w1);
+                mlp.fc1_bias = device_view(b1);
+                mlp.tanh_approximation = tanh_form;
+                mlp.fc2 = device_view(&w2);
+                mlp.fc2_bias = device_view(b2);
+                mlp.I = I;
+                mlp.N = N;
+                return cuda::mlp_gelu(args.cuda(), static_cast<float*>(o.data), static_cast<const float*>(xt.data), M,
+                                      K, mlp, res);
+            }
+        CpuBackend& cpu = args.cpu();
+        HostScratch y(cpu.pool(), norm.weight ? size_t(M * K) : 0);
+        const float* in = cpu_layer_norm_input(cpu, y, static_cast<const float*>(xt.data), norm, M, K, eps);
+        HostScratch h(cpu.pool(), size_t(M * I));
+        cpu::linear(cpu.threads(), h.data(), in, M, K, I, view(w1), b1 ? view(*b1) : cpu::WeightView{});
+        cpu::gelu(cpu.threads(), h.data(), h.data(), M * I, tanh_form);
+        // x is consumed: out (which may be x) is written only now.
+        HostScratch t(cpu.pool(), res ? size_t(M * N) : 0);
+        float* o2 = res ? t.data() : static_cast<float*>(o.data);
+        cpu::linear(cpu.threads(), o2, h.data(), M, I, N, view(w2), b2 ? view(*b2) : cpu::WeightView{});
+        if (res) cpu::add(cpu.threads(), static_cast<float*>(o.data), res, o2, M * N);
     });
 }

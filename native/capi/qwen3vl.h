@@ -389,6 +389,26 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_norm_linear_swiglu(qwen3vl_tensor* out, co
  * qwen3vl_op_add). residual has out's shape; out may be residual (in-place residual update) or separate memory; out
  * must not overlap x, weight or bias. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_linear_residual(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* bias, const qwen3vl_tensor* residual);
+/** out = gelu(x * weight^T (+ bias)): a projection and the GELU after it (as qwen3vl_op_linear then qwen3vl_op_gelu,
+ * bitwise on the CPU; tanh_approximation 1 for gelu_pytorch_tanh, 0 for the erf form). Shapes as qwen3vl_op_linear;
+ * out must not overlap x, weight or bias. On a GPU with more than 8 rows the tanh form is part of the matrix
+ * product's epilogue. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_linear_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* bias, int32_t tanh_approximation);
+/** out = y * weight^T (+ bias) with y = layer_norm(x) (weight norm_weight, bias norm_bias over the last dimension K,
+ * eps, as qwen3vl_op_layer_norm): the norm and the projection after it (as qwen3vl_op_layer_norm then
+ * qwen3vl_op_linear, bitwise on the CPU; the vision blocks' norm1 + qkv). x [..., K] with K >= 1, weight [N, K], bias [N], norm_weight
+ * and norm_bias [K] (f32, f16 or bf16); out [..., N] must not overlap any input. On a GPU with more than 8 rows the
+ * norm writes the matrix product's 16-bit input directly. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_layer_norm_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* norm_weight, const qwen3vl_tensor* norm_bias, float eps, const qwen3vl_tensor* weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* bias);
+/** The GELU MLP of the vision blocks and patch mergers in one call: out = residual + (gelu(y * fc1_weight^T +
+ * fc1_bias) * fc2_weight^T + fc2_bias), y = layer_norm(x) (norm_weight, norm_bias, eps) or x when both are NULL;
+ * without residual out is the MLP alone. Equals qwen3vl_op_layer_norm, qwen3vl_op_linear_gelu, qwen3vl_op_linear and
+ * qwen3vl_op_add in that order (bitwise on the CPU). x [..., K], fc1_weight [I, K], fc1_bias [I], fc2_weight [N, I],
+ * fc2_bias [N], norm_weight and norm_bias [K] (K >= 1 with a norm); residual and out [..., N]. out may be residual
+ * and may be x (same tensor; x is consumed before out is written) or separate memory, and must not overlap the
+ * weights. On a GPU with more than 8 rows and both weights of one 16-bit dtype, the intermediate [..., I] is kept in
+ * that dtype (the rounding the second product applies to its input anyway), written by the first product's epilogue. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_mlp_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_bias, float eps, const qwen3vl_tensor* fc1_weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* fc1_bias, int32_t tanh_approximation, const qwen3vl_tensor* fc2_weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* fc2_bias, QWEN3VL_OPTIONAL const qwen3vl_tensor* residual);
 /** out = a + b (same shapes; out may be a or b). */
 QWEN3VL_API qwen3vl_status qwen3vl_op_add(qwen3vl_tensor* out, const qwen3vl_tensor* a, const qwen3vl_tensor* b);
 /** out = silu(gate) * up, elementwise. out may be gate or up. */

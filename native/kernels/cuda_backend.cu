@@ -1,6 +1,7 @@
 // The CUDA backend (cuda_backend.h) and the device queries of cuda_info.h.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -306,44 +307,43 @@ void CudaBackend::upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qw
     if (capturing())
         fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
              "tensor writes are not recorded in a graph: write the graph's inputs before launching it");
+    const size_t src_size = dtype_size(src_dtype), dst_size = dtype_size(dst_dtype);
+    if (count == 0 || src_size == 0) return;
+    // Chunks of at most kRingMaxUpload bytes, each copied into the ring while the copies of the chunks before it are
+    // still running (ring_acquire waits only for the ring bytes it reuses).
+    const size_t chunk = kRingMaxUpload / src_size;
+    std::lock_guard<std::mutex> lock(ring_mutex_);
+    for (size_t first = 0; first < count; first += chunk)
+        upload_chunk(static_cast<unsigned char*>(dst) + first * dst_size, dst_dtype,
+                     static_cast<const unsigned char*>(src) + first * src_size, src_dtype,
+                     std::min(chunk, count - first));
+}
+
+void CudaBackend::upload_chunk(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
+                               size_t count) {
     const size_t src_bytes = count * dtype_size(src_dtype);
-    if (src_bytes == 0) return;
-    if (src_bytes <= kRingMaxUpload) {
-        // Asynchronous: the caller's bytes go to the pinned ring and the copy reads them from there, so the caller
-        // may free its buffer on return without waiting for the device.
-        std::lock_guard<std::mutex> lock(ring_mutex_);
-        RingRecord record{};
-        unsigned char* staged = ring_acquire(src_bytes, record);
-        std::memcpy(staged, src, src_bytes);
-        try {
-            if (dst_dtype == src_dtype) {
-                QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, staged, src_bytes, cudaMemcpyHostToDevice, stream_));
-            } else {
-                // Pooled memory is reused in stream order, so the scratch may go back once the convert is queued.
-                Scratch scratch(*this, src_bytes);
-                QWEN3VL_CUDA_CHECK(
-                    cudaMemcpyAsync(scratch.as<void>(), staged, src_bytes, cudaMemcpyHostToDevice, stream_));
-                cuda::convert(dst, dst_dtype, scratch.as<void>(), src_dtype, count, stream_);
-            }
-            QWEN3VL_CUDA_CHECK(cudaEventRecord(record.event, stream_));
-        } catch (...) {
-            // Nothing known to be queued reads these bytes past a failure: make sure, then drop the record.
-            cudaStreamSynchronize(stream_);
-            ring_free_events_.push_back(record.event);
-            throw;
+    RingRecord record{};
+    unsigned char* staged = ring_acquire(src_bytes, record);
+    // The caller's bytes go to the pinned ring and the copy reads them from there, so the caller may free its buffer
+    // as soon as upload() returns, without waiting for the device.
+    std::memcpy(staged, src, src_bytes);
+    try {
+        if (dst_dtype == src_dtype) {
+            QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, staged, src_bytes, cudaMemcpyHostToDevice, stream_));
+        } else {
+            // Pooled memory is reused in stream order, so the scratch may go back once the convert is queued.
+            Scratch scratch(*this, src_bytes);
+            QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(scratch.as<void>(), staged, src_bytes, cudaMemcpyHostToDevice, stream_));
+            cuda::convert(dst, dst_dtype, scratch.as<void>(), src_dtype, count, stream_);
         }
-        ring_pending_.push_back(record);
-        return;
+        QWEN3VL_CUDA_CHECK(cudaEventRecord(record.event, stream_));
+    } catch (...) {
+        // Nothing known to be queued reads these bytes past a failure: make sure, then drop the record.
+        cudaStreamSynchronize(stream_);
+        ring_free_events_.push_back(record.event);
+        throw;
     }
-    if (dst_dtype == src_dtype) {
-        QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, src, src_bytes, cudaMemcpyHostToDevice, stream_));
-    } else {
-        Scratch staging(*this, src_bytes);
-        QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(staging.as<void>(), src, src_bytes, cudaMemcpyHostToDevice, stream_));
-        cuda::convert(dst, dst_dtype, staging.as<void>(), src_dtype, count, stream_);
-    }
-    // The host buffer may be freed as soon as we return.
-    QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    ring_pending_.push_back(record);
 }
 
 void CudaBackend::download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,

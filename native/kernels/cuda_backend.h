@@ -2,7 +2,7 @@
 // cuBLASLt handle and its workspace. Plain C++ (no CUDA headers) so the C API layer can dispatch ops to it in every
 // build; the CUDA types travel as their opaque struct pointers (cudaStream_t is CUstream_st*).
 //
-// Every op runs on stream() and may return before it finishes, as do small uploads (staged through a pinned ring):
+// Every op runs on stream() and may return before it finishes, as do uploads (staged through a pinned ring):
 // download() synchronises that stream, and pooled memory is reused in stream order (one stream per backend), so a
 // buffer released by an op that is still running is only handed to work queued after it.
 #pragma once
@@ -108,10 +108,12 @@ private:
     void check_device_errors();
     void* workspace_ = nullptr;
 
-    // Pinned host staging ring for small uploads: upload() copies the caller's bytes here and queues the copy to
-    // the device without waiting for it. Each queued copy records an event; a later upload only waits on the
-    // events of copies whose ring bytes it is about to overwrite (when the ring wraps onto them). Uploads larger
-    // than kRingMaxUpload (weights) stay synchronous from the caller's memory.
+    // Pinned host staging ring for uploads: upload() copies the caller's bytes here, in chunks of at most
+    // kRingMaxUpload, and queues the copy of each chunk to the device without waiting for it. Each queued copy
+    // records an event; a later chunk only waits on the events of copies whose ring bytes it is about to overwrite
+    // (when the ring wraps onto them), so a large upload (the 25 MB of a 1024x1024 image's pixels, a weight) streams:
+    // the host copies one chunk while the device copies the ones before it, at pinned-memory speed, and upload()
+    // returns with the last chunks still in flight.
     struct RingRecord {
         size_t begin;
         size_t end;
@@ -119,6 +121,8 @@ private:
     };
     static constexpr size_t kRingBytes = size_t(8) << 20;
     static constexpr size_t kRingMaxUpload = kRingBytes / 4;
+    // One chunk of upload(): count elements, at most kRingMaxUpload bytes; ring_mutex_ held.
+    void upload_chunk(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count);
     static constexpr size_t kRingAlign = 256;
     static constexpr size_t kRingMaxRecords = 1024;
     // Bytes of the ring for one upload of `bytes`, waiting as needed until no queued copy still reads them.

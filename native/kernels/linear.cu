@@ -29,6 +29,12 @@
 //
 // GEMM: row-major out[M, N] = x W^T is the column-major product out^T[N, M] = W^T[N, K] x^T[K, M] ("TN": W as a
 // column-major K x N matrix, transposed, times x as K x M), the layout the tensor-core kernels prefer.
+// Epilogues: cuBLASLt applies the bias, the tanh GELU (its GELU is the tanh approximation, gelu_pytorch_tanh) and the
+// residual (C = residual with beta = 1; C may be D) while it writes D, so a projection with any of them is one
+// kernel; the erf GELU stays a pass of its own. Its bias must have D's type (cuBLASLt's rule: f32 for the usual f32
+// output), so a bias of another dtype is first converted (N elements, not M x N). The vision MLP keeps its
+// intermediate gelu(fc1) in fc2's 16-bit weight dtype, written so by fc1's epilogue and read as it is by fc2's GEMM
+// (the same rounding the GEMM applied to an f32 input, without the f32 round trip and the conversion pass).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -39,6 +45,7 @@
 
 #include "common.cuh"
 #include "convert.cuh"
+#include "dtype.h"
 #include "elementwise.cuh"
 #include "linear.cuh"
 #include "norm.cuh"
@@ -653,22 +660,8 @@ void gemv(CudaBackend& be, const GemvJob& job) {
     }
 }
 
-// ---- RMSNorm written in the GEMM's input dtype (the formula and reduction order of norm.cu's rms_norm_kernel,
-// so a bf16 result equals the rounding of that kernel's f32 one).
-
-__global__ void rms_norm_store_kernel(void* out, qwen3vl_dtype ot, const float* x, const void* w, qwen3vl_dtype wt,
-                                      int64_t rows, int64_t n, float eps) {
-    __shared__ float red[32];
-    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        const float* xr = x + r * n;
-        float ss = 0.0f;
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
-        ss = block_sum(ss, red);
-        const float inv = 1.0f / sqrtf(ss / static_cast<float>(n) + eps);
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-            store_f32(out, ot, size_t(r * n + i), (xr[i] * inv) * load_f32(w, wt, size_t(i)));
-    }
-}
+// ---- Epilogue kernels: what follows a product when cuBLASLt's epilogue does not do it (an empty K, the erf GELU,
+// no algorithm for the fused form).
 
 // out = (residual or 0) + (bias or 0): the product of an empty K.
 // Per-column epilogues over [M, N]: threads across the columns (blockIdx.x), rows by blockIdx.y, so each thread loads
@@ -695,43 +688,76 @@ dim3 column_grid(int64_t M, int64_t N, unsigned block) {
     return dim3(unsigned(std::max<int64_t>(x, 1)), unsigned(std::max<int64_t>(y, 1)));
 }
 
-// x as the GEMMs take it: the f32 rows (normalised into scratch on first use when there is a norm) and a copy
-// rounded to a 16-bit weight dtype for the tensor cores, made once on first use (with a norm straight from x by
-// the norm kernel, which saves both the f32 pass and the conversion).
+// What follows the product x W^T of a projection: + bias[N] (f32, f16 or bf16; data NULL: none), then GELU.
+enum class Gelu { kNone, kTanh, kErf };
+struct Epilogue {
+    Weight bias;
+    Gelu gelu = Gelu::kNone;
+};
+
+// The epilogue as separate passes over out [M, N] (f32, contiguous).
+void epilogue_kernels(CudaBackend& be, float* out, int64_t M, int64_t N, const Epilogue& e) {
+    if (e.bias.data) {
+        add_bias_kernel<<<column_grid(M, N, 256), 256, 0, be.stream()>>>(out, M, N, e.bias.data, e.bias.dtype);
+        QWEN3VL_CUDA_CHECK_LAUNCH();
+    }
+    if (e.gelu != Gelu::kNone) gelu(be, out, out, M * N, e.gelu == Gelu::kTanh);
+}
+
+// The norm of a projection's input rows: none (weight.data NULL), RMSNorm (weight) or LayerNorm (weight and bias).
+struct RowNorm {
+    Weight weight;
+    Weight bias;
+    float eps = 0.0f;
+    bool layer = false;
+};
+
+// x as the projections take it: the f32 rows (normalised into scratch on first use when there is a norm) and a copy
+// rounded to a 16-bit weight dtype for the tensor cores, made once on first use (with a norm straight from x by the
+// norm kernel, which saves both the f32 pass and the conversion). Or rows that are 16-bit already (the MLP's
+// intermediate, written so by a GEMM's epilogue): rounded() hands them out as they are, f32() widens them.
 class GemmInput {
 public:
-    GemmInput(CudaBackend& be, const float* x, int64_t M, int64_t K, Weight norm, float eps)
-        : be_(be), x_(x), M_(M), K_(K), norm_(norm), eps_(eps) {}
+    GemmInput(CudaBackend& be, const float* x, int64_t M, int64_t K, RowNorm norm = RowNorm{})
+        : be_(be), x_(x), M_(M), K_(K), norm_(norm) {}
+    GemmInput(CudaBackend& be, const void* x16, qwen3vl_dtype dtype, int64_t M, int64_t K)
+        : be_(be), M_(M), K_(K), x16_(x16), x16_dtype_(dtype) {}
 
     const float* f32() {
-        if (!norm_.data) return x_;
+        if (!norm_.weight.data && !x16_) return x_;
         if (!y32_) {
             y32_ = std::make_unique<CudaBackend::Scratch>(be_, size_t(M_ * K_) * sizeof(float));
-            rms_norm(be_, y32_->as<float>(), x_, norm_.data, norm_.dtype, M_, K_, eps_);
+            if (x16_) convert(y32_->as<void>(), QWEN3VL_DTYPE_F32, x16_, x16_dtype_, size_t(M_ * K_), be_.stream());
+            else normalise(y32_->as<void>(), QWEN3VL_DTYPE_F32);
         }
         return y32_->as<float>();
     }
 
     const void* rounded(qwen3vl_dtype dt) {
+        if (x16_ && x16_dtype_ == dt) return x16_;
         if (y16_ && y16_dtype_ == dt) return y16_->as<void>();
         y16_ = std::make_unique<CudaBackend::Scratch>(be_, size_t(M_ * K_) * 2);
         y16_dtype_ = dt;
-        if (norm_.data && !y32_) {
-            rms_norm_store_kernel<<<grid_rows(M_), row_block(K_), 0, be_.stream()>>>(
-                y16_->as<void>(), dt, x_, norm_.data, norm_.dtype, M_, K_, eps_);
-            QWEN3VL_CUDA_CHECK_LAUNCH();
-        } else {
-            convert(y16_->as<void>(), dt, f32(), QWEN3VL_DTYPE_F32, size_t(M_ * K_), be_.stream());
-        }
+        if (norm_.weight.data && !y32_) normalise(y16_->as<void>(), dt);
+        else convert(y16_->as<void>(), dt, f32(), QWEN3VL_DTYPE_F32, size_t(M_ * K_), be_.stream());
         return y16_->as<void>();
     }
 
 private:
+    void normalise(void* out, qwen3vl_dtype ot) {
+        if (norm_.layer)
+            layer_norm(be_, out, ot, x_, norm_.weight.data, norm_.weight.dtype, norm_.bias.data, norm_.bias.dtype, M_,
+                       K_, norm_.eps);
+        else
+            rms_norm(be_, out, ot, x_, norm_.weight.data, norm_.weight.dtype, M_, K_, norm_.eps);
+    }
+
     CudaBackend& be_;
-    const float* x_;
+    const float* x_ = nullptr;
     int64_t M_, K_;
-    Weight norm_;
-    float eps_;
+    RowNorm norm_;
+    const void* x16_ = nullptr;
+    qwen3vl_dtype x16_dtype_ = QWEN3VL_DTYPE_F32;
     std::unique_ptr<CudaBackend::Scratch> y32_, y16_;
     qwen3vl_dtype y16_dtype_ = QWEN3VL_DTYPE_F32;
 };
@@ -748,18 +774,86 @@ uint32_t alignment(const void* p, int64_t ld_bytes) {
     return static_cast<uint32_t>(v & (~v + 1));
 }
 
-// What selects a cuBLASLt algorithm: device, shape, input type, alignments and whether C is accumulated.
+// One product d = x w^T (+ c) (+ bias), then GELU (tanh form) when gelu: d[m * ldd + j] for m < M, j < n, with w [n, K]
+// and x [M, K] of type ab, fp32 accumulation, c (NULL, or d itself or separate memory) and d of type dt (f32, or ab),
+// bias [n] of type dt (cuBLASLt's rule for its epilogue: bias elements have D's type) or NULL.
+struct LtProduct {
+    void* d = nullptr;
+    cudaDataType_t dt = CUDA_R_32F;
+    int64_t ldd = 0;
+    const void* c = nullptr;
+    const void* w = nullptr;
+    const void* x = nullptr;
+    cudaDataType_t ab = CUDA_R_32F;
+    int64_t n = 0, M = 0, K = 0;
+    const void* bias = nullptr;
+    bool gelu = false;
+};
+
+size_t type_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
+
+cublasLtEpilogue_t lt_epilogue(const LtProduct& p) {
+    if (p.bias) return p.gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+    return p.gelu ? CUBLASLT_EPILOGUE_GELU : CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+// What selects a cuBLASLt algorithm: device, shape, types, alignments (the bias pointer's too: the heuristic reads
+// its address for that), the epilogue and whether C is accumulated.
 struct LtKey {
     int64_t n, M, K, ldd;
     int device;
-    int ab;
-    uint32_t align_a, align_b, align_cd;
+    int ab, dt;
+    int epilogue;
+    uint32_t align_a, align_b, align_c, align_d, align_bias;
     int accumulate;
 };
 
-// The descriptors of one GEMM shape and the heuristic's algorithm for it (found false: cuBLASLt has none).
+LtKey lt_key(const CudaBackend& be, const LtProduct& p) {
+    LtKey key{};
+    key.device = be.device();
+    key.n = p.n;
+    key.M = p.M;
+    key.K = p.K;
+    key.ldd = p.ldd;
+    key.ab = int(p.ab);
+    key.dt = int(p.dt);
+    key.epilogue = int(lt_epilogue(p));
+    const int64_t esize = int64_t(type_size(p.ab)), dsize = int64_t(type_size(p.dt));
+    key.align_a = alignment(p.w, p.K * esize);
+    key.align_b = alignment(p.x, p.K * esize);
+    key.align_c = alignment(p.c ? p.c : p.d, p.ldd * dsize);  // without c, d is passed as C (beta = 0)
+    key.align_d = alignment(p.d, p.ldd * dsize);
+    key.align_bias = p.bias ? alignment(p.bias, 0) : 256u;
+    key.accumulate = p.c != nullptr ? 1 : 0;
+    return key;
+}
+
+// An operation descriptor initialised in place (cublasLtMatmulDescInit: nothing allocated, nothing to free), so each
+// call sets its own bias pointer on its own copy while the plans stay shared and immutable: TN, fp32 compute and
+// scale, the product's epilogue.
+class LtDesc {
+public:
+    explicit LtDesc(const LtProduct& p) {
+        QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescInit(get(), CUBLAS_COMPUTE_32F, CUDA_R_32F));
+        const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+        QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(get(), CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+        QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(get(), CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+        const cublasLtEpilogue_t epilogue = lt_epilogue(p);
+        if (epilogue != CUBLASLT_EPILOGUE_DEFAULT)
+            QWEN3VL_CUBLAS_CHECK(
+                cublasLtMatmulDescSetAttribute(get(), CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+        if (p.bias)
+            QWEN3VL_CUBLAS_CHECK(
+                cublasLtMatmulDescSetAttribute(get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof p.bias));
+    }
+    cublasLtMatmulDesc_t get() { return &storage_; }
+
+private:
+    cublasLtMatmulDescOpaque_t storage_{};
+};
+
+// The layouts of one GEMM shape and the heuristic's algorithm for it (found false: cuBLASLt has none).
 struct LtPlan {
-    cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
     cublasLtMatmulAlgo_t algo{};
     bool found = false;
@@ -770,7 +864,6 @@ struct LtPlan {
         if (d) cublasLtMatrixLayoutDestroy(d);
         if (b) cublasLtMatrixLayoutDestroy(b);
         if (a) cublasLtMatrixLayoutDestroy(a);
-        if (op) cublasLtMatmulDescDestroy(op);
     }
 };
 
@@ -781,16 +874,12 @@ struct LtPreference {
     }
 };
 
-std::shared_ptr<const LtPlan> make_lt_plan(CudaBackend& be, const LtKey& k) {
+std::shared_ptr<const LtPlan> make_lt_plan(CudaBackend& be, const LtKey& k, const LtProduct& p) {
     auto plan = std::make_shared<LtPlan>();
-    const cudaDataType_t ab = static_cast<cudaDataType_t>(k.ab);
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    const cudaDataType_t ab = static_cast<cudaDataType_t>(k.ab), dt = static_cast<cudaDataType_t>(k.dt);
     QWEN3VL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, ab, uint64_t(k.K), uint64_t(k.n), k.K));
     QWEN3VL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, ab, uint64_t(k.K), uint64_t(k.M), k.K));
-    QWEN3VL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_32F, uint64_t(k.n), uint64_t(k.M), k.ldd));
+    QWEN3VL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->d, dt, uint64_t(k.n), uint64_t(k.M), k.ldd));
     LtPreference pref;
     QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.pref));
     const uint64_t ws_bytes = CudaBackend::kGemmWorkspaceBytes;
@@ -801,12 +890,13 @@ std::shared_ptr<const LtPlan> make_lt_plan(CudaBackend& be, const LtKey& k) {
     QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                                                               &k.align_b, sizeof k.align_b));
     QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                              &k.align_cd, sizeof k.align_cd));
+                                                              &k.align_c, sizeof k.align_c));
     QWEN3VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                              &k.align_cd, sizeof k.align_cd));
+                                                              &k.align_d, sizeof k.align_d));
+    LtDesc desc(p);  // the first caller's bias address stands for every address of its alignment (in the key)
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(be.cublaslt(), plan->op, plan->a, plan->b, plan->d,
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(be.cublaslt(), desc.get(), plan->a, plan->b, plan->d,
                                                              plan->d, pref.pref, 1, &result, &found);
     if (hs != CUBLAS_STATUS_NOT_SUPPORTED) QWEN3VL_CUBLAS_CHECK(hs);
     plan->found = hs == CUBLAS_STATUS_SUCCESS && found > 0;
@@ -817,44 +907,33 @@ std::shared_ptr<const LtPlan> make_lt_plan(CudaBackend& be, const LtKey& k) {
 // Plans are cached process-wide (an algorithm found on a device holds for every handle on it): prefill repeats
 // each shape once per layer. Bounded: the cache is emptied when it grows past kMaxPlans (prompt lengths vary);
 // plans still in use live on through their shared_ptr.
-std::shared_ptr<const LtPlan> lt_plan(CudaBackend& be, const LtKey& key) {
+std::shared_ptr<const LtPlan> lt_plan(CudaBackend& be, const LtProduct& p) {
     using Cache = std::unordered_map<LtKey, std::shared_ptr<const LtPlan>, BytesHash<LtKey>, BytesEqual<LtKey>>;
     constexpr size_t kMaxPlans = 512;
     static std::mutex mutex;
     static auto* cache = new Cache();  // never destroyed
+    const LtKey key = lt_key(be, p);
     {
         std::lock_guard<std::mutex> lock(mutex);
         const auto it = cache->find(key);
         if (it != cache->end()) return it->second;
     }
-    std::shared_ptr<const LtPlan> plan = make_lt_plan(be, key);  // outside the lock: the heuristic is slow
+    std::shared_ptr<const LtPlan> plan = make_lt_plan(be, key, p);  // outside the lock: the heuristic is slow
     std::lock_guard<std::mutex> lock(mutex);
     if (cache->size() >= kMaxPlans) cache->clear();
     return cache->emplace(key, std::move(plan)).first->second;  // another thread's plan if it was first
 }
 
-// d[m * ldd + j] = dot(x[m], w[j]) (+ c[m * ldd + j] when c is not NULL; c may be d) for m < M, j < n: w [n, K]
-// and x [M, K] both of type ab (f32, f16 or bf16), fp32 accumulation and output. False when cuBLASLt has no
-// algorithm for this combination (the caller falls back).
-bool lt_matmul(CudaBackend& be, float* d, int64_t ldd, const float* c, const void* w, const void* x, cudaDataType_t ab,
-               size_t esize, int64_t n, int64_t M, int64_t K) {
-    LtKey key{};
-    key.device = be.device();
-    key.n = n;
-    key.M = M;
-    key.K = K;
-    key.ldd = ldd;
-    key.ab = int(ab);
-    key.align_a = alignment(w, K * int64_t(esize));
-    key.align_b = alignment(x, K * int64_t(esize));
-    key.align_cd = std::min(alignment(d, ldd * 4), c ? alignment(c, ldd * 4) : 256u);
-    key.accumulate = c != nullptr ? 1 : 0;
-    const std::shared_ptr<const LtPlan> plan = lt_plan(be, key);
+// Runs one product (LtProduct). False when cuBLASLt has no algorithm for this combination (nothing was queued; the
+// caller falls back).
+bool lt_matmul(CudaBackend& be, const LtProduct& p) {
+    const std::shared_ptr<const LtPlan> plan = lt_plan(be, p);
     if (!plan->found) return false;
-    const float alpha = 1.0f, beta = c ? 1.0f : 0.0f;
+    LtDesc desc(p);
+    const float alpha = 1.0f, beta = p.c ? 1.0f : 0.0f;
     const cublasStatus_t ms =
-        cublasLtMatmul(be.cublaslt(), plan->op, &alpha, w, plan->a, x, plan->b, &beta, c ? c : d, plan->d, d,
-                       plan->d, &plan->algo, be.gemm_workspace(), CudaBackend::kGemmWorkspaceBytes, be.stream());
+        cublasLtMatmul(be.cublaslt(), desc.get(), &alpha, p.w, plan->a, p.x, plan->b, &beta, p.c ? p.c : p.d, plan->d,
+                       p.d, plan->d, &plan->algo, be.gemm_workspace(), CudaBackend::kGemmWorkspaceBytes, be.stream());
     if (ms == CUBLAS_STATUS_NOT_SUPPORTED) return false;
     QWEN3VL_CUBLAS_CHECK(ms);
     return true;
@@ -865,53 +944,101 @@ bool tensor_cores(const CudaBackend& be, qwen3vl_dtype wt) {
                                (wt == QWEN3VL_DTYPE_F16 && be.compute_capability() >= 70));
 }
 
-// out[M, N] = x W^T (+ residual) through cuBLASLt (M > kGemvMaxRows, K > 0), no bias.
+// The bias of cuBLASLt's epilogue: elements of the output's dtype dt, 16-byte aligned; bias itself when it is so,
+// else a copy converted into `copy`.
+const void* epilogue_bias(CudaBackend& be, std::unique_ptr<CudaBackend::Scratch>& copy, Weight bias, qwen3vl_dtype dt,
+                          int64_t n) {
+    if (!bias.data) return nullptr;
+    if (bias.dtype == dt && reinterpret_cast<uintptr_t>(bias.data) % 16 == 0) return bias.data;
+    copy = std::make_unique<CudaBackend::Scratch>(be, size_t(n) * dtype_size(dt));
+    convert(copy->as<void>(), dt, bias.data, bias.dtype, size_t(n), be.stream());
+    return copy->as<void>();
+}
+
+// An f32 product p followed by the epilogue e: bias and tanh GELU in cuBLASLt's epilogue where it has an algorithm
+// for them (else the plain product and the epilogue kernels), the erf GELU always as a kernel. False when cuBLASLt
+// has no algorithm even for the plain product.
+bool lt_matmul_epilogue(CudaBackend& be, LtProduct p, const Epilogue& e) {
+    const Epilogue after_erf{Weight{}, e.gelu == Gelu::kErf ? Gelu::kErf : Gelu::kNone};
+    if (e.bias.data || e.gelu == Gelu::kTanh) {
+        std::unique_ptr<CudaBackend::Scratch> copy;
+        LtProduct fused = p;
+        fused.bias = epilogue_bias(be, copy, e.bias, QWEN3VL_DTYPE_F32, p.n);
+        fused.gelu = e.gelu == Gelu::kTanh;
+        if (lt_matmul(be, fused)) {
+            epilogue_kernels(be, static_cast<float*>(p.d), p.M, p.n, after_erf);
+            return true;
+        }
+    }
+    if (!lt_matmul(be, p)) return false;
+    epilogue_kernels(be, static_cast<float*>(p.d), p.M, p.n, e);
+    return true;
+}
+
+// out[M, N] = x W^T (+ residual) then the epilogue e through cuBLASLt (M > kGemvMaxRows, K > 0).
 void gemm(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w,
-          const float* residual) {
-    if (tensor_cores(be, w.dtype) &&
-        lt_matmul(be, out, N, residual, w.data, x.rounded(w.dtype), cuda_type(w.dtype), 2, N, M, K))
-        return;
+          const float* residual, const Epilogue& e) {
+    LtProduct p;
+    p.d = out;
+    p.ldd = N;
+    p.c = residual;
+    p.w = w.data;
+    p.n = N;
+    p.M = M;
+    p.K = K;
+    if (tensor_cores(be, w.dtype)) {
+        p.x = x.rounded(w.dtype);
+        p.ab = cuda_type(w.dtype);
+        if (lt_matmul_epilogue(be, p, e)) return;
+    }
     if (w.dtype == QWEN3VL_DTYPE_F32) {
-        if (!lt_matmul(be, out, N, residual, w.data, x.f32(), CUDA_R_32F, 4, N, M, K))
+        p.x = x.f32();
+        p.ab = CUDA_R_32F;
+        if (!lt_matmul_epilogue(be, p, e))
             fail(QWEN3VL_STATUS_DEVICE_ERROR, "qwen3vl_op_linear: cuBLASLt has no fp32 GEMM for this shape");
         return;
     }
-    // fp32 GEMM over f32 copies of blocks of weight rows (columns n0 .. n0 + rows of out).
+    // fp32 GEMM over f32 copies of blocks of weight rows (columns n0 .. n0 + rows of out), epilogue after.
     const size_t esize = 2;
     const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, int64_t(kWidenBytes / (size_t(K) * 4))));
     CudaBackend::Scratch wf(be, size_t(chunk * K) * 4);
-    const float* xf = x.f32();
+    p.x = x.f32();
+    p.ab = CUDA_R_32F;
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
         const int64_t rows = std::min(chunk, N - n0);
         convert(wf.as<void>(), QWEN3VL_DTYPE_F32, static_cast<const char*>(w.data) + size_t(n0 * K) * esize, w.dtype,
                 size_t(rows * K), be.stream());
-        if (!lt_matmul(be, out + n0, N, residual ? residual + n0 : nullptr, wf.as<void>(), xf, CUDA_R_32F, 4, rows,
-                       M, K))
+        LtProduct block = p;
+        block.d = out + n0;
+        block.c = residual ? residual + n0 : nullptr;
+        block.w = wf.as<void>();
+        block.n = rows;
+        if (!lt_matmul(be, block))
             fail(QWEN3VL_STATUS_DEVICE_ERROR, "qwen3vl_op_linear: cuBLASLt has no fp32 GEMM for this shape");
     }
+    epilogue_kernels(be, out, M, N, e);
 }
 
-// out = (residual +) x W^T (+ bias) for any M, x possibly normalised (GemmInput).
-void project(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w, Weight bias,
+// out = (residual +) x W^T, then the epilogue e, for any M, x possibly normalised (GemmInput). A residual comes with
+// no GELU (the GELU would apply to the sum).
+void project(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w, const Epilogue& e,
              const float* residual) {
     if (M <= kGemvMaxRows) {
         GemvJob job = gemv_job(x.f32(), M, K, Weight{}, 0.0f);
         job.proj[0] = Projection{out, w, N};
-        job.bias = bias;
+        job.bias = e.bias;
         job.residual = residual;
         gemv(be, job);
+        epilogue_kernels(be, out, M, N, Epilogue{Weight{}, e.gelu});
         return;
     }
     if (K == 0) {
-        fill_kernel<<<column_grid(M, N, 256), 256, 0, be.stream()>>>(out, M, N, residual, bias.data, bias.dtype);
+        fill_kernel<<<column_grid(M, N, 256), 256, 0, be.stream()>>>(out, M, N, residual, e.bias.data, e.bias.dtype);
         QWEN3VL_CUDA_CHECK_LAUNCH();
+        epilogue_kernels(be, out, M, N, Epilogue{Weight{}, e.gelu});
         return;
     }
-    gemm(be, out, x, M, K, N, w, residual);
-    if (bias.data) {
-        add_bias_kernel<<<column_grid(M, N, 256), 256, 0, be.stream()>>>(out, M, N, bias.data, bias.dtype);
-        QWEN3VL_CUDA_CHECK_LAUNCH();
-    }
+    gemm(be, out, x, M, K, N, w, residual, e);
 }
 
 // out = silu(y gate^T) * (y up^T): one GEMV launch when M is small and both weights share a dtype, else two
@@ -925,11 +1052,38 @@ void swiglu_projection(CudaBackend& be, float* out, const float* x, int64_t M, i
         gemv(be, job);
         return;
     }
-    GemmInput y(be, x, M, K, norm, eps);
+    GemmInput y(be, x, M, K, RowNorm{norm, Weight{}, eps, false});
     CudaBackend::Scratch u(be, size_t(M * N) * sizeof(float));
-    project(be, out, y, M, K, N, gate, Weight{}, nullptr);
-    project(be, u.as<float>(), y, M, K, N, up, Weight{}, nullptr);
+    project(be, out, y, M, K, N, gate, Epilogue{}, nullptr);
+    project(be, u.as<float>(), y, M, K, N, up, Epilogue{}, nullptr);
     swiglu(be, out, out, u.as<float>(), M * N);
+}
+
+// h [M, I] = gelu(y fc1^T + bias) in fc1's 16-bit dtype, which fc2's tensor-core GEMM reads as it is: one GEMM with the
+// GELU_BIAS epilogue writing 16-bit (tanh form), or the GEMM with its bias into f32 scratch and the GELU kernel
+// rounding as it stores (erf form). False when cuBLASLt has no algorithm for the 16-bit output (nothing queued).
+bool gelu_intermediate(CudaBackend& be, void* h, GemmInput& y, int64_t M, int64_t K, int64_t I, Weight fc1,
+                       Weight bias, Gelu g) {
+    if (g == Gelu::kTanh) {
+        std::unique_ptr<CudaBackend::Scratch> copy;
+        LtProduct p;
+        p.d = h;
+        p.dt = cuda_type(fc1.dtype);
+        p.ldd = I;
+        p.w = fc1.data;
+        p.x = y.rounded(fc1.dtype);
+        p.ab = cuda_type(fc1.dtype);
+        p.n = I;
+        p.M = M;
+        p.K = K;
+        p.bias = epilogue_bias(be, copy, bias, fc1.dtype, I);
+        p.gelu = true;
+        return lt_matmul(be, p);
+    }
+    CudaBackend::Scratch f(be, size_t(M * I) * sizeof(float));
+    gemm(be, f.as<float>(), y, M, K, I, fc1, nullptr, Epilogue{bias});
+    gelu(be, h, fc1.dtype, f.as<float>(), M * I, false);
+    return true;
 }
 
 }  // namespace
@@ -937,8 +1091,8 @@ void swiglu_projection(CudaBackend& be, float* out, const float* x, int64_t M, i
 void linear(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w, Weight bias) {
     if (M <= 0 || N <= 0) return;
     be.activate();
-    GemmInput y(be, x, M, K, Weight{}, 0.0f);
-    project(be, out, y, M, K, N, w, bias, nullptr);
+    GemmInput y(be, x, M, K);
+    project(be, out, y, M, K, N, w, Epilogue{bias}, nullptr);
 }
 
 void norm_linear(CudaBackend& be, const Projection* proj, int count, const float* x, int64_t M, int64_t K,
@@ -955,9 +1109,9 @@ void norm_linear(CudaBackend& be, const Projection* proj, int count, const float
         if (job.count > 0) gemv(be, job);
         return;
     }
-    GemmInput y(be, x, M, K, norm, eps);  // normalised once for all projections
+    GemmInput y(be, x, M, K, RowNorm{norm, Weight{}, eps, false});  // normalised once for all projections
     for (int i = 0; i < count; ++i)
-        if (proj[i].n > 0) project(be, proj[i].out, y, M, K, proj[i].n, proj[i].w, Weight{}, nullptr);
+        if (proj[i].n > 0) project(be, proj[i].out, y, M, K, proj[i].n, proj[i].w, Epilogue{}, nullptr);
 }
 
 void norm_linear_swiglu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight norm,
@@ -971,8 +1125,46 @@ void linear_residual(CudaBackend& be, float* out, const float* x, int64_t M, int
                      Weight bias, const float* residual) {
     if (M <= 0 || N <= 0) return;
     be.activate();
-    GemmInput y(be, x, M, K, Weight{}, 0.0f);
-    project(be, out, y, M, K, N, w, bias, residual);
+    GemmInput y(be, x, M, K);
+    project(be, out, y, M, K, N, w, Epilogue{bias}, residual);
+}
+
+void linear_gelu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w, Weight bias,
+                 bool tanh_approximation) {
+    if (M <= 0 || N <= 0) return;
+    be.activate();
+    GemmInput y(be, x, M, K);
+    project(be, out, y, M, K, N, w, Epilogue{bias, tanh_approximation ? Gelu::kTanh : Gelu::kErf}, nullptr);
+}
+
+void layer_norm_linear(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N,
+                       Weight norm_weight, Weight norm_bias, float eps, Weight w, Weight bias) {
+    if (M <= 0 || N <= 0) return;
+    be.activate();
+    GemmInput y(be, x, M, K, RowNorm{norm_weight, norm_bias, eps, true});
+    project(be, out, y, M, K, N, w, Epilogue{bias}, nullptr);
+}
+
+void mlp_gelu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, const MlpGelu& mlp,
+              const float* residual) {
+    if (M <= 0 || mlp.N <= 0) return;
+    be.activate();
+    GemmInput y(be, x, M, K, RowNorm{mlp.norm_weight, mlp.norm_bias, mlp.eps, true});
+    const Gelu g = mlp.tanh_approximation ? Gelu::kTanh : Gelu::kErf;
+    const int64_t I = mlp.I;
+    if (M > kGemvMaxRows && K > 0 && I > 0 && mlp.fc1.dtype == mlp.fc2.dtype && tensor_cores(be, mlp.fc2.dtype)) {
+        CudaBackend::Scratch h(be, size_t(M * I) * 2);
+        if (gelu_intermediate(be, h.as<void>(), y, M, K, I, mlp.fc1, mlp.fc1_bias, g)) {
+            GemmInput hin(be, h.as<void>(), mlp.fc2.dtype, M, I);
+            project(be, out, hin, M, I, mlp.N, mlp.fc2, Epilogue{mlp.fc2_bias}, residual);
+            return;
+        }
+    }
+    // The intermediate in f32: fc1 with its epilogue, then fc2 as a plain projection.
+    CudaBackend::Scratch h(be, size_t(M * I) * sizeof(float));
+    if (I > 0) project(be, h.as<float>(), y, M, K, I, mlp.fc1, Epilogue{mlp.fc1_bias, g}, nullptr);
+    GemmInput hin(be, h.as<float>(), M, I);
+    project(be, out, hin, M, I, mlp.N, mlp.fc2, Epilogue{mlp.fc2_bias}, residual);
 }
 
 }  // namespace cuda

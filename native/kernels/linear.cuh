@@ -1,8 +1,9 @@
 // Linear layers on device memory (host entry points; kernels in linear.cu): out[M, N] = x[M, K] * W[N, K]^T
 // (+ bias), out = silu(x Wg^T) * (x Wu^T), and the fused forms of the decoder layer: an RMSNorm of x before up to
 // three projections of it (q/k/v) or before the gated MLP, and the residual add after a projection (o_proj,
-// down_proj). x and out f32; W, bias and norm weights f32, f16 or bf16. Semantics as native/cpu/gemm.h composed
-// with native/cpu/norm.h and elementwise.h.
+// down_proj); and of the vision blocks: a LayerNorm before a projection (qkv), GELU after one, and the whole GELU
+// MLP (LayerNorm, fc1, GELU, fc2, residual). x and out f32; W, bias and norm weights f32, f16 or bf16. Semantics as
+// native/cpu/gemm.h composed with native/cpu/norm.h and elementwise.h.
 //
 // Two regimes, chosen by M:
 //  - M <= kGemvMaxRows: memory-bound GEMV in fp32, weights streamed once for all rows of x, one kernel launch per
@@ -11,7 +12,8 @@
 //    the weight dtype and the tensor cores multiply with fp32 accumulation and fp32 output (NMSE ~1e-6 against the
 //    fp32 CPU path for bf16, ~1e-7 for f16: the rounding of x). Elsewhere (f32 weights, older GPUs, fp32_math) an
 //    fp32 GEMM, with 16-bit weights widened to f32 in bounded chunks of rows. The residual is the GEMM's C operand
-//    (beta = 1). Descriptors and the heuristic's algorithm are cached per shape.
+//    (beta = 1), bias and tanh GELU are cuBLASLt epilogues; a LayerNorm / RMSNorm before the GEMM writes its
+//    16-bit input directly. Layouts and the heuristic's algorithm are cached per shape and epilogue.
 //
 // Every entry point only launches work on be.stream() and takes scratch from the pool: safe under graph capture.
 #pragma once
@@ -53,6 +55,29 @@ void norm_linear_swiglu(CudaBackend& be, float* out, const float* x, int64_t M, 
 // out = residual + (x w^T + bias); out may be residual, must not overlap x, w or bias.
 void linear_residual(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
                      Weight bias, const float* residual);
+
+// out = gelu(x w^T + bias), tanh or erf form; out must not overlap x, w or bias.
+void linear_gelu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w, Weight bias,
+                 bool tanh_approximation);
+// out = y w^T + bias, y = layer_norm(x) * norm_weight + norm_bias (eps); out must not overlap x, w or the norm.
+void layer_norm_linear(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N,
+                       Weight norm_weight, Weight norm_bias, float eps, Weight w, Weight bias);
+
+// The GELU MLP of the vision blocks and patch mergers: out[M, N] = (residual +) gelu(y fc1^T + fc1_bias) fc2^T +
+// fc2_bias, y = layer_norm(x) * norm_weight + norm_bias (eps) when norm_weight.data is set, else x [M, K].
+struct MlpGelu {
+    Weight norm_weight, norm_bias;
+    float eps = 0.0f;
+    Weight fc1, fc1_bias;  // [I, K], [I]
+    bool tanh_approximation = false;
+    Weight fc2, fc2_bias;  // [N, I], [N]
+    int64_t I = 0, N = 0;
+};
+// With M > kGemvMaxRows and fc1, fc2 of one 16-bit dtype on tensor cores, the intermediate is kept in that dtype
+// (the rounding fc2's GEMM applies to its input anyway). residual may be NULL or out; out may be x (x is consumed
+// before out is written); out must not overlap the weights.
+void mlp_gelu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, const MlpGelu& mlp,
+              const float* residual);
 
 }  // namespace cuda
 }  // namespace qwen3vl

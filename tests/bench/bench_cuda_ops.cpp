@@ -3,12 +3,15 @@
 // (argument checks, launches, cuBLASLt heuristics); the linear ops also replayed from a captured graph (GPU time
 // only, as in a captured decode step). Memory-bound ops print GB/s of the bytes they must read (weights
 // or the KV cache), GEMMs TFLOP/s; compare with the card's ceilings (H100 SXM: ~3.35 TB/s HBM3, ~990 TFLOP/s dense
-// bf16). Usage: qwen3vl_bench_cuda [iterations]
+// bf16). The vision encoder's ops at the end (lines starting "vision": fused ops next to the sequences they replace,
+// one whole block, the pixel upload). Usage: qwen3vl_bench_cuda [iterations]
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -108,6 +111,181 @@ void report_linear(const char* what, int64_t M, int64_t K, int64_t N, double wei
     std::printf("%-36s M=%-5lld K=%-5lld N=%-6lld %9.1f us eager %s us graph %7.0f GB/s weights %7.1f TFLOP/s\n",
                 what, (long long)M, (long long)K, (long long)N, eager * 1e6, graph_text, weight_bytes / s / 1e9,
                 flops / s / 1e12);
+}
+
+// ---- The vision encoder (Qwen3-VL-2B: hidden 1024, 16 heads of 64, intermediate 4096, 24 blocks) on one 1024x1024
+// image: T = 4096 patches of 1536 values, merged 4:1 into 1024 tokens of 2048. bf16 weights and biases. Each fused
+// op next to the unfused sequence it replaces; the MLP in three forms (unfused; f32 intermediate: layer_norm +
+// linear_gelu + linear_residual; mlp_gelu with its bf16 intermediate); one whole block both ways; the 25 MB pixel
+// upload.
+
+qwen3vl_tensor* i32_tensor(std::vector<int64_t> shape, const std::vector<int32_t>& values) {
+    qwen3vl_tensor* t = nullptr;
+    check(qwen3vl_tensor_create(g_be, QWEN3VL_DTYPE_I32, int32_t(shape.size()), shape.data(), &t), "tensor_create");
+    check(qwen3vl_tensor_write(t, QWEN3VL_DTYPE_I32, values.data(), values.size() * 4), "tensor_write");
+    g_tensors.push_back(t);
+    return t;
+}
+
+// Runs the ops in order, stopping at the first failure.
+qwen3vl_status run_all(std::initializer_list<std::function<qwen3vl_status()>> ops) {
+    for (const auto& op : ops) {
+        const qwen3vl_status st = op();
+        if (st != QWEN3VL_STATUS_OK) return st;
+    }
+    return QWEN3VL_STATUS_OK;
+}
+
+void bench_vision(int iters) {
+    const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
+    const int64_t T = 4096, C = 1024, H = 16, D = 64, I = 4096, P = 1536, merged = 4 * C, out_hidden = 2048;
+    const float eps = 1e-6f, theta = 10000.0f;
+    const size_t keep = g_tensors.size();
+    qwen3vl_tensor* sync = tensor(f32, {1});  // a read of it waits for the queued work (and copies 4 bytes)
+    qwen3vl_tensor* x = tensor(f32, {T, C});
+    qwen3vl_tensor* h = tensor(f32, {T, C});
+    qwen3vl_tensor* nw = tensor(bf16, {C});
+    qwen3vl_tensor* nb = tensor(bf16, {C});
+    qwen3vl_tensor* wqkv = tensor(bf16, {3 * C, C});
+    qwen3vl_tensor* bqkv = tensor(bf16, {3 * C});
+    qwen3vl_tensor* qkv = tensor(f32, {T, 3 * C});
+    qwen3vl_tensor* wproj = tensor(bf16, {C, C});
+    qwen3vl_tensor* bproj = tensor(bf16, {C});
+    qwen3vl_tensor* attn = tensor(f32, {T, C});
+    qwen3vl_tensor* w1 = tensor(bf16, {I, C});
+    qwen3vl_tensor* b1 = tensor(bf16, {I});
+    qwen3vl_tensor* w2 = tensor(bf16, {C, I});
+    qwen3vl_tensor* b2 = tensor(bf16, {C});
+    qwen3vl_tensor* f = tensor(f32, {T, I});
+    const double w_qkv = 3.0 * C * C * 2, w_proj = double(C) * C * 2, w_mlp = 2.0 * I * C * 2;
+    const double fl_qkv = 2.0 * T * C * 3 * C, fl_proj = 2.0 * T * C * C, fl_mlp = 4.0 * T * C * I;
+
+    report_linear("vision layer_norm_linear norm1+qkv", T, C, 3 * C, w_qkv, fl_qkv, iters, 1, sync, [&](int) {
+        return qwen3vl_op_layer_norm_linear(qkv, x, nw, nb, eps, wqkv, bqkv);
+    });
+    report_linear("  unfused: layer_norm + linear", T, C, 3 * C, w_qkv, fl_qkv, iters, 1, sync, [&](int) {
+        return run_all({[&] { return qwen3vl_op_layer_norm(h, x, nw, nb, eps); },
+                        [&] { return qwen3vl_op_linear(qkv, h, wqkv, bqkv); }});
+    });
+    report_linear("vision linear_residual proj+bias", T, C, C, w_proj, fl_proj, iters, 1, sync,
+                  [&](int) { return qwen3vl_op_linear_residual(x, attn, wproj, bproj, x); });
+    report_linear("  unfused: linear + add", T, C, C, w_proj, fl_proj, iters, 1, sync, [&](int) {
+        return run_all({[&] { return qwen3vl_op_linear(h, attn, wproj, bproj); },
+                        [&] { return qwen3vl_op_add(x, x, h); }});
+    });
+    report_linear("vision linear_gelu fc1 (tanh)", T, C, I, w_mlp / 2, fl_mlp / 2, iters, 1, sync,
+                  [&](int) { return qwen3vl_op_linear_gelu(f, h, w1, b1, 1); });
+    report_linear("  unfused: linear + gelu", T, C, I, w_mlp / 2, fl_mlp / 2, iters, 1, sync, [&](int) {
+        return run_all({[&] { return qwen3vl_op_linear(f, h, w1, b1); }, [&] { return qwen3vl_op_gelu(f, f, 1); }});
+    });
+    report_linear("vision mlp_gelu norm2+MLP+residual", T, C, I, w_mlp, fl_mlp, iters, 1, sync, [&](int) {
+        return qwen3vl_op_mlp_gelu(x, x, nw, nb, eps, w1, b1, 1, w2, b2, x);
+    });
+    report_linear("  f32 intermediate: ln+linear_gelu+lin_res", T, C, I, w_mlp, fl_mlp, iters, 1, sync, [&](int) {
+        return run_all({[&] { return qwen3vl_op_layer_norm(h, x, nw, nb, eps); },
+                        [&] { return qwen3vl_op_linear_gelu(f, h, w1, b1, 1); },
+                        [&] { return qwen3vl_op_linear_residual(x, f, w2, b2, x); }});
+    });
+    report_linear("  unfused: ln+linear+gelu+linear+add", T, C, I, w_mlp, fl_mlp, iters, 1, sync, [&](int) {
+        return run_all({[&] { return qwen3vl_op_layer_norm(h, x, nw, nb, eps); },
+                        [&] { return qwen3vl_op_linear(f, h, w1, b1); }, [&] { return qwen3vl_op_gelu(f, f, 1); },
+                        [&] { return qwen3vl_op_linear(h, f, w2, b2); }, [&] { return qwen3vl_op_add(x, x, h); }});
+    });
+
+    // One block, as VisionBlock.Forward runs it now and as it ran before the fused ops.
+    std::vector<int32_t> pos(size_t(T * 2)), seg_values = {0, int32_t(T)};
+    for (int64_t t = 0; t < T; ++t) {
+        pos[size_t(2 * t)] = int32_t(t / 64);
+        pos[size_t(2 * t + 1)] = int32_t(t % 64);
+    }
+    qwen3vl_tensor* positions = i32_tensor({T, 2}, pos);
+    qwen3vl_tensor* segments = i32_tensor({2}, seg_values);
+    qwen3vl_tensor *qkv4 = nullptr, *attn3 = nullptr;
+    const int64_t s_qkv4[4] = {T, 3, H, D}, s_attn3[3] = {T, H, D};
+    check(qwen3vl_tensor_view(qkv, 0, 4, s_qkv4, &qkv4), "tensor_view");
+    g_tensors.push_back(qkv4);
+    check(qwen3vl_tensor_view(attn, 0, 3, s_attn3, &attn3), "tensor_view");
+    g_tensors.push_back(attn3);
+    auto attention = [&] {
+        return run_all({[&] { return qwen3vl_op_rope_vision(qkv4, positions, theta); },
+                        [&] {
+                            return qwen3vl_op_attention(attn3, qkv4, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS,
+                                                        segments, nullptr);
+                        }});
+    };
+    const double fused_block = time_op(iters, sync, [&] {
+        return run_all({[&] { return qwen3vl_op_layer_norm_linear(qkv, x, nw, nb, eps, wqkv, bqkv); }, attention,
+                        [&] { return qwen3vl_op_linear_residual(x, attn, wproj, bproj, x); },
+                        [&] { return qwen3vl_op_mlp_gelu(x, x, nw, nb, eps, w1, b1, 1, w2, b2, x); }});
+    });
+    const double unfused_block = time_op(iters, sync, [&] {
+        return run_all({[&] { return qwen3vl_op_layer_norm(h, x, nw, nb, eps); },
+                        [&] { return qwen3vl_op_linear(qkv, h, wqkv, bqkv); }, attention,
+                        [&] { return qwen3vl_op_linear(h, attn, wproj, bproj); },
+                        [&] { return qwen3vl_op_add(x, x, h); },
+                        [&] { return qwen3vl_op_layer_norm(h, x, nw, nb, eps); },
+                        [&] { return qwen3vl_op_linear(f, h, w1, b1); }, [&] { return qwen3vl_op_gelu(f, f, 1); },
+                        [&] { return qwen3vl_op_linear(h, f, w2, b2); }, [&] { return qwen3vl_op_add(x, x, h); }});
+    });
+    std::printf("%-36s T=%-5lld %9.1f us fused  %9.1f us unfused  (x 24 blocks: %6.2f ms / %6.2f ms)\n",
+                "vision block", (long long)T, fused_block * 1e6, unfused_block * 1e6, fused_block * 24e3,
+                unfused_block * 24e3);
+
+    // Patch embedding with the position embedding as its residual; a DeepStack merger (LayerNorm over 4 x 1024,
+    // erf GELU).
+    qwen3vl_tensor* pixels = tensor(f32, {T, P});
+    qwen3vl_tensor* wpatch = tensor(bf16, {C, P});
+    qwen3vl_tensor* bpatch = tensor(bf16, {C});
+    report_linear("vision patch embed linear_residual", T, P, C, double(C) * P * 2, 2.0 * T * P * C, iters, 1, sync,
+                  [&](int) { return qwen3vl_op_linear_residual(h, pixels, wpatch, bpatch, x); });
+    report_linear("  unfused: linear + add", T, P, C, double(C) * P * 2, 2.0 * T * P * C, iters, 1, sync, [&](int) {
+        return run_all({[&] { return qwen3vl_op_linear(h, pixels, wpatch, bpatch); },
+                        [&] { return qwen3vl_op_add(h, h, x); }});
+    });
+    const int64_t m = T / 4;
+    qwen3vl_tensor *shuffled = nullptr, *mh = nullptr;
+    const int64_t s_shuffled[2] = {m, merged};
+    check(qwen3vl_tensor_view(x, 0, 2, s_shuffled, &shuffled), "tensor_view");
+    g_tensors.push_back(shuffled);
+    check(qwen3vl_tensor_view(f, 0, 2, s_shuffled, &mh), "tensor_view");
+    g_tensors.push_back(mh);
+    qwen3vl_tensor* mnw = tensor(bf16, {merged});
+    qwen3vl_tensor* mnb = tensor(bf16, {merged});
+    qwen3vl_tensor* m1 = tensor(bf16, {merged, merged});
+    qwen3vl_tensor* mb1 = tensor(bf16, {merged});
+    qwen3vl_tensor* m2 = tensor(bf16, {out_hidden, merged});
+    qwen3vl_tensor* mb2 = tensor(bf16, {out_hidden});
+    qwen3vl_tensor* mn = tensor(f32, {m, merged});
+    qwen3vl_tensor* features = tensor(f32, {m, out_hidden});
+    const double w_merger = (double(merged) * merged + double(out_hidden) * merged) * 2;
+    const double fl_merger = 2.0 * m * merged * (merged + out_hidden);
+    report_linear("vision mlp_gelu DeepStack merger", m, merged, merged, w_merger, fl_merger, iters, 1, sync, [&](int) {
+        return qwen3vl_op_mlp_gelu(features, shuffled, mnw, mnb, eps, m1, mb1, 0, m2, mb2, nullptr);
+    });
+    report_linear("  unfused: ln+linear+gelu+linear", m, merged, merged, w_merger, fl_merger, iters, 1, sync, [&](int) {
+        return run_all({[&] { return qwen3vl_op_layer_norm(mn, shuffled, mnw, mnb, eps); },
+                        [&] { return qwen3vl_op_linear(mh, mn, m1, mb1); }, [&] { return qwen3vl_op_gelu(mh, mh, 0); },
+                        [&] { return qwen3vl_op_linear(features, mh, m2, mb2); }});
+    });
+
+    // The pixel upload: time per tensor_write of the 25 MB (including the copy's completion, amortised over the
+    // loop) and the time until one write returns to the caller.
+    std::vector<float> host(size_t(T * P), 0.5f);
+    const size_t bytes = host.size() * 4;
+    const double per_write =
+        time_op(iters, sync, [&] { return qwen3vl_tensor_write(pixels, f32, host.data(), bytes); });
+    double returns = 1e9;
+    for (int i = 0; i < 5; ++i) {
+        float one = 0.0f;
+        check(qwen3vl_tensor_read(sync, f32, &one, sizeof one), "read");  // an idle device
+        const auto t0 = std::chrono::steady_clock::now();
+        check(qwen3vl_tensor_write(pixels, f32, host.data(), bytes), "tensor_write");
+        returns = std::min(returns, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::printf("%-36s %6.1f MB %9.1f us per write (%5.1f GB/s)  %9.1f us until the call returns\n",
+                "vision pixel upload (pageable f32)", bytes / 1e6, per_write * 1e6, bytes / per_write / 1e9,
+                returns * 1e6);
+    release_after(keep);
 }
 
 }  // namespace
@@ -386,6 +564,8 @@ int main(int argc, char** argv) {
         std::printf("%-34s T=%-5lld 1 segment    %9.1f us  %7.2f TFLOP/s\n", "attention vision", (long long)T,
                     s * 1e6, flops / s / 1e12);
     }
+
+    bench_vision(iters);
 
     for (auto it = g_tensors.rbegin(); it != g_tensors.rend(); ++it) qwen3vl_tensor_free(*it);
     qwen3vl_backend_free(g_be);

@@ -1,6 +1,6 @@
 // The CUDA backend against the CPU reference on fresh random inputs: conversions on upload/download (bit-equal to
-// the scalar CPU conversion: both round to nearest even), pool reuse without cudaMalloc in a steady loop, and an
-// out-of-memory request that fails cleanly and leaves the backend usable.
+// the scalar CPU conversion: both round to nearest even), large uploads streamed through the pinned ring, pool reuse
+// without cudaMalloc in a steady loop, and an out-of-memory request that fails cleanly and leaves the backend usable.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -49,6 +49,42 @@ TEST_F(CudaBackendTest, UploadDownloadConvertsLikeTheCpuReference) {
             ASSERT_EQ(0, std::memcmp(got32.data(), want32.data(), n * 4)) << dtype_name(storage) << " n=" << n;
             backend->deallocate(dev);
         }
+    }
+}
+
+// Uploads larger than the 8 MB staging ring stream through it in chunks and return before the device has the data:
+// the caller's buffer is overwritten as soon as upload() returns (as a caller may do), a second upload follows at
+// once (reusing ring bytes the first still has in flight), and both arrive intact, converted or not. 28 MB + 3
+// elements: several laps of the ring and a partial last chunk.
+TEST_F(CudaBackendTest, LargeUploadsStreamThroughTheRing) {
+    std::mt19937 rng(std::random_device{}());
+    std::uniform_real_distribution<float> uniform(-1.f, 1.f);
+    const size_t n = (size_t(7) << 20) + 3;
+    std::vector<float> a(n), b(n);
+    for (float& v : a) v = uniform(rng);
+    for (float& v : b) v = uniform(rng);
+    for (qwen3vl_dtype storage : {QWEN3VL_DTYPE_F32, QWEN3VL_DTYPE_BF16}) {
+        void* da = backend->allocate(n * dtype_size(storage));
+        void* db = backend->allocate(n * dtype_size(storage));
+        std::vector<float> staging = a;
+        backend->upload(da, storage, staging.data(), QWEN3VL_DTYPE_F32, n);
+        staging = b;  // overwrites the first upload's source right away
+        backend->upload(db, storage, staging.data(), QWEN3VL_DTYPE_F32, n);
+        staging.assign(n, -7.f);
+        for (const auto& [dev, src] : {std::make_pair(da, &a), std::make_pair(db, &b)}) {
+            std::vector<float> got(n, 0.f), want(n);
+            backend->download(got.data(), QWEN3VL_DTYPE_F32, dev, storage, n);
+            if (storage == QWEN3VL_DTYPE_F32) {
+                want = *src;
+            } else {
+                std::vector<uint16_t> rounded(n);
+                cpu::convert_scalar(rounded.data(), storage, src->data(), QWEN3VL_DTYPE_F32, n);
+                cpu::convert_scalar(want.data(), QWEN3VL_DTYPE_F32, rounded.data(), storage, n);
+            }
+            ASSERT_EQ(0, std::memcmp(got.data(), want.data(), n * 4)) << dtype_name(storage);
+        }
+        backend->deallocate(db);
+        backend->deallocate(da);
     }
 }
 

@@ -965,4 +965,142 @@ TEST_F(CudaLinearTest, FusedModelShapes) {
     }
 }
 
+// The vision ops against the CPU backend (the unfused sequence). Above 8 rows the GPU takes cuBLASLt with the bias,
+// the tanh GELU and the residual in its epilogue, the LayerNorm writing the GEMM's 16-bit input, and (both MLP
+// weights of one 16-bit dtype) the MLP's intermediate kept in that dtype. Tolerances as for linear (threshold()):
+// the LayerNorm's 16-bit output is the same rounding as that of x; GELU has |gelu'| <= 1.13 and shrinks a negative
+// input's error as it shrinks the value, so it keeps the NMSE of its input. The MLP rounds x (or the LayerNorm) and
+// the intermediate, two independent 2^-9 roundings: 2e-5 as for swiglu. cuBLASLt's GELU (the tanh form above 8 rows)
+// may evaluate tanh with the hardware approximation (tanh.approx.f32, relative error up to 2^-11): an error of at
+// most 0.5 |x| 2^-11 per element, also where gelu(x) ~ 0 (x < 0), so NMSE <= (2^-12)^2 sum x^2 / sum gelu(x)^2 ~
+// 1.5e-7 if every element had the largest error: those fp32 cases allow 5e-7 instead of 1e-10.
+double with_epilogue_gelu(double threshold, int64_t M, int tanh_form) {
+    return tanh_form && M > 8 ? std::max(threshold, 5e-7) : threshold;
+}
+
+TEST_F(CudaLinearTest, LinearGelu) {
+    size_t case_index = 0;
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(130)})
+        for (qwen3vl_dtype wt : {kF32, kF16, kBF16})
+            for (int64_t K : {int64_t(63), int64_t(1024)})
+                for (int tanh_form : {0, 1}) {
+                    const int64_t N = 257;
+                    const qwen3vl_dtype bt = case_index % 3 == 0 ? kF32 : case_index % 3 == 1 ? kF16 : kBF16;
+                    const bool with_bias = case_index % 5 != 4, unaligned_bias = case_index % 7 == 3;
+                    ++case_index;
+                    const std::string at = " M=" + std::to_string(M) + " K=" + std::to_string(K) + " " + name(wt) +
+                                           " tanh=" + std::to_string(tanh_form) +
+                                           (with_bias ? std::string(" bias ") + name(bt) : "") +
+                                           (unaligned_bias ? " unaligned" : "");
+                    Pair x = rand_tensor(kF32, {M, K}), w = rand_tensor(wt, {N, K});
+                    Pair bb = rand_tensor(bt, {N + 1}), b = view(bb, unaligned_bias ? 1 : 0, {N});
+                    Pair out = tensor(kF32, {M, N});
+                    both("linear_gelu", [&](bool c) {
+                        return qwen3vl_op_linear_gelu(on(out, c), on(x, c), on(w, c), with_bias ? on(b, c) : nullptr,
+                                                      tanh_form);
+                    });
+                    expect_close(out, with_epilogue_gelu(threshold(M, wt, false), M, tanh_form), "linear_gelu" + at);
+                }
+}
+
+TEST_F(CudaLinearTest, LayerNormLinear) {
+    size_t case_index = 0;
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(64), int64_t(130)})
+        for (qwen3vl_dtype wt : {kF32, kF16, kBF16})
+            for (int64_t K : {int64_t(64), int64_t(1000), int64_t(2050)}) {
+                const int64_t N = 70;
+                const qwen3vl_dtype nt = case_index % 2 ? kF32 : kBF16;
+                const bool with_bias = case_index % 3 != 2;
+                ++case_index;
+                const std::string at = " M=" + std::to_string(M) + " K=" + std::to_string(K) + " " + name(wt) +
+                                       " norm " + name(nt) + (with_bias ? " bias" : "");
+                Pair x = rand_tensor(kF32, {M, K}), nw = rand_tensor(nt, {K}), nb = rand_tensor(nt, {K});
+                Pair w = rand_tensor(wt, {N, K}), b = rand_tensor(kBF16, {N}), out = tensor(kF32, {M, N});
+                both("layer_norm_linear", [&](bool c) {
+                    return qwen3vl_op_layer_norm_linear(on(out, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w, c),
+                                                        with_bias ? on(b, c) : nullptr);
+                });
+                expect_close(out, threshold(M, wt, false), "layer_norm_linear" + at);
+            }
+}
+
+TEST_F(CudaLinearTest, MlpGelu) {
+    struct Weights {
+        qwen3vl_dtype fc1, fc2;
+    };
+    size_t case_index = 0;
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(64), int64_t(130)})
+        for (Weights wd : {Weights{kBF16, kBF16}, Weights{kF16, kF16}, Weights{kF32, kF32}, Weights{kBF16, kF16}})
+            for (int tanh_form : {0, 1}) {
+                const int64_t K = 96, I = 200;
+                const bool with_norm = case_index % 3 != 2, with_residual = case_index % 4 != 1;
+                const bool in_place = with_residual && case_index % 2 == 0, with_biases = case_index % 5 != 4;
+                ++case_index;
+                const int64_t N = in_place ? K : 72;
+                const std::string at = " M=" + std::to_string(M) + " " + name(wd.fc1) + "/" + name(wd.fc2) +
+                                       " tanh=" + std::to_string(tanh_form) + (with_norm ? " norm" : "") +
+                                       (with_residual ? " residual" : "") + (in_place ? " in place" : "") +
+                                       (with_biases ? " biases" : "");
+                Pair x = rand_tensor(kF32, {M, K}), nw = rand_tensor(kBF16, {K}), nb = rand_tensor(kBF16, {K});
+                Pair w1 = rand_tensor(wd.fc1, {I, K}), b1 = rand_tensor(wd.fc1, {I});
+                Pair w2 = rand_tensor(wd.fc2, {N, I}), b2 = rand_tensor(kF32, {N});
+                // In place: the vision block's x += mlp(norm2(x)), out = residual = x.
+                Pair res = in_place ? x : rand_tensor(kF32, {M, N}), out = in_place ? x : tensor(kF32, {M, N});
+                both("mlp_gelu", [&](bool c) {
+                    return qwen3vl_op_mlp_gelu(on(out, c), on(x, c), with_norm ? on(nw, c) : nullptr,
+                                               with_norm ? on(nb, c) : nullptr, 1e-6f, on(w1, c),
+                                               with_biases ? on(b1, c) : nullptr, tanh_form, on(w2, c),
+                                               with_biases ? on(b2, c) : nullptr, with_residual ? on(res, c) : nullptr);
+                });
+                const double t = std::max(threshold(M, wd.fc1, true), threshold(M, wd.fc2, true));
+                expect_close(out, with_epilogue_gelu(t, M, tanh_form), "mlp_gelu" + at);
+            }
+}
+
+// The 2B vision block's shapes for a 512x512 image (1024 patches, hidden 1024, intermediate 4096, bf16 weights and
+// biases), each op on fresh inputs, then a DeepStack merger's (LayerNorm over 4 x 1024, erf GELU, out 2048).
+TEST_F(CudaLinearTest, VisionModelShapes) {
+    const int64_t T = 1024, hidden = 1024, inter = 4096;
+    Pair nw = rand_tensor(kBF16, {hidden}), nb = rand_tensor(kBF16, {hidden});
+    {
+        Pair x = rand_tensor(kF32, {T, hidden}), qkv = tensor(kF32, {T, 3 * hidden});
+        Pair w = big_bf16({3 * hidden, hidden}), b = rand_tensor(kBF16, {3 * hidden});
+        both("layer_norm_linear", [&](bool c) {
+            return qwen3vl_op_layer_norm_linear(on(qkv, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w, c), on(b, c));
+        });
+        expect_close(qkv, threshold(T, kBF16, false), "norm1 + qkv");
+    }
+    {
+        Pair x = rand_tensor(kF32, {T, hidden}), attn = rand_tensor(kF32, {T, hidden});
+        Pair w = big_bf16({hidden, hidden}), b = rand_tensor(kBF16, {hidden});
+        both("linear_residual", [&](bool c) {
+            return qwen3vl_op_linear_residual(on(x, c), on(attn, c), on(w, c), on(b, c), on(x, c));
+        });
+        expect_close(x, threshold(T, kBF16, false), "proj + residual");
+    }
+    {
+        Pair x = rand_tensor(kF32, {T, hidden});
+        Pair w1 = big_bf16({inter, hidden}), b1 = rand_tensor(kBF16, {inter});
+        Pair w2 = big_bf16({hidden, inter}), b2 = rand_tensor(kBF16, {hidden});
+        both("mlp_gelu", [&](bool c) {
+            return qwen3vl_op_mlp_gelu(on(x, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w1, c), on(b1, c), 1,
+                                       on(w2, c), on(b2, c), on(x, c));
+        });
+        expect_close(x, threshold(T, kBF16, true), "norm2 + mlp + residual");
+    }
+    {
+        const int64_t merged = 4 * hidden, out_hidden = 2048;
+        Pair x = rand_tensor(kF32, {T / 4, merged});
+        Pair mnw = rand_tensor(kBF16, {merged}), mnb = rand_tensor(kBF16, {merged});
+        Pair w1 = big_bf16({merged, merged}), b1 = rand_tensor(kBF16, {merged});
+        Pair w2 = big_bf16({out_hidden, merged}), b2 = rand_tensor(kBF16, {out_hidden});
+        Pair features = tensor(kF32, {T / 4, out_hidden});
+        both("mlp_gelu", [&](bool c) {
+            return qwen3vl_op_mlp_gelu(on(features, c), on(x, c), on(mnw, c), on(mnb, c), 1e-6f, on(w1, c), on(b1, c),
+                                       0, on(w2, c), on(b2, c), nullptr);
+        });
+        expect_close(features, threshold(T / 4, kBF16, true), "DeepStack merger");
+    }
+}
+
 }  // namespace

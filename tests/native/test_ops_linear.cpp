@@ -1,7 +1,8 @@
 // linear / linear_swiglu: both code paths (scalar, AVX2 GEMV and GEMM) against a double-precision reference on fresh
 // random inputs in [-1, 1], every weight dtype, unaligned weights, odd shapes, outputs poisoned with NaN; then the C
 // API's argument checks and a 3-D x through the exported functions; then the fused ops (norm_linear,
-// norm_linear_swiglu, linear_residual), which must equal the sequence of unfused ops bit for bit on the CPU.
+// norm_linear_swiglu, linear_residual and the vision blocks' linear_gelu, layer_norm_linear, mlp_gelu), which must
+// equal the sequence of unfused ops bit for bit on the CPU.
 //
 // Tolerance. The weights are widened exactly (bf16/f16 -> f32), so the only error is f32 rounding in the sums.
 // Whatever the summation order (sequential, 8-lane, K-blocked), an f32 sum of K products plus a bias satisfies
@@ -657,6 +658,225 @@ TEST(FusedLinearCApi, SwigluAndResidualBadArguments) {
     ASSERT_EQ(qwen3vl_tensor_view(big.get(), 16, 2, s38, &xv), QWEN3VL_STATUS_OK);
     TensorPtr xv_ptr(xv);
     expect_invalid(qwen3vl_op_linear_residual(r0, xv, w.get(), nullptr, r0), "out overlaps x");
+}
+
+}  // namespace
+
+// ---- The vision ops (linear_gelu, layer_norm_linear, mlp_gelu): on the CPU they compose the unfused kernels in the
+// same order, so they must equal the sequence of unfused C API ops bit for bit, in place or not.
+
+namespace {
+
+TEST(VisionLinearCApi, LinearGeluEqualsLinearThenGelu) {
+    const uint32_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with QWEN3VL_TEST_SEED)");
+    std::mt19937 rng(seed);
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (int64_t K : {64, 1000})
+            for (bool with_bias : {true, false})
+                for (int32_t tanh_form : {0, 1}) {
+                    const int64_t N = 45;
+                    const qwen3vl_dtype wt = kDtypes[case_index % 3], bt = kDtypes[(case_index / 3) % 3];
+                    ++case_index;
+                    SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " " + dtype_name(wt) +
+                                 (with_bias ? " bias" : "") + " tanh=" + std::to_string(tanh_form));
+                    TensorPtr x = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {M, K});
+                    TensorPtr w = rand_tensor(b.get(), rng, wt, {N, K}), bias = rand_tensor(b.get(), rng, bt, {N});
+                    TensorPtr out = nan_tensor(b.get(), {M, N}), ref = nan_tensor(b.get(), {M, N});
+                    const qwen3vl_tensor* bp = with_bias ? bias.get() : nullptr;
+                    ASSERT_EQ(qwen3vl_op_linear_gelu(out.get(), x.get(), w.get(), bp, tanh_form), QWEN3VL_STATUS_OK)
+                        << qwen3vl_last_error();
+                    ASSERT_EQ(qwen3vl_op_linear(ref.get(), x.get(), w.get(), bp), QWEN3VL_STATUS_OK);
+                    ASSERT_EQ(qwen3vl_op_gelu(ref.get(), ref.get(), tanh_form), QWEN3VL_STATUS_OK);
+                    expect_bitwise(out.get(), ref.get(), "linear_gelu");
+                }
+}
+
+TEST(VisionLinearCApi, LayerNormLinearEqualsLayerNormThenLinear) {
+    const uint32_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with QWEN3VL_TEST_SEED)");
+    std::mt19937 rng(seed);
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (int64_t K : {1, 64, 1000})
+            for (bool with_bias : {true, false}) {
+                const int64_t N = 37;
+                const qwen3vl_dtype wt = kDtypes[case_index % 3], nt = kDtypes[(case_index / 3) % 3];
+                ++case_index;
+                SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " " + dtype_name(wt) + " norm " +
+                             dtype_name(nt) + (with_bias ? " bias" : ""));
+                TensorPtr x = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {M, K});
+                TensorPtr nw = rand_tensor(b.get(), rng, nt, {K}), nb = rand_tensor(b.get(), rng, nt, {K});
+                TensorPtr w = rand_tensor(b.get(), rng, wt, {N, K}), bias = rand_tensor(b.get(), rng, wt, {N});
+                TensorPtr out = nan_tensor(b.get(), {M, N}), ref = nan_tensor(b.get(), {M, N});
+                TensorPtr y = nan_tensor(b.get(), {M, K});
+                const qwen3vl_tensor* bp = with_bias ? bias.get() : nullptr;
+                ASSERT_EQ(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), 1e-6f, w.get(), bp),
+                          QWEN3VL_STATUS_OK)
+                    << qwen3vl_last_error();
+                ASSERT_EQ(qwen3vl_op_layer_norm(y.get(), x.get(), nw.get(), nb.get(), 1e-6f), QWEN3VL_STATUS_OK);
+                ASSERT_EQ(qwen3vl_op_linear(ref.get(), y.get(), w.get(), bp), QWEN3VL_STATUS_OK);
+                expect_bitwise(out.get(), ref.get(), "layer_norm_linear");
+            }
+}
+
+// A view of base (elements offset .. offset + the shape's count).
+TensorPtr view_of(const TensorPtr& base, int64_t offset, std::vector<int64_t> shape) {
+    qwen3vl_tensor* v = nullptr;
+    EXPECT_EQ(qwen3vl_tensor_view(base.get(), offset, int32_t(shape.size()), shape.data(), &v), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    return TensorPtr(v);
+}
+
+// Where mlp_gelu writes: a separate tensor, the residual (out = residual), or x itself (out = x, with or without x
+// as the residual too: the vision block's x += mlp(norm2(x))).
+enum class MlpOut { kSeparate, kResidual, kX, kXAndResidual };
+
+TEST(VisionLinearCApi, MlpGeluEqualsTheOpSequence) {
+    const uint32_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with QWEN3VL_TEST_SEED)");
+    std::mt19937 rng(seed);
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (MlpOut where : {MlpOut::kSeparate, MlpOut::kResidual, MlpOut::kX, MlpOut::kXAndResidual})
+            for (bool with_norm : {true, false})
+                for (bool with_residual : {true, false}) {
+                    if (!with_residual && (where == MlpOut::kResidual || where == MlpOut::kXAndResidual)) continue;
+                    const int64_t K = 48, I = 200;
+                    const int64_t N = where == MlpOut::kX || where == MlpOut::kXAndResidual ? K : 40;
+                    const qwen3vl_dtype w1t = kDtypes[case_index % 3], w2t = kDtypes[(case_index / 3) % 3];
+                    const int32_t tanh_form = int32_t(case_index % 2);
+                    const bool with_biases = case_index % 4 != 3;
+                    ++case_index;
+                    SCOPED_TRACE("M=" + std::to_string(M) + " out " + std::to_string(int(where)) +
+                                 (with_norm ? " norm" : "") + (with_residual ? " residual" : "") +
+                                 (with_biases ? " biases" : "") + " tanh=" + std::to_string(tanh_form));
+                    const std::vector<float> xv = random_floats(rng, size_t(M * K));
+                    const std::vector<float> rv = random_floats(rng, size_t(M * N));
+                    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, K}, xv);
+                    TensorPtr nw = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {K});
+                    TensorPtr nb = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {K});
+                    TensorPtr w1 = rand_tensor(b.get(), rng, w1t, {I, K}), b1 = rand_tensor(b.get(), rng, w1t, {I});
+                    TensorPtr w2 = rand_tensor(b.get(), rng, w2t, {N, I}), b2 = rand_tensor(b.get(), rng, w2t, {N});
+                    TensorPtr res = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, N}, rv);
+                    TensorPtr separate = nan_tensor(b.get(), {M, N});
+                    qwen3vl_tensor* o = where == MlpOut::kSeparate ? separate.get()
+                                        : where == MlpOut::kResidual ? res.get()
+                                                                     : x.get();
+                    const qwen3vl_tensor* r =
+                        !with_residual ? nullptr : where == MlpOut::kXAndResidual ? x.get() : res.get();
+                    ASSERT_EQ(qwen3vl_op_mlp_gelu(o, x.get(), with_norm ? nw.get() : nullptr,
+                                                  with_norm ? nb.get() : nullptr, 1e-6f, w1.get(),
+                                                  with_biases ? b1.get() : nullptr, tanh_form, w2.get(),
+                                                  with_biases ? b2.get() : nullptr, r),
+                              QWEN3VL_STATUS_OK)
+                        << qwen3vl_last_error();
+
+                    // The sequence, on fresh copies of the inputs.
+                    TensorPtr x0 = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, K}, xv);
+                    TensorPtr r0 = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, N}, where == MlpOut::kXAndResidual ? xv : rv);
+                    TensorPtr y = nan_tensor(b.get(), {M, K}), h = nan_tensor(b.get(), {M, I});
+                    TensorPtr ref = nan_tensor(b.get(), {M, N});
+                    if (with_norm)
+                        ASSERT_EQ(qwen3vl_op_layer_norm(y.get(), x0.get(), nw.get(), nb.get(), 1e-6f), QWEN3VL_STATUS_OK);
+                    ASSERT_EQ(qwen3vl_op_linear(h.get(), with_norm ? y.get() : x0.get(), w1.get(),
+                                                with_biases ? b1.get() : nullptr),
+                              QWEN3VL_STATUS_OK);
+                    ASSERT_EQ(qwen3vl_op_gelu(h.get(), h.get(), tanh_form), QWEN3VL_STATUS_OK);
+                    ASSERT_EQ(qwen3vl_op_linear(ref.get(), h.get(), w2.get(), with_biases ? b2.get() : nullptr),
+                              QWEN3VL_STATUS_OK);
+                    if (with_residual) ASSERT_EQ(qwen3vl_op_add(ref.get(), r0.get(), ref.get()), QWEN3VL_STATUS_OK);
+                    expect_bitwise(o, ref.get(), "mlp_gelu");
+                    if (where != MlpOut::kX && where != MlpOut::kXAndResidual) EXPECT_EQ(read(x.get()), xv);
+                    if (where != MlpOut::kResidual) EXPECT_EQ(read(res.get()), rv);
+                }
+}
+
+TEST(VisionLinearCApi, BadArgumentsNameTheTensor) {
+    BackendPtr b = cpu_backend();
+    const float eps = 1e-6f;
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 8});
+    TensorPtr nw = tensor(b.get(), QWEN3VL_DTYPE_BF16, {8}), nb = tensor(b.get(), QWEN3VL_DTYPE_F32, {8});
+    TensorPtr w = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 8}), bias = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6});
+    TensorPtr out = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 6});
+
+    ASSERT_EQ(qwen3vl_op_linear_gelu(out.get(), x.get(), w.get(), bias.get(), 1), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    expect_invalid(qwen3vl_op_linear_gelu(out.get(), x.get(), w.get(), bias.get(), 2),
+                   "qwen3vl_op_linear_gelu: tanh_approximation must be 0 or 1, got 2");
+    expect_invalid(qwen3vl_op_linear_gelu(out.get(), x.get(), nullptr, nullptr, 0), "qwen3vl_op_linear_gelu: weight is NULL");
+    TensorPtr bias_bad = tensor(b.get(), QWEN3VL_DTYPE_BF16, {5});
+    expect_invalid(qwen3vl_op_linear_gelu(out.get(), x.get(), w.get(), bias_bad.get(), 0), "bias has shape [5], expected [6]");
+    TensorPtr out_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 7});
+    expect_invalid(qwen3vl_op_linear_gelu(out_bad.get(), x.get(), w.get(), nullptr, 0), "out has shape [3, 7], expected [3, 6]");
+
+    ASSERT_EQ(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), eps, w.get(), nullptr), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    expect_invalid(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nullptr, nb.get(), eps, w.get(), nullptr),
+                   "qwen3vl_op_layer_norm_linear: norm_weight is NULL");
+    expect_invalid(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nullptr, eps, w.get(), nullptr),
+                   "qwen3vl_op_layer_norm_linear: norm_bias is NULL");
+    TensorPtr nb_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {7});
+    expect_invalid(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb_bad.get(), eps, w.get(), nullptr),
+                   "norm_bias has shape [7], expected [8]");
+    TensorPtr nw_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {8});
+    expect_invalid(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw_i32.get(), nb.get(), eps, w.get(), nullptr),
+                   "norm_weight must be f32 or f16 or bf16");
+    expect_invalid(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), -1.0f, w.get(), nullptr),
+                   "eps must be finite and >= 0");
+    TensorPtr w_badk = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 9});
+    expect_invalid(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), eps, w_badk.get(), nullptr),
+                   "weight has shape [6, 9], expected [*, 8]");
+
+    // mlp_gelu: K = 8, I = 12, N = 6.
+    TensorPtr w1 = tensor(b.get(), QWEN3VL_DTYPE_BF16, {12, 8}), b1 = tensor(b.get(), QWEN3VL_DTYPE_BF16, {12});
+    TensorPtr w2 = tensor(b.get(), QWEN3VL_DTYPE_F16, {6, 12}), b2 = tensor(b.get(), QWEN3VL_DTYPE_F32, {6});
+    TensorPtr res = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 6});
+    auto mlp = [&](qwen3vl_tensor* o, const qwen3vl_tensor* n_w, const qwen3vl_tensor* n_b, const qwen3vl_tensor* fc1,
+                   const qwen3vl_tensor* fc1_b, int32_t t, const qwen3vl_tensor* fc2, const qwen3vl_tensor* fc2_b,
+                   const qwen3vl_tensor* r) {
+        return qwen3vl_op_mlp_gelu(o, x.get(), n_w, n_b, eps, fc1, fc1_b, t, fc2, fc2_b, r);
+    };
+    ASSERT_EQ(mlp(out.get(), nw.get(), nb.get(), w1.get(), b1.get(), 0, w2.get(), b2.get(), res.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    ASSERT_EQ(mlp(out.get(), nullptr, nullptr, w1.get(), nullptr, 1, w2.get(), nullptr, nullptr), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    expect_invalid(mlp(out.get(), nw.get(), nullptr, w1.get(), b1.get(), 0, w2.get(), b2.get(), nullptr),
+                   "qwen3vl_op_mlp_gelu: norm_weight and norm_bias must both be given or both be NULL");
+    expect_invalid(mlp(out.get(), nullptr, nullptr, nullptr, b1.get(), 0, w2.get(), b2.get(), nullptr),
+                   "qwen3vl_op_mlp_gelu: fc1_weight is NULL");
+    TensorPtr w2_bad = tensor(b.get(), QWEN3VL_DTYPE_F16, {6, 13});
+    expect_invalid(mlp(out.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2_bad.get(), b2.get(), nullptr),
+                   "fc2_weight has shape [6, 13], expected [*, 12]");
+    expect_invalid(mlp(out.get(), nullptr, nullptr, w1.get(), b2.get(), 0, w2.get(), b2.get(), nullptr),
+                   "fc1_bias has shape [6], expected [12]");
+    expect_invalid(mlp(out.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2.get(), b1.get(), nullptr),
+                   "fc2_bias has shape [12], expected [6]");
+    TensorPtr res_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 5}), res_f16 = tensor(b.get(), QWEN3VL_DTYPE_F16, {3, 6});
+    expect_invalid(mlp(out.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2.get(), b2.get(), res_bad.get()),
+                   "residual has shape [3, 5], expected [3, 6]");
+    expect_invalid(mlp(out.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2.get(), b2.get(), res_f16.get()),
+                   "residual must be f32");
+    expect_invalid(mlp(out.get(), nullptr, nullptr, w1.get(), b1.get(), -1, w2.get(), b2.get(), nullptr),
+                   "tanh_approximation must be 0 or 1, got -1");
+    // out may be x or the residual, not a shifted view of either, and must not overlap a weight.
+    TensorPtr big = tensor(b.get(), QWEN3VL_DTYPE_F32, {40});
+    TensorPtr r0 = view_of(big, 0, {3, 6}), r1 = view_of(big, 2, {3, 6});
+    expect_invalid(mlp(r0.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2.get(), b2.get(), r1.get()),
+                   "out partly overlaps residual");
+    TensorPtr wbig = tensor(b.get(), QWEN3VL_DTYPE_F32, {6 * 12});
+    TensorPtr w2_view = view_of(wbig, 0, {6, 12}), o_on_w2 = view_of(wbig, 10, {3, 6});
+    expect_invalid(mlp(o_on_w2.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2_view.get(), b2.get(), nullptr),
+                   "out overlaps fc2_weight");
+    TensorPtr xbig = tensor(b.get(), QWEN3VL_DTYPE_F32, {40});
+    TensorPtr xv = view_of(xbig, 0, {3, 8}), ov = view_of(xbig, 4, {3, 6});
+    expect_invalid(qwen3vl_op_mlp_gelu(ov.get(), xv.get(), nullptr, nullptr, eps, w1.get(), nullptr, 0, w2.get(), nullptr,
+                                       nullptr),
+                   "out partly overlaps x");
 }
 
 }  // namespace

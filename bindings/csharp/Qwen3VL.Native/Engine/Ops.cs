@@ -51,6 +51,27 @@ public static class Ops
     public static void LinearResidual(Tensor output, Tensor x, Tensor weight, Tensor? bias, Tensor residual) =>
         Native.OpLinearResidual(H(output), H(x), H(weight), Optional(bias), H(residual));
 
+    /// <summary><paramref name="output"/> = gelu(x · weightᵀ (+ bias)); tanh approximation (gelu_pytorch_tanh) or the exact erf form.</summary>
+    public static void LinearGelu(Tensor output, Tensor x, Tensor weight, Tensor? bias, bool tanhApproximation) =>
+        Native.OpLinearGelu(H(output), H(x), H(weight), Optional(bias), tanhApproximation ? 1 : 0);
+
+    /// <summary>
+    /// <paramref name="output"/> = layer_norm(x) · weightᵀ (+ bias): LayerNorm over the last dimension (normWeight, normBias,
+    /// eps), then one projection (the vision blocks' norm1 + qkv).
+    /// </summary>
+    public static void LayerNormLinear(Tensor output, Tensor x, Tensor normWeight, Tensor normBias, float eps, Tensor weight, Tensor? bias) =>
+        Native.OpLayerNormLinear(H(output), H(x), H(normWeight), H(normBias), eps, H(weight), Optional(bias));
+
+    /// <summary>
+    /// The GELU MLP in one call: <paramref name="output"/> = residual + (gelu(y · fc1ᵀ + fc1Bias) · fc2ᵀ + fc2Bias), y =
+    /// layer_norm(x) (normWeight, normBias, eps; both null: y = x); without a residual the MLP alone. Output may be the
+    /// residual and may be x (the vision block's x += mlp(norm2(x))).
+    /// </summary>
+    public static void MlpGelu(Tensor output, Tensor x, Tensor? normWeight, Tensor? normBias, float eps, Tensor fc1Weight, Tensor? fc1Bias,
+        bool tanhApproximation, Tensor fc2Weight, Tensor? fc2Bias, Tensor? residual) =>
+        Native.OpMlpGelu(H(output), H(x), Optional(normWeight), Optional(normBias), eps, H(fc1Weight), Optional(fc1Bias),
+            tanhApproximation ? 1 : 0, H(fc2Weight), Optional(fc2Bias), Optional(residual));
+
     /// <summary><paramref name="output"/> = a + b (same shapes; output may be a or b).</summary>
     public static void Add(Tensor output, Tensor a, Tensor b) => Native.OpAdd(H(output), H(a), H(b));
 

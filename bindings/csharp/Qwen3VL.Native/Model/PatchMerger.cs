@@ -49,24 +49,23 @@ public sealed class PatchMerger
         if (n % unit != 0) throw new ArgumentException($"{n} patches are not a multiple of the merge unit {unit}.", nameof(x));
         long m = n / unit, merged = hidden * unit;
 
-        using Tensor normed = _backend.CreateTensor(TensorDType.F32, m, merged);
-        if (UsePostShuffleNorm)
-        {
-            using Tensor shuffled = x.Reshape(m, merged);
-            Ops.LayerNorm(normed, shuffled, NormWeight, NormBias, VisionBlock.LayerNormEps);
-        }
-        else
-        {
-            using Tensor perPatch = normed.Reshape(n, hidden);
-            Ops.LayerNorm(perPatch, x, NormWeight, NormBias, VisionBlock.LayerNormEps);
-        }
-        using Tensor f = _backend.CreateTensor(TensorDType.F32, m, merged);
-        Ops.Linear(f, normed, Fc1Weight, Fc1Bias);
-        Ops.Gelu(f, f, tanhApproximation: false);
         Tensor output = _backend.CreateTensor(TensorDType.F32, m, _config.VisionOutHiddenSize);
         try
         {
-            Ops.Linear(output, f, Fc2Weight, Fc2Bias);
+            if (UsePostShuffleNorm)
+            {
+                // The norm runs over the rows of the MLP's input: one op for all of it.
+                using Tensor shuffled = x.Reshape(m, merged);
+                Ops.MlpGelu(output, shuffled, NormWeight, NormBias, VisionBlock.LayerNormEps, Fc1Weight, Fc1Bias, tanhApproximation: false,
+                    Fc2Weight, Fc2Bias, residual: null);
+            }
+            else
+            {
+                using Tensor normed = _backend.CreateTensor(TensorDType.F32, m, merged);
+                using (Tensor perPatch = normed.Reshape(n, hidden)) Ops.LayerNorm(perPatch, x, NormWeight, NormBias, VisionBlock.LayerNormEps);
+                Ops.MlpGelu(output, normed, null, null, VisionBlock.LayerNormEps, Fc1Weight, Fc1Bias, tanhApproximation: false,
+                    Fc2Weight, Fc2Bias, residual: null);
+            }
             return output;
         }
         catch

@@ -69,27 +69,18 @@ public sealed class VisionBlock
         long n = x.Shape[0];
         long hidden = _config.VisionHiddenSize, heads = _config.VisionNumHeads, headDim = _config.VisionHeadDim;
 
-        using Tensor h = _backend.CreateTensor(TensorDType.F32, n, hidden);
-        Ops.LayerNorm(h, x, Norm1Weight, Norm1Bias, LayerNormEps);
+        // The fused ops equal the unfused sequence (LayerNorm, Linear, ..., Add) bit for bit on the CPU; on a GPU the norms
+        // write the GEMMs' 16-bit inputs, and bias, GELU (tanh) and residual ride in the GEMM epilogues.
         using (Tensor qkv = _backend.CreateTensor(TensorDType.F32, n, 3 * hidden))
         using (Tensor qkv4 = qkv.Reshape(n, 3, heads, headDim))
         using (Tensor attn = _backend.CreateTensor(TensorDType.F32, n, heads, headDim))
         using (Tensor attn2 = attn.Reshape(n, hidden))
         {
-            Ops.Linear(qkv, h, QkvWeight, QkvBias);
+            Ops.LayerNormLinear(qkv, x, Norm1Weight, Norm1Bias, LayerNormEps, QkvWeight, QkvBias);
             Ops.RopeVision(qkv4, positions, (float)_config.VisionRopeTheta);
             Ops.Attention(attn, qkv4, null, null, 0, AttentionMode.Segments, segments);
-            Ops.Linear(h, attn2, ProjWeight, ProjBias);
+            Ops.LinearResidual(x, attn2, ProjWeight, ProjBias, x);
         }
-        Ops.Add(x, x, h);
-
-        Ops.LayerNorm(h, x, Norm2Weight, Norm2Bias, LayerNormEps);
-        using (Tensor f = _backend.CreateTensor(TensorDType.F32, n, _config.VisionIntermediateSize))
-        {
-            Ops.Linear(f, h, Fc1Weight, Fc1Bias);
-            Ops.Gelu(f, f, _config.VisionGeluTanh);
-            Ops.Linear(h, f, Fc2Weight, Fc2Bias);
-        }
-        Ops.Add(x, x, h);
+        Ops.MlpGelu(x, x, Norm2Weight, Norm2Bias, LayerNormEps, Fc1Weight, Fc1Bias, _config.VisionGeluTanh, Fc2Weight, Fc2Bias, x);
     }
 }

@@ -58,11 +58,6 @@ public sealed class VisionTower
         long n = input.Patches, hidden = _config.VisionHiddenSize;
 
         using Tensor x = _backend.CreateTensor(TensorDType.F32, n, hidden);
-        using (Tensor pixels = _backend.CreateTensor(TensorDType.F32, n, input.PatchDim))
-        {
-            pixels.Write(input.PixelValues);
-            Ops.Linear(x, pixels, PatchEmbedWeight, PatchEmbedBias);
-        }
         using (Tensor pos = _backend.CreateTensor(TensorDType.F32, n, hidden))
         {
             long row = 0;
@@ -86,7 +81,10 @@ public sealed class VisionTower
                     }
                 }
             }
-            Ops.Add(x, x, pos);
+            // x = pos + patch_embed(pixels): the position embedding is the patch embedding's residual.
+            using Tensor pixels = _backend.CreateTensor(TensorDType.F32, n, input.PatchDim);
+            pixels.Write(input.PixelValues);
+            Ops.LinearResidual(x, pixels, PatchEmbedWeight, PatchEmbedBias, pos);
         }
 
         using Tensor positions = _backend.CreateTensor(TensorDType.I32, n, 2);
