@@ -89,6 +89,7 @@ internal static class BenchCommand
         for (int i = 0; i < prompt.Length; i++) prompt[i] = rng.Next(0, 151643);  // ordinary (non-special) ids
 
         double bestPrefill = double.MaxValue, bestDecode = double.MaxValue, bestImage = double.MaxValue, bestPre = double.MaxValue;
+        double bestImageQueued = 0;  // of the best encode: when the host had queued every op (a GPU then still runs)
         double bestFirstStep = double.MaxValue, bestTtft = double.MaxValue;
         double bestSampled = double.MaxValue, bestSampledRow = double.MaxValue;
         int declined = 0;
@@ -132,9 +133,11 @@ internal static class BenchCommand
                 sw.Restart();
                 using (VisionFeatures features = m.EncodeImages(VisionInput.FromImages([image])))
                 {
+                    double queued = sw.Elapsed.TotalSeconds;
                     // Ops on a GPU return before they finish: reading one value of the result waits for the encode.
                     using Tensor head = features.Embeddings.View(0, 1);
                     head.Read(new float[1]);
+                    if (sw.Elapsed.TotalSeconds < bestImage) bestImageQueued = queued;
                 }
                 bestImage = Math.Min(bestImage, sw.Elapsed.TotalSeconds);
                 imageTokens = image.TokenCount;
@@ -176,7 +179,7 @@ internal static class BenchCommand
         }
         if (imageSize > 0)
         {
-            Console.WriteLine($"| image {imageSize}x{imageSize} ({imageTokens} tokens) | encode {F(bestImage * 1000, "0.0")} ms, preprocessing {F(bestPre * 1000, "0.0")} ms |");
+            Console.WriteLine($"| image {imageSize}x{imageSize} ({imageTokens} tokens) | encode {F(bestImage * 1000, "0.0")} ms (all ops queued after {F(bestImageQueued * 1000, "0.0")} ms), preprocessing {F(bestPre * 1000, "0.0")} ms |");
             Console.WriteLine($"| time to first token, one {imageSize}x{imageSize} image + 32 text tokens | {F(bestTtft * 1000, "0.0")} ms |");
         }
         Console.WriteLine($"| backend memory (pool) | peak {F(memory.PeakBytesInUse / 1e9, "0.000")} GB in use = weights {F(m.WeightBytes / 1e9, "0.000")} GB + KV cache {F(cacheBytes / 1e9, "0.000")} GB + {F(((double)memory.PeakBytesInUse - m.WeightBytes - cacheBytes) / 1e9, "0.000")} GB activations/workspace; {F(memory.BytesReserved / 1e9, "0.000")} GB reserved |");

@@ -42,6 +42,9 @@ public sealed class VisionInput
     {
         ArgumentNullException.ThrowIfNull(images);
         if (images.Count == 0) throw new ArgumentException("At least one image is required.", nameof(images));
+        GridThw[] grids = images.Select(i => new GridThw(i.GridT, i.GridH, i.GridW)).ToArray();
+        // One image: its pixel values as they are (a 1024x1024 image holds 25 MB of them; a copy costs milliseconds).
+        if (images.Count == 1) return new VisionInput(images[0].PixelValues, grids);
         var values = new float[images.Sum(i => (long)i.PixelValues.Length)];
         int offset = 0;
         foreach (ProcessedImage image in images)
@@ -49,7 +52,7 @@ public sealed class VisionInput
             image.PixelValues.CopyTo(values, offset);
             offset += image.PixelValues.Length;
         }
-        return new VisionInput(values, images.Select(i => new GridThw(i.GridT, i.GridH, i.GridW)).ToArray());
+        return new VisionInput(values, grids);
     }
 }
 
