@@ -191,69 +191,6 @@ QkNormRopeKv rope_kv_args(OpArgs& args, qwen3vl_tensor* q, qwen3vl_tensor* k, co
     return a;
 }
 
-// The checked arguments of qwen3vl_op_rope_vision (also for the fused qwen3vl_op_rope_vision_attention).
-struct VisionRope {
-    float* qkv;
-    int64_t tokens, heads, head_dim;
-    const int32_t* positions;
-};
-VisionRope vision_rope_args(OpArgs& args, qwen3vl_tensor* qkv, const qwen3vl_tensor* positions, float theta) {
-    Tensor& t = f32(args, qkv, "qkv");
-    const Tensor& pos = i32(args, positions, "positions");
-    args.shape(t, "qkv", {-1, 3, -1, -1});
-    args.shape(pos, "positions", {t.shape[0], 2});
-    require(t.shape[3] % 4 == 0,
-            std::string(args.op()) + ": head_dim " + std::to_string(t.shape[3]) + " must be a multiple of 4");
-    require(std::isfinite(theta) && theta > 0.0f, std::string(args.op()) + ": theta must be finite and > 0");
-    return {host_mut<float>(t), t.shape[0], t.shape[2], t.shape[3], host<int32_t>(pos)};
-}
-
-// The checked arguments of SEGMENTS attention over the fused qkv [T, 3, H, D] into out [T, H, D]. On the CPU the
-// offsets are read and checked here (a.segments); on a GPU they are checked on the device (cuda::sanitize_segments)
-// and device_segments is the tensor's own memory.
-struct SegmentsAttention {
-    AttentionArgs a;
-    const int32_t* device_segments;
-};
-SegmentsAttention segments_args(OpArgs& args, Tensor& o, const Tensor& tq, const char* q_name,
-                                const qwen3vl_tensor* segments, std::vector<int32_t>& staged) {
-    const Tensor& seg = i32(args, segments, "segments");
-    args.shape(tq, q_name, {-1, 3, -1, -1});
-    const int64_t T = tq.shape[0], H = tq.shape[2], D = tq.shape[3];
-    args.shape(o, "out", {T, H, D});
-    args.shape(seg, "segments", {-1});
-    const std::string op = args.op();
-    require(seg.shape[0] >= 2, op + ": segments needs at least 2 entries (0 and T)");
-    const int64_t S = seg.shape[0] - 1;
-    SegmentsAttention r{};
-    const int32_t* s = nullptr;
-    if (args.is_cuda()) {
-        r.device_segments = host<int32_t>(seg);
-    } else {
-        s = host_i32(seg, staged);
-        require(s[0] == 0 && s[S] == T, op + ": segments must run from 0 to T = " + std::to_string(T) + ", got " +
-                                            std::to_string(s[0]) + " .. " + std::to_string(s[S]));
-        for (int64_t i = 0; i < S; ++i)
-            require(s[i + 1] >= s[i], op + ": segments decrease at index " + std::to_string(i + 1));
-    }
-    AttentionArgs& a = r.a;
-    a.out = host_mut<float>(o);
-    a.q = host<float>(tq);
-    a.q_stride = 3 * H * D;
-    a.k = host<float>(tq) + H * D;
-    a.v = host<float>(tq) + 2 * H * D;
-    a.kv_dtype = QWEN3VL_DTYPE_F32;
-    a.kv_stride = 3 * H * D;
-    a.tokens = T;
-    a.q_heads = H;
-    a.kv_heads = H;
-    a.head_dim = D;
-    a.causal = false;
-    a.segments = s;
-    a.n_segments = S;
-    return r;
-}
-
 }  // namespace
 
 extern "C" {
@@ -561,35 +498,19 @@ qwen3vl_status qwen3vl_op_qk_norm_rope_attention(qwen3vl_tensor* out, qwen3vl_te
 qwen3vl_status qwen3vl_op_rope_vision(qwen3vl_tensor* qkv, const qwen3vl_tensor* positions, float theta) {
     return guarded([&] {
         OpArgs args("qwen3vl_op_rope_vision");
-        const VisionRope r = vision_rope_args(args, qkv, positions, theta);
+        Tensor& t = f32(args, qkv, "qkv");
+        const Tensor& pos = i32(args, positions, "positions");
+        args.shape(t, "qkv", {-1, 3, -1, -1});
+        args.shape(pos, "positions", {t.shape[0], 2});
+        require(t.shape[3] % 4 == 0,
+                "qwen3vl_op_rope_vision: head_dim " + std::to_string(t.shape[3]) + " must be a multiple of 4");
+        require(std::isfinite(theta) && theta > 0.0f, "qwen3vl_op_rope_vision: theta must be finite and > 0");
         if constexpr (kCudaCompiled)
             if (args.is_cuda())
-                return cuda::rope_vision(args.cuda(), r.qkv, r.tokens, r.heads, r.head_dim, r.positions, theta);
-        cpu::rope_vision(args.cpu().threads(), r.qkv, r.tokens, r.heads, r.head_dim, r.positions, theta);
-    });
-}
-
-qwen3vl_status qwen3vl_op_rope_vision_attention(qwen3vl_tensor* out, qwen3vl_tensor* qkv,
-                                                const qwen3vl_tensor* positions, float theta,
-                                                const qwen3vl_tensor* segments) {
-    return guarded([&] {
-        OpArgs args("qwen3vl_op_rope_vision_attention");
-        const VisionRope r = vision_rope_args(args, qkv, positions, theta);
-        Tensor& o = f32(args, out, "out");
-        disjoint(args, o, "out", args.tensor(qkv, "qkv"), "qkv");
-        std::vector<int32_t> staged;
-        const SegmentsAttention sa = segments_args(args, o, args.tensor(qkv, "qkv"), "qkv", segments, staged);
-        if constexpr (kCudaCompiled)
-            if (args.is_cuda()) {
-                CudaBackend::Scratch sane(args.cuda(), size_t(sa.a.n_segments + 1) * sizeof(int32_t));
-                cuda::sanitize_segments(args.cuda(), sane.as<int32_t>(), sa.device_segments, sa.a.n_segments,
-                                        sa.a.tokens);
-                AttentionArgs device_args = sa.a;
-                device_args.segments = sane.as<int32_t>();
-                return cuda::rope_vision_attention(args.cuda(), r.qkv, r.positions, theta, device_args);
-            }
-        cpu::rope_vision(args.cpu().threads(), r.qkv, r.tokens, r.heads, r.head_dim, r.positions, theta);
-        cpu::attention(args.cpu().threads(), sa.a);
+                return cuda::rope_vision(args.cuda(), host_mut<float>(t), t.shape[0], t.shape[2], t.shape[3],
+                                         host<int32_t>(pos), theta);
+        cpu::rope_vision(args.cpu().threads(), host_mut<float>(t), t.shape[0], t.shape[2], t.shape[3],
+                         host<int32_t>(pos), theta);
     });
 }
 
@@ -649,9 +570,38 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
             require(n_past_tensor == nullptr,
                     "qwen3vl_op_attention: n_past_tensor must be NULL with QWEN3VL_ATTENTION_SEGMENTS");
             require(n_past == 0, "qwen3vl_op_attention: n_past must be 0 with QWEN3VL_ATTENTION_SEGMENTS");
-            const SegmentsAttention sa = segments_args(args, o, tq, "q", segments, staged);
-            a = sa.a;
-            device_segments = sa.device_segments;
+            const Tensor& seg = i32(args, segments, "segments");
+            args.shape(tq, "q", {-1, 3, -1, -1});
+            const int64_t T = tq.shape[0], H = tq.shape[2], D = tq.shape[3];
+            args.shape(o, "out", {T, H, D});
+            args.shape(seg, "segments", {-1});
+            require(seg.shape[0] >= 2, "qwen3vl_op_attention: segments needs at least 2 entries (0 and T)");
+            const int64_t S = seg.shape[0] - 1;
+            // On a GPU the offsets are checked on the device (cuda::sanitize_segments, below), not read back here.
+            const int32_t* s = nullptr;
+            if (args.is_cuda()) {
+                device_segments = host<int32_t>(seg);
+            } else {
+                s = host_i32(seg, staged);
+                require(s[0] == 0 && s[S] == T, "qwen3vl_op_attention: segments must run from 0 to T = " +
+                                                    std::to_string(T) + ", got " + std::to_string(s[0]) + " .. " +
+                                                    std::to_string(s[S]));
+                for (int64_t i = 0; i < S; ++i)
+                    require(s[i + 1] >= s[i],
+                            "qwen3vl_op_attention: segments decrease at index " + std::to_string(i + 1));
+            }
+            a.q_stride = 3 * H * D;
+            a.k = host<float>(tq) + H * D;
+            a.v = host<float>(tq) + 2 * H * D;
+            a.kv_dtype = QWEN3VL_DTYPE_F32;
+            a.kv_stride = 3 * H * D;
+            a.tokens = T;
+            a.q_heads = H;
+            a.kv_heads = H;
+            a.head_dim = D;
+            a.causal = false;
+            a.segments = s;
+            a.n_segments = S;
         }
         if constexpr (kCudaCompiled)
             if (args.is_cuda())

@@ -464,12 +464,6 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_attention(qwen3vl_tensor* out
  * col * f_(j-D/4) for D/4 <= j < D/2 (rot_pos_emb's flattened [row freqs, col freqs]); rotate-half over pairs
  * (j, j + D/2). D a multiple of 4. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_rope_vision(qwen3vl_tensor* qkv, const qwen3vl_tensor* positions, float theta);
-/** qwen3vl_op_rope_vision then qwen3vl_op_attention (SEGMENTS) over the same fused qkv [T, 3, H, D] in one call:
- * out [T, H, D]; q and k of qkv are left rotated, as by qwen3vl_op_rope_vision. On a GPU with the tensor-core attention
- * (sm_80+, not cuda_fp32_math) the rotary kernel also writes k and v in bf16, the rounding that attention applies to
- * them anyway, and the attention reads those: the same result bit for bit, from half the bytes. out must not share
- * memory with qkv. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_rope_vision_attention(qwen3vl_tensor* out, qwen3vl_tensor* qkv, const qwen3vl_tensor* positions, float theta, const qwen3vl_tensor* segments);
 /** Attention with online softmax, scale 1/sqrt(D). CAUSAL: q [T, Hq, D] against the first n_past + T rows of
  * k_cache / v_cache [capacity, Hkv, D] (GQA: Hq a multiple of Hkv; caches f32, f16 or bf16, both the same);
  * segments must be NULL. SEGMENTS: q is a fused qkv [T, 3, H, D] (k_cache, v_cache NULL, n_past 0) and segments

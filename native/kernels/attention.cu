@@ -273,24 +273,5 @@ void qk_norm_rope_attention(CudaBackend& be, const QkNormRopeKv& rope, const Att
     attention(be, a);
 }
 
-void rope_vision_attention(CudaBackend& be, float* qkv, const int32_t* positions, float theta, const AttentionArgs& a) {
-    if (a.tokens <= 0) return;
-    be.activate();
-    const int64_t H = a.q_heads, D = a.head_dim;
-    if (!be.fp32_math() && be.compute_capability() >= 80) {
-        CudaBackend::Scratch kv16(be, size_t(a.tokens * 2 * H * D) * 2);
-        rope_vision(be, qkv, a.tokens, H, D, positions, theta, kv16.as<void>());
-        AttentionArgs b = a;
-        b.k = kv16.as<unsigned char>();
-        b.v = kv16.as<unsigned char>() + H * D * 2;
-        b.kv_dtype = QWEN3VL_DTYPE_BF16;
-        b.kv_stride = 2 * H * D;
-        if (attn::flash_attention(be, b)) return;
-    } else {
-        rope_vision(be, qkv, a.tokens, H, D, positions, theta);
-    }
-    attention(be, a);  // over the rotated f32 qkv
-}
-
 }  // namespace cuda
 }  // namespace qwen3vl

@@ -22,10 +22,5 @@ void attention(CudaBackend& be, const AttentionArgs& a);
 // decoding kernel applies (at most 8 query rows per KV head; q and k then keep their raw values), else the two.
 void qk_norm_rope_attention(CudaBackend& be, const QkNormRopeKv& rope, const AttentionArgs& a);
 
-// rope_vision(qkv) then attention(a) (SEGMENTS over that qkv, a.segments on the device). With the tensor-core kernel
-// the rope kernel also writes the rotated k and the v as bf16 and the attention reads those (half the bytes of the
-// f32 qkv; the same rounding the kernel applies on load, so the result is the same bit for bit).
-void rope_vision_attention(CudaBackend& be, float* qkv, const int32_t* positions, float theta, const AttentionArgs& a);
-
 }  // namespace cuda
 }  // namespace qwen3vl

@@ -52,10 +52,8 @@ __global__ void qk_norm_rope_kv_kernel(QkNormRopeKv a) {
     }
 }
 
-// kv16 (optional): the rotated k and the v of each token also written as bf16, [T, 2, H, D] (k then v), the operands
-// the tensor-core attention rounds them to anyway.
 __global__ void rope_vision_kernel(float* qkv, int64_t tokens, int64_t heads, int64_t D, const int32_t* positions,
-                                   float theta, __nv_bfloat16* kv16) {
+                                   float theta) {
     extern __shared__ float cs[];
     const int64_t half = D / 2, quarter = D / 4;
     float* c = cs;
@@ -69,15 +67,8 @@ __global__ void rope_vision_kernel(float* qkv, int64_t tokens, int64_t heads, in
             rope::cos_sin(__fmul_rn(is_row ? row : col, f), &c[j], &s[j]);
         }
         __syncthreads();
-        // Rows 0 .. H-1 are q, H .. 2H-1 k (both rotated), 2H .. 3H-1 v (only copied to kv16).
-        for (int64_t r = warp; r < (kv16 ? 3 : 2) * heads; r += warps) {
-            float* x = qkv + (t * 3 * heads + r) * D;
-            if (r < 2 * heads) rope::rotate_row(x, half, c, s, 1.0f, nullptr, QWEN3VL_DTYPE_F32, lane);
-            if (kv16 == nullptr || r < heads) continue;
-            __syncwarp();  // the rotated row, written by other lanes, is read below
-            __nv_bfloat16* dst = kv16 + (t * 2 * heads + (r - heads)) * D;
-            for (int64_t d = lane; d < D; d += kWarp) dst[d] = __float2bfloat16_rn(x[d]);
-        }
+        for (int64_t r = warp; r < 2 * heads; r += warps)
+            rope::rotate_row(qkv + (t * 3 * heads + r) * D, half, c, s, 1.0f, nullptr, QWEN3VL_DTYPE_F32, lane);
         __syncthreads();
     }
 }
@@ -95,12 +86,12 @@ void qk_norm_rope_kv(CudaBackend& be, const QkNormRopeKv& a) {
 }
 
 void rope_vision(CudaBackend& be, float* qkv, int64_t tokens, int64_t heads, int64_t head_dim,
-                 const int32_t* positions, float theta, void* kv16) {
+                 const int32_t* positions, float theta) {
     if (tokens <= 0) return;
     be.activate();
     const size_t smem = size_t(head_dim) * sizeof(float);
     rope_vision_kernel<<<grid_rows(tokens), kBlock, smem, be.stream()>>>(qkv, tokens, heads, head_dim, positions,
-                                                                          theta, static_cast<__nv_bfloat16*>(kv16));
+                                                                          theta);
     QWEN3VL_CUDA_CHECK_LAUNCH();
 }
 

@@ -14,10 +14,9 @@ namespace cuda {
 using qwen3vl::QkNormRopeKv;  // native/core/op_params.h
 void qk_norm_rope_kv(CudaBackend& be, const QkNormRopeKv& a);
 
-// In place on the q and k parts of qkv [T, 3, H, D]; positions: device i32 [T, 2] (row, col). kv16 (optional, bf16
-// [T, 2, H, D]): also receives the rotated k and the v of each token rounded to bf16.
+// In place on the q and k parts of qkv [T, 3, H, D]; positions: device i32 [T, 2] (row, col).
 void rope_vision(CudaBackend& be, float* qkv, int64_t tokens, int64_t heads, int64_t head_dim,
-                 const int32_t* positions, float theta, void* kv16 = nullptr);
+                 const int32_t* positions, float theta);
 
 }  // namespace cuda
 }  // namespace qwen3vl

@@ -213,14 +213,8 @@ void bench_vision(int iters) {
                                                         segments, nullptr);
                         }});
     };
-    const auto fused_attention = [&] {
-        return qwen3vl_op_rope_vision_attention(attn3, qkv4, positions, theta, segments);
-    };
-    const double two_ops = time_op(iters, sync, attention), one_op = time_op(iters, sync, fused_attention);
-    std::printf("%-36s T=%-5lld %9.1f us rope_vision + attention  %9.1f us rope_vision_attention (bf16 k/v)\n",
-                "vision rotary + attention", (long long)T, two_ops * 1e6, one_op * 1e6);
     const double fused_block = time_op(iters, sync, [&] {
-        return run_all({[&] { return qwen3vl_op_layer_norm_linear(qkv, x, nw, nb, eps, wqkv, bqkv); }, fused_attention,
+        return run_all({[&] { return qwen3vl_op_layer_norm_linear(qkv, x, nw, nb, eps, wqkv, bqkv); }, attention,
                         [&] { return qwen3vl_op_linear_residual(x, attn, wproj, bproj, x); },
                         [&] { return qwen3vl_op_mlp_gelu(x, x, nw, nb, eps, w1, b1, 1, w2, b2, x); }});
     });

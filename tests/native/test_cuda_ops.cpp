@@ -515,33 +515,6 @@ protected:
         release_since(mark);
     }
 
-    // qwen3vl_op_rope_vision_attention: against rope_vision + attention on the GPU (bit for bit: the bf16 k / v the
-    // rotary kernel writes are the values the attention rounds the f32 ones to) and against the CPU (thresholds above).
-    void run_rope_segments(int64_t H, int64_t D, const std::vector<int32_t>& segments) {
-        const size_t mark = owned_.size();
-        const int64_t T = segments.back();
-        std::string at = " T=" + std::to_string(T) + " H=" + std::to_string(H) + " D=" + std::to_string(D) +
-                         (fp32_ ? " (fp32_math)" : "");
-        const std::vector<float> v = random(size_t(T * 3 * H * D), -2.0f, 2.0f);
-        std::vector<int32_t> pos(size_t(2 * T));
-        for (int32_t& p : pos) p = randint(0, 63);
-        Pair tp = ints({T, 2}, pos), seg = ints({int64_t(segments.size())}, segments);
-        Pair qkv = tensor(kF32, {T, 3, H, D}, v), out = tensor(kF32, {T, H, D});
-        Pair qkv2 = tensor(kF32, {T, 3, H, D}, v), out2 = tensor(kF32, {T, H, D});
-        both("rope_vision_attention", [&](bool c) {
-            return qwen3vl_op_rope_vision_attention(on(out, c), on(qkv, c), on(tp, c), 10000.0f, on(seg, c));
-        });
-        check(qwen3vl_op_rope_vision(qkv2.gpu, tp.gpu, 10000.0f), "rope_vision on CUDA");
-        check(qwen3vl_op_attention(out2.gpu, qkv2.gpu, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, seg.gpu, nullptr),
-              "attention on CUDA");
-        const std::vector<float> got = read(out.gpu), two = read(out2.gpu);
-        EXPECT_EQ(0, std::memcmp(got.data(), two.data(), got.size() * sizeof(float)))
-            << "fused vs the two ops" << at << " (" << seed() << ")";
-        EXPECT_EQ(read(qkv.gpu), read(qkv2.gpu)) << "qkv after the op" << at;
-        check_close(read(out.cpu), got, D, "rope_vision_attention" + at);
-        release_since(mark);
-    }
-
     // n_past read from a device tensor (graph replay): one cache of fixed capacity, so one launch shape, and several
     // values; each must match the CPU with that n_past, and the GPU with n_past passed directly.
     void run_n_past_tensor(Causal k, const std::vector<int64_t>& values) {
@@ -671,9 +644,6 @@ protected:
     }
 
     void segment_cases() {
-        run_rope_segments(16, 64, {0, 1, 64, 128, 193, 393, 1417});
-        run_rope_segments(4, 80, {0, 130, 131});
-        run_rope_segments(2, 64, {0, 16, 16, 50});
         run_segments(16, 64, {0, 1, 64, 128, 193, 393, 1417});  // lengths 1, 63, 64, 65, 200, 1024
         run_segments(16, 64, {0, 1500});
         run_segments(16, 64, {0, 1, 64, 128, 193, 393, 1417}, 4.0f);

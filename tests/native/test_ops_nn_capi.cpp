@@ -231,33 +231,6 @@ TEST_F(OpsNnCApi, QkNormRopeAttentionIsTheTwoOps) {
                    "qwen3vl_op_qk_norm_rope_attention: mrope_section is NULL");
 }
 
-// The fused vision rotary + attention checks the arguments of both ops (messages name the fused op) and on the CPU
-// equals qwen3vl_op_rope_vision then qwen3vl_op_attention (SEGMENTS) bit for bit, leaving q and k rotated.
-TEST_F(OpsNnCApi, RopeVisionAttentionIsTheTwoOps) {
-    const int64_t T = 5, H = 2, D = 8;
-    std::vector<float> v(T * 3 * H * D);
-    float x = 0.3f;
-    for (float& e : v) e = (x = std::fmod(x * 5.7f + 0.11f, 2.0f)) - 1.0f;
-    qwen3vl_tensor *pos = i32({T, 2}, {0, 0, 0, 1, 1, 0, 1, 1, 0, 0}), *seg = i32({3}, {0, 4, 5});
-    qwen3vl_tensor *qkv = f32({T, 3, H, D}, v), *out = f32({T, H, D}, 0.0f);
-    ASSERT_EQ(qwen3vl_op_rope_vision_attention(out, qkv, pos, 1e4f, seg), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
-    qwen3vl_tensor *qkv2 = f32({T, 3, H, D}, v), *out2 = f32({T, H, D}, 0.0f);
-    ASSERT_EQ(qwen3vl_op_rope_vision(qkv2, pos, 1e4f), QWEN3VL_STATUS_OK);
-    ASSERT_EQ(qwen3vl_op_attention(out2, qkv2, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, seg, nullptr),
-              QWEN3VL_STATUS_OK);
-    EXPECT_EQ(read(out, T * H * D), read(out2, T * H * D));
-    EXPECT_EQ(read(qkv, T * 3 * H * D), read(qkv2, T * 3 * H * D));
-    EXPECT_INVALID(qwen3vl_op_rope_vision_attention(out, qkv, pos, 1e4f, i32({2}, {0, 4})),
-                   "qwen3vl_op_rope_vision_attention: segments must run from 0 to T = 5, got 0 .. 4");
-    EXPECT_INVALID(qwen3vl_op_rope_vision_attention(out, qkv, pos, 0.0f, seg),
-                   "qwen3vl_op_rope_vision_attention: theta must be finite and > 0");
-    EXPECT_INVALID(qwen3vl_op_rope_vision_attention(f32({T, H, 4}), qkv, pos, 1e4f, seg),
-                   "out has shape [5, 2, 4], expected [5, 2, 8]");
-    EXPECT_INVALID(qwen3vl_op_rope_vision_attention(out, qkv, i32({T, 1}, {0, 0, 0, 0, 0}), 1e4f, seg),
-                   "positions has shape [5, 1], expected [5, 2]");
-    EXPECT_INVALID(qwen3vl_op_rope_vision_attention(view(qkv, 0, {T, H, D}), qkv, pos, 1e4f, seg), "out overlaps qkv");
-}
-
 TEST_F(OpsNnCApi, PositionEmbeddingArgumentsAreChecked) {
     EXPECT_INVALID(qwen3vl_op_position_embedding(f32({4, 3}), f32({10, 3}), 2, 2, 2), "table has 10 rows, not a square grid");
     EXPECT_INVALID(qwen3vl_op_position_embedding(f32({15, 3}), f32({16, 3}), 3, 5, 2),

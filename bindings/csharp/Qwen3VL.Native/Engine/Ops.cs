@@ -169,14 +169,6 @@ public static class Ops
     public static void RopeVision(Tensor qkv, Tensor positions, float theta) => Native.OpRopeVision(H(qkv), H(positions), theta);
 
     /// <summary>
-    /// <see cref="RopeVision"/> then <see cref="Attention"/> with <see cref="AttentionMode.Segments"/> over the same fused qkv
-    /// [T, 3, H, D] in one call: output [T, H, D]; q and k of qkv are left rotated. On a GPU with the tensor-core attention the
-    /// rotary kernel hands the attention k and v in bf16 (the same result bit for bit).
-    /// </summary>
-    public static void RopeVisionAttention(Tensor output, Tensor qkv, Tensor positions, float theta, Tensor segments) =>
-        Native.OpRopeVisionAttention(H(output), H(qkv), H(positions), theta, H(segments));
-
-    /// <summary>
     /// Attention with scale 1/sqrt(D). <see cref="AttentionMode.Causal"/>: q [T, Hq, D] against the first n_past + T rows of
     /// the caches (segments null). <see cref="AttentionMode.Segments"/>: q is a fused qkv [T, 3, H, D], the caches are null,
     /// n_past 0 and segments (i32 [S+1]) holds cumulative segment lengths. Output [T, Hq, D].

@@ -70,15 +70,15 @@ public sealed class VisionBlock
         long hidden = _config.VisionHiddenSize, heads = _config.VisionNumHeads, headDim = _config.VisionHeadDim;
 
         // The fused ops equal the unfused sequence (LayerNorm, Linear, ..., Add) bit for bit on the CPU; on a GPU the norms
-        // write the GEMMs' 16-bit inputs, bias, GELU (tanh) and residual ride in the GEMM epilogues, and the rotary kernel
-        // hands the attention its k and v in bf16.
+        // write the GEMMs' 16-bit inputs, and bias, GELU (tanh) and residual ride in the GEMM epilogues.
         using (Tensor qkv = _backend.CreateTensor(TensorDType.F32, n, 3 * hidden))
         using (Tensor qkv4 = qkv.Reshape(n, 3, heads, headDim))
         using (Tensor attn = _backend.CreateTensor(TensorDType.F32, n, heads, headDim))
         using (Tensor attn2 = attn.Reshape(n, hidden))
         {
             Ops.LayerNormLinear(qkv, x, Norm1Weight, Norm1Bias, LayerNormEps, QkvWeight, QkvBias);
-            Ops.RopeVisionAttention(attn, qkv4, positions, (float)_config.VisionRopeTheta, segments);
+            Ops.RopeVision(qkv4, positions, (float)_config.VisionRopeTheta);
+            Ops.Attention(attn, qkv4, null, null, 0, AttentionMode.Segments, segments);
             Ops.LinearResidual(x, attn2, ProjWeight, ProjBias, x);
         }
         Ops.MlpGelu(x, x, Norm2Weight, Norm2Bias, LayerNormEps, Fc1Weight, Fc1Bias, _config.VisionGeluTanh, Fc2Weight, Fc2Bias, x);
