@@ -112,8 +112,13 @@ struct Quad<__half> {
 
 #endif  // __CUDA_ARCH__ >= 800
 
+// Blocks per SM the kernel is compiled for: at D = 64 (the vision tower) 2, which caps the registers at 128 (no
+// spills) so 16 warps share an SM; larger D keeps 1 (up to 216 registers: the accumulators grow with D).
+template <int D>
+constexpr int flash_min_blocks() { return D <= 64 ? 2 : 1; }
+
 template <class KV, int D>
-__global__ void __launch_bounds__(kFaThreads, 1) flash_attention_kernel(AttentionArgs a, FlashParams p) {
+__global__ void __launch_bounds__(kFaThreads, flash_min_blocks<D>()) flash_attention_kernel(AttentionArgs a, FlashParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int LD = D + 8;                                     // shared row stride, bf16 elements
     constexpr int kBuf = kFaKeys * LD;                            // one tile buffer
