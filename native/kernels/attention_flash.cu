@@ -21,7 +21,7 @@
 //  - a warp skips tiles that no row of it sees (the causal upper triangle, other segments), and masks per element
 //    only tiles that are not fully visible to all its rows.
 // Shared rows are padded by 8 bf16 (16 bytes): ldmatrix's 8 row addresses then fall in distinct bank groups for
-// every supported D (64, 80, 96, 112, 128).
+// every supported D (64, 80, 96, 112, 128; 72, 88, 104 and 120 run the next of these with zero padding columns).
 //
 // Few blocks (short prompts after a long history): the keys are split into chunks across blocks (split-K, CAUSAL
 // only) and merged by attention.cu's merge kernel; the launch depends only on the largest n_past, so a device-side
@@ -130,6 +130,9 @@ __global__ void __launch_bounds__(kFaThreads, flash_min_blocks<D>()) flash_atten
     __nv_bfloat16* const vs = ks + 2 * kBuf;                                   // [2][kFaKeys][LD]
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    // The head dim of the tensors: D itself, or (72, 88, 104, 120) D - 8 with the kernel padded to the next multiple
+    // of 16 (the padding columns are zeros in Q, K and V, so they add nothing to the scores and are never written).
+    const int dr = D == 64 ? 64 : static_cast<int>(a.head_dim);  // a constant where nothing pads to D (registers)
     const int G = p.group, tpb = p.tokens_per_block;
     const int Hkv = static_cast<int>(a.kv_heads);
     const int split = static_cast<int>(blockIdx.x % unsigned(p.splits));
@@ -176,7 +179,7 @@ __global__ void __launch_bounds__(kFaThreads, flash_min_blocks<D>()) flash_atten
             lo[i] = static_cast<int>(l0 > blo ? l0 : blo);
             hi[i] = static_cast<int>(h0 < bhi ? h0 : bhi);
             const int64_t h = int64_t(g) * G + gi;
-            qrow[i] = a.q + t * a.q_stride + h * D;
+            qrow[i] = a.q + t * a.q_stride + h * dr;
             orow[i] = t * a.q_heads + h;
         }
     }
@@ -193,10 +196,11 @@ __global__ void __launch_bounds__(kFaThreads, flash_min_blocks<D>()) flash_atten
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             float2 x = make_float2(0.0f, 0.0f), y = x;
+            const int c = kk * 16 + 2 * (lane & 3);
             if (live[i]) {
-                const float* q = qrow[i] + kk * 16 + 2 * (lane & 3);
-                x = *reinterpret_cast<const float2*>(q);
-                y = *reinterpret_cast<const float2*>(q + 8);
+                const float* q = qrow[i] + c;
+                if (c < dr) x = *reinterpret_cast<const float2*>(q);
+                if (c + 8 < dr) y = *reinterpret_cast<const float2*>(q + 8);
             }
             qa[kk][i] = pack_bf16(x.x, x.y);
             qa[kk][2 + i] = pack_bf16(y.x, y.y);
@@ -209,16 +213,16 @@ __global__ void __launch_bounds__(kFaThreads, flash_min_blocks<D>()) flash_atten
     constexpr int kRowsPerPass = kFaThreads / kTpr;
     constexpr int kPasses = kFaKeys / kRowsPerPass;
     const int srow = tid / kTpr, squad = tid % kTpr;
-    const bool stager = squad < kQuadsPerRow;
+    const bool stager = squad < kQuadsPerRow, loader = stager && squad * 4 < dr;
     const int64_t pass_stride = int64_t(kRowsPerPass) * a.kv_stride;
-    const KV* const kbase = static_cast<const KV*>(a.k) + int64_t(g) * D + int64_t(srow) * a.kv_stride + squad * 4;
-    const KV* const vbase = static_cast<const KV*>(a.v) + int64_t(g) * D + int64_t(srow) * a.kv_stride + squad * 4;
+    const KV* const kbase = static_cast<const KV*>(a.k) + int64_t(g) * dr + int64_t(srow) * a.kv_stride + squad * 4;
+    const KV* const vbase = static_cast<const KV*>(a.v) + int64_t(g) * dr + int64_t(srow) * a.kv_stride + squad * 4;
     auto load_tile = [&](Quad<KV>(&st)[kPasses], const KV* base, int key0) {
         const KV* src = base + int64_t(key0) * a.kv_stride;
         const int64_t rows_left = bhi - key0 - srow;  // rows from here on exist (keys < bhi)
 #pragma unroll
         for (int c = 0; c < kPasses; ++c) {
-            if (stager && c * kRowsPerPass < rows_left) st[c].load(src);
+            if (loader && c * kRowsPerPass < rows_left) st[c].load(src);
             else st[c].zero();
             src += pass_stride;
         }
@@ -363,19 +367,21 @@ __global__ void __launch_bounds__(kFaThreads, flash_min_blocks<D>()) flash_atten
     for (int i = 0; i < 2; ++i) {
         if (!live[i]) continue;
         if (p.splits == 1) {
-            float* out = a.out + orow[i] * D + col;
+            float* out = a.out + orow[i] * dr + col;
             const float inv = 1.0f / l[i];
 #pragma unroll
             for (int d = 0; d < D / 8; ++d)
-                *reinterpret_cast<float2*>(out + 8 * d) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
+                if (8 * d + col < dr)
+                    *reinterpret_cast<float2*>(out + 8 * d) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
         } else {
-            float* rec = p.partial + (orow[i] * p.splits + split) * (D + 2);
+            float* rec = p.partial + (orow[i] * p.splits + split) * (dr + 2);
 #pragma unroll
             for (int d = 0; d < D / 8; ++d)
-                *reinterpret_cast<float2*>(rec + 8 * d + col) = make_float2(o[d][2 * i], o[d][2 * i + 1]);
+                if (8 * d + col < dr)
+                    *reinterpret_cast<float2*>(rec + 8 * d + col) = make_float2(o[d][2 * i], o[d][2 * i + 1]);
             if ((lane & 3) == 0) {
-                rec[D] = m[i] * sl;  // -inf when the chunk holds none of the row's keys (then l = 0)
-                rec[D + 1] = l[i];
+                rec[dr] = m[i] * sl;  // -inf when the chunk holds none of the row's keys (then l = 0)
+                rec[dr + 1] = l[i];
             }
         }
     }
@@ -384,9 +390,13 @@ __global__ void __launch_bounds__(kFaThreads, flash_min_blocks<D>()) flash_atten
 
 using FlashKernel = void (*)(AttentionArgs, FlashParams);
 
+// The kernel for head dim D: its own for multiples of 16 up to 128; for D = 72, 88, 104, 120 (Qwen3-VL-4B/8B's vision
+// heads are 72) the next one, padded with zero columns.
+int64_t padded_dim(int64_t D) { return D % 16 == 8 && D > 64 && D < 128 ? D + 8 : D; }
+
 template <class KV>
 FlashKernel pick_dim(int64_t D) {
-    switch (D) {
+    switch (padded_dim(D)) {
         case 64: return flash_attention_kernel<KV, 64>;
         case 80: return flash_attention_kernel<KV, 80>;
         case 96: return flash_attention_kernel<KV, 96>;
@@ -417,7 +427,7 @@ bool flash_attention(CudaBackend& be, const AttentionArgs& a) {
         return false;
     const int64_t keys = a.causal ? a.n_past + a.tokens : a.tokens;
     if (keys >= (int64_t(1) << 30)) return false;  // key indices are int in the kernel
-    const size_t smem = size_t(4) * kFaKeys * (D + 8) * sizeof(__nv_bfloat16);
+    const size_t smem = size_t(4) * kFaKeys * (padded_dim(D) + 8) * sizeof(__nv_bfloat16);
     if (!kernel_ready(reinterpret_cast<const void*>(kernel), be.device(), smem, 80)) return false;
 
     FlashParams p{};

@@ -58,7 +58,8 @@ void merge_partials(CudaBackend& be, float* out, const float* partial, int64_t r
 // without sm_80 code, JIT-compiled from older PTX, would run the empty body). Host-only queries: capture-safe.
 bool kernel_ready(const void* kernel, int device, size_t smem_bytes, int min_arch);
 
-// Tensor-core flash attention (bf16 operands, fp32 accumulation), sm_80+, head_dim a multiple of 16 up to 128.
+// Tensor-core flash attention (bf16 operands, fp32 accumulation), sm_80+, head_dim 64 to 128 in steps of 8 (multiples
+// of 16 natively, the others zero-padded to the next one: Qwen3-VL-4B/8B vision heads are 72).
 // Returns false, having queued nothing, when it does not apply (shape, alignment, device, build).
 bool flash_attention(CudaBackend& be, const AttentionArgs& a);
 

@@ -547,8 +547,12 @@ int main(int argc, char** argv) {
         release_after(keep);
     }
     // Vision attention (16 heads of 64, fused qkv f32): one image of T patches per segment (4096: 1024x1024 pixels).
-    for (int64_t T : {int64_t(1024), int64_t(4096)}) {
-        const int64_t H = 16, Dv = 64;
+    // D = 72: the vision heads of Qwen3-VL-4B/8B (hidden 1152), run by the D = 80 kernel with zero padding.
+    struct VisionAtt {
+        int64_t T, Dv;
+    };
+    for (VisionAtt va : {VisionAtt{1024, 64}, VisionAtt{4096, 64}, VisionAtt{4096, 72}}) {
+        const int64_t T = va.T, H = 16, Dv = va.Dv;
         qwen3vl_tensor* qkv = tensor(f32, {T, 3, H, Dv});
         qwen3vl_tensor* out = tensor(f32, {T, H, Dv});
         qwen3vl_tensor* seg = nullptr;
@@ -561,8 +565,8 @@ int main(int argc, char** argv) {
             return qwen3vl_op_attention(out, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, seg, nullptr);
         });
         const double flops = 4.0 * double(T) * T * H * Dv;
-        std::printf("%-34s T=%-5lld 1 segment    %9.1f us  %7.2f TFLOP/s\n", "attention vision", (long long)T,
-                    s * 1e6, flops / s / 1e12);
+        std::printf("%-34s T=%-5lld 1 segment    %9.1f us  %7.2f TFLOP/s\n",
+                    Dv == 64 ? "attention vision" : "attention vision D=72", (long long)T, s * 1e6, flops / s / 1e12);
     }
 
     bench_vision(iters);

@@ -639,7 +639,11 @@ protected:
                                {33, 0, 4, 1, 96, kBF16, 1.0f},      {130, 500, 4, 4, 112, kF16, 1.0f},
                                {1, 300, 16, 1, 128, kF32, 1.0f},    {40, 2000, 16, 8, 128, kF32, 1.0f},
                                {300, 37, 16, 8, 128, kF32, 4.0f},   {1, 1000, 16, 8, 128, kBF16, 4.0f},
-                               {65, 1000, 16, 8, 128, kBF16, 4.0f}, {129, 0, 4, 4, 64, kF32, 4.0f}};
+                               {65, 1000, 16, 8, 128, kBF16, 4.0f}, {129, 0, 4, 4, 64, kF32, 4.0f},
+                               // head dims 72 / 88 / 120 (Qwen3-VL-4B/8B vision: 72): zero-padded flash kernels,
+                               // split-K included
+                               {65, 100, 16, 8, 72, kBF16, 1.0f},   {5, 1200, 4, 2, 72, kF32, 1.0f},
+                               {130, 37, 4, 4, 88, kF16, 1.0f},     {64, 0, 2, 1, 120, kF32, 1.0f}};
         for (const Causal& k : more) run_causal(k);
     }
 
@@ -655,6 +659,8 @@ protected:
         run_segments(4, 128, {0, 70, 300});
         run_segments(2, 96, {0, 5, 200, 201});
         run_segments(2, 112, {0, 129, 257});
+        run_segments(16, 72, {0, 1, 64, 128, 193, 393, 1417});  // Qwen3-VL-4B/8B vision heads
+        run_segments(4, 104, {0, 70, 300});
     }
 
     void n_past_tensor_cases() {
