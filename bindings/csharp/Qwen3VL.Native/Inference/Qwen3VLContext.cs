@@ -253,6 +253,33 @@ public sealed class Qwen3VLContext : IDisposable
         }
     }
 
+    /// <summary>
+    /// A measurement for <c>qwen3vl bench</c>: the seconds of one greedy decoding step when its graph is replayed
+    /// <paramref name="steps"/> times back to back with one read at the end (the GPU time of a step, without the host's
+    /// read, input write and launch between tokens). The replays rewrite the cache row of the next token with the same
+    /// values; the context's tokens do not change. NaN without a decode graph (CPU, or QWEN3VL_NO_GRAPHS=1).
+    /// </summary>
+    internal double StepReplaySeconds(int token, int steps)
+    {
+        if (_step is null || Remaining < 1) return double.NaN;
+        Enter();
+        ForgetTopKStep();
+        try
+        {
+            Span<int> b = stackalloc int[1];
+            _step.Run(token, NextPosition, Length);
+            _step.Best.Read(b);
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            for (int i = 0; i < steps; i++) _step.Replay(Length);
+            _step.Best.Read(b);
+            return sw.Elapsed.TotalSeconds / steps;
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
     // The first values.Length of the step's selected logits (it selected at least that many).
     private static void ReadTop(DecodeStep step, Span<float> values, Span<int> ids)
     {

@@ -96,6 +96,10 @@ internal sealed class DecodeStep : IDisposable
         graph.Launch();
     }
 
+    /// <summary>Launches the greedy graph for <paramref name="nPast"/> again on the inputs as they are (a measurement: the
+    /// GPU time of a step without the host's round trip between steps); <see cref="Run"/> must have recorded it.</summary>
+    internal void Replay(int nPast) => _graphs[(Bound(nPast, _cache.Capacity), 0)].Launch();
+
     private (Tensor Values, Tensor Ids) TopViews(int bucket)
     {
         if (!_topViews.TryGetValue(bucket, out var views))
