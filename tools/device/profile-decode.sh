@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # On the GPU machine, after gpu-run.sh built the library and wrote the random 2B checkpoint: the duration of every
 # kernel of a few greedy decoding steps (Nsight Compute, clocks left alone), summed per kernel name per step, to see
-# where one step's time goes. Writes $OUT/decode-kernels.csv and prints the table.
+# where one step's time goes. Writes $OUT/decode-kernels.csv and prints the table. QWEN3VL_PROFILE_PROMPT sets the
+# prompt length (default 64; the decode bench uses 512). One repeat; the last steps are the bench's back-to-back
+# replays of the step graph.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 export QWEN3VL_NATIVE_LIBRARY="$PWD/build/cuda/lib/libqwen3vl_cuda.so"
 steps=4
 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
-  .devcarry/aot/qwen3vl bench --model /tmp/qwen3vl-2b-random --device cuda --prompt-tokens 64 --new-tokens $((steps + 1)) \
-  --image-size 0 > "$OUT/decode-kernels.csv" 2> "$OUT/ncu.err"
+  .devcarry/aot/qwen3vl bench --model /tmp/qwen3vl-2b-random --device cuda --prompt-tokens "${QWEN3VL_PROFILE_PROMPT:-64}" \
+  --new-tokens $((steps + 1)) --image-size 0 --repeat 1 > "$OUT/decode-kernels.csv" 2> "$OUT/ncu.err"
 python3 - "$OUT/decode-kernels.csv" "$steps" <<'PY'
 import csv, sys, collections, io
 path, steps = sys.argv[1], int(sys.argv[2])
