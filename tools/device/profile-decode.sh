@@ -21,7 +21,7 @@ rows = list(csv.DictReader(io.StringIO("\n".join(lines[start:]))))
 # The last `steps` * (kernels per step) launches are the steady decoding steps: find the step length from the
 # embedding kernel that starts each step.
 names = [r["Kernel Name"] for r in rows]
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6, "ns": 1e-3, "us": 1.0, "ms": 1e3}
 dur = [float(r["Metric Value"].replace(",", "")) * scale.get(r["Metric Unit"], 1.0) for r in rows]  # -> us
 starts = [i for i, n in enumerate(names) if "embedding_kernel" in n]
 first = starts[-steps]
