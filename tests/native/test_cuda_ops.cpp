@@ -191,7 +191,10 @@ TEST_F(CudaOpsTest, AddSwigluGelu) {
 }
 
 TEST_F(CudaOpsTest, Norms) {
-    const std::vector<std::vector<int64_t>> shapes = {{1, 1}, {3, 7, 63}, {5, 2048}, {130, 1152}};
+    // Row lengths for both LayerNorm kernels: the register-row one (multiples of 4 up to 8192: one, two, four or eight
+    // float4s per thread, part-filled ones included) and the general one (63, 1, 8196).
+    const std::vector<std::vector<int64_t>> shapes = {{1, 1},     {3, 7, 63},  {5, 2048}, {130, 1152}, {3, 12},
+                                                      {33, 1024}, {9, 4096},   {2, 8192}, {2, 8196}};
     for (const auto& shape : shapes) {
         const int64_t n = shape.back();
         for (qwen3vl_dtype wt : {kF32, kF16, kBF16}) {
@@ -203,6 +206,10 @@ TEST_F(CudaOpsTest, Norms) {
             both("layer_norm",
                  [&](bool c) { return qwen3vl_op_layer_norm(on(out, c), on(x, c), on(w, c), on(b, c), 1e-5f); });
             expect_close(out, 1e-11, "layer_norm" + at);
+            Pair y = tensor(kF32, shape, read(x.cpu));
+            both("layer_norm in place",
+                 [&](bool c) { return qwen3vl_op_layer_norm(on(y, c), on(y, c), on(w, c), on(b, c), 1e-5f); });
+            expect_close(y, 1e-11, "layer_norm in place" + at);
             Pair res = rand_tensor(kF32, shape);
             both("add_rms_norm",
                  [&](bool c) { return qwen3vl_op_add_rms_norm(on(res, c), on(out, c), on(x, c), on(w, c), 1e-6f); });
