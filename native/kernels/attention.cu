@@ -13,8 +13,6 @@
 // Every kernel takes n_past from AttentionArgs::n_past_device when set (CUDA-graph replay of the decode step): the
 // launch is then sized for the largest value (a.n_past) and chunks past the actual keys write empty records.
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 #include <mutex>
 #include <vector>
 
@@ -224,10 +222,7 @@ void merge_partials(CudaBackend& be, float* out, const float* partial, int64_t r
 }
 
 bool early_trigger() {
-    static const bool on = [] {
-        const char* v = std::getenv("QWEN3VL_PDL_EARLY_TRIGGER");
-        return v == nullptr || std::string(v) != "0";
-    }();
+    static const bool on = knob_on("QWEN3VL_PDL_EARLY_TRIGGER");
     return on;
 }
 

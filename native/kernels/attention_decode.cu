@@ -15,8 +15,6 @@
 // Launch shape depends only on a.n_past (the largest n_past when it is read from the device): chunks beyond the
 // actual keys write empty records (m = -inf, l = 0).
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 
 #include "attention_impl.cuh"
 #include "rope.h"  // cpu::rope_inv_freq
@@ -418,10 +416,7 @@ bool decode_attention(CudaBackend& be, const AttentionArgs& a, const QkNormRopeK
     const int64_t keys = a.n_past + a.tokens;
     const int64_t want = std::max<int64_t>(1, (2 * int64_t(be.multiprocessors()) + a.kv_heads - 1) / a.kv_heads);
     int64_t chunk = std::max<int64_t>(kSub, ((keys + want - 1) / want + kSub - 1) / kSub * kSub);
-    static const bool cap_chunks = [] {  // QWEN3VL_ATTENTION_CHUNK_CAP=0 turns the cap off (for before/after timings)
-        const char* v = std::getenv("QWEN3VL_ATTENTION_CHUNK_CAP");
-        return v == nullptr || std::string(v) != "0";
-    }();
+    static const bool cap_chunks = knob_on("QWEN3VL_ATTENTION_CHUNK_CAP");  // =0: no cap (before/after timings)
     if (a.n_past_device && cap_chunks) {
         chunk = std::min(chunk, kMaxChunkKeys);
         chunk = std::max(chunk, ((keys + kMaxSplits - 1) / kMaxSplits + kSub - 1) / kSub * kSub);

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -96,6 +97,13 @@ void launch_pdl(int compute_capability, cudaStream_t stream, void (*kernel)(Para
     config.attrs = attribute;
     config.numAttrs = compute_capability >= 90 ? 1 : 0;
     QWEN3VL_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
+// A measurement knob (before/after timings): false when the environment variable `name` is "0", else true. Host-only;
+// callers keep the answer in a static, so it is read once.
+inline bool knob_on(const char* name) {
+    const char* v = std::getenv(name);
+    return v == nullptr || std::string(v) != "0";
 }
 
 // Element i of a f32 / f16 / bf16 array as f32 (exact widening).
