@@ -102,6 +102,8 @@ LinearArgs linear_args(OpArgs& args, qwen3vl_tensor* out, const qwen3vl_tensor* 
 }
 
 cpu::WeightView view(const Tensor& t) { return cpu::WeightView{t.data, t.dtype}; }
+// An optional weight (a bias): an empty view for NULL.
+cpu::WeightView view(const Tensor* t) { return t ? view(*t) : cpu::WeightView{}; }
 [[maybe_unused]] cuda::Weight device_view(const Tensor* t) { return t ? cuda::Weight{t->data, t->dtype} : cuda::Weight{}; }
 
 // f32 scratch from the CPU backend's pool for the intermediate of a composed op (uninitialised, reused by later
@@ -214,7 +216,7 @@ qwen3vl_status qwen3vl_op_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, c
                                     a.M, a.K, a.N, device_view(&a.weight), device_view(a.bias));
         CpuBackend& cpu = args.cpu();
         cpu::linear(cpu.threads(), static_cast<float*>(a.out.data), static_cast<const float*>(a.x.data), a.M, a.K, a.N,
-                    view(a.weight), a.bias ? view(*a.bias) : cpu::WeightView{});
+                    view(a.weight), view(a.bias));
     });
 }
 
@@ -304,7 +306,7 @@ qwen3vl_status qwen3vl_op_linear_residual(qwen3vl_tensor* out, const qwen3vl_ten
         CpuBackend& cpu = args.cpu();
         HostScratch t(cpu.pool(), size_t(a.M * a.N));
         cpu::linear(cpu.threads(), t.data(), static_cast<const float*>(a.x.data), a.M, a.K, a.N, view(a.weight),
-                    a.bias ? view(*a.bias) : cpu::WeightView{});
+                    view(a.bias));
         cpu::add(cpu.threads(), static_cast<float*>(a.out.data), static_cast<const float*>(r.data), t.data(),
                  a.M * a.N);
     });
@@ -324,7 +326,7 @@ qwen3vl_status qwen3vl_op_linear_gelu(qwen3vl_tensor* out, const qwen3vl_tensor*
         CpuBackend& cpu = args.cpu();
         float* y = static_cast<float*>(a.out.data);
         cpu::linear(cpu.threads(), y, static_cast<const float*>(a.x.data), a.M, a.K, a.N, view(a.weight),
-                    a.bias ? view(*a.bias) : cpu::WeightView{});
+                    view(a.bias));
         cpu::gelu(cpu.threads(), y, y, a.M * a.N, tanh_form);
     });
 }
@@ -350,7 +352,7 @@ qwen3vl_status qwen3vl_op_layer_norm_linear(qwen3vl_tensor* out, const qwen3vl_t
         HostScratch y(cpu.pool(), size_t(a.M * a.K));
         const float* in = cpu_layer_norm_input(cpu, y, static_cast<const float*>(a.x.data), norm, a.M, a.K, eps);
         cpu::linear(cpu.threads(), static_cast<float*>(a.out.data), in, a.M, a.K, a.N, view(a.weight),
-                    a.bias ? view(*a.bias) : cpu::WeightView{});
+                    view(a.bias));
     });
 }
 
@@ -415,12 +417,12 @@ qwen3vl_status qwen3vl_op_mlp_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x,
         HostScratch y(cpu.pool(), norm.weight ? size_t(M * K) : 0);
         const float* in = cpu_layer_norm_input(cpu, y, static_cast<const float*>(xt.data), norm, M, K, eps);
         HostScratch h(cpu.pool(), size_t(M * I));
-        cpu::linear(cpu.threads(), h.data(), in, M, K, I, view(w1), b1 ? view(*b1) : cpu::WeightView{});
+        cpu::linear(cpu.threads(), h.data(), in, M, K, I, view(w1), view(b1));
         cpu::gelu(cpu.threads(), h.data(), h.data(), M * I, tanh_form);
         // x is consumed: out (which may be x) is written only now.
         HostScratch t(cpu.pool(), res ? size_t(M * N) : 0);
         float* o2 = res ? t.data() : static_cast<float*>(o.data);
-        cpu::linear(cpu.threads(), o2, h.data(), M, I, N, view(w2), b2 ? view(*b2) : cpu::WeightView{});
+        cpu::linear(cpu.threads(), o2, h.data(), M, I, N, view(w2), view(b2));
         if (res) cpu::add(cpu.threads(), static_cast<float*>(o.data), res, o2, M * N);
     });
 }

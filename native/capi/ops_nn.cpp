@@ -136,6 +136,29 @@ NPast n_past_of(OpArgs& args, int64_t n_past, const qwen3vl_tensor* n_past_tenso
     return {bound, host<int32_t>(t)};
 }
 
+// CAUSAL attention of q [T, Hq, D] (f32) into out [T, Hq, D] over caches [capacity, Hkv, D] of dtype kv_dtype, after
+// n_past keys (on a GPU the bound of n_past_device, when set).
+AttentionArgs causal_args(float* out, const float* q, const void* k_cache, const void* v_cache, qwen3vl_dtype kv_dtype,
+                          int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t n_past,
+                          const int32_t* n_past_device) {
+    AttentionArgs a{};
+    a.out = out;
+    a.q = q;
+    a.q_stride = Hq * D;
+    a.k = k_cache;
+    a.v = v_cache;
+    a.kv_dtype = kv_dtype;
+    a.kv_stride = Hkv * D;
+    a.tokens = T;
+    a.q_heads = Hq;
+    a.kv_heads = Hkv;
+    a.head_dim = D;
+    a.causal = true;
+    a.n_past = n_past;
+    a.n_past_device = n_past_device;
+    return a;
+}
+
 // The arguments of qwen3vl_op_qk_norm_rope_kv, checked (also for the fused qwen3vl_op_qk_norm_rope_attention), as
 // the op's parameters; on a GPU with n_past read from n_past_tensor on the device and the device error flag.
 QkNormRopeKv rope_kv_args(OpArgs& args, qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v,
@@ -473,21 +496,8 @@ qwen3vl_status qwen3vl_op_qk_norm_rope_attention(qwen3vl_tensor* out, qwen3vl_te
         const qwen3vl_tensor* inputs[] = {q, k, v, k_cache, v_cache};
         const char* names[] = {"q", "k", "v", "k_cache", "v_cache"};
         for (int i = 0; i < 5; ++i) disjoint(args, o, "out", args.tensor(inputs[i], names[i]), names[i]);
-        AttentionArgs a{};
-        a.out = host_mut<float>(o);
-        a.q = r.q;
-        a.q_stride = r.q_heads * r.head_dim;
-        a.k = r.k_cache;
-        a.v = r.v_cache;
-        a.kv_dtype = r.cache_dtype;
-        a.kv_stride = r.kv_heads * r.head_dim;
-        a.tokens = r.tokens;
-        a.q_heads = r.q_heads;
-        a.kv_heads = r.kv_heads;
-        a.head_dim = r.head_dim;
-        a.causal = true;
-        a.n_past = r.n_past;
-        a.n_past_device = r.n_past_device;
+        const AttentionArgs a = causal_args(host_mut<float>(o), r.q, r.k_cache, r.v_cache, r.cache_dtype, r.tokens,
+                                            r.q_heads, r.kv_heads, r.head_dim, r.n_past, r.n_past_device);
         if constexpr (kCudaCompiled)
             if (args.is_cuda()) return cuda::qk_norm_rope_attention(args.cuda(), r, a);
         cpu::qk_norm_rope_kv(args.cpu().threads(), r);
@@ -526,7 +536,6 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
         const Tensor& tq = f32(args, q, "q");
         cpu::AttentionArgs a{};
         const int32_t* device_segments = nullptr;  // SEGMENTS on a device: the tensor's own memory
-        const int32_t* device_n_past = nullptr;    // CAUSAL with n_past_tensor on a device
         std::vector<int32_t> staged;
         a.out = host_mut<float>(o);
         a.q = host<float>(tq);
@@ -547,23 +556,13 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
                                                    " heads, not a multiple of the cache's " + std::to_string(Hkv));
             const NPast np = n_past_of(args, n_past, n_past_tensor, kc.shape[0] - T, T);
             n_past = np.value;
-            device_n_past = np.device;
             require(n_past >= 0 && n_past <= kc.shape[0] - T,
                     "qwen3vl_op_attention: n_past " + std::to_string(n_past) + " + " + std::to_string(T) +
                         " tokens exceeds the cache's " + std::to_string(kc.shape[0]) + " rows");
             disjoint(args, o, "out", kc, "k_cache");
             disjoint(args, o, "out", vc, "v_cache");
-            a.q_stride = Hq * D;
-            a.k = kc.data;
-            a.v = vc.data;
-            a.kv_dtype = kc.dtype;
-            a.kv_stride = Hkv * D;
-            a.tokens = T;
-            a.q_heads = Hq;
-            a.kv_heads = Hkv;
-            a.head_dim = D;
-            a.causal = true;
-            a.n_past = n_past;
+            a = causal_args(host_mut<float>(o), host<float>(tq), kc.data, vc.data, kc.dtype, T, Hq, Hkv, D, n_past,
+                            np.device);
         } else {
             require(k_cache == nullptr && v_cache == nullptr,
                     "qwen3vl_op_attention: k_cache and v_cache must be NULL with QWEN3VL_ATTENTION_SEGMENTS");
@@ -606,9 +605,8 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
         if constexpr (kCudaCompiled)
             if (args.is_cuda())
             {
+                if (a.causal) return cuda::attention(args.cuda(), a);
                 AttentionArgs device_args = a;
-                device_args.n_past_device = device_n_past;
-                if (a.causal) return cuda::attention(args.cuda(), device_args);
                 CudaBackend::Scratch sane(args.cuda(), size_t(a.n_segments + 1) * sizeof(int32_t));
                 cuda::sanitize_segments(args.cuda(), sane.as<int32_t>(), device_segments, a.n_segments, a.tokens);
                 device_args.segments = sane.as<int32_t>();
