@@ -124,6 +124,7 @@ const Entry kEntries[] = {
     QWEN3VL_ENUM(qwen3vl_status, QWEN3VL_STATUS_CANCELLED),
     QWEN3VL_ENUM(qwen3vl_status, QWEN3VL_STATUS_LIMIT_EXCEEDED),
     QWEN3VL_ENUM(qwen3vl_status, QWEN3VL_STATUS_INTERNAL_ERROR),
+    QWEN3VL_ENUM(qwen3vl_status, QWEN3VL_STATUS_NUMERICAL_ERROR),
 
     QWEN3VL_SIZE(qwen3vl_dtype),
     QWEN3VL_ENUM(qwen3vl_dtype, QWEN3VL_DTYPE_F32),

@@ -96,7 +96,10 @@ typedef enum qwen3vl_status {
     /** A limit was exceeded (context length, image size, token budget). */
     QWEN3VL_STATUS_LIMIT_EXCEEDED = 8,
     /** A bug in the library; the message says where. */
-    QWEN3VL_STATUS_INTERNAL_ERROR = 9
+    QWEN3VL_STATUS_INTERNAL_ERROR = 9,
+    /** The model's numbers went wrong (NaN or infinite logits, nothing left to sample): a broken checkpoint, or options
+     * that push the logits out of range. The message says what and where. */
+    QWEN3VL_STATUS_NUMERICAL_ERROR = 10
 } qwen3vl_status;
 
 /** Element types of tensors. */

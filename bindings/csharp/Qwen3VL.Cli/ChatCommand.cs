@@ -62,9 +62,10 @@ internal static class ChatCommand
 
                 using var cts = new CancellationTokenSource();
                 Volatile.Write(ref answering, cts);
+                var wrote = new System.Runtime.CompilerServices.StrongBox<bool>();
                 try
                 {
-                    Answer(session, line, pending, generation, writer, cts.Token).GetAwaiter().GetResult();
+                    Answer(session, line, pending, generation, writer, wrote, cts.Token).GetAwaiter().GetResult();
                     pending.Clear();
                 }
                 catch (OperationCanceledException)
@@ -73,9 +74,13 @@ internal static class ChatCommand
                     Console.Error.WriteLine("(answer stopped)");
                     pending.Clear();
                 }
-                catch (Qwen3VLLimitExceededException e)
+                catch (Exception e)
                 {
-                    Console.Error.WriteLine("error: " + e.Message);
+                    // Refused or failed: the conversation stays (a refused message is not added; a failed answer keeps
+                    // what it had written), the attached images are dropped, and the next line can be typed.
+                    if (wrote.Value) writer.WriteLine(); // end the partial answer's line
+                    Console.Error.WriteLine(Program.Describe(e).Text + (pending.Count > 0 ? $" ({pending.Count} attached image(s) dropped)" : ""));
+                    pending.Clear();
                 }
                 finally
                 {
@@ -90,11 +95,12 @@ internal static class ChatCommand
     }
 
     private static async Task Answer(Qwen3VLChatSession session, string text, List<ChatImage> images, GenerationOptions options,
-        TextWriter writer, CancellationToken cancellationToken)
+        TextWriter writer, System.Runtime.CompilerServices.StrongBox<bool> wrote, CancellationToken cancellationToken)
     {
         await foreach (string piece in session.SendStreamingAsync(text, images.ToArray(), options, cancellationToken).ConfigureAwait(false))
         {
             writer.Write(piece);
+            wrote.Value = true;
         }
         writer.WriteLine();
     }

@@ -103,6 +103,10 @@ internal sealed class CliOptions
         if (o.MinP is { } m && !(m >= 0 && m <= 1)) throw new UserErrorException("--min-p must be in [0, 1].");
         if (o.RepetitionPenalty is { } r && !(r > 0)) throw new UserErrorException("--repetition-penalty must be > 0.");
         if (o.MinPixels > o.MaxPixels) throw new UserErrorException("--min-pixels must not exceed --max-pixels.");
+        if (o.MinPixels > Qwen3VL.Native.Processing.ImageProcessor.MaxResizedPixels)
+        {
+            throw new UserErrorException($"--min-pixels must not exceed {Qwen3VL.Native.Processing.ImageProcessor.MaxResizedPixels} (the largest image the engine resizes to).");
+        }
         return o;
     }
 

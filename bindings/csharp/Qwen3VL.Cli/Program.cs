@@ -15,7 +15,9 @@ internal static class Program
         "  serve        OpenAI-compatible HTTP server (/v1/chat/completions, /v1/models, /health); 'qwen3vl serve --help'\n" +
         "  --version    print the version\n" +
         "  --help       print this help\n" +
-        "environment: QWEN3VL_NATIVE_LIBRARY=<path>, QWEN3VL_DEVICE=cpu, QWEN3VL_LOG=1";
+        "environment: QWEN3VL_NATIVE_LIBRARY=<path>, QWEN3VL_DEVICE=cpu, QWEN3VL_LOG=1\n" +
+        "exit codes: 0 done, 1 the engine or model failed (native error, NaN logits, out of memory), 2 the command line or\n" +
+        "  its input was refused (option, file, image, prompt), 70 a bug in qwen3vl, 130 cancelled (Ctrl-C)";
 
     private static int Main(string[] args)
     {
@@ -23,23 +25,44 @@ internal static class Program
         {
             return Run(args);
         }
-        catch (UserErrorException e)
+        catch (Exception e)
         {
-            string command = args.Length > 0 && args[0] is "run" or "chat" or "info" or "serve" ? args[0] + ": " : "";
-            Console.Error.WriteLine($"qwen3vl {command}error: {e.Message}");
-            return 2;
-        }
-        catch (Qwen3VLException e)
-        {
-            Console.Error.WriteLine("qwen3vl: error: " + e.Message);
-            return 1;
-        }
-        catch (DllNotFoundException e)
-        {
-            Console.Error.WriteLine("qwen3vl: error: the native library could not be loaded: " + e.Message);
-            return 1;
+            (int code, string text) = Describe(e);
+            string command = args.Length > 0 && args[0] is "run" or "chat" or "info" or "serve" or "bench" ? args[0] + ": " : "";
+            Console.Error.WriteLine($"qwen3vl {command}{text}");
+            return code;
         }
     }
+
+    /// <summary>Exit code: the command did what was asked.</summary>
+    internal const int ExitOk = 0;
+    /// <summary>Exit code: the engine or the model failed (a native error, NaN logits, out of memory, a file that cannot be read).</summary>
+    internal const int ExitFailed = 1;
+    /// <summary>Exit code: the command line or its input was refused (an option, a missing or corrupt file, an image, a prompt).</summary>
+    internal const int ExitRefused = 2;
+    /// <summary>Exit code: a bug in qwen3vl (an exception it did not expect); the line names it.</summary>
+    internal const int ExitInternal = 70;
+    /// <summary>Exit code: cancelled with Ctrl-C.</summary>
+    internal const int ExitCancelled = 130;
+
+    /// <summary>
+    /// The one error path of the command line: every failure becomes an exit code and one line of text (no stack trace).
+    /// <c>chat</c> uses the same words for a message it refuses and goes on.
+    /// </summary>
+    internal static (int Code, string Text) Describe(Exception e) => e switch
+    {
+        UserErrorException => (ExitRefused, "error: " + e.Message),
+        Qwen3VLInputException => (ExitRefused, "error: " + e.Message),
+        Qwen3VL.Native.Processing.ImageFormatException => (ExitRefused, "error: " + e.Message),
+        InvalidDataException or FileNotFoundException or DirectoryNotFoundException => (ExitRefused, "error: " + e.Message),
+        Qwen3VLNumericalException => (ExitFailed, "error: " + e.Message),
+        Qwen3VLException => (ExitFailed, "error: " + e.Message),
+        DllNotFoundException => (ExitFailed, "error: the native library could not be loaded: " + e.Message),
+        OutOfMemoryException => (ExitFailed, "error: out of host memory: " + e.Message),
+        IOException or UnauthorizedAccessException => (ExitFailed, "error: " + e.Message),
+        OperationCanceledException => (ExitCancelled, "cancelled."),
+        _ => (ExitInternal, $"internal error (a bug in qwen3vl; please report it): {e.GetType().Name}: {e.Message}"),
+    };
 
     private static int Run(string[] args)
     {

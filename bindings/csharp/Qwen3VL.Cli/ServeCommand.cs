@@ -17,6 +17,8 @@ internal static class ServeCommand
         "  --queue N              requests waiting for a context, first in first out; more get 429 (default 64)\n" +
         "  --api-key KEY          require 'Authorization: Bearer KEY' on /v1 (env QWEN3VL_API_KEY also sets it)\n" +
         "  --allow-local-files    accept image_url parts naming absolute paths or file: URLs on this machine\n" +
+        "  --special-tokens-in-content  let special-token text in messages (<|im_start|>, <|image_pad|>) become those\n" +
+        "                         tokens, as transformers does; off by default: clients' text stays text and cannot forge a turn\n" +
         "  --max-body-bytes N     largest request body (default 33554432); larger gets 413\n" +
         "  --max-images N         most images per request (default 8)\n" +
         "  --max-image-pixels N   largest image as its header declares, checked before decoding (default 16777216)\n" +
@@ -29,7 +31,7 @@ internal static class ServeCommand
         string host = "127.0.0.1", modelId = "";
         int port = 8080, parallel = 1, queue = 64, maxImages = 8;
         long maxBody = 32L * 1024 * 1024, maxImagePixels = 16L * 1024 * 1024;
-        bool allowLocal = false, maxTokensGiven = false;
+        bool allowLocal = false, maxTokensGiven = false, specialTokensInContent = false;
         string? apiKey = Environment.GetEnvironmentVariable("QWEN3VL_API_KEY");
         CliOptions o = CliOptions.Parse(args, (_, option, value) =>
         {
@@ -41,6 +43,7 @@ internal static class ServeCommand
                 case "--queue": queue = Int(option, value(), 0, 1_000_000); return true;
                 case "--api-key": apiKey = value(); return true;
                 case "--allow-local-files": allowLocal = true; return true;
+                case "--special-tokens-in-content": specialTokensInContent = true; return true;
                 case "--max-body-bytes": maxBody = Long(option, value(), 1024); return true;
                 case "--max-images": maxImages = Int(option, value(), 0, 1024); return true;
                 case "--max-image-pixels": maxImagePixels = Long(option, value(), 1); return true;
@@ -72,6 +75,7 @@ internal static class ServeCommand
             MaxImagesPerRequest = maxImages,
             MaxImagePixels = maxImagePixels,
             AllowLocalFiles = allowLocal,
+            SpecialTokensInContent = specialTokensInContent,
             ApiKey = string.IsNullOrEmpty(apiKey) ? null : apiKey,
             DefaultMaxTokens = maxTokensGiven ? o.MaxTokens : 512,
             ConsoleLog = true,

@@ -142,6 +142,26 @@ internal sealed class ChatRequest
         }
     }
 
+    /// <summary>
+    /// A JSON string as text, refused when it is not valid Unicode: JSON's \u escapes can spell a lone surrogate
+    /// ("\ud800"), which no tokenizer can encode faithfully.
+    /// </summary>
+    private static string Text(JsonElement e, string param)
+    {
+        string s = e.GetString()!;
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (!char.IsSurrogate(s[i])) continue;
+            if (char.IsHighSurrogate(s[i]) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1]))
+            {
+                i++;
+                continue;
+            }
+            throw ApiError.BadRequest($"{param} is not valid Unicode: a lone surrogate (U+{(int)s[i]:X4}) at character {i}.", param, "invalid_text");
+        }
+        return s;
+    }
+
     /// <summary>The text parts of a system or assistant message (which hold no images), one per line.</summary>
     private static string JoinText(List<ChatTurnPart> parts) => string.Join('\n', parts.Select(p => p.Text));
 
@@ -149,7 +169,7 @@ internal sealed class ChatRequest
     private static List<ChatTurnPart> ReadContent(JsonElement content, string at, bool allowImages, ServerOptions limits, ref int imageCount)
     {
         string param = at + ".content";
-        if (content.ValueKind == JsonValueKind.String) return [ChatTurnPart.FromText(content.GetString()!)];
+        if (content.ValueKind == JsonValueKind.String) return [ChatTurnPart.FromText(Text(content, param))];
         if (content.ValueKind != JsonValueKind.Array) throw ApiError.BadRequest($"{param} must be a string or an array of content parts.", param);
         var parts = new List<ChatTurnPart>();
         int i = 0;
@@ -165,7 +185,7 @@ internal sealed class ChatRequest
                     {
                         throw ApiError.BadRequest($"{partAt}.text must be a string.", $"{partAt}.text");
                     }
-                    parts.Add(ChatTurnPart.FromText(tx.GetString()!));
+                    parts.Add(ChatTurnPart.FromText(Text(tx, $"{partAt}.text")));
                     break;
                 case "image_url":
                     if (!allowImages) throw ApiError.BadRequest($"{partAt}: images are only accepted in user messages.", partAt);
@@ -228,10 +248,22 @@ internal sealed class ChatRequest
                 path = uri.LocalPath;
             }
             if (!Path.IsPathFullyQualified(path)) throw ApiError.BadRequest("Local image paths must be absolute.", param, "invalid_image_url");
-            var file = new FileInfo(path);
-            if (!file.Exists) throw ApiError.BadRequest($"Image file '{path}' does not exist.", param, "invalid_image_url");
-            if (file.Length > limits.MaxRequestBodyBytes) throw ApiError.BadRequest($"Image file '{path}' is larger than {limits.MaxRequestBodyBytes} bytes.", param, "image_too_large");
-            data = File.ReadAllBytes(path);
+            try
+            {
+                data = Qwen3VL.Native.Processing.BoundedFile.ReadAllBytes(path, limits.MaxRequestBodyBytes, "image file");
+            }
+            catch (FileNotFoundException)
+            {
+                throw ApiError.BadRequest($"Image file '{path}' does not exist.", param, "invalid_image_url");
+            }
+            catch (InvalidDataException e)
+            {
+                throw ApiError.BadRequest(e.Message, param, "image_too_large");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw ApiError.BadRequest($"Image file '{path}' cannot be read: {e.Message}", param, "invalid_image_url");
+            }
         }
 
         // Header only: SKCodec reads the dimensions without decoding pixels.

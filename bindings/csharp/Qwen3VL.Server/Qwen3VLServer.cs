@@ -75,8 +75,13 @@ public sealed class Qwen3VLServer : IAsyncDisposable
         builder.Logging.ClearProviders();
         if (options.ConsoleLog)
         {
+            // Log lines go to stderr, beside the server's own lines; stdout stays free for the caller.
+            builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
             builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
             builder.Logging.SetMinimumLevel(LogLevel.Warning);
+            // A failed start (the port in use) is thrown from StartAsync and reported by the caller in one line; the
+            // host's own log of it is the same error with a stack trace.
+            builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
         }
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
         builder.WebHost.ConfigureKestrel(k =>
@@ -159,7 +164,11 @@ public sealed class Qwen3VLServer : IAsyncDisposable
             var clock = Stopwatch.StartNew();
             Qwen3VLModel model = Qwen3VLModel.Load(_options.ModelPath, _options.ModelOptions);
             var sessions = new List<Qwen3VLChatSession>();
-            for (int i = 0; i < _options.Parallel; i++) sessions.Add(model.CreateSession(new ChatSessionOptions { ContextLength = model.ContextLength }));
+            for (int i = 0; i < _options.Parallel; i++) sessions.Add(model.CreateSession(new ChatSessionOptions
+            {
+                ContextLength = model.ContextLength,
+                SpecialTokensInContent = _options.SpecialTokensInContent,
+            }));
             _model = model;
             _pool = new ContextPool<Qwen3VLChatSession>(sessions, _options.MaxQueue);
             if (_stopping.IsCancellationRequested) _pool.Stop();
@@ -202,6 +211,17 @@ public sealed class Qwen3VLServer : IAsyncDisposable
             ContextPool<Qwen3VLChatSession> pool = ReadyPool();
             byte[] body = await ReadBodyAsync(http.Request, token).ConfigureAwait(false);
             ChatRequest request = ChatRequest.Parse(body, _options, _model!.DefaultSampling, _model.ContextLength);
+            // The template, tokenizer and image preprocessing run before a context is taken: their work is bounded by the
+            // body's size, and a client that leaves while they run frees nothing but this request.
+            Qwen3VLModel model = _model;
+            Qwen3VLChatSession.Prompt prompt = await Task.Run(() =>
+                Qwen3VLChatSession.BuildPrompt(model, request.SystemPrompt, request.Turns, _options.SpecialTokensInContent), token)
+                .WaitAsync(token).ConfigureAwait(false);
+            if (prompt.Ids.Length > model.ContextLength)
+            {
+                throw new ApiError(400, $"The prompt needs {prompt.Ids.Length} tokens (images included) but the context holds {model.ContextLength}.",
+                    "invalid_request_error", "messages", "context_length_exceeded");
+            }
 
             ContextPool<Qwen3VLChatSession>.Lease lease;
             try
@@ -232,8 +252,8 @@ public sealed class Qwen3VLServer : IAsyncDisposable
                     session.SystemPrompt = request.SystemPrompt;
                     foreach (ChatTurn turn in request.Turns) session.AddMessage(turn);
                     outcome = request.Stream
-                        ? await StreamAsync(http.Response, session, request, token).ConfigureAwait(false)
-                        : await CompleteAsync(http.Response, session, request, token).ConfigureAwait(false);
+                        ? await StreamAsync(http.Response, session, request, prompt, token).ConfigureAwait(false)
+                        : await CompleteAsync(http.Response, session, request, prompt, token).ConfigureAwait(false);
                     pool.CountCompleted();
                 }
                 catch (OperationCanceledException) when (token.IsCancellationRequested)
@@ -255,13 +275,7 @@ public sealed class Qwen3VLServer : IAsyncDisposable
         }
         catch (Exception e) when (e is not OperationCanceledException || !aborted.IsCancellationRequested)
         {
-            ApiError error = e switch
-            {
-                ApiError a => a,
-                Qwen3VLLimitExceededException => new ApiError(400, e.Message, "invalid_request_error", "messages", "context_length_exceeded"),
-                OperationCanceledException => new ApiError(503, "The server is shutting down.", "server_error", null, "server_shutting_down"),
-                _ => new ApiError(500, "Internal error: " + e.Message, "server_error", null, null),
-            };
+            ApiError error = ErrorFor(e);
             outcome = $"{error.Status} {error.Code ?? error.Type}";
             if (http.Response.HasStarted)
             {
@@ -282,9 +296,42 @@ public sealed class Qwen3VLServer : IAsyncDisposable
         }
     }
 
-    private static async Task<string> CompleteAsync(HttpResponse response, Qwen3VLChatSession session, ChatRequest request, CancellationToken token)
+    /// <summary>
+    /// The answer to a failed request: what the client caused is a 4xx naming the parameter; a model fault (NaN logits)
+    /// and out-of-memory are 5xx with their own codes; anything else is a bug of the server, answered 500 with a
+    /// correlation id that its log line (with the stack trace) carries too.
+    /// </summary>
+    private ApiError ErrorFor(Exception e)
     {
-        GenerationResult result = await session.GenerateAsync(request.Generation, token).ConfigureAwait(false);
+        switch (e)
+        {
+            case ApiError a:
+                return a;
+            case Qwen3VLLimitExceededException:
+                return new ApiError(400, e.Message, "invalid_request_error", "messages", "context_length_exceeded");
+            case Qwen3VLInputException input:
+                return new ApiError(400, input.Message, "invalid_request_error", input.Parameter, "invalid_input");
+            case Qwen3VL.Native.Processing.ImageFormatException:
+                return new ApiError(400, e.Message, "invalid_request_error", "messages", "invalid_image");
+            case OperationCanceledException:
+                return new ApiError(503, "The server is shutting down.", "server_error", null, "server_shutting_down");
+            case Qwen3VLNumericalException:
+                Log("model error: " + e.Message);
+                return new ApiError(500, e.Message, "server_error", null, "model_numerical_error");
+            case Qwen3VLOutOfMemoryException or OutOfMemoryException:
+                Log("out of memory: " + e.Message);
+                return new ApiError(503, "The server ran out of memory for this request: " + e.Message, "server_error", null, "out_of_memory");
+            default:
+                string id = "err_" + Guid.NewGuid().ToString("N")[..12];
+                Log($"internal error {id}: {e}");
+                return new ApiError(500, $"Internal error (id {id}; the server log has the details).", "server_error", null, "internal_error");
+        }
+    }
+
+    private static async Task<string> CompleteAsync(HttpResponse response, Qwen3VLChatSession session, ChatRequest request,
+        Qwen3VLChatSession.Prompt prompt, CancellationToken token)
+    {
+        GenerationResult result = await session.GeneratePreparedAsync(prompt, request.Generation, token).ConfigureAwait(false);
         string id = NewId();
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         string model = response.HttpContext.Items["model"] as string ?? "";
@@ -313,7 +360,8 @@ public sealed class Qwen3VLServer : IAsyncDisposable
         return $"200 prompt={result.PromptTokens} completion={result.CompletionTokens} {FinishReason(result.StopReason)}";
     }
 
-    private static async Task<string> StreamAsync(HttpResponse response, Qwen3VLChatSession session, ChatRequest request, CancellationToken token)
+    private static async Task<string> StreamAsync(HttpResponse response, Qwen3VLChatSession session, ChatRequest request,
+        Qwen3VLChatSession.Prompt prompt, CancellationToken token)
     {
         string id = NewId();
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -345,7 +393,7 @@ public sealed class Qwen3VLServer : IAsyncDisposable
             w.WriteEndObject();
         };
 
-        IAsyncEnumerator<string> pieces = session.GenerateStreamingAsync(request.Generation, token).GetAsyncEnumerator(token);
+        IAsyncEnumerator<string> pieces = session.GeneratePreparedStreamingAsync(prompt, request.Generation, token).GetAsyncEnumerator(token);
         try
         {
             // The first piece (or the end) comes before the headers, so a prompt that does not fit is still a clean 400.

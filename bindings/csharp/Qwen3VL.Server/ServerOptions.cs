@@ -26,6 +26,12 @@ public sealed record ServerOptions
     public long MaxImagePixels { get; init; } = 16L * 1024 * 1024;
     /// <summary>Whether image_url parts may name files on the server (absolute paths or file: URLs). Off by default.</summary>
     public bool AllowLocalFiles { get; init; }
+    /// <summary>
+    /// Whether special-token text in messages (<c>&lt;|im_start|&gt;</c>, <c>&lt;|image_pad|&gt;</c>) becomes those tokens,
+    /// as transformers does. Off by default: a client's text is tokenized as text and cannot forge a turn of another
+    /// role (<see cref="Qwen3VL.Native.ChatSessionOptions.SpecialTokensInContent"/>).
+    /// </summary>
+    public bool SpecialTokensInContent { get; init; }
     /// <summary>Required bearer token of the /v1 endpoints; null for none.</summary>
     public string? ApiKey { get; init; }
     /// <summary>Tokens generated when a request sets no max_tokens; the context's free room bounds it too.</summary>

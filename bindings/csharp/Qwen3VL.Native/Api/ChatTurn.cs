@@ -68,4 +68,12 @@ public sealed record ChatSessionOptions
     public string? SystemPrompt { get; init; }
     /// <summary>Tokens the conversation may hold (prompts, images and answers); null uses <see cref="Qwen3VLModel.ContextLength"/>.</summary>
     public int? ContextLength { get; init; }
+    /// <summary>
+    /// True (the default, as transformers): special-token text typed in a message (<c>&lt;|im_start|&gt;</c>,
+    /// <c>&lt;|im_end|&gt;</c>) becomes those tokens, so message text can open a turn of another role, and a typed
+    /// <c>&lt;|image_pad|&gt;</c> is refused (<see cref="Qwen3VLInputException"/>). False: the messages' text is always
+    /// tokenized as text and only the chat template places special tokens - the choice for text from untrusted users
+    /// (<c>qwen3vl serve</c> makes it unless started with <c>--special-tokens-in-content</c>).
+    /// </summary>
+    public bool SpecialTokensInContent { get; init; } = true;
 }

@@ -72,7 +72,7 @@ internal sealed class ModelFolder
     {
         try
         {
-            using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            using JsonDocument doc = JsonDocument.Parse(Qwen3VL.Native.Processing.BoundedFile.ReadConfigBytes(indexPath));
             return doc.RootElement.GetProperty("weight_map").EnumerateObject()
                 .Select(p => p.Value.GetString() ?? throw new InvalidDataException("null shard name"))
                 .Distinct(StringComparer.Ordinal).ToList();

@@ -24,12 +24,14 @@ public sealed class Qwen3VLChatSession : IDisposable
     private readonly List<ChatTurn> _history = [];
     private readonly Lock _gate = new();
     private List<ImageSpan> _cachedImages = []; // images whose tokens the cache holds, to tell equal pad runs apart
+    private readonly bool _specialTokensInContent;
     private bool _busy, _disposed;
 
     internal Qwen3VLChatSession(Qwen3VLModel model, ChatSessionOptions options)
     {
         Model = model;
         SystemPrompt = options.SystemPrompt;
+        _specialTokensInContent = options.SpecialTokensInContent;
         _context = model.CreateContext(options.ContextLength ?? model.ContextLength);
     }
 
@@ -162,6 +164,18 @@ public sealed class Qwen3VLChatSession : IDisposable
     public Task<GenerationResult> GenerateAsync(GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         RunAsync(options, retractLastTurn: false, cancellationToken);
 
+    /// <summary>
+    /// <see cref="GenerateAsync(GenerationOptions?, CancellationToken)"/> with the prompt of the history already built
+    /// (<see cref="BuildPrompt"/> with this session's model, system prompt, history and special-token choice), so that a
+    /// server does that work before it takes a session.
+    /// </summary>
+    internal Task<GenerationResult> GeneratePreparedAsync(Prompt prompt, GenerationOptions? options, CancellationToken cancellationToken) =>
+        RunAsync(options, retractLastTurn: false, cancellationToken, prompt);
+
+    /// <summary>The streaming form of <see cref="GeneratePreparedAsync"/>.</summary>
+    internal IAsyncEnumerable<string> GeneratePreparedStreamingAsync(Prompt prompt, GenerationOptions? options, CancellationToken cancellationToken) =>
+        StreamAsync(options, retractLastTurn: false, cancellationToken, prompt);
+
     /// <summary>Releases the KV cache (after a running generation ends, if one does).</summary>
     public void Dispose()
     {
@@ -182,16 +196,16 @@ public sealed class Qwen3VLChatSession : IDisposable
         }
     }
 
-    private Task<GenerationResult> RunAsync(GenerationOptions? options, bool retractLastTurn, CancellationToken cancellationToken)
+    private Task<GenerationResult> RunAsync(GenerationOptions? options, bool retractLastTurn, CancellationToken cancellationToken, Prompt? prepared = null)
     {
-        Prompt prompt = Begin(retractLastTurn);
+        Prompt prompt = Begin(retractLastTurn, prepared);
         return Task.Run(() => Run(prompt, options ?? new GenerationOptions(), null, cancellationToken), CancellationToken.None);
     }
 
     private async IAsyncEnumerable<string> StreamAsync(GenerationOptions? options, bool retractLastTurn,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
+        [EnumeratorCancellation] CancellationToken cancellationToken, Prompt? prepared = null)
     {
-        Prompt prompt = Begin(retractLastTurn);
+        Prompt prompt = Begin(retractLastTurn, prepared);
         var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         Task<GenerationResult> run = Task.Run(() =>
@@ -234,14 +248,14 @@ public sealed class Qwen3VLChatSession : IDisposable
     }
 
     /// <summary>Takes the session for one generation and builds its prompt; gives it back (and the message, when asked) on failure.</summary>
-    private Prompt Begin(bool retractLastTurn)
+    private Prompt Begin(bool retractLastTurn, Prompt? prepared)
     {
         lock (_gate)
         {
             try
             {
                 ThrowIfUnavailable();
-                Prompt prompt = BuildPrompt(Model, SystemPrompt, _history);
+                Prompt prompt = prepared ?? BuildPrompt(Model, SystemPrompt, _history, _specialTokensInContent);
                 if (prompt.Ids.Length > _context.Capacity)
                 {
                     throw new Qwen3VLLimitExceededException(
@@ -330,7 +344,7 @@ public sealed class Qwen3VLChatSession : IDisposable
 
     /// <summary>The prompt for a conversation: its token ids, and its images in the order of their pads (the order in which
     /// their pixel values reach the vision encoder).</summary>
-    internal static Prompt BuildPrompt(Qwen3VLModel model, string? systemPrompt, IReadOnlyList<ChatTurn> history)
+    internal static Prompt BuildPrompt(Qwen3VLModel model, string? systemPrompt, IReadOnlyList<ChatTurn> history, bool specialTokensInContent = true)
     {
         var messages = new List<ChatMessage>();
         if (!string.IsNullOrEmpty(systemPrompt)) messages.Add(ChatMessage.System(systemPrompt));
@@ -363,9 +377,21 @@ public sealed class Qwen3VLChatSession : IDisposable
 
         ImageProcessor processor = model.ImageProcessor;
         List<ProcessedImage> processed = images.Select(i => i.Process(processor)).ToList();
-        int[] ids = Qwen3VLChatTemplate.BuildPromptIds(model.Tokenizer, messages, addGenerationPrompt: true, i =>
-            i < processed.Count ? processed[i].TokenCount
-                : throw new ArgumentException("A message's text holds an <|image_pad|> token of its own; remove it."));
+        int[] ids;
+        try
+        {
+            ids = Qwen3VLChatTemplate.BuildPromptIds(model.Tokenizer, messages, addGenerationPrompt: true, i =>
+                i < processed.Count ? processed[i].TokenCount
+                    : throw new Qwen3VLInputException("A message's text holds an <|image_pad|> token of its own; remove it, or let " +
+                        "message text be plain text (ChatSessionOptions.SpecialTokensInContent = false).", "messages"),
+                specialTokensInContent: specialTokensInContent);
+        }
+        catch (NotSupportedException e)
+        {
+            // Turns hold text and images only, so a <|video_pad|> can only have been typed into a message.
+            throw new Qwen3VLInputException("A message's text holds a <|video_pad|> token; video input is not supported yet " +
+                "(or let message text be plain text: ChatSessionOptions.SpecialTokensInContent = false).", "messages", e);
+        }
 
         var spans = new List<ImageSpan>(images.Count);
         int pad = model.Config.ImageTokenId;

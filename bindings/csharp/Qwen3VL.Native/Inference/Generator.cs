@@ -59,6 +59,8 @@ public sealed class Generator
         float[] topValues = new float[candidates];
         int[] topIds = new int[candidates];
         int next = -1;
+        try
+        {
         while (generated.Count < options.MaxNewTokens)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -89,6 +91,12 @@ public sealed class Generator
                 if (!sampler.TrySampleCandidates(topValues, topIds, out next)) logits = Context.LastLogits();
             }
             else logits = Context.Decode(token);
+        }
+        }
+        catch (Qwen3VLNumericalException e)
+        {
+            // The step that failed is the one choosing token generated.Count + 1 (step 1: from the prefill's logits).
+            throw new Qwen3VLNumericalException($"Generation stopped at step {generated.Count + 1}: {e.Message}.");
         }
         if (reason != StopReason.StopSequence && text.Append(decoder.Flush())) reason = StopReason.StopSequence;
         text.Complete();

@@ -224,6 +224,7 @@ public sealed class Qwen3VLContext : IDisposable
                     Span<int> b = stackalloc int[1];
                     _step.Best.Read(b);
                     best = b[0];
+                    ThrowIfNonFiniteAt(_step.Logits, best);
                 }
                 else
                 {
@@ -234,7 +235,11 @@ public sealed class Qwen3VLContext : IDisposable
             {
                 RopePositions positions = RopeIndex.Text(1, NextPosition);
                 logits = Model.Text.Forward([token], positions, _cache, Length, null, [0]);
-                if (want == StepResult.ArgMax) best = Sampler.ArgMax(logits);
+                if (want == StepResult.ArgMax)
+                {
+                    if (Sampler.NonFinite(logits) is { } fault) throw new Qwen3VLNumericalException("the model produced " + fault);
+                    best = Sampler.ArgMax(logits);
+                }
                 if (want == StepResult.TopK)
                 {
                     TopKOnBackend(logits, topValues, topIds);
@@ -277,6 +282,18 @@ public sealed class Qwen3VLContext : IDisposable
         finally
         {
             Exit();
+        }
+    }
+
+    // The argmax counts a NaN as the largest value and +infinity is larger than any finite one, so the logit at the argmax
+    // is finite exactly when the row can be sampled (-infinity there: every logit is -infinity). One 4-byte read.
+    private static void ThrowIfNonFiniteAt(Tensor logits, int best)
+    {
+        Span<float> v = stackalloc float[1];
+        using (Tensor at = logits.View(best, 1)) at.Read(v);
+        if (!float.IsFinite(v[0]))
+        {
+            throw new Qwen3VLNumericalException($"the model produced {(float.IsNaN(v[0]) ? "NaN" : "infinite")} logits (token id {best} is the first)");
         }
     }
 

@@ -33,8 +33,7 @@ public sealed class Sampler
     public int Sample(ReadOnlySpan<float> logits, ReadOnlySpan<int> contextTokens = default, ReadOnlySpan<int> generatedTokens = default)
     {
         if (logits.IsEmpty) throw new ArgumentException("No logits.", nameof(logits));
-        float[] scores = logits.ToArray();
-        ApplyPenalties(scores, contextTokens, generatedTokens);
+        float[] scores = Penalised(logits, contextTokens, generatedTokens);
         if (_options.IsGreedy) return ArgMax(scores);
         (int[] cand, double[] probs) = Candidates(scores);
         return Draw(cand, probs);
@@ -79,7 +78,7 @@ public sealed class Sampler
         if (values.Length <= k) throw new ArgumentException($"top-k = {k} needs the {k + 1} largest logits.", nameof(values));
         for (int j = 0; j <= k; j++)
         {
-            if (float.IsNaN(values[j])) return false;
+            if (!float.IsFinite(values[j])) return false; // NaN or infinity: the row's check names the fault
         }
         if (!(values[k - 1] > values[k])) return false;
         // The row's top-k set is exactly these k (the full path keeps every score >= the k-th, and scaling by 1/T keeps
@@ -117,8 +116,7 @@ public sealed class Sampler
     /// </summary>
     public double[] Probabilities(ReadOnlySpan<float> logits, ReadOnlySpan<int> contextTokens = default, ReadOnlySpan<int> generatedTokens = default)
     {
-        float[] scores = logits.ToArray();
-        ApplyPenalties(scores, contextTokens, generatedTokens);
+        float[] scores = Penalised(logits, contextTokens, generatedTokens);
         if (_options.IsGreedy)
         {
             var oneHot = new double[scores.Length];
@@ -126,6 +124,46 @@ public sealed class Sampler
             return oneHot;
         }
         return Distribution(scores);
+    }
+
+    /// <summary>
+    /// A copy of the logits with the penalties applied, after checking that both can be sampled: no NaN, no +infinity,
+    /// and at least one finite score. A model that produced such logits is broken, and penalties that produce them
+    /// (a repetition penalty of 1e-38 divides a logit into infinity) leave no distribution to draw from.
+    /// </summary>
+    /// <exception cref="Qwen3VLNumericalException">The logits, or the scores after the penalties, cannot be sampled.</exception>
+    private float[] Penalised(ReadOnlySpan<float> logits, ReadOnlySpan<int> contextTokens, ReadOnlySpan<int> generatedTokens)
+    {
+        if (NonFinite(logits) is { } fault) throw new Qwen3VLNumericalException("the model produced " + fault);
+        float[] scores = logits.ToArray();
+        ApplyPenalties(scores, contextTokens, generatedTokens);
+        if (NonFinite(scores) is { } penalised)
+        {
+            throw new Qwen3VLNumericalException($"the repetition penalty ({_options.RepetitionPenalty}) and presence penalty " +
+                $"({_options.PresencePenalty}) turned finite logits into {penalised}; choose penalties closer to 1 and 0");
+        }
+        return scores;
+    }
+
+    /// <summary>
+    /// What makes a row of logits unsamplable, or null when it can be sampled: a NaN, a +infinity (softmax of it is NaN),
+    /// or no finite value at all (-infinity everywhere: no token is possible). One pass over the row.
+    /// </summary>
+    internal static string? NonFinite(ReadOnlySpan<float> logits)
+    {
+        bool anyFinite = false;
+        for (int i = 0; i < logits.Length; i++)
+        {
+            float x = logits[i];
+            if (float.IsFinite(x))
+            {
+                anyFinite = true;
+                continue;
+            }
+            if (float.IsNaN(x)) return $"NaN logits (token id {i} is the first)";
+            if (float.IsPositiveInfinity(x)) return $"infinite logits (token id {i} is the first)";
+        }
+        return anyFinite ? null : "logits that are -infinity for every token";
     }
 
     private void ApplyPenalties(float[] scores, ReadOnlySpan<int> contextTokens, ReadOnlySpan<int> generatedTokens)
@@ -231,7 +269,10 @@ public sealed class Sampler
     {
         double[] p = Softmax(sc);
         double max = p.Max();
-        // Tokens below the cut-off thr can only be kept if the tokens at or above it hold less than p: widen until they do.
+        // Finite scores give 0 < max <= 1 (Sample checks them first); anything else would never end the widening below.
+        if (!(max > 0 && max <= 1)) throw new Qwen3VLNumericalException($"top-p found no probability to keep (largest {max})");
+        // Tokens below the cut-off thr can only be kept if the tokens at or above it hold less than p: widen until they do
+        // (at most ~110 rounds: thr shrinks by 1e-3 from <= 1e-4 until it reaches 0).
         for (double thr = max * 1e-4; ; thr *= 1e-3)
         {
             double mass = 0;

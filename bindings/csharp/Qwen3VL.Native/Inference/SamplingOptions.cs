@@ -41,7 +41,7 @@ public sealed record SamplingOptions
         if (!File.Exists(path)) return Greedy;
         try
         {
-            using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            using JsonDocument doc = JsonDocument.Parse(Qwen3VL.Native.Processing.BoundedFile.ReadConfigBytes(path));
             JsonElement root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) return Greedy;
             bool sample = root.TryGetProperty("do_sample", out JsonElement ds) && ds.ValueKind == JsonValueKind.True;

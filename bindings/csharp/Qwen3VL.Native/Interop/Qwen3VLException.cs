@@ -27,6 +27,8 @@ public enum Qwen3VLStatus
     LimitExceeded = 8,
     /// <summary>A bug in the native library.</summary>
     InternalError = 9,
+    /// <summary>The model's numbers went wrong: NaN or infinite logits, or nothing left to sample.</summary>
+    NumericalError = 10,
 }
 
 /// <summary>A native call failed; <see cref="Status"/> says how, the message is the library's own.</summary>
@@ -59,6 +61,7 @@ public class Qwen3VLException : Exception
             Qwen3VLStatus.Cancelled => new Qwen3VLCancelledException(message),
             Qwen3VLStatus.LimitExceeded => new Qwen3VLLimitExceededException(message),
             Qwen3VLStatus.InternalError => new Qwen3VLInternalException(message),
+            Qwen3VLStatus.NumericalError => new Qwen3VLNumericalException(message),
             _ => new Qwen3VLException(publicStatus, message),
         };
     }
@@ -90,3 +93,21 @@ public sealed class Qwen3VLLimitExceededException(string message) : Qwen3VLExcep
 
 /// <summary>A bug in the native library (<see cref="Qwen3VLStatus.InternalError"/>).</summary>
 public sealed class Qwen3VLInternalException(string message) : Qwen3VLException(Qwen3VLStatus.InternalError, message);
+
+/// <summary>
+/// The model's numbers went wrong (<see cref="Qwen3VLStatus.NumericalError"/>): NaN or infinite logits, or options
+/// (a repetition penalty of 1e-38, say) that leave no token to sample. The generation ends; the message names the step.
+/// A checkpoint that produces NaN is broken; the context stays usable.
+/// </summary>
+public sealed class Qwen3VLNumericalException(string message) : Qwen3VLException(Qwen3VLStatus.NumericalError, message);
+
+/// <summary>
+/// The caller's input is refused: a prompt, an image or an option that the engine cannot take, for a reason the
+/// message gives (an image's aspect ratio, special-token text where it is not allowed, a size above a cap).
+/// <see cref="Parameter"/> names what was refused. Nothing changed: the session, context and model stay as they were.
+/// </summary>
+public sealed class Qwen3VLInputException(string message, string parameter, Exception? innerException = null) : Exception(message, innerException)
+{
+    /// <summary>What was refused: "prompt", "image", "messages", or an option's name.</summary>
+    public string Parameter { get; } = parameter;
+}

@@ -129,4 +129,98 @@ public sealed class CliTests
         Assert.Contains(message, r.Stderr);
         Assert.Equal("", r.Stdout);
     }
+
+    /// <summary>One line on stderr, no stack trace, no "Unhandled exception".</summary>
+    private static void AssertOneCleanLine(Result r)
+    {
+        string[] lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(l => !l.StartsWith("loading", StringComparison.Ordinal) && !l.Contains('\r')).ToArray();
+        Assert.DoesNotContain("Unhandled", r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
+        Assert.True(lines.Length >= 1 && lines[^1].StartsWith("qwen3vl run: error: ", StringComparison.Ordinal), r.Stderr);
+    }
+
+    // The hostile-input sweep's CLI cases (issue 12): each ended in "Unhandled exception", a stack trace and exit code 134.
+    [Theory]
+    [InlineData("empty-tokenizer", "is not a usable Qwen tokenizer")]
+    [InlineData("object-tokenizer", "is not a usable Qwen tokenizer")]
+    [InlineData("garbage-tokenizer", "is not a usable Qwen tokenizer")]
+    [InlineData("wide-image", "aspect ratio")]
+    [InlineData("image-pad-in-prompt", "<|image_pad|>")]
+    [InlineData("video-pad-in-prompt", "<|video_pad|>")]
+    [InlineData("huge-min-pixels", "--min-pixels")]
+    public async Task RefusedInputExitsWithCode2AndOneLine(string kind, string message)
+    {
+        string temp = Path.Combine(Path.GetTempPath(), "qwen3vl-cli-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(temp);
+        try
+        {
+            string model = ApiModels.TinyDirectory;
+            string[] extra = [];
+            string prompt = "hi";
+            if (kind.EndsWith("-tokenizer", StringComparison.Ordinal))
+            {
+                model = Path.Combine(temp, "model");
+                Directory.CreateDirectory(model);
+                foreach (string f in Directory.GetFiles(ApiModels.TinyDirectory)) File.Copy(f, Path.Combine(model, Path.GetFileName(f)));
+                await File.WriteAllTextAsync(Path.Combine(model, "tokenizer.json"),
+                    kind == "empty-tokenizer" ? "" : kind == "object-tokenizer" ? "{}" : "garbage \u0001", Ct);
+            }
+            else if (kind == "wide-image")
+            {
+                string wide = Path.Combine(temp, "wide.png");
+                await File.WriteAllBytesAsync(wide, Processing.Images.TestImageWriter.Png(100_000, 1, 2, 8, new byte[300_000]), Ct);
+                extra = ["--image", wide];
+            }
+            else if (kind == "image-pad-in-prompt") prompt = "what is <|image_pad|>?";
+            else if (kind == "video-pad-in-prompt") prompt = "what is <|video_pad|>?";
+            else extra = ["--min-pixels", "99999999999"];
+
+            Result r = await RunCli(["run", "--model", model, "--prompt", prompt, "--max-tokens", "2", .. extra]);
+            Assert.True(r.ExitCode == 2, $"exit {r.ExitCode}: {r.Stderr}");
+            Assert.Contains(message, r.Stderr);
+            AssertOneCleanLine(r);
+            Assert.Equal("", r.Stdout);
+        }
+        finally
+        {
+            Directory.Delete(temp, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task NaNLogitsExitWithCode1AndANamedError()
+    {
+        string dir = HostileInputTests.NaNCheckpoint();
+        try
+        {
+            // The checkpoint's defaults sample with top-p 0.8: the busy loop of the sweep.
+            Result r = await RunCli(["run", "--model", dir, "--prompt", "hi", "--max-tokens", "4"]);
+            Assert.True(r.ExitCode == 1, $"exit {r.ExitCode}: {r.Stderr}");
+            Assert.Contains("NaN", r.Stderr);
+            Assert.Contains("step 1", r.Stderr);
+            AssertOneCleanLine(r);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task ChatReportsARefusedMessageAndKeepsTheConversation()
+    {
+        Result r = await RunCli(["chat", "--model", ApiModels.TinyDirectory, "--temperature", "0", "--max-tokens", "3"],
+            ["Hello", "look <|image_pad|>", "And again?"], closeStdin: true);
+
+        using Qwen3VLChatSession session = ApiModels.Tiny.CreateSession();
+        var options = new GenerationOptions { Sampling = SamplingOptions.Greedy, MaxNewTokens = 3 };
+        string first = (await session.SendAsync("Hello", null, options, Ct)).Text;
+        string second = (await session.SendAsync("And again?", null, options, Ct)).Text; // the refused line left no trace
+
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("<|image_pad|>", r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
+        Assert.Equal(first + "\n" + second + "\n", r.Stdout);
+    }
 }

@@ -36,20 +36,24 @@ public static class ImageDecoder
     {
         ArgumentNullException.ThrowIfNull(path);
         options ??= ImageDecoderOptions.Default;
-        var file = new FileInfo(path);
-        if (!file.Exists)
+        if (!File.Exists(path) && !Directory.Exists(path))
         {
             throw new FileNotFoundException($"Image file not found: {path}", path);
         }
 
-        if (file.Length > options.MaxEncodedBytes)
+        byte[] data;
+        try
         {
-            throw new ImageFormatException($"Image file {path} is {file.Length} bytes, above the limit of {options.MaxEncodedBytes}.");
+            data = BoundedFile.ReadAllBytes(path, options.MaxEncodedBytes, "image file");
+        }
+        catch (InvalidDataException e)
+        {
+            throw new ImageFormatException(e.Message, e);
         }
 
         try
         {
-            return Decode(File.ReadAllBytes(path), options);
+            return Decode(data, options);
         }
         catch (ImageFormatException e) when (e is not ImageTooLargeException)
         {

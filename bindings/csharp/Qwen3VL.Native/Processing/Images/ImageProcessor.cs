@@ -56,7 +56,8 @@ public sealed class ImageProcessor
     /// Processes one RGB image. <paramref name="minPixels"/> / <paramref name="maxPixels"/> override the config's
     /// pixel budget (token budget) for this call.
     /// </summary>
-    /// <exception cref="ArgumentException">The aspect ratio exceeds 200, or with resizing disabled the size is not a multiple of patch * merge.</exception>
+    /// <exception cref="Qwen3VLInputException">The aspect ratio exceeds 200, the pixel budget is not positive, the resized
+    /// image would exceed <see cref="MaxResizedPixels"/>, or with resizing disabled the size is not a multiple of patch * merge.</exception>
     public ProcessedImage Process(RgbImage image, long? minPixels = null, long? maxPixels = null)
     {
         ArgumentNullException.ThrowIfNull(image);
@@ -65,7 +66,7 @@ public sealed class ImageProcessor
         byte[] pixels = image.Pixels;
         if (c.DoResize)
         {
-            (int rh, int rw) = GetResizedSize(h, w, minPixels, maxPixels);
+            (int rh, int rw) = CheckedResizedSize(h, w, minPixels, maxPixels);
             if (rh != h || rw != w)
             {
                 pixels = AntialiasedBicubicResampler.Resize(pixels, w, h, 3, rw, rh);
@@ -75,10 +76,37 @@ public sealed class ImageProcessor
         }
         else if (h % c.Factor != 0 || w % c.Factor != 0)
         {
-            throw new ArgumentException($"With do_resize = false the image size ({h}x{w}) must be a multiple of {c.Factor}.");
+            throw new Qwen3VLInputException($"With do_resize = false the image size ({h}x{w}) must be a multiple of {c.Factor}.", "image");
         }
 
         return Patchify(pixels, h, w);
+    }
+
+    /// <summary>
+    /// Largest image, in pixels, that <see cref="Process(RgbImage, long?, long?)"/> resizes to (the decoder's default pixel cap: 201 MB of RGB).
+    /// A pixel budget (min_pixels) that asks for more is refused before any memory is taken.
+    /// </summary>
+    public const long MaxResizedPixels = ImageDecoderOptions.DefaultMaxPixels;
+
+    // SmartResize's refusals (aspect ratio, a non-positive budget) and a target above MaxResizedPixels as the caller's error.
+    private (int Height, int Width) CheckedResizedSize(int h, int w, long? minPixels, long? maxPixels)
+    {
+        (int rh, int rw) size;
+        try
+        {
+            size = GetResizedSize(h, w, minPixels, maxPixels);
+        }
+        catch (ArgumentException e)
+        {
+            throw new Qwen3VLInputException($"The image ({w}x{h}) cannot be processed: {e.Message}", "image", e);
+        }
+        long area = (long)size.rh * size.rw;
+        if (area > MaxResizedPixels)
+        {
+            throw new Qwen3VLInputException($"The pixel budget resizes the image ({w}x{h}) to {size.rw}x{size.rh} = {area} pixels, above the " +
+                $"cap of {MaxResizedPixels}; lower min_pixels (now {minPixels ?? Config.MinPixels}).", "min_pixels");
+        }
+        return size;
     }
 
     private ProcessedImage Patchify(byte[] rgb, int height, int width)

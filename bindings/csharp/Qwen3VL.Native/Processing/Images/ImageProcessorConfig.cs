@@ -63,13 +63,13 @@ public sealed record ImageProcessorConfig
         string pre = Path.Combine(directory, "preprocessor_config.json");
         if (File.Exists(pre))
         {
-            return FromJson(File.ReadAllText(pre));
+            return FromJson(Qwen3VL.Native.Processing.BoundedFile.ReadConfigText(pre));
         }
 
         string proc = Path.Combine(directory, "processor_config.json");
         if (File.Exists(proc))
         {
-            using JsonDocument doc = Parse(File.ReadAllText(proc));
+            using JsonDocument doc = Parse(Qwen3VL.Native.Processing.BoundedFile.ReadConfigText(proc));
             if (doc.RootElement.ValueKind == JsonValueKind.Object
                 && doc.RootElement.TryGetProperty("image_processor", out JsonElement ip)
                 && ip.ValueKind == JsonValueKind.Object)

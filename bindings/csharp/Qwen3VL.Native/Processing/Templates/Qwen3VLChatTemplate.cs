@@ -44,7 +44,19 @@ public static class Qwen3VLChatTemplate
         IReadOnlyList<ChatMessage> messages,
         bool addGenerationPrompt,
         bool addVisionId = false,
-        IReadOnlyList<JsonElement>? tools = null)
+        IReadOnlyList<JsonElement>? tools = null) => Render(messages, addGenerationPrompt, addVisionId, tools, null);
+
+    /// <summary>
+    /// <see cref="Render(IReadOnlyList{ChatMessage}, bool, bool, IReadOnlyList{JsonElement}?)"/>, also recording in
+    /// <paramref name="contentRanges"/> (when not null) where the messages' own text lies in the result: their text
+    /// parts and tool calls, in ascending order. The template's structure lies outside them.
+    /// </summary>
+    public static string Render(
+        IReadOnlyList<ChatMessage> messages,
+        bool addGenerationPrompt,
+        bool addVisionId,
+        IReadOnlyList<JsonElement>? tools,
+        List<(int Start, int Length)>? contentRanges)
     {
         ArgumentNullException.ThrowIfNull(messages);
         if (messages.Count == 0)
@@ -58,7 +70,7 @@ public static class Qwen3VLChatTemplate
             sb.Append("<|im_start|>system\n");
             if (first.Role == "system")
             {
-                AppendTextParts(sb, first);
+                AppendTextParts(sb, first, contentRanges);
                 sb.Append("\n\n");
             }
             sb.Append("# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -74,7 +86,7 @@ public static class Qwen3VLChatTemplate
         else if (first.Role == "system")
         {
             sb.Append("<|im_start|>system\n");
-            AppendTextParts(sb, first);
+            AppendTextParts(sb, first, contentRanges);
             sb.Append("<|im_end|>\n");
         }
 
@@ -86,12 +98,12 @@ public static class Qwen3VLChatTemplate
             {
                 case "user":
                     sb.Append("<|im_start|>user\n");
-                    AppendVisualContent(sb, m, addVisionId, ref images, ref videos);
+                    AppendVisualContent(sb, m, addVisionId, ref images, ref videos, contentRanges);
                     sb.Append("<|im_end|>\n");
                     break;
                 case "assistant":
                     sb.Append("<|im_start|>assistant\n");
-                    AppendTextParts(sb, m);
+                    AppendTextParts(sb, m, contentRanges);
                     for (int k = 0; k < m.ToolCalls.Count; k++)
                     {
                         if (k > 0 || IsTruthy(m))
@@ -99,8 +111,11 @@ public static class Qwen3VLChatTemplate
                             sb.Append('\n');
                         }
                         ChatToolCall call = m.ToolCalls[k];
-                        sb.Append("<tool_call>\n{\"name\": \"").Append(call.Name).Append("\", \"arguments\": ")
-                          .Append(call.Arguments).Append("}\n</tool_call>");
+                        sb.Append("<tool_call>\n{\"name\": \"");
+                        AppendContent(sb, call.Name, contentRanges);
+                        sb.Append("\", \"arguments\": ");
+                        AppendContent(sb, call.Arguments, contentRanges);
+                        sb.Append("}\n</tool_call>");
                     }
                     sb.Append("<|im_end|>\n");
                     break;
@@ -110,7 +125,7 @@ public static class Qwen3VLChatTemplate
                         sb.Append("<|im_start|>user");
                     }
                     sb.Append("\n<tool_response>\n");
-                    AppendVisualContent(sb, m, addVisionId, ref images, ref videos);
+                    AppendVisualContent(sb, m, addVisionId, ref images, ref videos, contentRanges);
                     sb.Append("\n</tool_response>");
                     if (i == messages.Count - 1 || messages[i + 1].Role != "tool")
                     {
@@ -130,18 +145,31 @@ public static class Qwen3VLChatTemplate
     private static bool IsTruthy(ChatMessage m) =>
         m.ContentIsString ? m.Content[0].Text!.Length > 0 : m.Content.Count > 0;
 
-    private static void AppendTextParts(StringBuilder sb, ChatMessage m)
+    private static void AppendTextParts(StringBuilder sb, ChatMessage m, List<(int Start, int Length)>? ranges)
     {
         foreach (ContentPart part in m.Content)
         {
             if (part.Kind == ContentPartKind.Text)
             {
-                sb.Append(part.Text);
+                AppendContent(sb, part.Text, ranges);
             }
         }
     }
 
-    private static void AppendVisualContent(StringBuilder sb, ChatMessage m, bool addVisionId, ref int images, ref int videos)
+    // A message's own text, with its range recorded (adjacent ranges merge, so they stay ascending and disjoint).
+    private static void AppendContent(StringBuilder sb, string? text, List<(int Start, int Length)>? ranges)
+    {
+        if (string.IsNullOrEmpty(text)) return;
+        if (ranges is not null)
+        {
+            if (ranges.Count > 0 && ranges[^1].Start + ranges[^1].Length == sb.Length) ranges[^1] = (ranges[^1].Start, ranges[^1].Length + text.Length);
+            else ranges.Add((sb.Length, text.Length));
+        }
+        sb.Append(text);
+    }
+
+    private static void AppendVisualContent(StringBuilder sb, ChatMessage m, bool addVisionId, ref int images, ref int videos,
+        List<(int Start, int Length)>? ranges)
     {
         foreach (ContentPart part in m.Content)
         {
@@ -164,7 +192,7 @@ public static class Qwen3VLChatTemplate
                     sb.Append("<|vision_start|><|video_pad|><|vision_end|>");
                     break;
                 default:
-                    sb.Append(part.Text);
+                    AppendContent(sb, part.Text, ranges);
                     break;
             }
         }
@@ -185,6 +213,12 @@ public static class Qwen3VLChatTemplate
     /// </param>
     /// <param name="addVisionId">Template option <c>add_vision_id</c>.</param>
     /// <param name="tools">Tool definitions for the tools preamble.</param>
+    /// <param name="specialTokensInContent">
+    /// True (transformers' default): special-token text in the messages (<c>&lt;|im_start|&gt;</c>, <c>&lt;|image_pad|&gt;</c>)
+    /// becomes those tokens, so a message can open a turn of another role. False: the messages' own text is tokenized as
+    /// text (as with <c>split_special_tokens=True</c>) and only the template's structure holds special tokens; the safe
+    /// choice for content from untrusted users. Without such text both give the same ids.
+    /// </param>
     /// <exception cref="NotSupportedException">The prompt contains a video (video expansion, with timestamps, is not implemented yet).</exception>
     public static int[] BuildPromptIds(
         QwenTokenizer tokenizer,
@@ -192,12 +226,16 @@ public static class Qwen3VLChatTemplate
         bool addGenerationPrompt,
         Func<int, int> imagePadCount,
         bool addVisionId = false,
-        IReadOnlyList<JsonElement>? tools = null)
+        IReadOnlyList<JsonElement>? tools = null,
+        bool specialTokensInContent = true)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(imagePadCount);
-        int[] ids = tokenizer.Encode(Render(messages, addGenerationPrompt, addVisionId, tools));
-        return ExpandImagePads(ids, imagePadCount);
+        List<(int Start, int Length)>? content = specialTokensInContent ? null : [];
+        string text = Render(messages, addGenerationPrompt, addVisionId, tools, content);
+        var ids = new List<int>(text.Length / 3 + 16);
+        tokenizer.Encode(text, ids, content);
+        return ExpandImagePads(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids), imagePadCount);
     }
 
     /// <summary>Expands every <c>&lt;|image_pad|&gt;</c> id, the i-th into <paramref name="imagePadCount"/>(i) copies.</summary>
@@ -271,7 +309,7 @@ public static class Qwen3VLChatTemplate
         string jinja = Path.Combine(checkpointDirectory, "chat_template.jinja");
         if (File.Exists(jinja))
         {
-            return ChatTemplateDetection.Create(jinja, File.ReadAllText(jinja));
+            return ChatTemplateDetection.Create(jinja, Qwen3VL.Native.Processing.BoundedFile.ReadConfigText(jinja));
         }
         foreach (string name in new[] { "chat_template.json", "tokenizer_config.json" })
         {
@@ -280,7 +318,7 @@ public static class Qwen3VLChatTemplate
             {
                 continue;
             }
-            using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            using JsonDocument doc = JsonDocument.Parse(Qwen3VL.Native.Processing.BoundedFile.ReadConfigBytes(path));
             if (!doc.RootElement.TryGetProperty("chat_template", out JsonElement t))
             {
                 continue;

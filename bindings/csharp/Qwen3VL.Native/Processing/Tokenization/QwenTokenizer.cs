@@ -138,9 +138,28 @@ public sealed class QwenTokenizer
 
     /// <summary>Loads a tokenizer from a <c>tokenizer.json</c> and optionally a <c>tokenizer_config.json</c> (for its <c>added_tokens_decoder</c>).</summary>
     /// <exception cref="NotSupportedException">The file describes a tokenizer other than byte-level BPE.</exception>
+    /// <exception cref="InvalidDataException">A file is not JSON, lacks a field the tokenizer needs, or has one of the wrong kind.</exception>
     public static QwenTokenizer FromFile(string tokenizerJsonPath, string? tokenizerConfigPath = null)
     {
-        using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(tokenizerJsonPath));
+        try
+        {
+            return Load(tokenizerJsonPath, tokenizerConfigPath);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or OverflowException
+                                      or ArgumentException or IndexOutOfRangeException)
+        {
+            // JsonElement accessors throw these for a missing property or a value of the wrong kind.
+            throw new InvalidDataException($"'{tokenizerJsonPath}'{(tokenizerConfigPath is null ? "" : $" (with '{tokenizerConfigPath}')")} " +
+                $"is not a usable Qwen tokenizer: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Largest tokenizer.json / tokenizer_config.json read (Qwen's tokenizer.json is 11 MB).</summary>
+    private const long MaxTokenizerFileBytes = 512L << 20;
+
+    private static QwenTokenizer Load(string tokenizerJsonPath, string? tokenizerConfigPath)
+    {
+        using JsonDocument doc = JsonDocument.Parse(BoundedFile.ReadAllBytes(tokenizerJsonPath, MaxTokenizerFileBytes, "tokenizer file"));
         JsonElement root = doc.RootElement;
 
         JsonElement model = root.GetProperty("model");
@@ -191,7 +210,7 @@ public sealed class QwenTokenizer
         }
         if (tokenizerConfigPath is not null)
         {
-            using JsonDocument cfg = JsonDocument.Parse(File.ReadAllBytes(tokenizerConfigPath));
+            using JsonDocument cfg = JsonDocument.Parse(BoundedFile.ReadAllBytes(tokenizerConfigPath, MaxTokenizerFileBytes, "tokenizer config"));
             if (cfg.RootElement.TryGetProperty("added_tokens_decoder", out JsonElement dec) && dec.ValueKind == JsonValueKind.Object)
             {
                 foreach (JsonProperty p in dec.EnumerateObject())
@@ -273,12 +292,21 @@ public sealed class QwenTokenizer
     }
 
     /// <summary>Encodes text and appends the ids to <paramref name="ids"/>.</summary>
-    public void Encode(string text, List<int> ids)
+    public void Encode(string text, List<int> ids) => Encode(text, ids, null);
+
+    /// <summary>
+    /// Encodes text and appends the ids to <paramref name="ids"/>; in the <paramref name="plainText"/> ranges (ascending,
+    /// not overlapping: the text a caller wrote into a rendered prompt) added-token text such as <c>&lt;|im_start|&gt;</c>
+    /// stays text (as transformers' <c>split_special_tokens=True</c> does), so a message cannot forge a turn or an image
+    /// pad. Elsewhere added tokens become their ids. Text without added-token text encodes the same either way.
+    /// </summary>
+    public void Encode(string text, List<int> ids, IReadOnlyList<(int Start, int Length)>? plainText)
     {
         ArgumentNullException.ThrowIfNull(text);
         ArgumentNullException.ThrowIfNull(ids);
         int start = 0;
         int pos = 0;
+        int range = 0;
         while (pos < text.Length)
         {
             int hit = text.AsSpan(pos).IndexOfAny(_addedFirstChars);
@@ -287,6 +315,15 @@ public sealed class QwenTokenizer
                 break;
             }
             pos += hit;
+            if (plainText is not null)
+            {
+                while (range < plainText.Count && plainText[range].Start + plainText[range].Length <= pos) range++;
+                if (range < plainText.Count && plainText[range].Start <= pos)
+                {
+                    pos = plainText[range].Start + plainText[range].Length; // no added token starts inside the range
+                    continue;
+                }
+            }
             AddedToken? match = MatchAdded(text, pos);
             if (match is null)
             {
