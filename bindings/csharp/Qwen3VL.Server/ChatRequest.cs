@@ -41,7 +41,22 @@ internal sealed class ChatRequest
         }
         using (doc)
         {
-            JsonElement root = doc.RootElement;
+            try
+            {
+                return Parse(doc.RootElement, limits, modelDefaults, contextLength);
+            }
+            catch (InvalidOperationException e)
+            {
+                // JsonElement's accessors refuse a value they cannot read (a string escaping a lone surrogate where a name
+                // or option is expected): the client's JSON, not a server fault.
+                throw ApiError.BadRequest($"The request holds a value that cannot be read: {e.Message}", code: "invalid_request");
+            }
+        }
+    }
+
+    private static ChatRequest Parse(JsonElement root, ServerOptions limits, SamplingOptions modelDefaults, int contextLength)
+    {
+        {
             if (root.ValueKind != JsonValueKind.Object) throw ApiError.BadRequest("The request body must be a JSON object.");
 
             bool stream = OptionalBool(root, "stream") ?? false;
@@ -148,7 +163,16 @@ internal sealed class ChatRequest
     /// </summary>
     private static string Text(JsonElement e, string param)
     {
-        string s = e.GetString()!;
+        string s;
+        try
+        {
+            s = e.GetString()!;
+        }
+        catch (InvalidOperationException)
+        {
+            // System.Text.Json refuses to unescape a lone surrogate ("\ud800") into a string.
+            throw ApiError.BadRequest($"{param} is not valid Unicode: it escapes a lone surrogate.", param, "invalid_text");
+        }
         for (int i = 0; i < s.Length; i++)
         {
             if (!char.IsSurrogate(s[i])) continue;
