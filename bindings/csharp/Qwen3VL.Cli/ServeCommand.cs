@@ -24,6 +24,7 @@ internal static class ServeCommand
         "  --max-image-pixels N   largest image as its header declares, checked before decoding (default 16777216)\n" +
         "  --model-id NAME        model name reported to clients (default: the checkpoint folder's name)\n" +
         "  --max-tokens N         answer length when a request sets no max_tokens (default 512)\n" +
+        "  --max-request-seconds N  longest a request may take, queue included; then 503 request_timeout (default 600, 0: none)\n" +
         "  --model DIR, --device D, --threads N, --context N (tokens per context), --min-pixels N, --max-pixels N: as for run";
 
     internal static int Run(string[] args)
@@ -32,6 +33,7 @@ internal static class ServeCommand
         int port = 8080, parallel = 1, queue = 64, maxImages = 8;
         long maxBody = 32L * 1024 * 1024, maxImagePixels = 16L * 1024 * 1024;
         bool allowLocal = false, maxTokensGiven = false, specialTokensInContent = false;
+        int maxRequestSeconds = 600;
         string? apiKey = Environment.GetEnvironmentVariable("QWEN3VL_API_KEY");
         CliOptions o = CliOptions.Parse(args, (_, option, value) =>
         {
@@ -48,6 +50,7 @@ internal static class ServeCommand
                 case "--max-images": maxImages = Int(option, value(), 0, 1024); return true;
                 case "--max-image-pixels": maxImagePixels = Long(option, value(), 1); return true;
                 case "--model-id": modelId = value(); return true;
+                case "--max-request-seconds": maxRequestSeconds = Int(option, value(), 0, 7 * 24 * 3600); return true;
                 default: return false;
             }
         });
@@ -76,6 +79,7 @@ internal static class ServeCommand
             MaxImagePixels = maxImagePixels,
             AllowLocalFiles = allowLocal,
             SpecialTokensInContent = specialTokensInContent,
+            MaxRequestTime = maxRequestSeconds == 0 ? null : TimeSpan.FromSeconds(maxRequestSeconds),
             ApiKey = string.IsNullOrEmpty(apiKey) ? null : apiKey,
             DefaultMaxTokens = maxTokensGiven ? o.MaxTokens : 512,
             ConsoleLog = true,

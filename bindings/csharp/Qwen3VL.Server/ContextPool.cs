@@ -17,6 +17,7 @@ internal sealed class ContextPool<T> where T : class
     private readonly Stack<T> _free;
     private readonly LinkedList<TaskCompletionSource<T>> _waiters = new();
     private readonly int _capacity;
+    private readonly HashSet<Lease> _leases = [];
     private bool _stopping;
     private long _completed, _cancelled, _rejected, _failed;
 
@@ -105,6 +106,16 @@ internal sealed class ContextPool<T> where T : class
     }
 
     /// <summary>Every item, once none is leased (for disposal at shutdown); null while some are still in use.</summary>
+    /// <summary>How long each item handed out now has been held, longest first.</summary>
+    internal TimeSpan[] LeaseAges()
+    {
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        lock (_gate)
+        {
+            return _leases.Select(l => System.Diagnostics.Stopwatch.GetElapsedTime(l.Started, now)).OrderDescending().ToArray();
+        }
+    }
+
     internal IReadOnlyList<T>? TakeAllIfIdle()
     {
         lock (_gate)
@@ -144,10 +155,19 @@ internal sealed class ContextPool<T> where T : class
         {
             _pool = pool;
             Item = item;
+            lock (pool._gate) pool._leases.Add(this);
         }
 
         internal T Item { get; }
 
-        public void Dispose() => Interlocked.Exchange(ref _pool, null)?.Release(Item);
+        /// <summary>When the item was handed out (<see cref="System.Diagnostics.Stopwatch.GetTimestamp"/>).</summary>
+        internal long Started { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _pool, null) is not { } pool) return;
+            lock (pool._gate) pool._leases.Remove(this);
+            pool.Release(Item);
+        }
     }
 }

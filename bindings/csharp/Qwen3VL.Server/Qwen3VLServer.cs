@@ -201,7 +201,9 @@ public sealed class Qwen3VLServer : IAsyncDisposable
     private async Task HandleCompletionsAsync(HttpContext http)
     {
         CancellationToken aborted = http.RequestAborted;
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(aborted, _stopping.Token);
+        using var deadline = new CancellationTokenSource();
+        if (_options.MaxRequestTime is { } limit) deadline.CancelAfter(limit);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(aborted, _stopping.Token, deadline.Token);
         CancellationToken token = cts.Token;
         var clock = Stopwatch.StartNew();
         string outcome = "";
@@ -237,6 +239,10 @@ public sealed class Qwen3VLServer : IAsyncDisposable
             {
                 throw new ApiError(503, e.Message, "server_error", null, "server_shutting_down");
             }
+            catch (OperationCanceledException) when (deadline.IsCancellationRequested && !aborted.IsCancellationRequested && !_stopping.IsCancellationRequested)
+            {
+                throw TimedOut(); // counted by the pool as cancelled while queued
+            }
             catch (OperationCanceledException)
             {
                 outcome = "cancelled while queued";
@@ -255,6 +261,11 @@ public sealed class Qwen3VLServer : IAsyncDisposable
                         ? await StreamAsync(http.Response, session, request, prompt, token).ConfigureAwait(false)
                         : await CompleteAsync(http.Response, session, request, prompt, token).ConfigureAwait(false);
                     pool.CountCompleted();
+                }
+                catch (OperationCanceledException) when (deadline.IsCancellationRequested && !aborted.IsCancellationRequested && !_stopping.IsCancellationRequested)
+                {
+                    pool.CountCancelled();
+                    throw TimedOut();
                 }
                 catch (OperationCanceledException) when (token.IsCancellationRequested)
                 {
@@ -275,7 +286,9 @@ public sealed class Qwen3VLServer : IAsyncDisposable
         }
         catch (Exception e) when (e is not OperationCanceledException || !aborted.IsCancellationRequested)
         {
-            ApiError error = ErrorFor(e);
+            ApiError error = e is OperationCanceledException && deadline.IsCancellationRequested && !_stopping.IsCancellationRequested
+                ? TimedOut() // in preprocessing
+                : ErrorFor(e);
             outcome = $"{error.Status} {error.Code ?? error.Type}";
             if (http.Response.HasStarted)
             {
@@ -295,6 +308,9 @@ public sealed class Qwen3VLServer : IAsyncDisposable
             Log($"POST /v1/chat/completions {outcome} {clock.Elapsed.TotalSeconds:0.000} s");
         }
     }
+
+    private ApiError TimedOut() => new(503, $"The request ran past the server's limit of {_options.MaxRequestTime!.Value.TotalSeconds:0.###} s " +
+        "(qwen3vl serve --max-request-seconds).", "server_error", null, "request_timeout");
 
     /// <summary>
     /// The answer to a failed request: what the client caused is a 4xx naming the parameter; a model fault (NaN logits)
@@ -474,11 +490,17 @@ public sealed class Qwen3VLServer : IAsyncDisposable
     {
         ServerCounters c = Counters;
         ServerState state = _state;
-        return WriteJsonAsync(http.Response, state == ServerState.Ready ? 200 : 503, w =>
+        // A context held past the request time limit (plus a grace) is in a step that does not return: the deadline
+        // stops a generation between steps, so a lease that old is stuck, and /health must not say ok.
+        TimeSpan stuckAfter = (_options.MaxRequestTime ?? TimeSpan.MaxValue / 2) + _options.StuckGrace;
+        int stuck = _pool?.LeaseAges().Count(age => age > stuckAfter) ?? 0;
+        bool degraded = state == ServerState.Ready && stuck > 0;
+        return WriteJsonAsync(http.Response, state == ServerState.Ready && !degraded ? 200 : 503, w =>
         {
             w.WriteStartObject();
             w.WriteString("status", state switch
             {
+                ServerState.Ready when degraded => "degraded",
                 ServerState.Ready => "ok",
                 ServerState.Loading => "loading",
                 ServerState.Failed => "failed",
@@ -496,6 +518,7 @@ public sealed class Qwen3VLServer : IAsyncDisposable
             w.WriteNumber("cancelled", c.Cancelled);
             w.WriteNumber("rejected", c.Rejected);
             w.WriteNumber("failed", c.Failed);
+            w.WriteNumber("stuck_contexts", stuck);
             w.WriteEndObject();
         }, CancellationToken.None);
     }

@@ -36,6 +36,15 @@ public sealed record ServerOptions
     public string? ApiKey { get; init; }
     /// <summary>Tokens generated when a request sets no max_tokens; the context's free room bounds it too.</summary>
     public int DefaultMaxTokens { get; init; } = 512;
+    /// <summary>
+    /// Longest a request may take from its arrival to its last token (queue, preprocessing and generation); past it the
+    /// generation is stopped at the next step and the request answered 503 <c>request_timeout</c>. Null for no limit.
+    /// Default 10 minutes. A context held more than this plus <see cref="StuckGrace"/> makes <c>/health</c> report
+    /// <c>degraded</c> (a step that does not return).
+    /// </summary>
+    public TimeSpan? MaxRequestTime { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>How long past <see cref="MaxRequestTime"/> a context may stay held before <c>/health</c> says degraded.</summary>
+    public TimeSpan StuckGrace { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Write a line per request and the start-up messages to the console log.</summary>
     public bool ConsoleLog { get; init; }
 
@@ -48,6 +57,8 @@ public sealed record ServerOptions
         ArgumentOutOfRangeException.ThrowIfNegative(MaxImagesPerRequest, nameof(MaxImagesPerRequest));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxImagePixels, 1, nameof(MaxImagePixels));
         ArgumentOutOfRangeException.ThrowIfLessThan(DefaultMaxTokens, 1, nameof(DefaultMaxTokens));
+        if (MaxRequestTime is { } limit) ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(limit, TimeSpan.Zero, nameof(MaxRequestTime));
+        ArgumentOutOfRangeException.ThrowIfLessThan(StuckGrace, TimeSpan.Zero, nameof(StuckGrace));
         if (Port is < 0 or > 65535) throw new ArgumentOutOfRangeException(nameof(Port), Port, "Port must be 0..65535.");
         if (!System.Net.IPAddress.TryParse(Host, out _) && Host != "localhost")
         {

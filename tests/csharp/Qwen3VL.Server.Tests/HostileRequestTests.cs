@@ -81,4 +81,41 @@ public sealed class HostileRequestTests
         Assert.Equal(0, server.Counters.Failed);
         await stop.CancelAsync();
     }
+
+    [Fact]
+    public async Task ARequestPastItsTimeLimitIsStoppedAndFreesItsContext()
+    {
+        await using Qwen3VLServer server = await StartAsync(o => o with { Parallel = 1, MaxRequestTime = TimeSpan.FromMilliseconds(50) });
+        using HttpClient http = Http(server, apiKey: null);
+        string longAnswer = """{"messages":[{"role":"user","content":"Hi"}],"temperature":0,"max_tokens":900,"stop":[]}""";
+        using HttpResponseMessage r = await http.PostAsync("v1/chat/completions", Json(longAnswer), Ct);
+        JsonElement e = await AssertErrorAsync(r, HttpStatusCode.ServiceUnavailable, "request_timeout");
+        Assert.Contains("--max-request-seconds", e.GetProperty("message").GetString());
+        Assert.True(await EventuallyAsync(() => server.Counters.Active == 0 && server.Counters.FreeContexts == 1));
+        Assert.Equal(0, server.Counters.Failed);
+
+        using HttpResponseMessage health = await http.GetAsync("health", Ct);
+        Assert.Equal(HttpStatusCode.OK, health.StatusCode); // stopped between steps: nothing stuck
+        using JsonDocument doc = JsonDocument.Parse(await health.Content.ReadAsStringAsync(Ct));
+        Assert.Equal(0, doc.RootElement.GetProperty("stuck_contexts").GetInt32());
+    }
+
+    [Fact]
+    public async Task LeaseAgesShowHowLongEachContextIsHeld()
+    {
+        var pool = new ContextPool<string>(["a", "b"], maxQueue: 1);
+        Assert.Empty(pool.LeaseAges());
+        ContextPool<string>.Lease first = await pool.AcquireAsync(Ct);
+        await Task.Delay(60, Ct);
+        using (ContextPool<string>.Lease second = await pool.AcquireAsync(Ct))
+        {
+            TimeSpan[] ages = pool.LeaseAges();
+            Assert.Equal(2, ages.Length);
+            Assert.True(ages[0] >= TimeSpan.FromMilliseconds(50) && ages[0] >= ages[1], string.Join(", ", ages));
+        }
+        first.Dispose();
+        first.Dispose(); // twice: released once
+        Assert.Empty(pool.LeaseAges());
+        Assert.Equal(2, pool.Snapshot().FreeContexts);
+    }
 }
