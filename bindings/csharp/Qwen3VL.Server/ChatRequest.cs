@@ -159,31 +159,18 @@ internal sealed class ChatRequest
 
     /// <summary>
     /// A JSON string as text, refused when it is not valid Unicode: JSON's \u escapes can spell a lone surrogate
-    /// ("\ud800"), which no tokenizer can encode faithfully.
+    /// ("\ud800"), which System.Text.Json refuses to unescape (raw invalid UTF-8 already fails the parse).
     /// </summary>
     private static string Text(JsonElement e, string param)
     {
-        string s;
         try
         {
-            s = e.GetString()!;
+            return e.GetString()!;
         }
         catch (InvalidOperationException)
         {
-            // System.Text.Json refuses to unescape a lone surrogate ("\ud800") into a string.
             throw ApiError.BadRequest($"{param} is not valid Unicode: it escapes a lone surrogate.", param, "invalid_text");
         }
-        for (int i = 0; i < s.Length; i++)
-        {
-            if (!char.IsSurrogate(s[i])) continue;
-            if (char.IsHighSurrogate(s[i]) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1]))
-            {
-                i++;
-                continue;
-            }
-            throw ApiError.BadRequest($"{param} is not valid Unicode: a lone surrogate (U+{(int)s[i]:X4}) at character {i}.", param, "invalid_text");
-        }
-        return s;
     }
 
     /// <summary>The text parts of a system or assistant message (which hold no images), one per line.</summary>

@@ -136,6 +136,8 @@ public sealed class Sampler
     {
         if (NonFinite(logits) is { } fault) throw new Qwen3VLNumericalException("the model produced " + fault);
         float[] scores = logits.ToArray();
+        bool penalties = (_options.RepetitionPenalty != 1f && !contextTokens.IsEmpty) || (_options.PresencePenalty != 0f && !generatedTokens.IsEmpty);
+        if (!penalties) return scores;
         ApplyPenalties(scores, contextTokens, generatedTokens);
         if (NonFinite(scores) is { } penalised)
         {
