@@ -150,6 +150,12 @@ const Entry kEntries[] = {
     QWEN3VL_ENUM(qwen3vl_cpu_feature, QWEN3VL_CPU_AVX512BW),
     QWEN3VL_ENUM(qwen3vl_cpu_feature, QWEN3VL_CPU_AVX512VL),
     QWEN3VL_ENUM(qwen3vl_cpu_feature, QWEN3VL_CPU_AVX512BF16),
+
+    QWEN3VL_SIZE(qwen3vl_file_kind),
+    QWEN3VL_ENUM(qwen3vl_file_kind, QWEN3VL_FILE_KIND_NONE),
+    QWEN3VL_ENUM(qwen3vl_file_kind, QWEN3VL_FILE_KIND_REGULAR),
+    QWEN3VL_ENUM(qwen3vl_file_kind, QWEN3VL_FILE_KIND_DIRECTORY),
+    QWEN3VL_ENUM(qwen3vl_file_kind, QWEN3VL_FILE_KIND_OTHER),
 };
 
 }  // namespace

@@ -81,6 +81,19 @@ const char* qwen3vl_status_name(qwen3vl_status status) {
     return "QWEN3VL_STATUS_UNKNOWN";
 }
 
+qwen3vl_status qwen3vl_path_kind(const char* path, qwen3vl_file_kind* kind) {
+    return guarded([&] {
+        require(path != nullptr, "path is NULL");
+        require(kind != nullptr, "kind is NULL");
+        switch (file_kind(path)) {
+            case FileKind::None: *kind = QWEN3VL_FILE_KIND_NONE; break;
+            case FileKind::Regular: *kind = QWEN3VL_FILE_KIND_REGULAR; break;
+            case FileKind::Directory: *kind = QWEN3VL_FILE_KIND_DIRECTORY; break;
+            case FileKind::Other: *kind = QWEN3VL_FILE_KIND_OTHER; break;
+        }
+    });
+}
+
 qwen3vl_build_info qwen3vl_build_info_init(void) {
     qwen3vl_build_info info;
     std::memset(&info, 0, sizeof(info));

@@ -135,6 +135,18 @@ typedef enum qwen3vl_cpu_feature {
     QWEN3VL_CPU_AVX512BF16 = 256
 } qwen3vl_cpu_feature;
 
+/** What a path names, as qwen3vl_path_kind reports it (symbolic links followed). */
+typedef enum qwen3vl_file_kind {
+    /** Nothing there (or it cannot be examined). */
+    QWEN3VL_FILE_KIND_NONE = 0,
+    /** A regular file. */
+    QWEN3VL_FILE_KIND_REGULAR = 1,
+    /** A directory. */
+    QWEN3VL_FILE_KIND_DIRECTORY = 2,
+    /** Anything else: a FIFO, a character or block device, a socket, a console or pipe on Windows. */
+    QWEN3VL_FILE_KIND_OTHER = 3
+} qwen3vl_file_kind;
+
 /** How the library was built and what it found on this machine. Initialise with qwen3vl_build_info_init(). */
 typedef struct qwen3vl_build_info {
     /** sizeof(qwen3vl_build_info) as the caller knows it; checked by the library. */
@@ -290,6 +302,9 @@ QWEN3VL_API qwen3vl_status qwen3vl_abi_layout(const char* type_name, const char*
 QWEN3VL_API qwen3vl_build_info qwen3vl_build_info_init(void);
 /** Fills *info (whose struct_size must be set). */
 QWEN3VL_API qwen3vl_status qwen3vl_build_info_get(qwen3vl_build_info* info);
+/** What path (UTF-8) names, written to *kind, found without opening it for reading: a caller about to read a file it was
+ * given refuses a FIFO (opening one blocks until a writer comes) or a device (it reports length 0 and never ends). */
+QWEN3VL_API qwen3vl_status qwen3vl_path_kind(const char* path, qwen3vl_file_kind* kind);
 /** Number of usable CUDA devices (0 without CUDA or without a device; not an error). */
 QWEN3VL_API qwen3vl_status qwen3vl_cuda_device_count(int32_t* count);
 /** A qwen3vl_cuda_device with struct_size set. */

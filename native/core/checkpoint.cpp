@@ -420,25 +420,32 @@ bool is_plain_file_name(const std::string& name) {
 
 }  // namespace
 
+// Whether a checkpoint file is there: anything but a directory counts, so that a FIFO or a device in its place is
+// refused by the read ("not a regular file") rather than reported missing.
+static bool present(const std::string& path) {
+    const FileKind kind = file_kind(path);
+    return kind == FileKind::Regular || kind == FileKind::Other;
+}
+
 Checkpoint Checkpoint::open(const std::string& directory) {
     if (!is_directory(directory)) fail(QWEN3VL_STATUS_IO_ERROR, "'" + directory + "' is not a directory");
     Checkpoint ck;
     ck.directory_ = directory;
 
     const std::string config_path = path_join(directory, "config.json");
-    if (!file_exists(config_path)) fail(QWEN3VL_STATUS_IO_ERROR, "missing '" + config_path + "'");
+    if (!present(config_path)) fail(QWEN3VL_STATUS_IO_ERROR, "missing '" + config_path + "'");
     const json::Value config = read_json_file(config_path);
     const std::string generation_path = path_join(directory, "generation_config.json");
     json::Value generation;
-    const bool has_generation = file_exists(generation_path);
+    const bool has_generation = present(generation_path);
     if (has_generation) generation = read_json_file(generation_path);
     ck.config_ = parse_model_config(config, has_generation ? &generation : nullptr, config_path);
 
     const std::string single_path = path_join(directory, "model.safetensors");
     const std::string index_path = path_join(directory, "model.safetensors.index.json");
-    if (file_exists(single_path)) {
+    if (present(single_path)) {
         ck.files_.push_back(SafetensorsFile::open(single_path));
-    } else if (file_exists(index_path)) {
+    } else if (present(index_path)) {
         const json::Value index = read_json_file(index_path);
         auto bad = [&](const std::string& what) { fail(QWEN3VL_STATUS_BAD_FORMAT, index_path + ": " + what); };
         if (!index.is_object()) bad("not a JSON object");
@@ -456,7 +463,7 @@ Checkpoint Checkpoint::open(const std::string& directory) {
         }
         for (auto& entry : shard_of_file) {
             const std::string shard_path = path_join(directory, entry.first);
-            if (!file_exists(shard_path))
+            if (!present(shard_path))
                 fail(QWEN3VL_STATUS_IO_ERROR, "missing shard '" + shard_path + "' (listed in " + index_path + ")");
             entry.second = ck.files_.size();
             ck.files_.push_back(SafetensorsFile::open(shard_path));

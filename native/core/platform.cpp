@@ -103,6 +103,22 @@ void MappedFile::release() noexcept {
     size_ = 0;
 }
 
+FileKind file_kind(const std::string& path) {
+    const std::wstring w = widen(path);
+    DWORD a = GetFileAttributesW(w.c_str());
+    if (a == INVALID_FILE_ATTRIBUTES) return FileKind::None;
+    if (a & FILE_ATTRIBUTE_DIRECTORY) return FileKind::Directory;
+    if (a & FILE_ATTRIBUTE_DEVICE) return FileKind::Other;
+    // Reserved names (CON, NUL, COM1) and pipes have attributes too: ask the handle. Opening with no access right does
+    // not read, and a pipe without a server fails at once rather than waiting.
+    HANDLE h = CreateFileW(w.c_str(), 0, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, nullptr, OPEN_EXISTING,
+                           FILE_ATTRIBUTE_NORMAL, nullptr);
+    if (h == INVALID_HANDLE_VALUE) return FileKind::Regular;  // not openable now: the read that follows says why
+    const DWORD type = GetFileType(h);
+    CloseHandle(h);
+    return type == FILE_TYPE_DISK ? FileKind::Regular : FileKind::Other;
+}
+
 bool file_exists(const std::string& path) {
     DWORD a = GetFileAttributesW(widen(path).c_str());
     return a != INVALID_FILE_ATTRIBUTES && !(a & FILE_ATTRIBUTE_DIRECTORY);
@@ -118,7 +134,9 @@ bool is_directory(const std::string& path) {
 MappedFile MappedFile::open(const std::string& path) {
     MappedFile f;
     f.path_ = path;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO returns at once (and is refused below) instead of waiting for a writer; it changes
+    // nothing for a regular file's reads or mapping.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) fail(QWEN3VL_STATUS_IO_ERROR, "cannot open '" + path + "': " + std::strerror(errno));
     struct stat st {};
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -148,6 +166,14 @@ void MappedFile::release() noexcept {
     size_ = 0;
 }
 
+FileKind file_kind(const std::string& path) {
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0) return FileKind::None;
+    if (S_ISREG(st.st_mode)) return FileKind::Regular;
+    if (S_ISDIR(st.st_mode)) return FileKind::Directory;
+    return FileKind::Other;
+}
+
 bool file_exists(const std::string& path) {
     struct stat st {};
     return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
@@ -161,6 +187,7 @@ bool is_directory(const std::string& path) {
 #endif
 
 std::string read_text_file(const std::string& path) {
+    if (file_kind(path) == FileKind::Other) fail(QWEN3VL_STATUS_IO_ERROR, "'" + path + "' is not a regular file");
     std::ifstream in(std::filesystem::u8path(path), std::ios::binary);  // UTF-8 on every platform
     if (!in) fail(QWEN3VL_STATUS_IO_ERROR, "cannot open '" + path + "'");
     std::ostringstream ss;

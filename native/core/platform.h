@@ -32,9 +32,13 @@ private:
     void* mapping_ = nullptr;  // Windows file-mapping handle; unused elsewhere.
 };
 
+// What a path names (symbolic links followed), found without opening it for reading (which blocks on a FIFO).
+enum class FileKind { None, Regular, Directory, Other };
+FileKind file_kind(const std::string& path);
+
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
-// Reads a whole (small) file; throws IO_ERROR.
+// Reads a whole (small) regular file; throws IO_ERROR (also for a FIFO or device, without opening it).
 std::string read_text_file(const std::string& path);
 // Joins two path components with the platform separator.
 std::string path_join(const std::string& a, const std::string& b);

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
@@ -11,6 +13,11 @@
 
 #include "capi_handles.h"
 #include "qwen3vl.h"
+#include "safetensors_test_util.h"
+
+#if !defined(_WIN32)
+#  include <sys/stat.h>  // mkfifo, for the FIFO cases
+#endif
 
 namespace {
 
@@ -329,3 +336,62 @@ TEST(CApiTensor, ViewsShareMemoryAndCheckBounds) {
 }
 
 }  // namespace
+
+// --- What a path names (issue 12: size caps that a special file defeats) --------------------------------------------
+
+namespace {
+
+qwen3vl_file_kind kind_of(const std::string& path) {
+    qwen3vl_file_kind kind = QWEN3VL_FILE_KIND_OTHER;
+    EXPECT_EQ(qwen3vl_path_kind(path.c_str(), &kind), QWEN3VL_STATUS_OK) << last_error();
+    return kind;
+}
+
+#if defined(_WIN32)
+const char* const kNullDevice = "NUL";
+#else
+const char* const kNullDevice = "/dev/null";
+#endif
+
+}  // namespace
+
+TEST(CApiPath, KindsOfFileDirectoryDeviceAndNothing) {
+    qwen3vl::testing::TempDir dir;
+    std::ofstream(dir.file("a.json")) << "{}";
+    EXPECT_EQ(kind_of(dir.file("a.json")), QWEN3VL_FILE_KIND_REGULAR);
+    EXPECT_EQ(kind_of(dir.path().string()), QWEN3VL_FILE_KIND_DIRECTORY);
+    EXPECT_EQ(kind_of(dir.file("missing")), QWEN3VL_FILE_KIND_NONE);
+    EXPECT_EQ(kind_of(kNullDevice), QWEN3VL_FILE_KIND_OTHER);
+    qwen3vl_file_kind kind;
+    EXPECT_EQ(qwen3vl_path_kind(nullptr, &kind), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_EQ(qwen3vl_path_kind("x", nullptr), QWEN3VL_STATUS_INVALID_ARGUMENT);
+}
+
+#if !defined(_WIN32)
+TEST(CApiPath, AFifoIsOtherAndACheckpointWithOneIsRefusedWithoutBlocking) {
+    qwen3vl::testing::TempDir dir;
+    ASSERT_EQ(mkfifo(dir.file("fifo").c_str(), 0600), 0);
+    EXPECT_EQ(kind_of(dir.file("fifo")), QWEN3VL_FILE_KIND_OTHER);
+
+    // A copy of the tiny checkpoint whose weights, then whose config, are a FIFO (opening one for reading would wait
+    // for a writer forever) or a character device (length 0, endless content): refused by name (a
+    // blocking open would hang here until CTest's timeout).
+    const std::filesystem::path src = fixture_model("tiny-tied");
+    for (const char* name : {"model.safetensors", "config.json"}) {
+        for (bool fifo : {true, false}) {
+            qwen3vl::testing::TempDir ck_dir;
+            for (const auto& e : std::filesystem::directory_iterator(src))
+                if (e.path().filename() != name) std::filesystem::copy(e.path(), ck_dir.path() / e.path().filename());
+            const std::string special = ck_dir.file(name);
+            if (fifo) ASSERT_EQ(mkfifo(special.c_str(), 0600), 0);
+            else std::filesystem::create_symlink("/dev/zero", special);
+            qwen3vl_checkpoint* ck = nullptr;
+            EXPECT_EQ(qwen3vl_checkpoint_open(ck_dir.path().string().c_str(), &ck), QWEN3VL_STATUS_IO_ERROR) << name;
+            EXPECT_NE(last_error().find("not a regular file"), std::string::npos) << last_error();
+            EXPECT_NE(last_error().find(name), std::string::npos) << last_error();
+            EXPECT_EQ(ck, nullptr);
+            qwen3vl_checkpoint_free(ck);
+        }
+    }
+}
+#endif

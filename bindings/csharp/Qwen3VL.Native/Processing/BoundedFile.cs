@@ -1,9 +1,12 @@
+using Qwen3VL.Native.Interop;
+
 namespace Qwen3VL.Native.Processing;
 
 /// <summary>
 /// Reads whole files with a size cap that holds for every kind of file: the bytes are counted as they are read, so a
 /// character device (<c>/dev/zero</c> reports length 0) or a file that grows cannot make it read without end, and a
-/// file whose content does not match its reported length (a device, a <c>/proc</c> file) is refused as not a regular file.
+/// file whose content does not match its reported length (a <c>/proc</c> file) is refused as not a regular file; a FIFO,
+/// device or socket is refused before it is opened.
 /// </summary>
 internal static class BoundedFile
 {
@@ -32,9 +35,15 @@ internal static class BoundedFile
     public static byte[] ReadAllBytes(string path, long maxBytes, string what)
     {
         ArgumentNullException.ThrowIfNull(path);
+        // Examined before it is opened: opening a FIFO for reading blocks until a writer comes, and .NET reports neither
+        // a FIFO nor a device as such (both are "Normal" files of length 0).
+        switch (KindOf(path))
+        {
+            case FileKind.Directory: throw new InvalidDataException($"The {what} '{path}' is a folder, not a file.");
+            case FileKind.None: throw new FileNotFoundException($"The {what} '{path}' does not exist.", path);
+            case FileKind.Other: throw new InvalidDataException($"The {what} '{path}' is not a regular file (a FIFO, device or socket).");
+        }
         var info = new FileInfo(path);
-        if (Directory.Exists(path)) throw new InvalidDataException($"The {what} '{path}' is a folder, not a file.");
-        if (!info.Exists) throw new FileNotFoundException($"The {what} '{path}' does not exist.", path);
         long declared = info.Length;
         if (declared > maxBytes) throw new InvalidDataException($"The {what} '{path}' is {declared} bytes, above the limit of {maxBytes}.");
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1, FileOptions.SequentialScan);
@@ -50,5 +59,13 @@ internal static class BoundedFile
             buffer.Write(chunk, 0, n);
         }
         return buffer.Length == buffer.Capacity ? buffer.GetBuffer() : buffer.ToArray();
+    }
+
+    /// <summary>What <paramref name="path"/> names, from the native library's stat (qwen3vl_path_kind).</summary>
+    private static unsafe FileKind KindOf(string path)
+    {
+        FileKind kind;
+        Interop.Native.PathKind(path, &kind);
+        return kind;
     }
 }

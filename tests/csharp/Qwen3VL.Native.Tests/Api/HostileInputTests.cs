@@ -158,6 +158,33 @@ public sealed class HostileInputTests
         Assert.Throws<InvalidDataException>(() => QwenTokenizer.FromFile("/dev/zero"));
     }
 
+    [Fact]
+    public async Task AFifoIsRefusedBeforeItIsOpened()
+    {
+        if (OperatingSystem.IsWindows()) Assert.Skip("FIFOs are a POSIX file kind");
+        string dir = Directory.CreateTempSubdirectory("qwen3vl_fifo_").FullName;
+        try
+        {
+            string fifo = Path.Combine(dir, "image.png");
+            using (var mk = System.Diagnostics.Process.Start("mkfifo", [fifo])) await mk.WaitForExitAsync(TestContext.Current.CancellationToken);
+            Assert.True(File.Exists(fifo));
+            // Opening a FIFO for reading waits for a writer that never comes; the guard turns such a hang into a failure.
+            var run = Task.Run(() =>
+            {
+                var e = Assert.Throws<ImageFormatException>(() => ImageDecoder.Decode(fifo));
+                Assert.Contains("not a regular file", e.Message);
+                var t = Assert.Throws<InvalidDataException>(() => QwenTokenizer.FromFile(fifo));
+                Assert.Contains("not a regular file", t.Message);
+            }, TestContext.Current.CancellationToken);
+            Assert.Same(run, await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken)));
+            await run;
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData("")]
     [InlineData("{}")]
