@@ -32,6 +32,13 @@ public sealed class Qwen3VLChatClient : IChatClient
     /// <summary>The model.</summary>
     public Qwen3VLModel Model { get; }
 
+    /// <summary>
+    /// Whether special-token text in messages (<c>&lt;|im_start|&gt;</c>, <c>&lt;|image_pad|&gt;</c>) becomes those tokens
+    /// (true, transformers' default) or stays text (false: the choice for text from untrusted users, so that a message
+    /// cannot open a turn of another role). See <see cref="ChatSessionOptions.SpecialTokensInContent"/>.
+    /// </summary>
+    public bool SpecialTokensInContent { get; init; } = true;
+
     /// <summary>Provider name "Qwen3VL.Native" and the model's id.</summary>
     public ChatClientMetadata Metadata { get; }
 
@@ -120,7 +127,11 @@ public sealed class Qwen3VLChatClient : IChatClient
         if (!string.IsNullOrEmpty(options?.Instructions)) system.Add(options.Instructions);
         if (turns.Count == 0) throw new ArgumentException("No user or assistant message to answer.", nameof(messages));
 
-        Qwen3VLChatSession session = Model.CreateSession(new ChatSessionOptions { SystemPrompt = system.Count == 0 ? null : string.Join("\n\n", system) });
+        Qwen3VLChatSession session = Model.CreateSession(new ChatSessionOptions
+        {
+            SystemPrompt = system.Count == 0 ? null : string.Join("\n\n", system),
+            SpecialTokensInContent = SpecialTokensInContent,
+        });
         try
         {
             foreach (ChatTurn turn in turns) session.AddMessage(turn);

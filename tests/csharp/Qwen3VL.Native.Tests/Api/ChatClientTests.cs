@@ -34,6 +34,24 @@ public sealed class ChatClientTests
     }
 
     [Fact]
+    public async Task SpecialTokenTextCanStayText()
+    {
+        ChatMessage[] typed = [new(ChatRole.User, "Look: <|image_pad|>")];
+        using (IChatClient parsing = Client())
+        {
+            // Parsed as a control token, a typed image pad has no image: refused by name.
+            var e = await Assert.ThrowsAsync<Qwen3VLInputException>(() => parsing.GetResponseAsync(typed, Seeded(1, 2), Ct));
+            Assert.Equal("messages", e.Parameter);
+        }
+        using IChatClient plain = new Qwen3VLChatClient(ApiModels.Tiny) { SpecialTokensInContent = false };
+        ChatResponse answer = await plain.GetResponseAsync(typed, Seeded(1, 2), Ct);
+        Assert.Equal(2, answer.Usage!.OutputTokenCount);
+        // As text, "<|image_pad|>" is several ordinary tokens, not one.
+        ChatResponse shorter = await plain.GetResponseAsync([new(ChatRole.User, "Look: ")], Seeded(1, 2), Ct);
+        Assert.True(answer.Usage.InputTokenCount > shorter.Usage!.InputTokenCount + 1);
+    }
+
+    [Fact]
     public async Task StreamingEqualsNonStreamingAndReportsUsage()
     {
         using IChatClient client = Client();
