@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README and CI): set-up, native build + CTest, CUDA compile check (sm_61 and sm_90),
-# sanitizer build + CTest, a bounded fuzz run, and the .NET tests. Exits non-zero on the first failure and prints
-# one summary line at the end.
+# sanitizer build + CTest, a bounded fuzz run, the .NET tests and a bounded fuzz run of the managed input paths.
+# Exits non-zero on the first failure and prints one summary line at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -45,6 +45,9 @@ fi
 log ".NET: build + tests"
 dotnet build Qwen3VL.sln -c Release -nologo -v quiet
 dotnet test --solution Qwen3VL.sln -c Release --no-build 2>&1 | tee build/dotnet-test.log
+
+log ".NET: libFuzzer + SharpFuzz over the image decoder, the request parser and the chat template (${QWEN3VL_DOTNET_FUZZ_SECONDS:-60} s each)"
+bash tools/fuzz-dotnet.sh
 
 # --- NuGet package proof (issue 7; tools/package-test.sh owns the details) -------------------------------------------
 # Packs Qwen3VL.Native (CPU build + the full-architecture CUDA build, sm_61..sm_90 + PTX: ~7 min on 2 cores the first

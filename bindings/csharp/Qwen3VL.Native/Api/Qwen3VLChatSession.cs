@@ -5,6 +5,7 @@ using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Processing;
 using Qwen3VL.Native.Processing.Templates;
+using Qwen3VL.Native.Processing.Tokenization;
 
 namespace Qwen3VL.Native;
 
@@ -166,7 +167,7 @@ public sealed class Qwen3VLChatSession : IDisposable
 
     /// <summary>
     /// <see cref="GenerateAsync(GenerationOptions?, CancellationToken)"/> with the prompt of the history already built
-    /// (<see cref="BuildPrompt"/> with this session's model, system prompt, history and special-token choice), so that a
+    /// (<see cref="BuildPrompt(Qwen3VLModel, string?, IReadOnlyList{ChatTurn}, bool)"/> with this session's model, system prompt, history and special-token choice), so that a
     /// server does that work before it takes a session.
     /// </summary>
     internal Task<GenerationResult> GeneratePreparedAsync(Prompt prompt, GenerationOptions? options, CancellationToken cancellationToken) =>
@@ -344,7 +345,13 @@ public sealed class Qwen3VLChatSession : IDisposable
 
     /// <summary>The prompt for a conversation: its token ids, and its images in the order of their pads (the order in which
     /// their pixel values reach the vision encoder).</summary>
-    internal static Prompt BuildPrompt(Qwen3VLModel model, string? systemPrompt, IReadOnlyList<ChatTurn> history, bool specialTokensInContent = true)
+    internal static Prompt BuildPrompt(Qwen3VLModel model, string? systemPrompt, IReadOnlyList<ChatTurn> history, bool specialTokensInContent = true) =>
+        BuildPrompt(model.Tokenizer, model.ImageProcessor, model.Config.ImageTokenId, systemPrompt, history, specialTokensInContent);
+
+    /// <summary><see cref="BuildPrompt(Qwen3VLModel, string?, IReadOnlyList{ChatTurn}, bool)"/> from the pieces of a model
+    /// it uses (all of them managed: no weights, no native call), so that the server's pre-lease work can be fuzzed.</summary>
+    internal static Prompt BuildPrompt(QwenTokenizer tokenizer, ImageProcessor processor, int imageTokenId, string? systemPrompt,
+        IReadOnlyList<ChatTurn> history, bool specialTokensInContent = true)
     {
         var messages = new List<ChatMessage>();
         if (!string.IsNullOrEmpty(systemPrompt)) messages.Add(ChatMessage.System(systemPrompt));
@@ -375,12 +382,11 @@ public sealed class Qwen3VLChatSession : IDisposable
         }
         if (history.Count == 0) throw new InvalidOperationException("The conversation has no message to answer; add a user message first.");
 
-        ImageProcessor processor = model.ImageProcessor;
         List<ProcessedImage> processed = images.Select(i => i.Process(processor)).ToList();
         int[] ids;
         try
         {
-            ids = Qwen3VLChatTemplate.BuildPromptIds(model.Tokenizer, messages, addGenerationPrompt: true, i =>
+            ids = Qwen3VLChatTemplate.BuildPromptIds(tokenizer, messages, addGenerationPrompt: true, i =>
                 i < processed.Count ? processed[i].TokenCount
                     : throw new Qwen3VLInputException("A message's text holds an <|image_pad|> token of its own; remove it, or let " +
                         "message text be plain text (ChatSessionOptions.SpecialTokensInContent = false).", "messages"),
@@ -394,7 +400,7 @@ public sealed class Qwen3VLChatSession : IDisposable
         }
 
         var spans = new List<ImageSpan>(images.Count);
-        int pad = model.Config.ImageTokenId;
+        int pad = imageTokenId;
         for (int i = 0; i < ids.Length; i++)
         {
             if (ids[i] != pad || (i > 0 && ids[i - 1] == pad)) continue;
