@@ -15,8 +15,10 @@ public sealed class RopeIndexTests
     public void RopeDeltaMatchesFixture(string fixtureDirectory, string caseName)
     {
         FixtureCase c = FixtureCatalog.GetCase(fixtureDirectory, caseName);
+        int? delta = c.RopeDelta;
+        if (delta is null) Assert.Skip($"{caseName}: the fixture records no rope_delta (its logits parity covers the positions)");
         RopePositions p = RopeIndex.Compute(c.InputIds, c.ImageGridThw.Select(g => new GridThw(g[0], g[1], g[2])).ToArray(), null, 2, Pad, Video, Start);
-        Assert.Equal(c.Json.GetProperty("rope_delta").GetInt32(), p.RopeDelta());
+        Assert.Equal(delta.Value, p.RopeDelta());
         Assert.Equal(c.InputIds.Length, p.Length);
     }
 

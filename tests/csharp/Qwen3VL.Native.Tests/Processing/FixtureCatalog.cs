@@ -20,6 +20,12 @@ public sealed record FixtureCase(string FixtureDirectory, string Name, JsonEleme
             ? g.EnumerateArray().Select(row => row.EnumerateArray().Select(e => e.GetInt32()).ToArray()).ToArray()
             : [];
 
+    /// <summary>
+    /// transformers' <c>rope_deltas</c> for the case (M-RoPE's last position + 1 − length), when the fixture's generator
+    /// recorded it; fixtures from other generators may not (issue 13), and then the logits parity alone covers positions.
+    /// </summary>
+    public int? RopeDelta => Json.TryGetProperty("rope_delta", out JsonElement d) && d.ValueKind == JsonValueKind.Number ? d.GetInt32() : null;
+
     /// <summary><c>add_generation_prompt</c> (default true).</summary>
     public bool AddGenerationPrompt => !Json.TryGetProperty("add_generation_prompt", out JsonElement v) || v.GetBoolean();
 }
