@@ -52,8 +52,8 @@ for t in "${targets[@]}"; do
   cp "tests/fuzz/dotnet/corpus/$t"/* "$scratch"/
   dict=""; [ -f "tests/fuzz/dotnet/$t.dict" ] && dict="tests/fuzz/dotnet/$t.dict"
   echo "fuzz-dotnet: $t for $seconds s"
-  # -timeout: one input may take 10 s (the first ones pay the JIT); -rss_limit_mb bounds the driver, the .NET child
-  # is bounded by the targets' caps (1 Mpixel images, 1 MiB inputs).
+  # -timeout: one input may take 10 s (the first ones pay the JIT). libFuzzer's default -rss_limit_mb (2 GB) bounds
+  # only the driver; the .NET child is bounded by the targets' caps (1 Mpixel images, 1 MiB inputs).
   "$driver" --target=dotnet --arg="$PWD/$out/bin/Qwen3VL.Fuzz.dll" --arg="$t" \
     -max_total_time="$seconds" -timeout=10 -max_len=65536 -print_final_stats=1 \
     -artifact_prefix="$out/findings/$t-" ${dict:+-dict="$dict"} "$scratch" 2>&1 | grep -v '^#[0-9]' | tail -n 20

@@ -119,15 +119,6 @@ FileKind file_kind(const std::string& path) {
     return type == FILE_TYPE_DISK ? FileKind::Regular : FileKind::Other;
 }
 
-bool file_exists(const std::string& path) {
-    DWORD a = GetFileAttributesW(widen(path).c_str());
-    return a != INVALID_FILE_ATTRIBUTES && !(a & FILE_ATTRIBUTE_DIRECTORY);
-}
-
-bool is_directory(const std::string& path) {
-    DWORD a = GetFileAttributesW(widen(path).c_str());
-    return a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_DIRECTORY);
-}
 
 #else
 
@@ -174,17 +165,10 @@ FileKind file_kind(const std::string& path) {
     return FileKind::Other;
 }
 
-bool file_exists(const std::string& path) {
-    struct stat st {};
-    return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-bool is_directory(const std::string& path) {
-    struct stat st {};
-    return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 #endif
+
+bool is_directory(const std::string& path) { return file_kind(path) == FileKind::Directory; }
 
 std::string read_text_file(const std::string& path) {
     if (file_kind(path) == FileKind::Other) fail(QWEN3VL_STATUS_IO_ERROR, "'" + path + "' is not a regular file");

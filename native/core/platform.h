@@ -36,7 +36,6 @@ private:
 enum class FileKind { None, Regular, Directory, Other };
 FileKind file_kind(const std::string& path);
 
-bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
 // Reads a whole (small) regular file; throws IO_ERROR (also for a FIFO or device, without opening it).
 std::string read_text_file(const std::string& path);
