@@ -1,5 +1,6 @@
 // The backend interface: where tensors live and ops run. The CPU backend (native/cpu) and the CUDA backend
-// (native/kernels) implement it; the C API picks the implementation from the tensors' backend.
+// (native/kernels) implement it: memory, copies and capture here, the ops through the op-family interfaces of
+// core/ops.h. The C API checks an op's arguments and calls it on the tensors' backend; it never names a backend.
 #pragma once
 
 #include <cstddef>
@@ -8,6 +9,7 @@
 
 #include "error.h"
 #include "memory_pool.h"
+#include "ops.h"
 #include "qwen3vl.h"
 
 namespace qwen3vl {
@@ -19,7 +21,13 @@ public:
     virtual void launch() = 0;
 };
 
-class Backend {
+class Backend : public ElementwiseOps,
+                public NormOps,
+                public LinearOps,
+                public RopeOps,
+                public AttentionOps,
+                public EmbeddingOps,
+                public ReduceOps {
 public:
     virtual ~Backend() = default;
     virtual qwen3vl_backend_type type() const = 0;

@@ -1,12 +1,32 @@
-// Argument structs of the ops whose CPU (native/cpu) and CUDA (native/kernels) implementations take the same
-// parameters; pointers are host memory for the CPU backend and device memory for CUDA.
+// Argument structs of the backend ops (core/ops.h) with many parameters; pointers are host memory for the CPU backend
+// and device memory for CUDA.
 #pragma once
 
 #include <cstdint>
 
 #include "qwen3vl.h"
+#include "weight.h"
 
 namespace qwen3vl {
+
+// One projection of a shared input (LinearOps::norm_linear): out [M, n] = y * w^T, w [n, K].
+struct Projection {
+    float* out = nullptr;
+    Weight w;
+    int64_t n = 0;
+};
+
+// The GELU MLP of the vision blocks and patch mergers (LinearOps::mlp_gelu): out[M, N] = (residual +)
+// gelu(y fc1^T + fc1_bias) fc2^T + fc2_bias, y = layer_norm(x) * norm_weight + norm_bias (eps) when norm_weight is
+// present, else x [M, K].
+struct MlpGelu {
+    Weight norm_weight, norm_bias;
+    float eps = 0.0f;
+    Weight fc1, fc1_bias;  // [I, K], [I]
+    bool tanh_approximation = false;
+    Weight fc2, fc2_bias;  // [N, I], [N]
+    int64_t I = 0, N = 0;
+};
 
 struct AttentionArgs {
     float* out;      // [T, Hq, D]
@@ -19,11 +39,13 @@ struct AttentionArgs {
     int64_t tokens, q_heads, kv_heads, head_dim;
     bool causal;
     int64_t n_past;           // CAUSAL: keys before the first query (see n_past_device)
-    // CAUSAL on a device, for captured graphs: when not null, the kernels read n_past from this i32 when they run,
-    // clamped to 0 .. n_past; the host-side n_past then holds the largest value it may take (cache rows - T), which
-    // sizes the launch. Null on the CPU.
+    // When not null (qwen3vl_op_attention's n_past_tensor, for captured graphs), n_past is read from this i32 when
+    // the op runs and n_past holds the largest value it may take (its bound), which sizes a GPU launch. The CPU
+    // backend reads the value and refuses one outside 0 .. n_past; the CUDA kernels clamp it to that range.
     const int32_t* n_past_device = nullptr;
-    const int32_t* segments;  // SEGMENTS: n_segments + 1 cumulative offsets from 0 to T
+    // SEGMENTS: n_segments + 1 cumulative offsets from 0 to T, as the caller gave them: the backend checks them (the
+    // CPU refuses bad ones; CUDA sanitises them on the device, so a check never waits for the GPU).
+    const int32_t* segments;
     int64_t n_segments;
 };
 
@@ -46,10 +68,10 @@ struct QkNormRopeKv {
     void* v_cache;
     qwen3vl_dtype cache_dtype;
     int64_t n_past;
-    // As AttentionArgs::n_past_device: read at run time; a value outside 0 .. n_past writes no cache row and raises
-    // the backend's device error flag (reported by the next read).
+    // As AttentionArgs::n_past_device: read at run time. On CUDA a value outside 0 .. n_past writes no cache row and
+    // raises the backend's device error flag (reported by the next read); the CPU refuses it.
     const int32_t* n_past_device = nullptr;
-    int32_t* error_flag = nullptr;
+    int32_t* error_flag = nullptr;  // set by the CUDA backend (CudaBackend::device_error_flag), not by callers
 };
 
 }  // namespace qwen3vl

@@ -1,5 +1,7 @@
 // The CPU backend: 64-byte aligned host memory from the shared caching pool, and the worker threads every CPU op
-// runs on. Copies to and from the host are conversions.
+// runs on. Copies to and from the host are conversions. The ops (core/ops.h) are in cpu_ops.cpp: the kernels of
+// this folder, and the fused ops composed of them in the order the unfused op sequence runs them, so a fused op's
+// result is bitwise that sequence's.
 #pragma once
 
 #include <memory>
@@ -22,6 +24,9 @@ public:
     void upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count) override;
     void download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
                   size_t count) override;
+
+    // The ops (core/ops.h), in cpu_ops.cpp.
+    QWEN3VL_OPS_OVERRIDES
 
 private:
     MemoryPool pool_;

@@ -16,7 +16,7 @@ namespace {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-float load_elem(WeightView v, size_t i) {
+float load_elem(Weight v, size_t i) {
     const auto* p = static_cast<const uint8_t*>(v.data);
     if (v.dtype == QWEN3VL_DTYPE_F32) {
         float f;
@@ -39,7 +39,7 @@ float* thread_scratch(size_t floats) {
     return reinterpret_cast<float*>((p + 63) & ~uintptr_t(63));
 }
 
-std::vector<float> widen_bias(WeightView bias, int64_t N) {
+std::vector<float> widen_bias(Weight bias, int64_t N) {
     std::vector<float> b;
     if (!bias.data) return b;
     b.resize(size_t(N));
@@ -54,8 +54,8 @@ int64_t chunk_rows(int64_t N, int threads, int64_t align, int64_t min_rows) {
 
 // Scalar path: per chunk of N, four weight rows at a time are widened to f32 and dotted with every row of x
 // (sequential f32 sums).
-void scalar_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w,
-                 WeightView up, const float* bias) {
+void scalar_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
+                 Weight up, const float* bias) {
     constexpr int64_t R = 4;
     const bool swiglu = up.data != nullptr;
     const int64_t chunk = chunk_rows(N, pool.size(), R, R);
@@ -96,8 +96,8 @@ const float* gemv_x(std::vector<float>& buf, const float* x, int64_t M, int64_t 
     return buf.data();
 }
 
-void gemv_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w,
-               WeightView up, const float* bias) {
+void gemv_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
+               Weight up, const float* bias) {
     std::vector<float> xw_buf, xu_buf;
     const float* xw = gemv_x(xw_buf, x, M, K, w.dtype);
     const bool swiglu = up.data != nullptr;
@@ -125,8 +125,8 @@ void gemv_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t 
     });
 }
 
-void gemm_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w,
-               WeightView up, const float* bias) {
+void gemm_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
+               Weight up, const float* bias) {
     const int64_t threads = pool.size();
     const int64_t m_tiles = ceil_div(M, kGemmTileRows);
     // Enough column tiles for two tasks per thread where N allows, so that both cores stay busy on small problems.
@@ -154,8 +154,8 @@ void gemm_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t 
     });
 }
 
-void run(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w, WeightView up,
-         WeightView bias, CpuKernels kernels) {
+void run(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w, Weight up,
+         Weight bias, CpuKernels kernels) {
     if (M <= 0 || N <= 0) return;
     const std::vector<float> b = widen_bias(bias, N);
     const float* bp = b.empty() ? nullptr : b.data();
@@ -171,14 +171,14 @@ void run(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int
 
 }  // namespace
 
-void linear(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w,
-            WeightView bias, CpuKernels kernels) {
-    run(pool, out, x, M, K, N, w, WeightView{}, bias, kernels);
+void linear(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
+            Weight bias, CpuKernels kernels) {
+    run(pool, out, x, M, K, N, w, Weight{}, bias, kernels);
 }
 
-void linear_swiglu(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView gate,
-                   WeightView up, CpuKernels kernels) {
-    run(pool, out, x, M, K, N, gate, up, WeightView{}, kernels);
+void linear_swiglu(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight gate,
+                   Weight up, CpuKernels kernels) {
+    run(pool, out, x, M, K, N, gate, up, Weight{}, kernels);
 }
 
 }  // namespace cpu

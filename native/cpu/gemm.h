@@ -18,24 +18,19 @@
 #include "cpu_features.h"
 #include "qwen3vl.h"
 #include "thread_pool.h"
+#include "weight.h"
 
 namespace qwen3vl {
 namespace cpu {
 
-// A read-only matrix or vector of any float dtype; data may have any alignment.
-struct WeightView {
-    const void* data = nullptr;
-    qwen3vl_dtype dtype = QWEN3VL_DTYPE_F32;
-};
-
 // out[M, N] = x[M, K] * w[N, K]^T + bias[N] (bias.data may be NULL). out must not overlap x or w.
 // kernels selects the code path (tests run both); Avx2 requires a CPU with AVX2, FMA and F16C.
-void linear(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView w,
-            WeightView bias, CpuKernels kernels = cpu_kernels());
+void linear(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
+            Weight bias, CpuKernels kernels = cpu_kernels());
 
 // out[M, N] = silu(x * gate^T) * (x * up^T), gate and up [N, K].
-void linear_swiglu(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, WeightView gate,
-                   WeightView up, CpuKernels kernels = cpu_kernels());
+void linear_swiglu(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight gate,
+                   Weight up, CpuKernels kernels = cpu_kernels());
 
 // Up to this many rows of x the AVX2 path runs as GEMV (weights streamed once); above, as packed GEMM. At M = 8
 // the GEMV still beats packing W (q_proj 2048x2048 bf16, one thread: 1.6 ms against 2.7 ms).
@@ -46,7 +41,7 @@ constexpr int64_t kGemvMaxRows = 8;
 
 // out[m * ldo + n - n0] = dot(x row m, w row n) for m < M, n in [n0, n1). x rows have stride K; when w is bf16,
 // x must be in the layout of gemv_permute_x_avx2.
-void gemv_avx2(float* out, int64_t ldo, const float* x, int64_t M, int64_t K, WeightView w, int64_t n0, int64_t n1);
+void gemv_avx2(float* out, int64_t ldo, const float* x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1);
 // bf16 weights are widened two at a time (even elements by a shift, odd ones by a mask), which needs x's
 // even and odd elements of every 16 grouped: dst[16b + i] = src[16b + 2i], dst[16b + 8 + i] = src[16b + 2i + 1].
 // The K % 16 tail is copied unchanged.
@@ -56,8 +51,8 @@ void gemv_permute_x_avx2(float* dst, const float* src, int64_t K);
 struct GemmTile {
     const float* x = nullptr;  // [M, K]
     int64_t K = 0;
-    WeightView w;              // [N, K]; for swiglu the gate
-    WeightView up;             // swiglu only (data NULL for linear)
+    Weight w;              // [N, K]; for swiglu the gate
+    Weight up;             // swiglu only (data NULL for linear)
     const float* bias = nullptr;  // f32 [N] or NULL (linear only)
     float* out = nullptr;      // [M, N], leading dimension ldo
     int64_t ldo = 0;

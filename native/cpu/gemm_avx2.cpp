@@ -166,7 +166,7 @@ void macro_kernel(const float* Ap, const float* Bp, int64_t mc, int64_t nc, int6
     }
 }
 
-void pack_weight(float* dst, WeightView w, int64_t K, int64_t n0, int64_t nc, int64_t k0, int64_t kc) {
+void pack_weight(float* dst, Weight w, int64_t K, int64_t n0, int64_t nc, int64_t k0, int64_t kc) {
     const auto* p = static_cast<const uint8_t*>(w.data);
     switch (w.dtype) {
         case QWEN3VL_DTYPE_BF16: return pack_b<QWEN3VL_DTYPE_BF16>(dst, p, K, n0, nc, k0, kc);

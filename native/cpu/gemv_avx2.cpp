@@ -149,7 +149,7 @@ void gemv(float* out, int64_t ldo, const float* x, int64_t M, int64_t K, const v
 
 }  // namespace
 
-void gemv_avx2(float* out, int64_t ldo, const float* x, int64_t M, int64_t K, WeightView w, int64_t n0, int64_t n1) {
+void gemv_avx2(float* out, int64_t ldo, const float* x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1) {
     switch (w.dtype) {
         case QWEN3VL_DTYPE_BF16: return gemv<QWEN3VL_DTYPE_BF16>(out, ldo, x, M, K, w.data, n0, n1);
         case QWEN3VL_DTYPE_F16: return gemv<QWEN3VL_DTYPE_F16>(out, ldo, x, M, K, w.data, n0, n1);

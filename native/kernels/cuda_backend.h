@@ -1,6 +1,6 @@
 // The CUDA backend: one device, one stream, device memory from the shared caching pool (cudaMalloc upstream), a
-// cuBLASLt handle and its workspace. Plain C++ (no CUDA headers) so the C API layer can dispatch ops to it in every
-// build; the CUDA types travel as their opaque struct pointers (cudaStream_t is CUstream_st*).
+// cuBLASLt handle and its workspace. Plain C++ (no CUDA headers): the CUDA types travel as their opaque struct
+// pointers (cudaStream_t is CUstream_st*).
 //
 // Every op runs on stream() and may return before it finishes, as do uploads (staged through a pinned ring):
 // download() synchronises that stream, and pooled memory is reused in stream order (one stream per backend), so a
@@ -15,19 +15,11 @@
 
 #include "backend.h"
 
-#ifndef QWEN3VL_CUDA_COMPILED
-#define QWEN3VL_CUDA_COMPILED 0
-#endif
-
 struct CUstream_st;
 struct CUevent_st;
 struct cublasLtContext;
 
 namespace qwen3vl {
-
-// True in builds with the CUDA backend; the C API guards its CUDA calls with `if constexpr` so a CPU-only build
-// needs no CUDA symbols.
-constexpr bool kCudaCompiled = QWEN3VL_CUDA_COMPILED != 0;
 
 class CudaBackend final : public Backend {
 public:
@@ -44,6 +36,9 @@ public:
     void upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count) override;
     void download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
                   size_t count) override;
+
+    // The ops (core/ops.h), in cuda_ops.cpp: the host entry points of the kernels (linear.cuh, norm.cuh, ...).
+    QWEN3VL_OPS_OVERRIDES
 
     // Stream capture of the calling thread's ops into a CUDA graph. While a thread captures, stream() returns its
     // capture stream on that thread (other threads keep running on the backend's stream), the pool holds every

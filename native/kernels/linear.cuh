@@ -26,17 +26,7 @@
 namespace qwen3vl {
 namespace cuda {
 
-struct Weight {
-    const void* data = nullptr;
-    qwen3vl_dtype dtype = QWEN3VL_DTYPE_F32;
-};
-
-// One projection of a shared input: out [M, n] = y * w^T, w [n, K].
-struct Projection {
-    float* out = nullptr;
-    Weight w;
-    int64_t n = 0;
-};
+// Weight, Projection and MlpGelu: native/core/op_params.h.
 
 // Largest M that runs as GEMV. Above it the tensor-core GEMM wins: at M = 9 the GEMV would need 9 accumulators
 // per weight row (registers), while a 2048 x 2048 bf16 GEMM at M = 16 is still weight-bound in cuBLASLt.
@@ -63,16 +53,7 @@ void linear_gelu(CudaBackend& be, float* out, const float* x, int64_t M, int64_t
 void layer_norm_linear(CudaBackend& be, float* out, const float* x, int64_t M, int64_t K, int64_t N,
                        Weight norm_weight, Weight norm_bias, float eps, Weight w, Weight bias);
 
-// The GELU MLP of the vision blocks and patch mergers: out[M, N] = (residual +) gelu(y fc1^T + fc1_bias) fc2^T +
-// fc2_bias, y = layer_norm(x) * norm_weight + norm_bias (eps) when norm_weight.data is set, else x [M, K].
-struct MlpGelu {
-    Weight norm_weight, norm_bias;
-    float eps = 0.0f;
-    Weight fc1, fc1_bias;  // [I, K], [I]
-    bool tanh_approximation = false;
-    Weight fc2, fc2_bias;  // [N, I], [N]
-    int64_t I = 0, N = 0;
-};
+// The GELU MLP of the vision blocks and patch mergers (MlpGelu, op_params.h).
 // With M > kGemvMaxRows and fc1, fc2 of one 16-bit dtype on tensor cores, the intermediate is kept in that dtype
 // (the rounding fc2's GEMM applies to its input anyway). residual may be NULL or out; out may be x (x is consumed
 // before out is written); out must not overlap the weights.

@@ -99,13 +99,13 @@ void BM_Linear(benchmark::State& state, Spec spec) {
     fill_random(x.p, QWEN3VL_DTYPE_F32, size_t(M * K), 99);
     size_t c = 0;
     for (auto _ : state) {
-        const cpu::WeightView w{weights[c * size_t(mats)]->p, spec.dtype};
+        const Weight w{weights[c * size_t(mats)]->p, spec.dtype};
         float* o = reinterpret_cast<float*>(out.p);
         const float* xf = reinterpret_cast<const float*>(x.p);
         if (spec.swiglu)
             cpu::linear_swiglu(pool, o, xf, M, K, N, w, {weights[c * 2 + 1]->p, spec.dtype});
         else
-            cpu::linear(pool, o, xf, M, K, N, w, cpu::WeightView{});
+            cpu::linear(pool, o, xf, M, K, N, w, Weight{});
         benchmark::ClobberMemory();
         c = (c + 1) % copies;
     }

@@ -53,7 +53,7 @@ struct Stored {
     size_t offset = 0;
     qwen3vl_dtype dtype = QWEN3VL_DTYPE_F32;
     std::vector<float> values;
-    cpu::WeightView view() const { return {bytes.data() + offset, dtype}; }
+    Weight view() const { return {bytes.data() + offset, dtype}; }
 };
 
 Stored make_stored(std::mt19937& rng, qwen3vl_dtype dtype, size_t count, size_t misalign) {
@@ -156,7 +156,7 @@ TEST(Linear, MatchesDoubleReferenceOnAllPathsDtypesAndShapes) {
                              " kernels " + cpu_kernels_name(kernels));
                 std::vector<float> out(size_t(M * N), std::numeric_limits<float>::quiet_NaN());
                 cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(),
-                            with_bias ? bias.view() : cpu::WeightView{}, kernels);
+                            with_bias ? bias.view() : Weight{}, kernels);
                 const double bound = gamma_n(double(K + 2));
                 for (size_t i = 0; i < out.size(); ++i)
                     ASSERT_TRUE(std::fabs(out[i] - ref[i]) <= bound * mag[i])
@@ -220,7 +220,7 @@ TEST(Linear, SingleThreadPoolAndDecodeSizedRowsAgree) {
         for (CpuKernels kernels : kernel_sets()) {
             SCOPED_TRACE(shape_text(M, K, N) + " kernels " + cpu_kernels_name(kernels));
             std::vector<float> out(size_t(M * N), std::numeric_limits<float>::quiet_NaN());
-            cpu::linear(one, out.data(), x.data(), M, K, N, w.view(), cpu::WeightView{}, kernels);
+            cpu::linear(one, out.data(), x.data(), M, K, N, w.view(), Weight{}, kernels);
             for (size_t i = 0; i < out.size(); ++i)
                 ASSERT_TRUE(std::fabs(out[i] - ref[i]) <= gamma_n(double(K + 2)) * mag[i]) << "element " << i;
         }
@@ -232,11 +232,11 @@ TEST(Linear, EmptySumsGiveTheBiasOrZero) {
     const float bias[3] = {1.5f, -2.0f, 0.25f};
     for (CpuKernels kernels : kernel_sets()) {
         std::vector<float> out(6, std::numeric_limits<float>::quiet_NaN());
-        cpu::linear(pool, out.data(), nullptr, 2, 0, 3, cpu::WeightView{}, {bias, QWEN3VL_DTYPE_F32}, kernels);
+        cpu::linear(pool, out.data(), nullptr, 2, 0, 3, Weight{}, {bias, QWEN3VL_DTYPE_F32}, kernels);
         EXPECT_EQ(out, (std::vector<float>{1.5f, -2.0f, 0.25f, 1.5f, -2.0f, 0.25f}));
-        cpu::linear_swiglu(pool, out.data(), nullptr, 2, 0, 3, cpu::WeightView{}, cpu::WeightView{}, kernels);
+        cpu::linear_swiglu(pool, out.data(), nullptr, 2, 0, 3, Weight{}, Weight{}, kernels);
         EXPECT_EQ(out, std::vector<float>(6, 0.0f));
-        cpu::linear(pool, nullptr, nullptr, 0, 4, 3, cpu::WeightView{}, cpu::WeightView{}, kernels);  // no rows
+        cpu::linear(pool, nullptr, nullptr, 0, 4, 3, Weight{}, Weight{}, kernels);  // no rows
     }
 }
 

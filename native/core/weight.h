@@ -1,0 +1,34 @@
+// A weight as every backend's ops take it: model parameters (a projection's matrix, a norm's vector, a bias, an
+// embedding table), read-only, possibly a view into a memory-mapped checkpoint (any alignment).
+//
+// Dense dtypes (f32, f16, bf16) are described by data and dtype alone. A block-quantized format (the quantization
+// issue) adds its per-block scales and zero points here, so it reaches the kernels through the op signatures that
+// exist. Today the C API accepts dense dtypes only and never sets the block fields. See docs/ARCHITECTURE.md, "Add a
+// weight format".
+#pragma once
+
+#include <cstdint>
+
+#include "qwen3vl.h"
+
+namespace qwen3vl {
+
+struct Weight {
+    const void* data = nullptr;  // NULL: no weight (an optional bias or norm that is absent)
+    qwen3vl_dtype dtype = QWEN3VL_DTYPE_F32;
+    // Shape [rows, cols] (a vector: rows 1), as the C API checked it; 0 where a kernel-level caller does not set it.
+    int64_t rows = 0;
+    int64_t cols = 0;
+    // Block formats only (unset for dense dtypes): one scale (of scale_dtype) per block of block_rows x block_cols
+    // weights, row-major over the blocks, and zero points of the same layout when the format has them.
+    const void* scales = nullptr;
+    qwen3vl_dtype scale_dtype = QWEN3VL_DTYPE_F32;
+    const void* zeros = nullptr;
+    int32_t block_rows = 0;
+    int32_t block_cols = 0;
+
+    bool present() const { return data != nullptr; }
+    bool dense() const { return scales == nullptr && zeros == nullptr; }
+};
+
+}  // namespace qwen3vl
