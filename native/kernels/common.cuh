@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <type_traits>
 #include <string>
 #include <utility>
 
@@ -98,6 +100,24 @@ void launch_pdl(int compute_capability, cudaStream_t stream, void (*kernel)(Para
     config.numAttrs = compute_capability >= 90 ? 1 : 0;
     QWEN3VL_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
+
+// Hash and equality of a cache key made of plain fields without padding, over its bytes (FNV-1a). std::map is
+// avoided here: <map> does not compile under nvcc 11.8 with clang and libstdc++ 12.
+template <class Key>
+struct BytesHash {
+    static_assert(std::has_unique_object_representations_v<Key>, "key with padding bytes");
+    size_t operator()(const Key& k) const {
+        unsigned char bytes[sizeof(Key)];
+        std::memcpy(bytes, &k, sizeof(Key));
+        uint64_t h = 1469598103934665603ull;
+        for (unsigned char b : bytes) h = (h ^ b) * 1099511628211ull;
+        return size_t(h);
+    }
+};
+template <class Key>
+struct BytesEqual {
+    bool operator()(const Key& a, const Key& b) const { return std::memcmp(&a, &b, sizeof(Key)) == 0; }
+};
 
 // A measurement knob (before/after timings): false when the environment variable `name` is "0", else true. Host-only;
 // callers keep the answer in a static, so it is read once.

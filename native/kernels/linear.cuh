@@ -1,4 +1,4 @@
-// Linear layers on device memory (host entry points; kernels in linear.cu): out[M, N] = x[M, K] * W[N, K]^T
+// Linear layers on device memory (host entry points in linear.cu; kernels in gemv.cu, cuBLASLt in gemm_lt.cu): out[M, N] = x[M, K] * W[N, K]^T
 // (+ bias), out = silu(x Wg^T) * (x Wu^T), and the fused forms of the decoder layer: an RMSNorm of x before up to
 // three projections of it (q/k/v) or before the gated MLP, and the residual add after a projection (o_proj,
 // down_proj); and of the vision blocks: a LayerNorm before a projection (qkv), GELU after one, and the whole GELU
@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "cuda_backend.h"
+#include "op_params.h"
 #include "qwen3vl.h"
 
 namespace qwen3vl {
