@@ -8,6 +8,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 rounds="${1:-3}"
+aot=.devcarry/aot
+[ -x "$aot/qwen3vl" ] || { mkdir -p "$aot" && tar xzf "$aot.tar.gz" -C "$aot"; }
 before=/tmp/qwen3vl-before
 rm -rf "$before" && mkdir -p "$before" && tar xzf .devcarry/before.tar.gz -C "$before"
 archs=()
@@ -24,7 +26,7 @@ for i in $(seq "$rounds"); do
     for args in "--prompt-tokens 512 --new-tokens 128 --image-size 448" "--prompt-tokens 2048 --new-tokens 0 --image-size 1024"; do
       echo "== $side round $i: qwen3vl bench --device cuda $args"
       # shellcheck disable=SC2086
-      QWEN3VL_NATIVE_LIBRARY="$lib" .devcarry/aot/qwen3vl bench --model "$ckpt" --device cuda $args --repeat 2 2>&1
+      QWEN3VL_NATIVE_LIBRARY="$lib" "$aot/qwen3vl" bench --model "$ckpt" --device cuda $args --repeat 2 2>&1
     done
   done
 done | tee "$OUT/ab-library.log"
