@@ -80,37 +80,90 @@ public sealed class ContextTests
         }
     }
 
+    /// <summary>The first index of the largest value, a NaN counting as larger than any number (torch.argmax): written
+    /// here, independently of the engine's <see cref="Sampler"/>.</summary>
+    private static int ReferenceArgMax(ReadOnlySpan<float> row)
+    {
+        int best = 0;
+        for (int i = 1; i < row.Length; i++)
+        {
+            if (float.IsNaN(row[best])) break;
+            if (float.IsNaN(row[i]) || row[i] > row[best]) best = i;
+        }
+        return best;
+    }
+
     [Fact]
     public void DecodeArgMaxIsTheArgMaxOfDecodeLogits()
     {
+        Assert.Equal(2, ReferenceArgMax([1f, 0f, 3f, 3f, float.NegativeInfinity]));
+        Assert.Equal(1, ReferenceArgMax([1f, float.NaN, float.PositiveInfinity, float.NaN]));
+
         Qwen3VLModel model = TestModels.Get(TiedFixture);
         var (ids, vision) = Input("one_image");
+        // a decodes through DecodeArgMax; b takes the same tokens through Decode, whose logits the reference reads.
         using Qwen3VLContext a = model.CreateContext(ids.Length + 8);
         using Qwen3VLContext b = model.CreateContext(ids.Length + 8);
-        int ta = Sampler.ArgMax(a.Prefill(ids, vision)), tb = Sampler.ArgMax(b.Prefill(ids, vision));
-        Assert.Equal(ta, tb);
+        int token = ReferenceArgMax(b.Prefill(ids, vision));
+        Assert.Equal(token, ReferenceArgMax(a.Prefill(ids, vision)));
         for (int i = 0; i < 6; i++)
         {
-            ta = a.DecodeArgMax(ta);
-            tb = Sampler.ArgMax(b.Decode(tb));
-            Assert.Equal(tb, ta);
+            int ours = a.DecodeArgMax(token);
+            float[] logits = b.Decode(token);
+            int expected = ReferenceArgMax(logits);
+            Assert.True(ours == expected, $"step {i}: DecodeArgMax gave {ours} (logit {logits[ours]:R}), the argmax of the logits is {expected} (logit {logits[expected]:R})");
+            token = expected;
         }
         Assert.Equal(b.Tokens, a.Tokens);
         Assert.Throws<ArgumentOutOfRangeException>(() => a.DecodeArgMax(model.Config.VocabSize));
         Assert.Equal(b.Length, a.Length);
     }
 
+    /// <summary>
+    /// <see cref="DecodeStep.Bound"/>, for every nPast a context of <paramref name="capacity"/> can decode at (0 to
+    /// capacity − 1). The rule it implements: the graph for nPast serves K = max(256, 2^⌈log₂(nPast + 1)⌉) keys, capped at
+    /// the capacity, and its bound is K − 1; so the bounds are 256·2^k − 1 (k ≥ 0) below the capacity, then capacity − 1,
+    /// and a context has 1 + ⌈log₂(capacity / 256)⌉ of them (1 up to 256 keys).
+    /// </summary>
     [Theory]
-    [InlineData(0, 4096, 255)]
-    [InlineData(255, 4096, 255)]
-    [InlineData(256, 4096, 511)]
-    [InlineData(3000, 4096, 4095)]
-    [InlineData(4095, 4096, 4095)]
-    [InlineData(10, 100, 99)]
-    public void DecodeGraphsAreBucketedByLength(int nPast, int capacity, int bound)
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(100)]
+    [InlineData(255)]
+    [InlineData(256)]
+    [InlineData(257)]
+    [InlineData(512)]
+    [InlineData(4096)]
+    [InlineData(5000)]
+    [InlineData(1 << 20)]
+    public void DecodeGraphsAreBucketedByLength(int capacity)
     {
-        Assert.Equal(bound, DecodeStep.Bound(nPast, capacity));
-        Assert.True(bound >= nPast && bound <= capacity - 1);
+        var bounds = new SortedSet<int>();
+        int previous = -1;
+        for (int nPast = 0; nPast < capacity; nPast++)
+        {
+            int bound = DecodeStep.Bound(nPast, capacity);
+            // The graph serves this step (its attention covers n_past keys) and fits the cache.
+            if (bound < nPast) Assert.Fail($"capacity {capacity}: bound {bound} < nPast {nPast}");
+            if (bound > capacity - 1) Assert.Fail($"capacity {capacity}: bound {bound} for nPast {nPast} is past the cache");
+            if (bound < previous) Assert.Fail($"capacity {capacity}: bound {bound} for nPast {nPast} is below {previous} for nPast {nPast - 1}");
+            // The exact rule, written independently: the smallest power of two of at least 256 holding nPast + 1 keys.
+            long keys = Math.Max(256L, (long)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)nPast + 1));
+            if (bound != (int)Math.Min(keys, capacity) - 1) Assert.Fail($"capacity {capacity}, nPast {nPast}: bound {bound}, expected {Math.Min(keys, capacity) - 1}");
+            previous = bound;
+            bounds.Add(bound);
+        }
+        // Few graphs: the bounds below the capacity are 256·2^k − 1 (each bucket twice the keys of the last), and there
+        // are 1 + ⌈log₂(capacity / 256)⌉ of them.
+        foreach (int bound in bounds)
+        {
+            bool bucket = bound + 1 >= 256 && System.Numerics.BitOperations.IsPow2(bound + 1);
+            Assert.True(bucket || bound == capacity - 1, $"capacity {capacity}: bound {bound} is neither 256·2^k − 1 nor capacity − 1");
+        }
+        int expectedCount = capacity <= 256 ? 1 : 1 + (int)Math.Ceiling(Math.Log2(capacity / 256.0));
+        Assert.Equal(expectedCount, bounds.Count);
+        Assert.Equal(capacity - 1, bounds.Max);
+        Assert.Equal(Math.Min(255, capacity - 1), bounds.Min);
     }
 
     [Fact]
