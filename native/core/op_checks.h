@@ -1,6 +1,6 @@
 // Checks of what an op's tensors hold (not their shapes: the C API checks those), for backends whose memory the
-// host can read when the op is called: the CPU always, CUDA where it copies the values back (scatter_rows). They
-// throw INVALID_ARGUMENT without the op's name; the C API prefixes it (OpArgs::run).
+// host can read when the op is called (the CPU). They throw INVALID_ARGUMENT without the op's name; the C API
+// prefixes it (OpArgs::run). CUDA makes the same checks in its kernels (kernels/cuda_backend.h, DeviceError).
 #pragma once
 
 #include <cstdint>

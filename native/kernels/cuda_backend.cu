@@ -61,6 +61,9 @@ const char* device_error_text(int32_t code) {
         case CudaBackend::kSegmentsInvalid:
             return "qwen3vl_op_attention (queued earlier on this backend): segments did not run from 0 to T without "
                    "decreasing; they were clamped and the output is not meaningful";
+        case CudaBackend::kScatterRowsInvalid:
+            return "qwen3vl_op_scatter_rows (queued earlier on this backend): a row was outside x or repeated an earlier "
+                   "one; rows outside x were skipped and x is not meaningful";
         default: return "an op queued earlier on this backend failed a device-side argument check";
     }
 }

@@ -52,7 +52,8 @@ public:
     // Device-side argument checks (token ids, n_past read from device memory) cannot fail the op that is already
     // queued: the kernel writes a nonzero code here (host-mapped pinned memory), and the next download() reports
     // it as INVALID_ARGUMENT and clears it.
-    enum DeviceError : int32_t { kNoError = 0, kEmbeddingIdOutOfRange = 1, kNPastOutOfRange = 2, kSegmentsInvalid = 3 };
+    enum DeviceError : int32_t { kNoError = 0, kEmbeddingIdOutOfRange = 1, kNPastOutOfRange = 2, kSegmentsInvalid = 3,
+                               kScatterRowsInvalid = 4 };
     int32_t* device_error_flag() const { return error_flag_device_; }
 
     // Makes the backend's device current on the calling thread; every op calls it first.

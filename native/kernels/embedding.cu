@@ -26,10 +26,24 @@ __global__ void embedding_kernel(float* out, const void* table, qwen3vl_dtype tt
     }
 }
 
-__global__ void scatter_rows_kernel(float* x, const int32_t* rows, const float* src, int64_t count, int64_t width,
-                                    bool accumulate) {
+// The rows of a scatter, checked on the device like the ids above: each must lie in 0 .. x_rows - 1 and appear once
+// (seen: x_rows zeroed counters). A bad set raises the device error flag; the scatter then skips rows outside x (so
+// no write leaves it) and its result is not meaningful.
+__global__ void check_scatter_rows_kernel(const int32_t* rows, int64_t count, int64_t x_rows, int32_t* seen,
+                                          int32_t* error_flag) {
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
+        const int32_t r = rows[i];
+        if (r < 0 || r >= x_rows || atomicAdd(seen + r, 1) != 0)
+            *reinterpret_cast<volatile int32_t*>(error_flag) = CudaBackend::kScatterRowsInvalid;
+    }
+}
+
+__global__ void scatter_rows_kernel(float* x, int64_t x_rows, const int32_t* rows, const float* src, int64_t count,
+                                    int64_t width, bool accumulate) {
     for (int64_t r = blockIdx.x; r < count; r += gridDim.x) {
-        float* dst = x + int64_t(rows[r]) * width;
+        const int32_t row = rows[r];
+        if (row < 0 || row >= x_rows) continue;
+        float* dst = x + int64_t(row) * width;
         const float* s = src + r * width;
         for (int64_t c = threadIdx.x; c < width; c += blockDim.x) dst[c] = accumulate ? dst[c] + s[c] : s[c];
     }
@@ -89,12 +103,18 @@ void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt,
     QWEN3VL_CUDA_CHECK_LAUNCH();
 }
 
-void scatter_rows(CudaBackend& be, float* x, const int32_t* rows, const float* src, int64_t count, int64_t width,
-                  bool accumulate) {
-    if (count <= 0 || width <= 0) return;
+void scatter_rows(CudaBackend& be, float* x, int64_t x_rows, const int32_t* rows, const float* src, int64_t count,
+                  int64_t width, bool accumulate) {
+    if (count <= 0) return;
     be.activate();
-    scatter_rows_kernel<<<grid_rows(count), row_block(width, kBlock), 0, be.stream()>>>(x, rows, src, count, width,
-                                                                                         accumulate);
+    CudaBackend::Scratch seen(be, size_t(x_rows) * sizeof(int32_t));
+    if (x_rows > 0) QWEN3VL_CUDA_CHECK(cudaMemsetAsync(seen.as<int32_t>(), 0, size_t(x_rows) * sizeof(int32_t), be.stream()));
+    check_scatter_rows_kernel<<<grid_for(size_t(count), kBlock), kBlock, 0, be.stream()>>>(
+        rows, count, x_rows, seen.as<int32_t>(), be.device_error_flag());
+    QWEN3VL_CUDA_CHECK_LAUNCH();
+    if (width <= 0) return;
+    scatter_rows_kernel<<<grid_rows(count), row_block(width, kBlock), 0, be.stream()>>>(x, x_rows, rows, src, count,
+                                                                                         width, accumulate);
     QWEN3VL_CUDA_CHECK_LAUNCH();
 }
 

@@ -346,8 +346,21 @@ TEST_F(CudaOpsTest, EmbeddingAndScatterRows) {
              [&](bool c) { return qwen3vl_op_scatter_rows(on(x, c), on(rows, c), on(src, c), accumulate); });
         expect_equal(x, "scatter_rows accumulate=" + std::to_string(accumulate));
     }
-    Pair x = rand_tensor(kF32, {R, W}), src = rand_tensor(kF32, {2, W}), dup = ints({2}, {4, 4});
-    EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT, qwen3vl_op_scatter_rows(x.gpu, dup.gpu, src.gpu, 1));
+    // Bad rows are checked on the device (no host round trip, capturable): the op is queued and the next read
+    // reports the error once; rows outside x are skipped, so nothing outside x is written.
+    Pair x = rand_tensor(kF32, {R, W}), src = rand_tensor(kF32, {2, W});
+    for (const std::vector<int32_t>& bad : {std::vector<int32_t>{4, 4}, std::vector<int32_t>{3, int32_t(R)},
+                                            std::vector<int32_t>{-1, 2}}) {
+        Pair rows_bad = ints({2}, bad);
+        ASSERT_EQ(QWEN3VL_STATUS_OK, qwen3vl_op_scatter_rows(x.gpu, rows_bad.gpu, src.gpu, 1)) << qwen3vl_last_error();
+        std::vector<float> got(size_t(R * W));
+        EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT,
+                  qwen3vl_tensor_read(x.gpu, kF32, got.data(), got.size() * sizeof(float)));
+        EXPECT_NE(std::string(qwen3vl_last_error()).find("qwen3vl_op_scatter_rows"), std::string::npos)
+            << qwen3vl_last_error();
+        EXPECT_EQ(QWEN3VL_STATUS_OK, qwen3vl_tensor_read(x.gpu, kF32, got.data(), got.size() * sizeof(float)))
+            << "the error is reported once: " << qwen3vl_last_error();
+    }
 }
 
 TEST_F(CudaOpsTest, PositionEmbedding) {
