@@ -544,13 +544,13 @@ def reinit_parameters(model, preset, seed):
             elif name.endswith("lm_head.weight"):
                 kind, std, mean = "lm_head", 4.0 / math.sqrt(H), 0.0
             elif name.endswith("pos_embed.weight"):
-                kind, std, mean = "pos_embed", 0.5, 0.0
+                kind, std, mean = "pos_embed", P.get("pos_embed_std", 0.5), 0.0
             elif name.endswith(".bias"):
-                kind, std, mean = "bias", 0.02, 0.0
+                kind, std, mean = "bias", P.get("bias_std", 0.02), 0.0
             elif name.endswith(".weight") and len(shape) == 1:
                 # RMSNorm (text, incl. q_norm/k_norm) and LayerNorm (vision) weights; Qwen3 RMSNorm computes
                 # weight * x_hat (not (1 + weight) * x_hat), so values around 1 are the real scale.
-                kind, std, mean = "norm", 0.1, 1.0
+                kind, std, mean = "norm", P.get("norm_std", 0.1), 1.0
             elif name.endswith(".weight") and len(shape) >= 2:
                 fan_in = int(np.prod(shape[1:]))
                 kind, std, mean = "linear", 1.0 / math.sqrt(fan_in), 0.0
@@ -939,18 +939,28 @@ def main():
     ap.add_argument("--cases", default="default", choices=["default", "perf"])
     ap.add_argument("--attn", default="eager", choices=["eager", "sdpa"], help="attention for the fp32 reference")
     ap.add_argument("--force", action="store_true", help="delete --out first if it exists")
+    ap.add_argument("--norm-std", type=float, default=None, help="std of the norm weights around 1 (preset: 0.1)")
+    ap.add_argument("--bias-std", type=float, default=None, help="std of the biases (preset: 0.02)")
+    ap.add_argument("--pos-embed-std", type=float, default=None, help="std of the vision position table (0.5)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="leave PyTorch's TF32 defaults (cuDNN convolutions in TF32) instead of full fp32: to reproduce "
+                         "a reference made without this script's settings, not for fixtures")
     args = ap.parse_args()
+    for key in ("norm_std", "bias_std", "pos_embed_std"):
+        if getattr(args, key) is not None:
+            PRESETS[args.preset][key] = getattr(args, key)
 
     import torch
     import transformers
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        torch.set_float32_matmul_precision("highest")
-    except Exception:  # noqa: BLE001
-        pass
+    if not args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            torch.set_float32_matmul_precision("highest")
+        except Exception:  # noqa: BLE001
+            pass
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     dev_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
