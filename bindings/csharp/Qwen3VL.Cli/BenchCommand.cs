@@ -17,18 +17,20 @@ internal static class BenchCommand
 {
     internal const string Usage =
         "usage: qwen3vl bench --model DIR [--device cpu|cuda[:N]] [--prompt-tokens N] [--new-tokens N] [--image-size S]\n" +
-        "                     [--threads N] [--repeat N] [--context N] [--sample]\n" +
+        "                     [--threads N] [--repeat N] [--context N] [--sample] [--no-graphs]\n" +
         "  defaults: 512 prompt tokens, 128 new tokens (greedy), one SxS image with S = 448, all logical CPUs, 1 repeat,\n" +
         "  a context of exactly prompt + new tokens (--context sets a larger one, as a chat session would hold)\n" +
         "  --sample: also decode with Qwen3-VL's sampling (top_k 20, top_p 0.8, temperature 0.7), the candidates selected on\n" +
-        "  the backend and, for comparison, from the whole logits row copied to the host";
+        "  the backend and, for comparison, from the whole logits row copied to the host\n" +
+        "  --no-graphs: CUDA: decode with eager ops instead of replaying each step as a CUDA graph (the before/after of the\n" +
+        "  graphs); env QWEN3VL_NO_GRAPHS=1 does the same";
 
     internal static int Run(string[] args)
     {
         string? model = null;
         string device = "cpu";
         int promptTokens = 512, newTokens = 128, imageSize = 448, threads = 0, repeat = 1, context = 0;
-        bool sample = false;
+        bool sample = false, cudaGraphs = CliOptions.CudaGraphsByDefault;
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -47,6 +49,7 @@ internal static class BenchCommand
                     case "--repeat": repeat = Math.Max(1, Int()); break;
                     case "--context": context = Int(); break;
                     case "--sample": sample = true; break;
+                    case "--no-graphs": cudaGraphs = false; break;
                     default: throw new ArgumentException("unknown option " + args[i]);
                 }
             }
@@ -70,7 +73,7 @@ internal static class BenchCommand
             : device.StartsWith("cuda", StringComparison.Ordinal)
                 ? Backend.CreateCuda(device.Length > 5 && device[4] == ':' ? int.Parse(device[5..], CultureInfo.InvariantCulture) : 0)
                 : throw new ArgumentException("--device must be cpu or cuda[:N]");
-        using Qwen3VLModel m = Qwen3VLModel.Load(model, backend);
+        using Qwen3VLModel m = Qwen3VLModel.Load(model, backend, new Qwen3VLModelOptions { CudaGraphs = cudaGraphs });
         load.Stop();
         ModelConfig c = m.Config;
         Console.WriteLine($"model:   {model}");

@@ -20,7 +20,9 @@ internal sealed class CliOptions
         "  --device D           auto (default), cpu, cuda or cuda:N\n" +
         "  --threads N          CPU threads (default: all)\n" +
         "  --context N          tokens of context (prompt + answer; the whole conversation in chat), default 4096\n" +
-        "  --min-pixels N, --max-pixels N   image token budget (pixels after resizing; one token per 32x32)";
+        "  --min-pixels N, --max-pixels N   image token budget (pixels after resizing; one token per 32x32)\n" +
+        "  --no-graphs          CUDA: run each decoding step as eager ops instead of replaying it as a CUDA graph (slower;\n" +
+        "                       for before/after measurements); env QWEN3VL_NO_GRAPHS=1 does the same";
 
     public string? Model;
     public readonly List<string> Images = [];
@@ -35,7 +37,15 @@ internal sealed class CliOptions
     public int Context = 4096;
     public string Device = "auto";
     public long? MinPixels, MaxPixels;
+    public bool CudaGraphs = CudaGraphsByDefault;
     public bool Json;
+
+    /// <summary>
+    /// <see cref="Qwen3VLModelOptions.CudaGraphs"/> unless --no-graphs is given: false when the environment sets
+    /// QWEN3VL_NO_GRAPHS=1. The command line keeps honouring that variable (scripts such as tools/device/gpu-run.sh use it);
+    /// the library reads no environment for it, only the option.
+    /// </summary>
+    internal static bool CudaGraphsByDefault => Environment.GetEnvironmentVariable("QWEN3VL_NO_GRAPHS") != "1";
 
     /// <summary>Whether no --model was given and the repository's tiny test checkpoint stands in.</summary>
     public bool IsDemo => Model is null;
@@ -94,6 +104,7 @@ internal sealed class CliOptions
                 case "--min-pixels": o.MinPixels = Long(1); break;
                 case "--max-pixels": o.MaxPixels = Long(1); break;
                 case "--image": o.Images.Add(Value()); break;
+                case "--no-graphs": o.CudaGraphs = false; break;
                 default:
                     if (extra is null || !extra(o, a, Value)) throw new UserErrorException("unknown option: " + a);
                     break;
@@ -132,6 +143,7 @@ internal sealed class CliOptions
             ContextLength = contextLength ?? Context,
             MinPixels = MinPixels,
             MaxPixels = MaxPixels,
+            CudaGraphs = CudaGraphs,
         };
         using var bar = LoadProgressBar.ForStandardError();
         try

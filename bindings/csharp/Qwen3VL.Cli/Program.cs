@@ -15,7 +15,7 @@ internal static class Program
         "  serve        OpenAI-compatible HTTP server (/v1/chat/completions, /v1/models, /health); 'qwen3vl serve --help'\n" +
         "  --version    print the version\n" +
         "  --help       print this help\n" +
-        "environment: QWEN3VL_NATIVE_LIBRARY=<path>, QWEN3VL_DEVICE=cpu, QWEN3VL_LOG=1\n" +
+        "environment: QWEN3VL_NATIVE_LIBRARY=<path>, QWEN3VL_DEVICE=cpu, QWEN3VL_LOG=1, QWEN3VL_NO_GRAPHS=1 (as --no-graphs)\n" +
         "exit codes: 0 done, 1 the engine or model failed (native error, NaN logits, out of memory), 2 the command line or\n" +
         "  its input was refused (option, file, image, prompt), 70 a bug in qwen3vl, 130 cancelled (Ctrl-C)";
 

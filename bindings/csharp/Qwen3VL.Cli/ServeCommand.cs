@@ -25,7 +25,8 @@ internal static class ServeCommand
         "  --model-id NAME        model name reported to clients (default: the checkpoint folder's name)\n" +
         "  --max-tokens N         answer length when a request sets no max_tokens (default 512)\n" +
         "  --max-request-seconds N  longest a request may take, queue included; then 503 request_timeout (default 600, 0: none)\n" +
-        "  --model DIR, --device D, --threads N, --context N (tokens per context), --min-pixels N, --max-pixels N: as for run";
+        "  --model DIR, --device D, --threads N, --context N (tokens per context), --min-pixels N, --max-pixels N,\n" +
+        "  --no-graphs (env QWEN3VL_NO_GRAPHS=1): as for run";
 
     internal static int Run(string[] args)
     {
@@ -68,6 +69,7 @@ internal static class ServeCommand
                 ContextLength = o.Context,
                 MinPixels = o.MinPixels,
                 MaxPixels = o.MaxPixels,
+                CudaGraphs = o.CudaGraphs,
             },
             ModelId = modelId.Length > 0 ? modelId : null,
             Host = host,

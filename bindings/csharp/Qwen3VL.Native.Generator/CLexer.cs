@@ -1,7 +1,7 @@
 using System.Collections.Generic;
 using System.Text;
 
-namespace Qwen3VL.Native.Generator;
+namespace Qwen3VL.Native.Interop.Generation;
 
 internal enum TokenKind { Identifier, Number, String, Punct, End }
 

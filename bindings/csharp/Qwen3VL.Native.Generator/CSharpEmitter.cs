@@ -4,7 +4,7 @@ using System.Linq;
 using System.Text;
 using Microsoft.CodeAnalysis.CSharp;
 
-namespace Qwen3VL.Native.Generator;
+namespace Qwen3VL.Native.Interop.Generation;
 
 /// <summary>
 /// Writes the C# binding for a parsed header. Declarations whose types cannot be mapped are reported and left out

@@ -4,7 +4,7 @@ using System.Linq;
 using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.Text;
 
-namespace Qwen3VL.Native.Generator;
+namespace Qwen3VL.Native.Interop.Generation;
 
 /// <summary>
 /// Generates the P/Invoke layer of Qwen3VL.Native from native/capi/qwen3vl.h, passed as an AdditionalFiles item, so the
@@ -24,7 +24,7 @@ public sealed class HeaderGenerator : IIncrementalGenerator
 
     public void Initialize(IncrementalGeneratorInitializationContext context)
     {
-        IncrementalValueProvider<ImmutableArray<GenerationResult>> results = context.AdditionalTextsProvider
+        IncrementalValueProvider<ImmutableArray<HeaderGenerationResult>> results = context.AdditionalTextsProvider
             .Where(static file => System.IO.Path.GetFileName(file.Path) == HeaderFileName)
             .Select(static (file, ct) => Generate(file.Path, file.GetText(ct)))
             .Collect();
@@ -36,7 +36,7 @@ public sealed class HeaderGenerator : IIncrementalGenerator
                 spc.ReportDiagnostic(Diagnostic.Create(MissingHeader, Location.None, all.Length));
                 return;
             }
-            GenerationResult result = all[0];
+            HeaderGenerationResult result = all[0];
             foreach (GenerationDiagnostic d in result.Diagnostics)
             {
                 var location = Location.Create(result.Path, new TextSpan(d.Start, d.Length),
@@ -47,7 +47,7 @@ public sealed class HeaderGenerator : IIncrementalGenerator
         });
     }
 
-    internal static GenerationResult Generate(string path, SourceText? text)
+    internal static HeaderGenerationResult Generate(string path, SourceText? text)
     {
         var errors = new List<HeaderError>();
         string source = "";
@@ -66,7 +66,7 @@ public sealed class HeaderGenerator : IIncrementalGenerator
             TextSpan span = text == null ? default : text.Lines[line - 1].Span;
             return new GenerationDiagnostic(e.Message, line, span.Start, span.Length);
         }).ToList();
-        return new GenerationResult(path, source, diagnostics);
+        return new HeaderGenerationResult(path, source, diagnostics);
     }
 }
 
@@ -95,9 +95,9 @@ internal sealed class GenerationDiagnostic : System.IEquatable<GenerationDiagnos
 }
 
 /// <summary>The generated source and diagnostics of one header; value-equal for incremental caching.</summary>
-internal sealed class GenerationResult : System.IEquatable<GenerationResult>
+internal sealed class HeaderGenerationResult : System.IEquatable<HeaderGenerationResult>
 {
-    public GenerationResult(string path, string source, List<GenerationDiagnostic> diagnostics)
+    public HeaderGenerationResult(string path, string source, List<GenerationDiagnostic> diagnostics)
     {
         Path = path;
         Source = source;
@@ -108,10 +108,10 @@ internal sealed class GenerationResult : System.IEquatable<GenerationResult>
     public string Source { get; }
     public List<GenerationDiagnostic> Diagnostics { get; }
 
-    public bool Equals(GenerationResult? other) =>
+    public bool Equals(HeaderGenerationResult? other) =>
         other != null && other.Path == Path && other.Source == Source && other.Diagnostics.SequenceEqual(Diagnostics);
 
-    public override bool Equals(object? obj) => Equals(obj as GenerationResult);
+    public override bool Equals(object? obj) => Equals(obj as HeaderGenerationResult);
 
     public override int GetHashCode() => Source.GetHashCode();
 }

@@ -1,6 +1,6 @@
 using System.Collections.Generic;
 
-namespace Qwen3VL.Native.Generator;
+namespace Qwen3VL.Native.Interop.Generation;
 
 /// <summary>Something in the header the generator does not understand, with its 1-based line.</summary>
 internal sealed class HeaderError

@@ -1,6 +1,6 @@
 using System.Collections.Generic;
 
-namespace Qwen3VL.Native.Generator;
+namespace Qwen3VL.Native.Interop.Generation;
 
 /// <summary>
 /// Recursive-descent parser of the header grammar (see the top comment of qwen3vl.h):

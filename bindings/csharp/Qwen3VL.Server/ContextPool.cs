@@ -18,6 +18,7 @@ internal sealed class ContextPool<T> where T : class
     private readonly LinkedList<TaskCompletionSource<T>> _waiters = new();
     private readonly int _capacity;
     private readonly HashSet<Lease> _leases = [];
+    private Action<T>? _retire; // set by Close: items given back afterwards go here instead of the free stack
     private bool _stopping;
     private long _completed, _cancelled, _rejected, _failed;
 
@@ -105,7 +106,6 @@ internal sealed class ContextPool<T> where T : class
         }
     }
 
-    /// <summary>Every item, once none is leased (for disposal at shutdown); null while some are still in use.</summary>
     /// <summary>How long each item handed out now has been held, longest first.</summary>
     internal TimeSpan[] LeaseAges()
     {
@@ -116,31 +116,49 @@ internal sealed class ContextPool<T> where T : class
         }
     }
 
-    internal IReadOnlyList<T>? TakeAllIfIdle()
+    /// <summary>
+    /// Stops the pool (as <see cref="Stop"/>) and hands every item to <paramref name="retire"/> (shutdown: dispose it):
+    /// the free ones now, each one still leased when its lease ends. Later calls do nothing.
+    /// </summary>
+    internal void Close(Action<T> retire)
     {
+        ArgumentNullException.ThrowIfNull(retire);
+        Stop();
+        List<T> free;
         lock (_gate)
         {
-            if (_free.Count != _capacity) return null;
-            var all = _free.ToList();
+            if (_retire is not null) return;
+            _retire = retire;
+            free = [.. _free];
             _free.Clear();
-            return all;
         }
+        foreach (T item in free) retire(item);
     }
 
     private void Release(T item)
     {
         while (true)
         {
-            TaskCompletionSource<T> next;
+            TaskCompletionSource<T>? next = null;
+            Action<T>? retire;
             lock (_gate)
             {
-                if (_waiters.First is not { } first)
+                retire = _retire;
+                if (retire is null)
                 {
-                    _free.Push(item);
-                    return;
+                    if (_waiters.First is not { } first)
+                    {
+                        _free.Push(item);
+                        return;
+                    }
+                    _waiters.RemoveFirst();
+                    next = first.Value;
                 }
-                _waiters.RemoveFirst();
-                next = first.Value;
+            }
+            if (next is null)
+            {
+                retire!(item); // closed: the item goes when its lease ends
+                return;
             }
             if (next.TrySetResult(item)) return; // the item passes straight to the oldest waiter
         }

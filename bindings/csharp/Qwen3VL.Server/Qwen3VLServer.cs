@@ -134,12 +134,12 @@ public sealed class Qwen3VLServer : IAsyncDisposable
             {
                 // Reported through State / LoadError.
             }
-            IReadOnlyList<Qwen3VLChatSession>? sessions = _pool?.TakeAllIfIdle();
-            if (sessions is not null)
-            {
-                foreach (Qwen3VLChatSession s in sessions) s.Dispose();
-                _model?.Dispose();
-            }
+            // Idle sessions are disposed now, a session still serving a request when its lease ends (a session disposed
+            // during a generation frees its context when the generation returns). The model's weights go with the last
+            // of them: each session's context holds a reference on the model, so disposing it here never pulls the
+            // weights from under a running request.
+            _pool?.Close(static s => s.Dispose());
+            _model?.Dispose();
             _stopping.Dispose();
         }
     }

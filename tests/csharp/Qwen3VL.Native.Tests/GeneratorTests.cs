@@ -1,20 +1,17 @@
 using Microsoft.CodeAnalysis.Text;
-using Qwen3VL.Native.Generator;
+using Qwen3VL.Native.Interop.Generation;
 
 namespace Qwen3VL.Native.Tests;
-
-// Qwen3VL.Native.GenerationResult (the public API's) would otherwise win the lookup.
-using GenerationResult = Qwen3VL.Native.Generator.GenerationResult;
 
 /// <summary>The header parser directly: the real header is fully understood, and anything else is reported with its line.</summary>
 public class GeneratorTests
 {
-    private static GenerationResult Run(string header) => HeaderGenerator.Generate("test.h", SourceText.From(header));
+    private static HeaderGenerationResult Run(string header) => HeaderGenerator.Generate("test.h", SourceText.From(header));
 
     [Fact]
     public void RealHeaderGeneratesWithoutDiagnostics()
     {
-        GenerationResult r = Run(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "qwen3vl.h")));
+        HeaderGenerationResult r = Run(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "qwen3vl.h")));
         Assert.Empty(r.Diagnostics.Select(d => d.Line + ": " + d.Message));
         Assert.Contains("internal sealed class BackendHandle : NativeHandle", r.Source);
         Assert.Contains("public fixed byte CpuKernels[NativeConstants.NameLength];", r.Source);
@@ -32,7 +29,7 @@ public class GeneratorTests
     public void UnderstoodNothingIsAnErrorWithItsLine(string declaration, int line)
     {
         string header = "typedef enum qwen3vl_status { QWEN3VL_STATUS_OK = 0 } qwen3vl_status;\n/** doc */\n" + declaration + "\n";
-        GenerationResult r = Run(header);
+        HeaderGenerationResult r = Run(header);
         Assert.Contains(r.Diagnostics, d => d.Line == line);
     }
 
@@ -44,7 +41,7 @@ public class GeneratorTests
             "typedef int32_t (*qwen3vl_progress)(void* user, float fraction);\n" +
             "typedef struct qwen3vl_cb { qwen3vl_progress progress; void* user; } qwen3vl_cb;\n" +
             "QWEN3VL_API qwen3vl_status qwen3vl_run(qwen3vl_progress progress, const char* name, char* out, size_t n);\n";
-        GenerationResult r = Run(header);
+        HeaderGenerationResult r = Run(header);
         Assert.Empty(r.Diagnostics);
         Assert.Contains("public delegate* unmanaged[Cdecl]<void*, float, int> Progress;", r.Source);
         Assert.Contains("Run(delegate* unmanaged[Cdecl]<void*, float, int> progress, string? name, byte* @out, nuint n)", r.Source);

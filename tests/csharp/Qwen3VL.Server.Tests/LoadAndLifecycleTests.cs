@@ -155,6 +155,25 @@ public sealed class LoadAndLifecycleTests
         Assert.Equal(1, pool.Snapshot().FreeContexts);
     }
 
+    /// <summary>Shutdown: Close retires the free items at once and each leased one when its lease ends (so the server
+    /// disposes every session, and the model's weights go with the last), each once; nothing is handed out afterwards.</summary>
+    [Fact]
+    public async Task CloseRetiresFreeItemsNowAndLeasedOnesWhenTheirLeaseEnds()
+    {
+        var pool = new ContextPool<string>(["a", "b", "c"], maxQueue: 4);
+        ContextPool<string>.Lease held = await pool.AcquireAsync(Ct);
+        var retired = new List<string>();
+        pool.Close(item => { lock (retired) retired.Add(item); });
+        Assert.Equal(2, retired.Count);
+        Assert.DoesNotContain(held.Item, retired);
+        await Assert.ThrowsAsync<ServerStoppingException>(async () => await pool.AcquireAsync(Ct));
+        pool.Close(item => throw new InvalidOperationException("a second Close retires nothing"));
+        held.Dispose();
+        held.Dispose();
+        Assert.Equal(["a", "b", "c"], retired.Order());
+        Assert.Equal(0, pool.Snapshot().FreeContexts);
+    }
+
     [Fact]
     public async Task ServerThatCannotLoadItsModelAnswers503()
     {

@@ -12,7 +12,8 @@ namespace Qwen3VL.Native;
 /// <summary>
 /// A conversation with a <see cref="Qwen3VLModel"/>: the system prompt, the user messages (text and images) and the
 /// answers, and its own KV cache. Each turn reuses the cache for the part of the prompt it already holds (the earlier
-/// turns), so only the new message is computed. Dispose after use.
+/// turns), so only the new message is computed. Dispose after use: until then the session keeps its model's weights loaded
+/// (through its <see cref="Qwen3VLContext"/>), even when the model is disposed first.
 /// </summary>
 /// <remarks>
 /// Threading: a session serves one call at a time (a second concurrent call throws <see cref="InvalidOperationException"/>);

@@ -30,18 +30,19 @@ public sealed partial class Qwen3VLModel
     /// <summary>Starts a conversation on this model; each session has its own history and KV cache.</summary>
     /// <param name="options">System prompt and context length; null for the defaults.</param>
     /// <exception cref="ArgumentOutOfRangeException">The context length is not positive or exceeds max_position_embeddings.</exception>
-    public Qwen3VLChatSession CreateSession(ChatSessionOptions? options = null) => new(this, options ?? new ChatSessionOptions());
+    /// <exception cref="ObjectDisposedException">The model has been disposed (a session created before keeps the model's
+    /// weights loaded until it is disposed).</exception>
+    public Qwen3VLChatSession CreateSession(ChatSessionOptions? options = null)
+    {
+        ThrowIfDisposed();
+        return new(this, options ?? new ChatSessionOptions());
+    }
 
     private static Qwen3VLModel LoadCore(string path, Qwen3VLModelOptions? options, IProgress<LoadProgress>? progress, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         options ??= new Qwen3VLModelOptions();
-        if (options.ContextLength < 1) throw new ArgumentOutOfRangeException(nameof(options), options.ContextLength, "ContextLength must be positive.");
-        if (options.Threads < 0) throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "Threads must be 0 (all logical processors) or more.");
-        if (options.MinPixels is <= 0 || options.MaxPixels is <= 0 || options.MinPixels > options.MaxPixels)
-        {
-            throw new ArgumentException($"Invalid image budget: MinPixels {options.MinPixels}, MaxPixels {options.MaxPixels}.", nameof(options));
-        }
+        ValidateOptions(options);
         ModelFolder folder = ModelFolder.Inspect(path);
         cancellationToken.ThrowIfCancellationRequested();
 
@@ -69,6 +70,16 @@ public sealed partial class Qwen3VLModel
             if (model is not null) model.Dispose();
             else backend.Dispose();
             throw;
+        }
+    }
+
+    private static void ValidateOptions(Qwen3VLModelOptions options)
+    {
+        if (options.ContextLength < 1) throw new ArgumentOutOfRangeException(nameof(options), options.ContextLength, "ContextLength must be positive.");
+        if (options.Threads < 0) throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "Threads must be 0 (all logical processors) or more.");
+        if (options.MinPixels is <= 0 || options.MaxPixels is <= 0 || options.MinPixels > options.MaxPixels)
+        {
+            throw new ArgumentException($"Invalid image budget: MinPixels {options.MinPixels}, MaxPixels {options.MaxPixels}.", nameof(options));
         }
     }
 

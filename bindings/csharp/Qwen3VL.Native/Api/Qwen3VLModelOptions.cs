@@ -19,6 +19,15 @@ public sealed record Qwen3VLModelOptions
     public long? MaxPixels { get; init; }
     /// <summary>CPU worker threads; 0 (the default) uses one per logical processor.</summary>
     public int Threads { get; init; }
+    /// <summary>
+    /// Whether each context's decoding step on a CUDA device is recorded once as CUDA graphs and replayed per token
+    /// (true, the default: one input upload, one launch and one read per token, whatever the number of layers). False runs
+    /// every op of a step eagerly (a launch per op, as prefill does): the same computation, slower; a before/after
+    /// measurement switch. No effect on the CPU, which always runs ops eagerly. Applies to the contexts and sessions
+    /// created on the model. The <c>qwen3vl</c> command line sets it to false for <c>--no-graphs</c> or the environment
+    /// variable <c>QWEN3VL_NO_GRAPHS=1</c>; the library itself reads no environment variable for it.
+    /// </summary>
+    public bool CudaGraphs { get; init; } = true;
 }
 
 /// <summary>Progress of loading the weights.</summary>

@@ -7,42 +7,61 @@ namespace Qwen3VL.Native.Inference;
 /// One conversation on a <see cref="Qwen3VLModel"/>: its KV caches (f32; bf16 on a GPU with bf16 math), the tokens seen, the next M-RoPE position and
 /// rope_delta. Not thread-safe (one caller at a time); several contexts may run concurrently on one model. Dispose after use.
 /// </summary>
+/// <remarks>A context keeps its model's weights loaded: disposing the <see cref="Model"/> while the context is alive
+/// defers releasing them until the context (the model's last one) is disposed, and the context goes on working
+/// meanwhile. A disposed context throws <see cref="ObjectDisposedException"/>.</remarks>
 public sealed class Qwen3VLContext : IDisposable
 {
     private readonly KvCache _cache;
     private readonly List<int> _tokens = [];
     private readonly List<int> _nextPositions = []; // NextPosition after each cached token, for Truncate
     private int _busy;
+    private int _disposed; // 1 once Dispose was called
+    private int _released; // 1 once the caches are freed and the model's reference dropped
 
     internal Qwen3VLContext(Qwen3VLModel model, int capacity)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
-        if (capacity > model.Config.MaxPositionEmbeddings)
-        {
-            throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"The model supports at most {model.Config.MaxPositionEmbeddings} positions.");
-        }
+        // The model's weights stay loaded until this context is disposed (a disposed model throws here).
+        model.AddContextReference();
         Model = model;
-        // bf16 caches where the math is bf16 anyway (tensor cores round q, k, v to bf16 in attention): half the memory
-        // and half the bytes each decoding step reads; f32 keeps the CPU's (and fp32 math's) exact parity.
-        _cache = new KvCache(model.Backend, model.Config, capacity, model.Backend.Fp32Math ? TensorDType.F32 : TensorDType.BF16);
-        if (model.Backend.IsCuda && Environment.GetEnvironmentVariable("QWEN3VL_NO_GRAPHS") != "1")
+        try
         {
-            try
+            ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+            if (capacity > model.Config.MaxPositionEmbeddings)
             {
-                _step = new DecodeStep(model.Text, model.Backend, model.Config, _cache);
+                throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"The model supports at most {model.Config.MaxPositionEmbeddings} positions.");
             }
-            catch
+            // bf16 caches where the math is bf16 anyway (tensor cores round q, k, v to bf16 in attention): half the memory
+            // and half the bytes each decoding step reads; f32 keeps the CPU's (and fp32 math's) exact parity.
+            _cache = new KvCache(model.Backend, model.Config, capacity, model.Backend.Fp32Math ? TensorDType.F32 : TensorDType.BF16);
+            if (model.Backend.IsCuda && model.CudaGraphs)
             {
-                _cache.Dispose();
-                throw;
+                try
+                {
+                    _step = new DecodeStep(model.Text, model.Backend, model.Config, _cache);
+                }
+                catch
+                {
+                    _cache.Dispose();
+                    throw;
+                }
             }
+        }
+        catch
+        {
+            model.ReleaseContextReference();
+            throw;
         }
     }
 
-    // The decoding step as a replayed graph (CUDA; null on the CPU or with QWEN3VL_NO_GRAPHS=1: eager ops).
+    // The decoding step as a replayed graph (CUDA; null on the CPU or with Qwen3VLModelOptions.CudaGraphs false: eager ops).
     private readonly DecodeStep? _step;
 
-    /// <summary>The model.</summary>
+    /// <summary>Whether decoding steps replay a recorded graph (CUDA with <see cref="Qwen3VLModelOptions.CudaGraphs"/>)
+    /// rather than run eager ops.</summary>
+    internal bool UsesDecodeGraph => _step is not null;
+
+    /// <summary>The model (kept loaded by this context until it is disposed).</summary>
     public Qwen3VLModel Model { get; }
     /// <summary>Tokens the context can hold.</summary>
     public int Capacity => _cache.Capacity;
@@ -113,7 +132,8 @@ public sealed class Qwen3VLContext : IDisposable
         {
             RopePositions positions = RopeIndex.Compute(ids, vision?.Grids ?? [], null, c.VisionSpatialMergeSize,
                 c.ImageTokenId, c.VideoTokenId, c.VisionStartTokenId, NextPosition);
-            using VisionFeatures? features = vision is null ? null : Model.EncodeImages(vision);
+            // The tower itself, not Model.EncodeImages: a disposed model's weights still serve its live contexts.
+            using VisionFeatures? features = vision is null ? null : Model.Vision.Forward(vision);
             float[] logits = Model.Text.Forward(ids, positions, _cache, Length, features, logitRows);
             _tokens.AddRange(ids);
             int next = NextPosition;
@@ -262,7 +282,7 @@ public sealed class Qwen3VLContext : IDisposable
     /// A measurement for <c>qwen3vl bench</c>: the seconds of one greedy decoding step when its graph is replayed
     /// <paramref name="steps"/> times back to back with one read at the end (the GPU time of a step, without the host's
     /// read, input write and launch between tokens). The replays rewrite the cache row of the next token with the same
-    /// values; the context's tokens do not change. NaN without a decode graph (CPU, or QWEN3VL_NO_GRAPHS=1).
+    /// values; the context's tokens do not change. NaN without a decode graph (CPU, or <see cref="Qwen3VLModelOptions.CudaGraphs"/> false).
     /// </summary>
     internal double StepReplaySeconds(int token, int steps)
     {
@@ -305,7 +325,7 @@ public sealed class Qwen3VLContext : IDisposable
         i.Read(ids);
     }
 
-    // The eager path (the CPU, or QWEN3VL_NO_GRAPHS=1): the row is on the host already, but the candidates still come
+    // The eager path (the CPU, or CudaGraphs false): the row is on the host already, but the candidates still come
     // from the backend's op, so every path selects them the same way.
     private void TopKOnBackend(float[] logits, Span<float> values, Span<int> ids)
     {
@@ -326,15 +346,51 @@ public sealed class Qwen3VLContext : IDisposable
 
     private void Enter()
     {
-        if (Interlocked.Exchange(ref _busy, 1) != 0) throw new InvalidOperationException("The context is in use by another call; a context serves one caller at a time.");
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            throw new InvalidOperationException("The context is in use by another call; a context serves one caller at a time.");
+        }
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            Exit();
+            throw new ObjectDisposedException(GetType().FullName);
+        }
     }
 
-    private void Exit() => Volatile.Write(ref _busy, 0);
+    // A Dispose that came while the call ran (from another thread: a caller's mistake, but not a native crash) left the
+    // release to the call: whichever of the two takes _busy after _disposed is set releases (both fences are full).
+    private void Exit()
+    {
+        Interlocked.Exchange(ref _busy, 0);
+        if (Volatile.Read(ref _disposed) != 0 && Interlocked.CompareExchange(ref _busy, 1, 0) == 0) Release();
+    }
 
-    /// <summary>Releases the caches.</summary>
+    /// <summary>
+    /// Releases the caches and drops the context's reference on its model (the model's weights are released here when the
+    /// model was disposed and this was its last context). When a call is running on another thread (a misuse: one caller
+    /// at a time), the release waits for that call to return instead of freeing memory under it. Calling it again does
+    /// nothing.
+    /// </summary>
     public void Dispose()
     {
-        _step?.Dispose();
-        _cache.Dispose();
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) == 0) Release();
+    }
+
+    // Once, with _busy held for good: later calls see _disposed and throw.
+    private void Release()
+    {
+        if (Interlocked.Exchange(ref _released, 1) != 0) return;
+        try
+        {
+            _step?.Dispose();
+            _cache.Dispose();
+        }
+        finally
+        {
+            Model.ReleaseContextReference();
+        }
     }
 }

@@ -10,10 +10,16 @@ namespace Qwen3VL.Native;
 /// A loaded Qwen3-VL model: the immutable weights on one backend (memory-mapped on the CPU), loaded once, with the
 /// checkpoint's tokenizer, chat template and image processor. Thread-safe: any number of conversations
 /// (<see cref="Qwen3VLChatSession"/>s, or low-level <see cref="Qwen3VLContext"/>s) may use it concurrently, each from
-/// one caller at a time. Dispose after its sessions and contexts.
+/// one caller at a time. Dispose when done; contexts and sessions still alive keep the weights loaded until they are
+/// disposed (see <see cref="Dispose"/>).
 /// </summary>
 /// <remarks>Load with <see cref="Load(string, Qwen3VLModelOptions?)"/> or <see cref="LoadAsync"/>; talk to it through
-/// <see cref="CreateSession"/> or <see cref="Qwen3VLChatClient"/>.</remarks>
+/// <see cref="CreateSession"/> or <see cref="Qwen3VLChatClient"/>.
+/// <para>Lifetime: every context (a session holds one) takes a reference on the model when it is created and drops it
+/// when it is disposed, like a SafeHandle's DangerousAddRef/DangerousRelease; <see cref="Dispose"/> drops the model's own
+/// reference. The weights (and the backend, when the model created it) are released when the last reference goes: at
+/// once when no context is alive, else when the last one is disposed. A context also references its model object, so the
+/// garbage collector never takes a model that a reachable context uses.</para></remarks>
 public sealed partial class Qwen3VLModel : IDisposable
 {
     private readonly WeightLoader _weights;
@@ -21,6 +27,12 @@ public sealed partial class Qwen3VLModel : IDisposable
     private readonly Lazy<QwenTokenizer> _tokenizer;
     private readonly Lazy<ImageProcessor> _imageProcessor;
     private readonly Lazy<ChatTemplateDetection> _chatTemplate;
+
+    // Lifetime (see the remarks): _liveContexts counts the references of contexts; Dispose sets _disposed; the native
+    // resources go (_released) once both say so.
+    private readonly Lock _lifetime = new();
+    private int _liveContexts;
+    private bool _disposed, _released;
 
     private Qwen3VLModel(string directory, Backend backend, bool ownsBackend, ModelConfig config, WeightLoader weights,
         VisionTower vision, TextModel text, Qwen3VLModelOptions options)
@@ -34,6 +46,7 @@ public sealed partial class Qwen3VLModel : IDisposable
         Text = text;
         DefaultSampling = SamplingOptions.FromGenerationConfig(directory);
         ContextLength = (int)Math.Min(options.ContextLength, config.MaxPositionEmbeddings);
+        CudaGraphs = options.CudaGraphs;
         _tokenizer = new Lazy<QwenTokenizer>(() => QwenTokenizer.FromDirectory(directory));
         _imageProcessor = new Lazy<ImageProcessor>(() =>
         {
@@ -66,6 +79,9 @@ public sealed partial class Qwen3VLModel : IDisposable
     /// <summary>Default context length (prompt and answer tokens) of sessions: <see cref="Qwen3VLModelOptions.ContextLength"/>
     /// capped at max_position_embeddings.</summary>
     public int ContextLength { get; }
+    /// <summary><see cref="Qwen3VLModelOptions.CudaGraphs"/>: whether contexts on a CUDA backend replay their decoding
+    /// step as a graph.</summary>
+    internal bool CudaGraphs { get; }
     /// <summary>The sampling defaults of the checkpoint's generation_config.json (greedy when it has none).</summary>
     public SamplingOptions DefaultSampling { get; }
     /// <summary>The checkpoint's tokenizer (tokenizer.json; loaded on first use when the model was loaded with a
@@ -86,12 +102,26 @@ public sealed partial class Qwen3VLModel : IDisposable
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="Qwen3VLException">The checkpoint is unreadable, malformed or unsupported.</exception>
-    public static Qwen3VLModel Load(string directory, Backend backend)
+    public static Qwen3VLModel Load(string directory, Backend backend) => Load(directory, backend, null);
+
+    /// <summary>
+    /// Opens the checkpoint folder <paramref name="directory"/> and takes every weight onto <paramref name="backend"/>, which
+    /// the caller keeps owning (dispose it after the model), with the context length, image budget and
+    /// <see cref="Qwen3VLModelOptions.CudaGraphs"/> of <paramref name="options"/> (its <see cref="Qwen3VLModelOptions.Device"/>
+    /// and <see cref="Qwen3VLModelOptions.Threads"/> are the backend's business and are ignored). The tokenizer and image
+    /// processor load on first use.
+    /// </summary>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="ArgumentException">An option is invalid.</exception>
+    /// <exception cref="Qwen3VLException">The checkpoint is unreadable, malformed or unsupported.</exception>
+    public static Qwen3VLModel Load(string directory, Backend backend, Qwen3VLModelOptions? options)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         ArgumentNullException.ThrowIfNull(backend);
+        options ??= new Qwen3VLModelOptions();
+        ValidateOptions(options);
         if (!System.IO.Directory.Exists(directory)) throw new DirectoryNotFoundException($"Model folder '{directory}' does not exist.");
-        return LoadWeights(directory, backend, ownsBackend: false, new Qwen3VLModelOptions(), onLoaded: null);
+        return LoadWeights(directory, backend, ownsBackend: false, options, onLoaded: null);
     }
 
     private static Qwen3VLModel LoadWeights(string directory, Backend backend, bool ownsBackend, Qwen3VLModelOptions options,
@@ -113,17 +143,101 @@ public sealed partial class Qwen3VLModel : IDisposable
         }
     }
 
-    /// <summary>Creates a conversation with room for <paramref name="capacity"/> tokens (prompt and generated), f32 KV caches.</summary>
+    /// <summary>Creates a conversation with room for <paramref name="capacity"/> tokens (prompt and generated), f32 KV caches.
+    /// The context keeps the model's weights loaded until it is disposed, even when the model is disposed first.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The capacity is not positive or exceeds max_position_embeddings.</exception>
+    /// <exception cref="ObjectDisposedException">The model has been disposed.</exception>
     public Qwen3VLContext CreateContext(int capacity = 4096) => new(this, capacity);
 
     /// <summary>Runs the vision tower on preprocessed images.</summary>
-    public VisionFeatures EncodeImages(VisionInput input) => Vision.Forward(input);
+    /// <exception cref="ObjectDisposedException">The model has been disposed.</exception>
+    public VisionFeatures EncodeImages(VisionInput input)
+    {
+        ThrowIfDisposed();
+        return Vision.Forward(input);
+    }
 
-    /// <summary>Releases the weights (and the backend when the model created it). Sessions and contexts must not be used afterwards.</summary>
+    /// <summary>
+    /// Disposes the model: it creates no more contexts or sessions (<see cref="CreateContext"/>, <see cref="CreateSession"/>
+    /// and <see cref="EncodeImages"/> throw <see cref="ObjectDisposedException"/>), and its weights (and the backend, when
+    /// the model created it) are released, at once when no context or session is alive, else when the last of them is
+    /// disposed: contexts and sessions created before go on working until then. Its descriptive members (configuration,
+    /// tokenizer, template) stay readable. Calling it again does nothing.
+    /// </summary>
+    /// <remarks>A context that is never disposed keeps the weights until the garbage collector finalizes them.</remarks>
     public void Dispose()
     {
-        _weights.Dispose();
-        if (_ownsBackend) Backend.Dispose();
+        lock (_lifetime)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            if (_liveContexts > 0) return; // the last context releases
+            _released = true;
+        }
+        ReleaseNative();
+    }
+
+    /// <summary>Whether <see cref="Dispose"/> was called (live contexts may still hold the weights).</summary>
+    internal bool IsDisposed
+    {
+        get { lock (_lifetime) return _disposed; }
+    }
+
+    /// <summary>Contexts (sessions' included) created on the model and not yet disposed.</summary>
+    internal int LiveContexts
+    {
+        get { lock (_lifetime) return _liveContexts; }
+    }
+
+    /// <summary>Whether the weights have been released (disposed, and no context alive).</summary>
+    internal bool IsReleased
+    {
+        get { lock (_lifetime) return _released; }
+    }
+
+    /// <summary>A new context's reference: keeps the weights until <see cref="ReleaseContextReference"/>.</summary>
+    /// <exception cref="ObjectDisposedException">The model has been disposed.</exception>
+    internal void AddContextReference()
+    {
+        lock (_lifetime)
+        {
+            ThrowIfDisposed();
+            _liveContexts++;
+        }
+    }
+
+    /// <summary>Drops a context's reference (exactly once per <see cref="AddContextReference"/>); the last one after
+    /// <see cref="Dispose"/> releases the weights.</summary>
+    internal void ReleaseContextReference()
+    {
+        lock (_lifetime)
+        {
+            if (_liveContexts <= 0) throw new InvalidOperationException("More context references released than taken.");
+            if (--_liveContexts > 0 || !_disposed) return;
+            _released = true;
+        }
+        ReleaseNative();
+    }
+
+    /// <exception cref="ObjectDisposedException">The model has been disposed.</exception>
+    internal void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _disposed))
+        {
+            throw new ObjectDisposedException(GetType().FullName,
+                $"The model '{ModelId}' has been disposed: it creates no more contexts or sessions (those created before keep working until they are disposed).");
+        }
+    }
+
+    private void ReleaseNative()
+    {
+        try
+        {
+            _weights.Dispose();
+        }
+        finally
+        {
+            if (_ownsBackend) Backend.Dispose();
+        }
     }
 }

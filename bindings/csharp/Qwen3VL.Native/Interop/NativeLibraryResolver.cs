@@ -83,6 +83,8 @@ internal static unsafe class NativeLibraryResolver
 
     private static nint Load(Assembly assembly, DllImportSearchPath? searchPath)
     {
+        // QWEN3VL_NATIVE_LIBRARY and QWEN3VL_DEVICE stay environment variables: this runs at the first native call,
+        // before any Qwen3VLModelOptions exist, and picks the library for the whole process.
         string? explicitPath = Environment.GetEnvironmentVariable(PathVariable);
         if (!string.IsNullOrEmpty(explicitPath))
         {

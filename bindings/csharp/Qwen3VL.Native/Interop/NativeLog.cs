@@ -7,6 +7,8 @@ namespace Qwen3VL.Native;
 public static class NativeLog
 {
     /// <summary>Receives each log line; null drops them (they stay readable in <see cref="LastResolution"/>).</summary>
+    // An environment variable, not an option: the library is chosen (and this logged) at the first native call, before
+    // any Qwen3VLModelOptions exist. Setting Sink is the programmatic way.
     public static Action<string>? Sink { get; set; } =
         Environment.GetEnvironmentVariable("QWEN3VL_LOG") == "1" ? static line => Console.Error.WriteLine(line) : null;
 

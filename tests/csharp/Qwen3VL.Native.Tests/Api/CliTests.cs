@@ -25,7 +25,8 @@ public sealed class CliTests
 
     /// <summary>Runs <c>dotnet qwen3vl.dll ARGS</c>, writing <paramref name="stdinLines"/> one by one; stdin then stays open
     /// (so the program must exit by itself) unless <paramref name="closeStdin"/>.</summary>
-    private static async Task<Result> RunCli(IEnumerable<string> args, IEnumerable<string>? stdinLines = null, bool closeStdin = false)
+    private static async Task<Result> RunCli(IEnumerable<string> args, IEnumerable<string>? stdinLines = null, bool closeStdin = false,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
         {
@@ -37,6 +38,7 @@ public sealed class CliTests
             StandardInputEncoding = new UTF8Encoding(false),
         };
         start.ArgumentList.Add(CliPath);
+        foreach ((string name, string value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
         foreach (string a in args) start.ArgumentList.Add(a);
         using Process process = Process.Start(start)!;
         Task<string> stdout = process.StandardOutput.ReadToEndAsync(Ct), stderr = process.StandardError.ReadToEndAsync(Ct);
@@ -106,6 +108,28 @@ public sealed class CliTests
         Assert.True(root.GetProperty("promptTokens").GetInt32() > ApiModels.Tiny.ImageProcessor.GetTokenCount(200, 300));
         Assert.Equal("MaxTokens", root.GetProperty("stopReason").GetString());
         Assert.Equal(JsonValueKind.String, root.GetProperty("text").ValueKind);
+    }
+
+    /// <summary>--no-graphs (and the environment variable QWEN3VL_NO_GRAPHS=1 that scripts use) is accepted by run, serve's
+    /// shared parser and bench; on the CPU it changes nothing but must not be refused.</summary>
+    [Theory]
+    [InlineData("run-flag")]
+    [InlineData("run-env")]
+    [InlineData("bench-flag")]
+    [InlineData("bench-env")]
+    public async Task NoGraphsIsAcceptedAsAFlagAndFromTheEnvironment(string kind)
+    {
+        bool bench = kind.StartsWith("bench", StringComparison.Ordinal);
+        var args = new List<string>(bench
+            ? ["bench", "--model", ApiModels.TinyDirectory, "--prompt-tokens", "8", "--new-tokens", "3", "--image-size", "0"]
+            : ["run", "--model", ApiModels.TinyDirectory, "--prompt", "Hi.", "--temperature", "0", "--max-tokens", "3", "--json"]);
+        Dictionary<string, string>? env = null;
+        if (kind.EndsWith("-flag", StringComparison.Ordinal)) args.Add("--no-graphs");
+        else env = new() { ["QWEN3VL_NO_GRAPHS"] = "1" };
+        Result r = await RunCli(args, environment: env);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        if (bench) Assert.Contains("| decode (2 greedy tokens after the first)", r.Stdout);
+        else Assert.Equal(3, JsonDocument.Parse(r.Stdout).RootElement.GetProperty("completionTokens").GetInt32());
     }
 
     [Theory]

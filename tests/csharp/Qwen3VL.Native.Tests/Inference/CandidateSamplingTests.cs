@@ -5,9 +5,6 @@ using Qwen3VL.Native.Tests.Processing;
 
 namespace Qwen3VL.Native.Tests.Inference;
 
-// The generator project's namespace Qwen3VL.Native.Generator would otherwise win the lookup.
-using Generator = Qwen3VL.Native.Inference.Generator;
-
 /// <summary>
 /// Sampling from a step's top_k + 1 largest logits (Qwen3VLContext.DecodeTopK, Sampler.TrySampleCandidates) draws the
 /// token the full-row path draws with the same seed, or declines and leaves the generator state alone; options whose

@@ -5,9 +5,6 @@ using Qwen3VL.Native.Tests.Processing;
 
 namespace Qwen3VL.Native.Tests.Inference;
 
-// The generator project\'s namespace Qwen3VL.Native.Generator would otherwise win the lookup.
-using Generator = Qwen3VL.Native.Inference.Generator;
-
 /// <summary>Contexts share one model: interleaved or concurrent use gives the results of sequential use; generation stops on request.</summary>
 public sealed class ContextTests
 {

@@ -7,9 +7,6 @@ using Qwen3VL.Native.Tests.Processing;
 
 namespace Qwen3VL.Native.Tests.Inference;
 
-// The generator project\'s namespace Qwen3VL.Native.Generator would otherwise win the lookup.
-using Generator = Qwen3VL.Native.Inference.Generator;
-
 /// <summary>
 /// End to end from the case's messages with our tokenizer, chat template and image preprocessing. Text-only cases: logits
 /// within relative L2 1e-4 and greedy tokens as in <see cref="ModelParityTests"/>. Image cases (our pixels differ slightly

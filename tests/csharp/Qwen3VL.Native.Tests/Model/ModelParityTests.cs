@@ -4,9 +4,6 @@ using Qwen3VL.Native.Tests.Processing;
 
 namespace Qwen3VL.Native.Tests.Model;
 
-// The generator project\'s namespace Qwen3VL.Native.Generator would otherwise win the lookup.
-using Generator = Qwen3VL.Native.Inference.Generator;
-
 /// <summary>
 /// Model parity with transformers on the fixtures' own inputs (input_ids and pixel_values fed in): logits at
 /// logits_positions within relative L2 1e-4, and greedy generation equal to greedy_tokens up to the first step whose
