@@ -79,9 +79,10 @@ public sealed class Qwen3VLContext : IDisposable
     /// <summary>Bytes of the KV caches.</summary>
     public ulong CacheBytes => _cache.ByteCount;
 
-    // After DecodeTopK (until the context changes): where LastLogits finds the step's row; the row itself on the eager path.
+    // After DecodeTopK (until the context changes): where LastLogits finds the step's row; on the eager path that row's
+    // tensor (on the backend, read only when asked for).
     private bool _topKStep;
-    private float[]? _topKLogits;
+    private Tensor? _topKLogits;
 
     /// <summary>Forgets the conversation (the caches are reused).</summary>
     public void Reset() => Truncate(0);
@@ -203,9 +204,8 @@ public sealed class Qwen3VLContext : IDisposable
         try
         {
             if (!_topKStep) throw new InvalidOperationException("LastLogits follows DecodeTopK, before the context changes.");
-            if (_topKLogits is not null) return (float[])_topKLogits.Clone();
             var logits = new float[Model.Config.VocabSize];
-            _step!.Logits.Read(logits);
+            (_topKLogits ?? _step!.Logits).Read(logits);
             return logits;
         }
         finally
@@ -254,16 +254,30 @@ public sealed class Qwen3VLContext : IDisposable
             else
             {
                 RopePositions positions = RopeIndex.Text(1, NextPosition);
-                logits = Model.Text.Forward([token], positions, _cache, Length, null, [0]);
-                if (want == StepResult.ArgMax)
-                {
-                    if (Sampler.NonFinite(logits) is { } fault) throw new Qwen3VLNumericalException("the model produced " + fault);
-                    best = Sampler.ArgMax(logits);
-                }
                 if (want == StepResult.TopK)
                 {
-                    TopKOnBackend(logits, topValues, topIds);
-                    _topKLogits = logits;
+                    // The logits stay on the backend: the candidates are selected there and only they are read
+                    // (the row itself only if LastLogits asks for it).
+                    Tensor row = Model.Text.ForwardLogits([token], positions, _cache, Length, null, [0])!;
+                    try
+                    {
+                        TopKOnBackend(row, topValues, topIds);
+                    }
+                    catch
+                    {
+                        row.Dispose();
+                        throw;
+                    }
+                    _topKLogits = row;
+                }
+                else
+                {
+                    logits = Model.Text.Forward([token], positions, _cache, Length, null, [0]);
+                    if (want == StepResult.ArgMax)
+                    {
+                        if (Sampler.NonFinite(logits) is { } fault) throw new Qwen3VLNumericalException("the model produced " + fault);
+                        best = Sampler.ArgMax(logits);
+                    }
                 }
             }
             _topKStep = want == StepResult.TopK;
@@ -325,14 +339,12 @@ public sealed class Qwen3VLContext : IDisposable
         i.Read(ids);
     }
 
-    // The eager path (the CPU, or CudaGraphs false): the row is on the host already, but the candidates still come
-    // from the backend's op, so every path selects them the same way.
-    private void TopKOnBackend(float[] logits, Span<float> values, Span<int> ids)
+    // The eager path (the CPU, or CudaGraphs false): the candidates of the step's logits row [1, vocab], selected by the
+    // backend's op where the row is, as the graph does.
+    private void TopKOnBackend(Tensor row, Span<float> values, Span<int> ids)
     {
         Backend b = Model.Backend;
-        using Tensor row = b.CreateTensor(TensorDType.F32, 1, logits.Length);
         using Tensor v = b.CreateTensor(TensorDType.F32, 1, values.Length), i = b.CreateTensor(TensorDType.I32, 1, ids.Length);
-        row.Write(logits);
         Ops.TopK(v, i, row, values.Length);
         v.Read(values);
         i.Read(ids);
@@ -341,6 +353,7 @@ public sealed class Qwen3VLContext : IDisposable
     private void ForgetTopKStep()
     {
         _topKStep = false;
+        _topKLogits?.Dispose();
         _topKLogits = null;
     }
 
@@ -385,6 +398,7 @@ public sealed class Qwen3VLContext : IDisposable
         if (Interlocked.Exchange(ref _released, 1) != 0) return;
         try
         {
+            _topKLogits?.Dispose();
             _step?.Dispose();
             _cache.Dispose();
         }

@@ -48,6 +48,20 @@ public sealed class TextModel
     /// <returns>Logits [logitRows.Length, vocab], row-major.</returns>
     public float[] Forward(ReadOnlySpan<int> ids, RopePositions positions, KvCache cache, long nPast, VisionFeatures? vision, ReadOnlySpan<int> logitRows)
     {
+        using Tensor? logits = ForwardLogits(ids, positions, cache, nPast, vision, logitRows);
+        if (logits is null) return [];
+        var result = new float[logits.ElementCount];
+        logits.Read(result);
+        return result;
+    }
+
+    /// <summary>
+    /// <see cref="Forward"/> with the logits left on the backend: a tensor [logitRows.Length, vocab] the caller disposes
+    /// (null when no row is wanted), for work that continues there (the candidates of a top-k draw).
+    /// </summary>
+    public Tensor? ForwardLogits(ReadOnlySpan<int> ids, RopePositions positions, KvCache cache, long nPast, VisionFeatures? vision,
+        ReadOnlySpan<int> logitRows)
+    {
         ArgumentNullException.ThrowIfNull(positions);
         ArgumentNullException.ThrowIfNull(cache);
         int t = ids.Length;
@@ -105,8 +119,25 @@ public sealed class TextModel
         }
 
         int p = logitRows.Length;
-        if (p == 0) return [];
-        using Tensor logits = _backend.CreateTensor(TensorDType.F32, p, _config.VocabSize);
+        if (p == 0) return null;
+        Tensor logits = _backend.CreateTensor(TensorDType.F32, p, _config.VocabSize);
+        try
+        {
+            ProjectLogits(logits, x, logitRows);
+        }
+        catch
+        {
+            logits.Dispose();
+            throw;
+        }
+        return logits;
+    }
+
+    // logits [P, vocab] of the rows logitRows of x [T, hidden].
+    private void ProjectLogits(Tensor logits, Tensor x, ReadOnlySpan<int> logitRows)
+    {
+        long hidden = _config.TextHiddenSize;
+        int p = logitRows.Length;
         if (p == 1)
         {
             using Tensor src = x.View(logitRows[0] * hidden, 1, hidden);
@@ -124,9 +155,6 @@ public sealed class TextModel
             }
             Ops.Linear(logits, normed, LmHeadWeight);
         }
-        var result = new float[(long)p * _config.VocabSize];
-        logits.Read(result);
-        return result;
     }
 
     // logits [P, vocab] = lm_head(norm(x)) for x [P, hidden]: the final RMSNorm fused into the output projection.
