@@ -27,14 +27,17 @@
 #include "gemm.h"
 #include "capi_handles.h"
 #include "qwen3vl.h"
+#include "reference_util.h"
 #include "thread_pool.h"
 
 namespace {
 
+using qwen3vl::testing::gamma_n;
+using qwen3vl::testing::kU;
+using qwen3vl::testing::nmse;
+
 using namespace qwen3vl;
 
-constexpr double kU = 1.0 / (1 << 24);
-double gamma_n(double n) { return n * kU / (1.0 - n * kU); }
 
 uint32_t fresh_seed() {
     if (const char* s = std::getenv("QWEN3VL_TEST_SEED")) return uint32_t(std::strtoul(s, nullptr, 10));
@@ -104,15 +107,6 @@ void reference(const std::vector<X>& x, const std::vector<float>& w, const std::
             ref[size_t(m * N + n)] = s;
             mag[size_t(m * N + n)] = a;
         }
-}
-
-double nmse(const std::vector<float>& got, const std::vector<double>& ref) {
-    double err = 0.0, norm = 0.0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-        err += (got[i] - ref[i]) * (got[i] - ref[i]);
-        norm += ref[i] * ref[i];
-    }
-    return norm > 0.0 ? err / norm : err;
 }
 
 // ---- Double references of the fused chains. Each value comes with a bound on how far an f32 kernel may be from it,

@@ -23,10 +23,13 @@
 #include "embedding.h"
 #include "norm.h"
 #include "reduce.h"
+#include "reference_util.h"
 #include "rope.h"
 #include "thread_pool.h"
 
 namespace {
+
+using qwen3vl::testing::nmse;
 
 using namespace qwen3vl;
 
@@ -50,17 +53,6 @@ std::vector<CpuKernels> kernel_sets() {
     const uint32_t need = QWEN3VL_CPU_AVX2 | QWEN3VL_CPU_FMA | QWEN3VL_CPU_F16C;
     if ((detect_cpu_features() & need) == need) k.push_back(CpuKernels::Avx2);
     return k;
-}
-
-double nmse(const std::vector<float>& got, const std::vector<double>& want) {
-    EXPECT_EQ(got.size(), want.size());
-    double err = 0.0, ref = 0.0;
-    for (size_t i = 0; i < want.size(); ++i) {
-        if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
-        err += (got[i] - want[i]) * (got[i] - want[i]);
-        ref += want[i] * want[i];
-    }
-    return ref > 0 ? err / ref : err;
 }
 
 // A weight stored as dtype: the raw bytes and the values it really holds (after rounding), for the reference.

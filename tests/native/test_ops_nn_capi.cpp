@@ -15,8 +15,13 @@
 
 #include "capi_handles.h"
 #include "qwen3vl.h"
+#include "reference_util.h"
 
 namespace {
+
+using qwen3vl::testing::gamma_n;
+using qwen3vl::testing::kU;
+using qwen3vl::testing::nmse;
 
 class OpsNnCApi : public ::testing::Test {
 protected:
@@ -205,8 +210,6 @@ TEST_F(OpsNnCApi, AttentionArgumentsAreChecked) {
 //    gamma(2 n_keys + 24): |err_i| <= (expm1(2S) + gamma(2 n_keys + 24)) sum_j p_j |v_ji|.
 // These are worst cases; the typical error is a random walk, so NMSE <= 1e-10 is also required (as test_ops_nn.cpp's
 // attention tests: f32 dot products and exponentials over the keys).
-constexpr double kU = 1.0 / (1 << 24);
-double gamma_n(double n) { return n * kU / (1.0 - n * kU); }
 
 struct TextAttentionCase {
     int64_t T, Hq, Hkv, D, cap, n_past;
@@ -309,15 +312,6 @@ TextAttentionRef text_attention_ref(const TextAttentionCase& c, const std::vecto
             }
         }
     return r;
-}
-
-double nmse(const std::vector<float>& got, const std::vector<double>& want) {
-    double err = 0.0, ref = 0.0;
-    for (size_t i = 0; i < want.size(); ++i) {
-        err += (got[i] - want[i]) * (got[i] - want[i]);
-        ref += want[i] * want[i];
-    }
-    return ref > 0 ? err / ref : err;
 }
 
 // The fused prologue + attention against the double reference (outputs and cache rows poisoned with NaN before each
