@@ -17,7 +17,6 @@ public sealed class Qwen3VLContext : IDisposable
     private readonly List<int> _nextPositions = []; // NextPosition after each cached token, for Truncate
     private int _busy;
     private int _disposed; // 1 once Dispose was called
-    private int _released; // 1 once the caches are freed and the model's reference dropped
 
     internal Qwen3VLContext(Qwen3VLModel model, int capacity)
     {
@@ -34,21 +33,11 @@ public sealed class Qwen3VLContext : IDisposable
             // bf16 caches where the math is bf16 anyway (tensor cores round q, k, v to bf16 in attention): half the memory
             // and half the bytes each decoding step reads; f32 keeps the CPU's (and fp32 math's) exact parity.
             _cache = new KvCache(model.Backend, model.Config, capacity, model.Backend.Fp32Math ? TensorDType.F32 : TensorDType.BF16);
-            if (model.Backend.IsCuda && model.CudaGraphs)
-            {
-                try
-                {
-                    _step = new DecodeStep(model.Text, model.Backend, model.Config, _cache);
-                }
-                catch
-                {
-                    _cache.Dispose();
-                    throw;
-                }
-            }
+            if (model.Backend.IsCuda && model.CudaGraphs) _step = new DecodeStep(model.Text, model.Backend, model.Config, _cache);
         }
         catch
         {
+            _cache?.Dispose();
             model.ReleaseContextReference();
             throw;
         }
@@ -392,10 +381,10 @@ public sealed class Qwen3VLContext : IDisposable
         if (Interlocked.CompareExchange(ref _busy, 1, 0) == 0) Release();
     }
 
-    // Once, with _busy held for good: later calls see _disposed and throw.
+    // Runs once: Dispose and the Exit of a call running meanwhile both try to take _busy after _disposed is set, and the
+    // one that takes it keeps it, so nothing enters or releases again (later calls see _disposed and throw).
     private void Release()
     {
-        if (Interlocked.Exchange(ref _released, 1) != 0) return;
         try
         {
             _topKLogits?.Dispose();

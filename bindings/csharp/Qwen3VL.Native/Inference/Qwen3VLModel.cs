@@ -29,10 +29,10 @@ public sealed partial class Qwen3VLModel : IDisposable
     private readonly Lazy<ChatTemplateDetection> _chatTemplate;
 
     // Lifetime (see the remarks): _liveContexts counts the references of contexts; Dispose sets _disposed; the native
-    // resources go (_released) once both say so.
+    // resources go once both say so (disposed and no context left: no reference can be taken after Dispose).
     private readonly Lock _lifetime = new();
     private int _liveContexts;
-    private bool _disposed, _released;
+    private bool _disposed;
 
     private Qwen3VLModel(string directory, Backend backend, bool ownsBackend, ModelConfig config, WeightLoader weights,
         VisionTower vision, TextModel text, Qwen3VLModelOptions options)
@@ -172,7 +172,6 @@ public sealed partial class Qwen3VLModel : IDisposable
             if (_disposed) return;
             _disposed = true;
             if (_liveContexts > 0) return; // the last context releases
-            _released = true;
         }
         ReleaseNative();
     }
@@ -192,7 +191,7 @@ public sealed partial class Qwen3VLModel : IDisposable
     /// <summary>Whether the weights have been released (disposed, and no context alive).</summary>
     internal bool IsReleased
     {
-        get { lock (_lifetime) return _released; }
+        get { lock (_lifetime) return _disposed && _liveContexts == 0; }
     }
 
     /// <summary>A new context's reference: keeps the weights until <see cref="ReleaseContextReference"/>.</summary>
@@ -214,7 +213,6 @@ public sealed partial class Qwen3VLModel : IDisposable
         {
             if (_liveContexts <= 0) throw new InvalidOperationException("More context references released than taken.");
             if (--_liveContexts > 0 || !_disposed) return;
-            _released = true;
         }
         ReleaseNative();
     }
