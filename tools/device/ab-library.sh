@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# On the GPU machine, after gpu-run.sh has built build/cuda and unpacked .devcarry/aot: the same `qwen3vl bench`
+# On the GPU machine, after gpu-run.sh has built build/cuda (carry .devcarry for the NativeAOT tools): the same `qwen3vl bench`
 # commands against two native libraries, interleaved (A B A B ...) so that drift on the machine hits both alike.
 # A is this tree's build/cuda; B is built here from .devcarry/before.tar.gz (`git archive REV native CMakeLists.txt
 # CMakePresets.json`, made where the repository is), which must keep the same C ABI as the binding in .devcarry/aot.
 # Usage: tools/device/ab-library.sh [rounds]. Log in $OUT/ab-library.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source tools/device/lib.sh
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 rounds="${1:-3}"
-aot=.devcarry/aot
-[ -x "$aot/qwen3vl" ] || { mkdir -p "$aot" && tar xzf "$aot.tar.gz" -C "$aot"; }
+aot=$(devcarry_aot)
 before=/tmp/qwen3vl-before
 rm -rf "$before" && mkdir -p "$before" && tar xzf .devcarry/before.tar.gz -C "$before"
 archs=()

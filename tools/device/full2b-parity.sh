@@ -7,19 +7,12 @@
 # NativeAOT qwen3vl-parity (.devcarry/parity, or inside .devcarry/aot.tar.gz; both from tools/device/publish-aot.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source tools/device/lib.sh
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
-tokenizer=.deps/tokenizer/tokenizer.json
-if [ ! -f "$tokenizer" ] && [ -f .devcarry/tokenizer.json.gz ]; then
-  tokenizer=/tmp/tokenizer.json; gunzip -c .devcarry/tokenizer.json.gz > "$tokenizer"
-fi
+tokenizer=$(devcarry_tokenizer)
 parity=.devcarry/parity/qwen3vl-parity
-if [ ! -x "$parity" ] && [ -f .devcarry/aot.tar.gz ]; then
-  mkdir -p .devcarry/aot && tar xzf .devcarry/aot.tar.gz -C .devcarry/aot && parity=.devcarry/aot/qwen3vl-parity
-fi
-if [ ! -f build/cuda/lib/libqwen3vl_cuda.so ]; then
-  cmake --preset cuda -G Ninja -DQWEN3VL_BUILD_TESTS=OFF > "$OUT/build.log" 2>&1 &&
-    cmake --build --preset cuda -j "$(nproc)" --target qwen3vl >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-fi
+[ -x "$parity" ] || parity="$(devcarry_aot)/qwen3vl-parity"
+ensure_cuda_library "$OUT/build.log" || exit 1
 PYTHONUNBUFFERED=1 python3 tools/reference/make_fixtures.py --tokenizer "$tokenizer" --out /tmp/full2b \
   --preset full-2b --cases perf --device cuda --greedy-steps 8 --force > "$OUT/full2b-fixture.log" 2>&1 ||
   { tail -40 "$OUT/full2b-fixture.log"; exit 1; }

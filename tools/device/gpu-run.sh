@@ -5,12 +5,12 @@
 # and `qwen3vl bench` on a random-weight checkpoint with the full Qwen3-VL-2B shapes written there. Logs in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source tools/device/lib.sh
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 bash tools/device/native-cuda-tests.sh > "$OUT/native.log" 2>&1
 grep -E "tests passed|tests failed|ERROR SUMMARY|rc=" "$OUT/native.log"
 export QWEN3VL_NATIVE_LIBRARY="$PWD/build/cuda/lib/libqwen3vl_cuda.so" QWEN3VL_LOG=1
-aot=.devcarry/aot
-[ -f "$aot.tar.gz" ] && mkdir -p "$aot" && tar xzf "$aot.tar.gz" -C "$aot"
+aot=$(devcarry_aot)
 if [ -x "$aot/qwen3vl-parity" ]; then
   fixtures=(tests/fixtures/tiny-tied tests/fixtures/tiny-untied)
   {

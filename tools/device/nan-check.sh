@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# On the GPU machine (after tools/device/gpu-run.sh unpacked the NativeAOT tools into .devcarry/aot): a copy of the tiny
+# On the GPU machine (after tools/device/gpu-run.sh built the library; carry .devcarry for the NativeAOT tools): a copy of the tiny
 # checkpoint whose final norm weight is NaN, so every logit is NaN, run with `qwen3vl run --device cuda` greedily (the
 # decoding graph's argmax path), with top-k sampling (the GPU candidates path) and with the checkpoint's defaults. Each
 # must end at once with exit code 1 and one line naming NaN logits (issue 12). Logs in $OUT/nan-check.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source tools/device/lib.sh
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
-aot=.devcarry/aot
+aot=$(devcarry_aot)
 export QWEN3VL_NATIVE_LIBRARY="${QWEN3VL_NATIVE_LIBRARY:-$PWD/build/cuda/lib/libqwen3vl_cuda.so}"
 ckpt=$(mktemp -d)
 cp tests/fixtures/tiny-tied/model/* "$ckpt"/

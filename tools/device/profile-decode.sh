@@ -6,11 +6,13 @@
 # replays of the step graph.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source tools/device/lib.sh
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
+aot=$(devcarry_aot)
 export QWEN3VL_NATIVE_LIBRARY="$PWD/build/cuda/lib/libqwen3vl_cuda.so"
 steps=4
 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
-  .devcarry/aot/qwen3vl bench --model /tmp/qwen3vl-2b-random --device cuda --prompt-tokens "${QWEN3VL_PROFILE_PROMPT:-64}" \
+  "$aot/qwen3vl" bench --model /tmp/qwen3vl-2b-random --device cuda --prompt-tokens "${QWEN3VL_PROFILE_PROMPT:-64}" \
   --new-tokens $((steps + 1)) --image-size 0 --repeat 1 > "$OUT/decode-kernels.csv" 2> "$OUT/ncu.err"
 python3 - "$OUT/decode-kernels.csv" "$steps" <<'PY'
 import csv, sys, collections, io

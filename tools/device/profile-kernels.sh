@@ -5,10 +5,12 @@
 # Example: bash tools/device/profile-kernels.sh --prompt-tokens 8 --new-tokens 0 --image-size 1024
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source tools/device/lib.sh
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
+aot=$(devcarry_aot)
 export QWEN3VL_NATIVE_LIBRARY="$PWD/build/cuda/lib/libqwen3vl_cuda.so"
 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
-  .devcarry/aot/qwen3vl bench --model /tmp/qwen3vl-2b-random --device cuda "$@" > "$OUT/kernels.csv" 2> "$OUT/ncu.err"
+  "$aot/qwen3vl" bench --model /tmp/qwen3vl-2b-random --device cuda "$@" > "$OUT/kernels.csv" 2> "$OUT/ncu.err"
 python3 - "$OUT/kernels.csv" <<'PY'
 import csv, sys, collections, io
 lines = open(sys.argv[1]).read().splitlines()

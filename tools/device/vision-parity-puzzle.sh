@@ -7,15 +7,11 @@
 # Needs build/cuda (gpu-run.sh) or builds the library; carry .devcarry (aot.tar.gz, tokenizer.json.gz). Log in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source tools/device/lib.sh
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
-tokenizer=/tmp/tokenizer.json; gunzip -c .devcarry/tokenizer.json.gz > "$tokenizer"
-aot=.devcarry/aot
-[ -x "$aot/qwen3vl-parity" ] || { mkdir -p "$aot" && tar xzf "$aot.tar.gz" -C "$aot"; }
-if [ ! -f build/cuda/lib/libqwen3vl_cuda.so ]; then
-  cmake --preset cuda -G Ninja -DQWEN3VL_BUILD_TESTS=OFF ${QWEN3VL_CUDA_ARCHS:+-DCMAKE_CUDA_ARCHITECTURES=$QWEN3VL_CUDA_ARCHS} \
-    > "$OUT/build.log" 2>&1 && cmake --build --preset cuda -j "$(nproc)" --target qwen3vl >> "$OUT/build.log" 2>&1 ||
-    { tail -30 "$OUT/build.log"; exit 1; }
-fi
+tokenizer=$(devcarry_tokenizer)
+aot=$(devcarry_aot)
+ensure_cuda_library "$OUT/build.log" || exit 1
 export QWEN3VL_NATIVE_LIBRARY="$PWD/build/cuda/lib/libqwen3vl_cuda.so"
 for spread in repo puzzle; do
   for math in fp32 tf32; do
