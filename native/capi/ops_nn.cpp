@@ -423,7 +423,7 @@ qwen3vl_status qwen3vl_op_position_embedding(qwen3vl_tensor* out, const qwen3vl_
                          " must be positive multiples of merge " + std::to_string(merge));
         args.shape(o, "out", {grid_h * grid_w, tab.shape[1]});
         args.run([&](Backend& be) {
-            be.position_embedding(data_of<float>(o), weight_of(tab), side, tab.shape[1], grid_h, grid_w, merge);
+            be.position_embedding(data_of<float>(o), weight_of(tab), side, grid_h, grid_w, merge);
         });
     });
 }

@@ -128,10 +128,10 @@ protected:
        .. x_rows - 1: the backend refuses others. */                                                                   \
     X(void, scatter_rows, (float* x, int64_t x_rows, const int32_t* rows, const float* src, int64_t count,             \
       int64_t width, bool accumulate))                                                                                 \
-    /* The vision position embedding: table [side * side, width] bilinearly interpolated to grid_h x grid_w, in the    \
-       merge x merge block order of the patch merger. */                                                               \
-    X(void, position_embedding, (float* out, const Weight& table, int64_t side, int64_t width, int64_t grid_h,         \
-      int64_t grid_w, int64_t merge))
+    /* The vision position embedding: table [side * side, width] (table.cols the width) bilinearly interpolated to     \
+       grid_h x grid_w, in the merge x merge block order of the patch merger. */                                       \
+    X(void, position_embedding, (float* out, const Weight& table, int64_t side, int64_t grid_h, int64_t grid_w,        \
+      int64_t merge))
 
 class EmbeddingOps {
 public:

@@ -175,9 +175,9 @@ void CpuBackend::scatter_rows(float* x, int64_t x_rows, const int32_t* rows, con
     cpu::scatter_rows(threads_, x, rows, src, count, width, accumulate);
 }
 
-void CpuBackend::position_embedding(float* out, const Weight& table, int64_t side, int64_t width, int64_t grid_h,
+void CpuBackend::position_embedding(float* out, const Weight& table, int64_t side, int64_t grid_h,
                                     int64_t grid_w, int64_t merge) {
-    cpu::position_embedding(threads_, out, table.data, table.dtype, side, width, grid_h, grid_w, merge);
+    cpu::position_embedding(threads_, out, table.data, table.dtype, side, table.cols, grid_h, grid_w, merge);
 }
 
 // ---- ReduceOps

@@ -123,9 +123,9 @@ void CudaBackend::scatter_rows(float* x, int64_t x_rows, const int32_t* rows, co
     cuda::scatter_rows(*this, x, x_rows, rows, src, count, width, accumulate);
 }
 
-void CudaBackend::position_embedding(float* out, const Weight& table, int64_t side, int64_t width, int64_t grid_h,
+void CudaBackend::position_embedding(float* out, const Weight& table, int64_t side, int64_t grid_h,
                                      int64_t grid_w, int64_t merge) {
-    cuda::position_embedding(*this, out, table.data, table.dtype, side, width, grid_h, grid_w, merge);
+    cuda::position_embedding(*this, out, table.data, table.dtype, side, table.cols, grid_h, grid_w, merge);
 }
 
 // ---- ReduceOps
