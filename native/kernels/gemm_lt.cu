@@ -1,6 +1,5 @@
 // cuBLASLt products of the linear ops (gemm_lt.cuh).
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <unordered_map>

@@ -30,7 +30,6 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
-#include <type_traits>
 #include <unordered_map>
 
 #include "common.cuh"
