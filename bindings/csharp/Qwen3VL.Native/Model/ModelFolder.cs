@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Text.Json;
 
-namespace Qwen3VL.Native;
+namespace Qwen3VL.Native.Model;
 
 /// <summary>
 /// Checks a checkpoint folder before the native loader sees it, so a wrong or incomplete folder is reported by what it
