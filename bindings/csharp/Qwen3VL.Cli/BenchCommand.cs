@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Qwen3VL.Native;
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Processing;

@@ -1,4 +1,5 @@
 using Qwen3VL.Native;
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Model;
 
 namespace Qwen3VL.Cli;

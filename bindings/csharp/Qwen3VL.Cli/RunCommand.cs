@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Qwen3VL.Native;
+using Qwen3VL.Native.Engine;
 
 namespace Qwen3VL.Cli;
 

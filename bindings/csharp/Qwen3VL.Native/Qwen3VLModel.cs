@@ -1,4 +1,5 @@
 using System.Globalization;
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Processing;

@@ -1,6 +1,7 @@
 using System.Reflection;
 using System.Runtime.InteropServices;
 using Qwen3VL.Native;
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Interop;
 
 namespace Qwen3VL.Native.Tests;

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Qwen3VL.Native;
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Interop;
 
 namespace Qwen3VL.Native.Tests;

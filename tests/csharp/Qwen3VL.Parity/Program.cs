@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using Qwen3VL.Native;
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Processing;

@@ -1,4 +1,4 @@
-namespace Qwen3VL.Native;
+namespace Qwen3VL.Native.Engine;
 
 using Qwen3VL.Native.Interop;
 

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace Qwen3VL.Native;
+namespace Qwen3VL.Native.Engine;
 
 using Qwen3VL.Native.Interop;
 

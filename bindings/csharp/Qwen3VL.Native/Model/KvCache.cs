@@ -1,3 +1,5 @@
+using Qwen3VL.Native.Engine;
+
 namespace Qwen3VL.Native.Model;
 
 /// <summary>Per-layer key and value caches [capacity, kv_heads, head_dim] of one conversation. Dispose after use.</summary>

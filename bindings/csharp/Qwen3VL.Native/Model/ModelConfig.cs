@@ -1,3 +1,5 @@
+using Qwen3VL.Native.Engine;
+
 namespace Qwen3VL.Native.Model;
 
 /// <summary>

@@ -1,3 +1,4 @@
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Processing;
 
 namespace Qwen3VL.Native.Model;

@@ -1,3 +1,5 @@
+using Qwen3VL.Native.Engine;
+
 namespace Qwen3VL.Native.Model;
 
 /// <summary>Takes named weights from a checkpoint onto a backend and remembers them, so their owner can release them together.</summary>

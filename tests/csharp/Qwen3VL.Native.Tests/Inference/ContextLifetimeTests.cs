@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Tests.Api;

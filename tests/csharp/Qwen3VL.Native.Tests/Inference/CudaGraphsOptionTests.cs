@@ -1,3 +1,4 @@
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Tests.Api;
 using Qwen3VL.Native.Tests.Model;

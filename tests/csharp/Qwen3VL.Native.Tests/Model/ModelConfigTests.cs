@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Tests.Processing;
 

@@ -1,3 +1,4 @@
+using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Model;
 
 namespace Qwen3VL.Native.Tests.Model;
