@@ -4,7 +4,7 @@ using Qwen3VL.Native;
 using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
-using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 
 namespace Qwen3VL.Cli;
 

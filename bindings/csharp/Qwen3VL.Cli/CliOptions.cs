@@ -114,9 +114,9 @@ internal sealed class CliOptions
         if (o.MinP is { } m && !(m >= 0 && m <= 1)) throw new UserErrorException("--min-p must be in [0, 1].");
         if (o.RepetitionPenalty is { } r && !(r > 0)) throw new UserErrorException("--repetition-penalty must be > 0.");
         if (o.MinPixels > o.MaxPixels) throw new UserErrorException("--min-pixels must not exceed --max-pixels.");
-        if (o.MinPixels > Qwen3VL.Native.Processing.ImageProcessor.MaxResizedPixels)
+        if (o.MinPixels > Qwen3VL.Native.Processing.Images.ImageProcessor.MaxResizedPixels)
         {
-            throw new UserErrorException($"--min-pixels must not exceed {Qwen3VL.Native.Processing.ImageProcessor.MaxResizedPixels} (the largest image the engine resizes to).");
+            throw new UserErrorException($"--min-pixels must not exceed {Qwen3VL.Native.Processing.Images.ImageProcessor.MaxResizedPixels} (the largest image the engine resizes to).");
         }
         return o;
     }
@@ -164,7 +164,7 @@ internal sealed class CliOptions
         {
             return ChatImage.FromFile(path);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Qwen3VL.Native.Processing.ImageFormatException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Qwen3VL.Native.Processing.Images.ImageFormatException)
         {
             throw new UserErrorException($"cannot read image '{path}': {e.Message}");
         }

@@ -55,7 +55,7 @@ internal static class Program
     {
         UserErrorException => (ExitRefused, "error: " + e.Message),
         Qwen3VLInputException => (ExitRefused, "error: " + e.Message),
-        Qwen3VL.Native.Processing.ImageFormatException => (ExitRefused, "error: " + e.Message),
+        Qwen3VL.Native.Processing.Images.ImageFormatException => (ExitRefused, "error: " + e.Message),
         InvalidDataException or FileNotFoundException or DirectoryNotFoundException => (ExitRefused, "error: " + e.Message),
         Qwen3VLNumericalException => (ExitFailed, "error: " + e.Message),
         Qwen3VLException => (ExitFailed, "error: " + e.Message),

@@ -3,7 +3,7 @@ using System.Text;
 using System.Threading.Channels;
 using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
-using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 using Qwen3VL.Native.Processing.Templates;
 using Qwen3VL.Native.Processing.Tokenization;
 

@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using Qwen3VL.Native;
-using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 using SkiaSharp;
 
 namespace Qwen3VL.Server;

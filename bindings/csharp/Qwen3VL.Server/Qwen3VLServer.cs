@@ -327,7 +327,7 @@ public sealed class Qwen3VLServer : IAsyncDisposable
                 return new ApiError(400, e.Message, "invalid_request_error", "messages", "context_length_exceeded");
             case Qwen3VLInputException input:
                 return new ApiError(400, input.Message, "invalid_request_error", input.Parameter, "invalid_input");
-            case Qwen3VL.Native.Processing.ImageFormatException:
+            case Qwen3VL.Native.Processing.Images.ImageFormatException:
                 return new ApiError(400, e.Message, "invalid_request_error", "messages", "invalid_image");
             case OperationCanceledException:
                 return new ApiError(503, "The server is shutting down.", "server_error", null, "server_shutting_down");

@@ -1,5 +1,6 @@
 using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 
 namespace Qwen3VL.Native.Model;
 

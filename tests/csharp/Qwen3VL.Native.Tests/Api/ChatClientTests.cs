@@ -104,7 +104,7 @@ public sealed class ChatClientTests
         Assert.Equal("model", metadata.DefaultModelId);
 
         ChatMessage corrupt = new(ChatRole.User, [new DataContent(new byte[] { 1, 2, 3, 4 }, "image/png"), new TextContent("?")]);
-        await Assert.ThrowsAsync<Qwen3VL.Native.Processing.ImageFormatException>(() => client.GetResponseAsync([corrupt], null, Ct));
+        await Assert.ThrowsAsync<Qwen3VL.Native.Processing.Images.ImageFormatException>(() => client.GetResponseAsync([corrupt], null, Ct));
         ChatMessage audio = new(ChatRole.User, [new DataContent(new byte[] { 1 }, "audio/wav")]);
         await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync([audio], null, Ct));
     }

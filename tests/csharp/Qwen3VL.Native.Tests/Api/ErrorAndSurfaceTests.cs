@@ -1,6 +1,6 @@
 using System.Reflection;
 using System.Runtime.InteropServices;
-using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 
 namespace Qwen3VL.Native.Tests.Api;
 

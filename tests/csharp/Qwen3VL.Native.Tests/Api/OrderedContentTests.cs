@@ -1,6 +1,6 @@
 using System.Text.Json;
 using Microsoft.Extensions.AI;
-using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 using Qwen3VL.Native.Processing.Templates;
 using Qwen3VL.Native.Tests.Processing;
 using AIChatMessage = Microsoft.Extensions.AI.ChatMessage;

@@ -1,6 +1,6 @@
 using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
-using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 using Qwen3VL.Native.Processing.Templates;
 using Qwen3VL.Native.Tests.Model;
 using Qwen3VL.Native.Tests.Processing;

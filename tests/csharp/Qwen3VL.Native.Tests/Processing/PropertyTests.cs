@@ -1,6 +1,6 @@
 using System.Text;
 using CsCheck;
-using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 using Qwen3VL.Native.Processing.Templates;
 using Qwen3VL.Native.Processing.Tokenization;
 

@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using Qwen3VL.Native;
-using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 using Qwen3VL.Native.Processing.Templates;
 using Qwen3VL.Native.Processing.Tokenization;
 using Qwen3VL.Server;

@@ -27,7 +27,7 @@
 using System;
 using System.Threading.Tasks;
 
-namespace Qwen3VL.Native.Processing;
+namespace Qwen3VL.Native.Processing.Images;
 
 /// <summary>
 /// Antialiased bicubic resize of 8-bit interleaved images, bit-compatible in design with PyTorch's CPU

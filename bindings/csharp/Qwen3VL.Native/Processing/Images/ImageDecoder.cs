@@ -4,7 +4,7 @@ using System.IO;
 using System.Runtime.InteropServices;
 using SkiaSharp;
 
-namespace Qwen3VL.Native.Processing;
+namespace Qwen3VL.Native.Processing.Images;
 
 /// <summary>
 /// Decodes PNG, JPEG, BMP, GIF (first frame) and WebP into 8-bit RGB the way the oracle sees them:

@@ -1,6 +1,6 @@
 using System;
 
-namespace Qwen3VL.Native.Processing;
+namespace Qwen3VL.Native.Processing.Images;
 
 /// <summary>How a transparent image becomes RGB.</summary>
 public enum AlphaHandling

@@ -1,6 +1,6 @@
 using System;
 
-namespace Qwen3VL.Native.Processing;
+namespace Qwen3VL.Native.Processing.Images;
 
 /// <summary>
 /// Thrown when image bytes cannot be decoded: empty input, an unrecognised or corrupt encoding,

@@ -4,7 +4,7 @@ using System.IO;
 using System.Linq;
 using System.Text.Json;
 
-namespace Qwen3VL.Native.Processing;
+namespace Qwen3VL.Native.Processing.Images;
 
 /// <summary>
 /// Settings of the Qwen2-VL / Qwen3-VL image processor. Defaults are Qwen3-VL's

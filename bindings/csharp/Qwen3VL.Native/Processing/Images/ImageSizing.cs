@@ -1,6 +1,6 @@
 using System;
 
-namespace Qwen3VL.Native.Processing;
+namespace Qwen3VL.Native.Processing.Images;
 
 /// <summary>Target-size computation of the Qwen2-VL / Qwen3-VL image processor.</summary>
 public static class ImageSizing

@@ -1,6 +1,6 @@
 using System;
 
-namespace Qwen3VL.Native.Processing;
+namespace Qwen3VL.Native.Processing.Images;
 
 /// <summary>
 /// One image turned into vision-tower input: flattened patches and the patch grid.

@@ -1,6 +1,6 @@
 using System;
 
-namespace Qwen3VL.Native.Processing;
+namespace Qwen3VL.Native.Processing.Images;
 
 /// <summary>
 /// An 8-bit RGB picture, rows top to bottom, pixels interleaved as R, G, B (height x width x 3, "HWC").

@@ -1,4 +1,4 @@
-using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 using SkiaSharp;
 
 namespace Qwen3VL.Native.Tests.Processing.Images;

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using Qwen3VL.Native.Processing;
+using Qwen3VL.Native.Processing.Images;
 
 namespace Qwen3VL.Native.Tests.Processing.Images;
 
