@@ -1,6 +1,5 @@
 using System.Reflection;
 using System.Runtime.InteropServices;
-using Qwen3VL.Native;
 using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Interop;
 

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using Qwen3VL.Native;
 using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Interop;
 

@@ -1,4 +1,3 @@
-using Qwen3VL.Native;
 using Qwen3VL.Native.Engine;
 
 namespace Qwen3VL.Native.Tests;

@@ -5,7 +5,6 @@ using Qwen3VL.Native.Processing.Images;
 using Qwen3VL.Native.Processing.Templates;
 using Qwen3VL.Native.Processing.Tokenization;
 using Qwen3VL.Native.Tests.Processing;
-using Qwen3VL.Native.Tests.Processing.Images;
 
 namespace Qwen3VL.Native.Tests.Api;
 

@@ -1,5 +1,4 @@
 using Qwen3VL.Native.Inference;
-using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Tests.Processing;
 
 namespace Qwen3VL.Native.Tests.Model;

@@ -24,8 +24,6 @@
 //        out = clamp(acc >> p, 0, 255);
 //      - separable_upsample_generic_Nd_kernel_impl: horizontal (width) pass first into a uint8 buffer, then the
 //        vertical pass; a pass whose size is unchanged is skipped.
-using System;
-using System.Threading.Tasks;
 
 namespace Qwen3VL.Native.Processing.Images;
 

@@ -1,5 +1,3 @@
-using System;
-
 namespace Qwen3VL.Native.Processing.Images;
 
 /// <summary>Target-size computation of the Qwen2-VL / Qwen3-VL image processor.</summary>

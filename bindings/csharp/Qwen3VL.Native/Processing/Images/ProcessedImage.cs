@@ -1,5 +1,3 @@
-using System;
-
 namespace Qwen3VL.Native.Processing.Images;
 
 /// <summary>
