@@ -34,7 +34,7 @@ public sealed class Qwen3VLContext : IDisposable
             // bf16 caches where the math is bf16 anyway (tensor cores round q, k, v to bf16 in attention): half the memory
             // and half the bytes each decoding step reads; f32 keeps the CPU's (and fp32 math's) exact parity.
             _cache = new KvCache(model.Backend, model.Config, capacity, model.Backend.Fp32Math ? TensorDType.F32 : TensorDType.BF16);
-            if (model.Backend.IsCuda && model.CudaGraphs) _step = new DecodeStep(model.Text, model.Backend, model.Config, _cache);
+            if (DecodePolicy.UsesGraph(model.Backend, model.CudaGraphs)) _step = new DecodeStep(model.Text, model.Backend, model.Config, _cache);
         }
         catch
         {
@@ -44,7 +44,8 @@ public sealed class Qwen3VLContext : IDisposable
         }
     }
 
-    // The decoding step as a replayed graph (CUDA; null on the CPU or with Qwen3VLModelOptions.CudaGraphs false: eager ops).
+    // The decoding step as replayed graphs (CUDA; null on the CPU or with Qwen3VLModelOptions.CudaGraphs false: eager
+    // ops; see DecodePolicy, which also picks the graph of each step).
     private readonly DecodeStep? _step;
 
     /// <summary>Whether decoding steps replay a recorded graph (CUDA with <see cref="Qwen3VLModelOptions.CudaGraphs"/>)
@@ -223,7 +224,8 @@ public sealed class Qwen3VLContext : IDisposable
             int best = -1;
             if (_step is not null)
             {
-                _step.Run(token, NextPosition, Length, want == StepResult.TopK ? topValues.Length : 0);
+                int candidates = want == StepResult.TopK ? DecodePolicy.CandidateBucket(topValues.Length, c.VocabSize) : 0;
+                _step.Run(token, NextPosition, Length, DecodePolicy.Bound(Length, Capacity), candidates);
                 if (want == StepResult.Logits)
                 {
                     logits = new float[c.VocabSize];
@@ -296,10 +298,11 @@ public sealed class Qwen3VLContext : IDisposable
         try
         {
             Span<int> b = stackalloc int[1];
-            _step.Run(token, NextPosition, Length);
+            int bound = DecodePolicy.Bound(Length, Capacity);
+            _step.Run(token, NextPosition, Length, bound);
             _step.Best.Read(b);
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            for (int i = 0; i < steps; i++) _step.Replay(Length);
+            for (int i = 0; i < steps; i++) _step.Replay(bound);
             _step.Best.Read(b);
             return sw.Elapsed.TotalSeconds / steps;
         }

@@ -7,8 +7,9 @@ namespace Qwen3VL.Native.Model;
 /// (token id, the three M-RoPE positions, n_past) written once per token, the ~200 ops of the step are recorded once
 /// (<see cref="Backend.Capture"/>) and replayed, so the per-token host cost is one upload, one launch and one read,
 /// whatever the number of layers. Tied to the conversation's <see cref="KvCache"/> (the graphs hold its addresses); one
-/// graph per length bucket (a few MB of activations each), and per candidate bucket for steps that also select the
-/// largest logits for sampling (<see cref="CandidateBucket"/>).
+/// graph per n_past bound it is run with (a few MB of activations each), and per number of candidates for steps that
+/// also select the largest logits for sampling. The caller chooses both (the buckets of <see cref="Inference.DecodePolicy"/>),
+/// so that few graphs serve a conversation.
 /// </summary>
 internal sealed class DecodeStep : IDisposable
 {
@@ -16,9 +17,8 @@ internal sealed class DecodeStep : IDisposable
     private readonly KvCache _cache;
     private readonly Tensor _inputs; // i32 [5]: id, position t, h, w, n_past
     private readonly int[] _staged = new int[5];
-    // One graph per length bucket: a graph's attention launch is sized for the largest n_past it serves (its bound),
-    // so short conversations in a long context do not pay for the whole capacity. Buckets double from 256 keys.
-    // Keyed by (bound, candidates): 0 candidates for the plain step, else the step followed by top_k of that many.
+    // One graph per (bound, candidates): a graph's attention launch is sized for the largest n_past it serves (its
+    // bound); 0 candidates for the plain step, else the step followed by top_k of that many.
     private readonly Dictionary<(int Bound, int Candidates), Graph> _graphs = [];
     // Views [1, c] of TopValues and TopIds that the graphs of candidate bucket c write.
     private readonly Dictionary<int, (Tensor Values, Tensor Ids)> _topViews = [];
@@ -74,33 +74,37 @@ internal sealed class DecodeStep : IDisposable
     internal Tensor TopIds { get; }
 
     /// <summary>Runs the step for <paramref name="token"/> at <paramref name="position"/> (all three streams) with
-    /// <paramref name="nPast"/> tokens in the cache; the results are then in <see cref="Logits"/> and <see cref="Best"/>,
-    /// and with <paramref name="candidates"/> &gt; 0 the <see cref="CandidateBucket"/>(candidates, vocab) largest logits in
-    /// <see cref="TopValues"/> and <see cref="TopIds"/>.</summary>
-    internal void Run(int token, int position, int nPast, int candidates = 0)
+    /// <paramref name="nPast"/> tokens in the cache, on the graph for <paramref name="bound"/> (recorded on first use):
+    /// the results are then in <see cref="Logits"/> and <see cref="Best"/>, and with <paramref name="candidates"/> &gt; 0
+    /// the candidates largest logits in <see cref="TopValues"/> and <see cref="TopIds"/>.</summary>
+    /// <param name="token">The token.</param>
+    /// <param name="position">Its position.</param>
+    /// <param name="nPast">Tokens already in the cache.</param>
+    /// <param name="bound">The largest n_past the graph serves: at least <paramref name="nPast"/>, below the cache's capacity.</param>
+    /// <param name="candidates">The number of largest logits to select (at most <see cref="Ops.TopKMax"/> and the
+    /// vocabulary), or 0 for none.</param>
+    internal void Run(int token, int position, int nPast, int bound, int candidates = 0)
     {
         _staged[0] = token;
         _staged[1] = _staged[2] = _staged[3] = position;
         _staged[4] = nPast;
         _inputs.Write(_staged);
-        int bound = Bound(nPast, _cache.Capacity);
-        int bucket = candidates > 0 ? CandidateBucket(candidates, (int)Logits.Shape[1]) : 0;
-        if (!_graphs.TryGetValue((bound, bucket), out Graph? graph))
+        if (!_graphs.TryGetValue((bound, candidates), out Graph? graph))
         {
-            (Tensor Values, Tensor Ids)? top = bucket > 0 ? TopViews(bucket) : null;
+            (Tensor Values, Tensor Ids)? top = candidates > 0 ? TopViews(candidates) : null;
             graph = Backend.Capture(() =>
             {
                 _model.RecordDecodeStep(this, _cache, bound);
-                if (top is { } t) Ops.TopK(t.Values, t.Ids, Logits, bucket);
+                if (top is { } t) Ops.TopK(t.Values, t.Ids, Logits, candidates);
             });
-            _graphs.Add((bound, bucket), graph);
+            _graphs.Add((bound, candidates), graph);
         }
         graph.Launch();
     }
 
-    /// <summary>Launches the greedy graph for <paramref name="nPast"/> again on the inputs as they are (a measurement: the
+    /// <summary>Launches the greedy graph for <paramref name="bound"/> again on the inputs as they are (a measurement: the
     /// GPU time of a step without the host's round trip between steps); <see cref="Run"/> must have recorded it.</summary>
-    internal void Replay(int nPast) => _graphs[(Bound(nPast, _cache.Capacity), 0)].Launch();
+    internal void Replay(int bound) => _graphs[(bound, 0)].Launch();
 
     private (Tensor Values, Tensor Ids) TopViews(int bucket)
     {
@@ -119,27 +123,6 @@ internal sealed class DecodeStep : IDisposable
             _topViews.Add(bucket, views);
         }
         return views;
-    }
-
-    /// <summary>The number of largest logits a step selects for <paramref name="candidates"/>: a power of two from 32
-    /// up to <see cref="Ops.TopKMax"/> and the vocabulary, so a handful of graphs serves every top-k (the first ones of a
-    /// larger top_k are the smaller one's).</summary>
-    internal static int CandidateBucket(int candidates, int vocab)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThan(candidates, 1);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(candidates, Math.Min(Ops.TopKMax, vocab));
-        int bucket = 32;
-        while (bucket < candidates) bucket *= 2;
-        return Math.Min(bucket, Math.Min(Ops.TopKMax, vocab));
-    }
-
-    /// <summary>The n_past bound of the graph for <paramref name="nPast"/>: one less than the smallest power of two of at
-    /// least 256 keys holding nPast + 1 keys, at most capacity - 1.</summary>
-    internal static int Bound(int nPast, int capacity)
-    {
-        long keys = 256;
-        while (keys < nPast + 1L) keys *= 2;
-        return (int)Math.Min(keys, capacity) - 1;
     }
 
     /// <summary>Releases the graph and the step's tensors.</summary>

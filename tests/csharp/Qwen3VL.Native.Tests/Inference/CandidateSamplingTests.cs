@@ -1,6 +1,5 @@
 using Qwen3VL.Native.Engine;
 using Qwen3VL.Native.Inference;
-using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Tests.Model;
 using Qwen3VL.Native.Tests.Processing;
 
@@ -178,8 +177,8 @@ public sealed class CandidateSamplingTests
     [InlineData(5, 20, 20)]
     public void DecodeGraphsSelectCandidatesInBuckets(int candidates, int vocab, int bucket)
     {
-        Assert.Equal(bucket, DecodeStep.CandidateBucket(candidates, vocab));
-        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeStep.CandidateBucket(Ops.TopKMax + 1, vocab));
+        Assert.Equal(bucket, DecodePolicy.CandidateBucket(candidates, vocab));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DecodePolicy.CandidateBucket(Ops.TopKMax + 1, vocab));
     }
 
     /// <summary>The tokens of the plain loop: prefill, then sample from the full row and decode it, step by step.</summary>

@@ -117,7 +117,7 @@ public sealed class ContextTests
     }
 
     /// <summary>
-    /// <see cref="DecodeStep.Bound"/>, for every nPast a context of <paramref name="capacity"/> can decode at (0 to
+    /// <see cref="DecodePolicy.Bound"/>, for every nPast a context of <paramref name="capacity"/> can decode at (0 to
     /// capacity − 1). The rule it implements: the graph for nPast serves K = max(256, 2^⌈log₂(nPast + 1)⌉) keys, capped at
     /// the capacity, and its bound is K − 1; so the bounds are 256·2^k − 1 (k ≥ 0) below the capacity, then capacity − 1,
     /// and a context has 1 + ⌈log₂(capacity / 256)⌉ of them (1 up to 256 keys).
@@ -139,7 +139,7 @@ public sealed class ContextTests
         int previous = -1;
         for (int nPast = 0; nPast < capacity; nPast++)
         {
-            int bound = DecodeStep.Bound(nPast, capacity);
+            int bound = DecodePolicy.Bound(nPast, capacity);
             // The graph serves this step (its attention covers n_past keys) and fits the cache.
             if (bound < nPast) Assert.Fail($"capacity {capacity}: bound {bound} < nPast {nPast}");
             if (bound > capacity - 1) Assert.Fail($"capacity {capacity}: bound {bound} for nPast {nPast} is past the cache");
