@@ -17,7 +17,12 @@ gtest_args=()
   echo "ctest rc=$?"
   build/cuda/tests/qwen3vl_capi_tests --gtest_brief=1 2>&1 | tail -n 3
   if [ "${QWEN3VL_SANITIZER:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+    # The CUDA backend and graph suite, then the CUDA cases of each op-family suite (Cuda<Family>Ops).
     compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 build/cuda/tests/qwen3vl_cuda_tests --gtest_brief=1
     echo "compute-sanitizer memcheck rc=$?"
+    for t in build/cuda/tests/qwen3vl_op_*_tests; do
+      compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$t" --gtest_filter='Cuda*' --gtest_brief=1
+      echo "compute-sanitizer memcheck $(basename "$t") rc=$?"
+    done
   fi
 } 2>&1 | tee "$OUT/native-cuda-tests.log"

@@ -1,0 +1,1198 @@
+// The linear ops (native/core/ops.h, QWEN3VL_LINEAR_OPS, and the C API's linear_swiglu): linear and linear_swiglu on
+// both CPU code paths (scalar, AVX2 GEMV and GEMM) against a double-precision reference on fresh random inputs in
+// [-1, 1], every weight dtype, unaligned weights, odd shapes, outputs poisoned with NaN; then the C API's argument
+// checks and a 3-D x through the exported functions; then the fused ops (norm_linear, norm_linear_swiglu,
+// linear_residual and the vision blocks' linear_gelu, layer_norm_linear, mlp_gelu) through the C API against double
+// references of the whole chain (norm, projection, activation, residual: the projection and the residual here, the
+// norms and activations in reference_util.h); then every op on CUDA against the CPU. (On the CPU the fused ops are
+// built from the unfused kernels, so comparing them with the op sequence proves nothing.) The suites and helpers are
+// described in op_test_util.h.
+//
+// Tolerance. The weights are widened exactly (bf16/f16 -> f32), so the only error is f32 rounding in the sums.
+// Whatever the summation order (sequential, 8-lane, K-blocked), an f32 sum of K products plus a bias satisfies
+// |got - ref| <= gamma(K + 2) * (sum_k |x_k w_k| + |bias|), gamma(n) = n u / (1 - n u), u = 2^-24 (Higham, Accuracy
+// and Stability of Numerical Algorithms, 3.1) — checked per element. The typical error is a random walk,
+// NMSE ~ K u^2 / 2 ~ 4e-12 at K = 2049, so NMSE <= 1e-9 is also required: a lost block or a wrong rounding fails it.
+// CUDA against the CPU: see CudaLinearOps.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "dtype.h"
+#include "gemm.h"
+#include "op_test_util.h"
+#include "reference_util.h"
+#include "thread_pool.h"
+
+namespace {
+
+using namespace qwen3vl;
+using namespace qwen3vl::testing;
+
+// ref[m, n] = sum_k x w (+ bias) in double, and the matching sum of magnitudes for the error bound. x: float inputs,
+// or the double output of a reference norm / activation.
+template <class X>
+void reference(const std::vector<X>& x, const std::vector<float>& w, const std::vector<float>* bias, int64_t M,
+               int64_t K, int64_t N, std::vector<double>& ref, std::vector<double>& mag) {
+    ref.assign(size_t(M * N), 0.0);
+    mag.assign(size_t(M * N), 0.0);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            double s = bias ? (*bias)[size_t(n)] : 0.0, a = bias ? std::fabs((*bias)[size_t(n)]) : 0.0;
+            for (int64_t k = 0; k < K; ++k) {
+                const double p = double(x[size_t(m * K + k)]) * w[size_t(n * K + k)];
+                s += p;
+                a += std::fabs(p);
+            }
+            ref[size_t(m * N + n)] = s;
+            mag[size_t(m * N + n)] = a;
+        }
+}
+
+// Rows of the test inputs are scaled by these in turn: with mean(x^2) ~ 3e-7 in a 1e-3 row, eps (1e-6, 1e-5) changes
+// the norm's scale by a factor 2 to 6 (and 1e-6 by ~1.5% in a 1e-2 row), so a wrong or missing eps fails.
+const float kRowScale[4] = {1e-3f, 1.0f, 1e-2f, 1e-1f};
+
+std::vector<float> scaled_rows(Rng& rng, int64_t M, int64_t K) {
+    std::vector<float> x = rng.vec(size_t(M * K));
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < K; ++k) x[size_t(m * K + k)] *= kRowScale[m % 4];
+    return x;
+}
+
+// ---- Double references of the fused chains (Ref, reference_util.h: each value with a bound on how far an f32 kernel
+// may be from it, built op by op from the input's bound; the norms' and activations' bounds are derived there):
+//  - linear over y known to within err_k: gamma(K + 2) (sum_k |y_k w_nk| + |bias_n|) for the f32 sum (as in the
+//    header) plus sum_k err_k |w_nk| for the input's own error (reference() over err and |w|);
+//  - residual add: err + u |sum|.
+// The typical error is a random walk (NMSE ~ K u^2, ~2e-12 at K = 1000 and the same for the norm's scale), so
+// matches() also requires NMSE <= 1e-9, as the linear test.
+
+Ref linear_ref(const Ref& y, const std::vector<float>& w, const std::vector<float>* bias, int64_t M, int64_t K,
+               int64_t N) {
+    Ref r;
+    std::vector<double> mag, prop, unused;
+    reference(y.v, w, bias, M, K, N, r.v, mag);
+    std::vector<float> abs_w(w.size());
+    for (size_t i = 0; i < w.size(); ++i) abs_w[i] = std::fabs(w[i]);
+    reference(y.err, abs_w, nullptr, M, K, N, prop, unused);
+    // The kernel sums the f32 y' (|y'_k| <= |y_k| + err_k): gamma over mag + prop, plus prop for y' - y itself.
+    const double g = gamma_n(double(K + 2));
+    r.err.resize(r.v.size());
+    for (size_t i = 0; i < r.v.size(); ++i) r.err[i] = g * (mag[i] + prop[i]) + prop[i];
+    return r;
+}
+
+Ref add_ref(const Ref& a, const std::vector<float>& residual) {
+    Ref r{std::vector<double>(a.v.size()), std::vector<double>(a.v.size())};
+    for (size_t i = 0; i < a.v.size(); ++i) {
+        r.v[i] = a.v[i] + residual[i];
+        r.err[i] = a.err[i] * (1 + kU) + kU * std::fabs(r.v[i]);
+    }
+    return r;
+}
+
+// Every element within its bound (false for NaN: the outputs are poisoned, so an unwritten element fails) and
+// NMSE <= 1e-9.
+::testing::AssertionResult matches(const std::vector<float>& got, const Ref& want) {
+    if (got.size() != want.v.size())
+        return ::testing::AssertionFailure() << got.size() << " elements, want " << want.v.size();
+    for (size_t i = 0; i < got.size(); ++i)
+        if (!(std::fabs(got[i] - want.v[i]) <= want.err[i]))
+            return ::testing::AssertionFailure() << "element " << i << ": got " << got[i] << ", want " << want.v[i]
+                                                 << " (bound " << want.err[i] << ")";
+    const double e = nmse(got, want.v);
+    if (!(e <= 1e-9)) return ::testing::AssertionFailure() << "NMSE " << e << " > 1e-9";
+    return ::testing::AssertionSuccess();
+}
+
+std::string shape_text(int64_t M, int64_t K, int64_t N) {
+    return "M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N);
+}
+
+struct Shape {
+    int64_t M, K, N;
+};
+
+// Every (M, N) of the brief with the short Ks; the long Ks on a subset that still covers GEMV (M <= 4), GEMM edge
+// tiles (M, N not multiples of 6, 16) and several K blocks with a tail.
+std::vector<Shape> shapes() {
+    std::vector<Shape> s;
+    for (int64_t M : {1, 3, 7, 17, 64, 130})
+        for (int64_t N : {1, 7, 33, 257})
+            for (int64_t K : {1, 5, 63}) s.push_back({M, K, N});
+    for (Shape sh : {Shape{1, 1536, 257}, Shape{1, 2049, 33}, Shape{3, 2049, 7}, Shape{2, 1536, 33},
+                     Shape{7, 1536, 257}, Shape{17, 2049, 33}, Shape{64, 2049, 257}, Shape{130, 1536, 33},
+                     Shape{130, 2049, 257}, Shape{4, 2049, 1}, Shape{5, 1536, 7}})
+        s.push_back(sh);
+    return s;
+}
+
+// ---- CPU kernels ------------------------------------------------------------------------------------------------
+
+TEST(LinearOps, MatchesDoubleReferenceOnAllPathsDtypesAndShapes) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool pool(3);  // more threads than this 2-core machine has: uneven splits, preemption
+    size_t case_index = 0;
+    for (const Shape& sh : shapes()) {
+        for (qwen3vl_dtype wt : kWeightDtypes) {
+            const int64_t M = sh.M, K = sh.K, N = sh.N;
+            const bool with_bias = (case_index++ % 2) == 0;
+            const std::vector<float> x = rng.vec(size_t(M * K));
+            const Stored w = make_stored(rng, wt, size_t(N * K), case_index % 3);  // 0, 1 or 2 bytes off
+            const Stored bias = make_stored(rng, kWeightDtypes[case_index % 3], size_t(N), 1);
+            std::vector<double> ref, mag;
+            reference(x, w.values, with_bias ? &bias.values : nullptr, M, K, N, ref, mag);
+            for (CpuKernels kernels : kernel_sets()) {
+                SCOPED_TRACE(shape_text(M, K, N) + " weight " + dtype_name(wt) + (with_bias ? " +bias" : "") +
+                             " kernels " + cpu_kernels_name(kernels));
+                std::vector<float> out(size_t(M * N), std::numeric_limits<float>::quiet_NaN());
+                cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(),
+                            with_bias ? bias.view() : Weight{}, kernels);
+                const double bound = gamma_n(double(K + 2));
+                for (size_t i = 0; i < out.size(); ++i)
+                    ASSERT_TRUE(std::fabs(out[i] - ref[i]) <= bound * mag[i])
+                        << "element " << i << ": got " << out[i] << ", want " << ref[i] << " (bound "
+                        << bound * mag[i] << ")";
+                EXPECT_LE(nmse(out, ref), 1e-9);
+            }
+        }
+    }
+}
+
+// silu(g) * u with g, u as above: swiglu_ref's bound (|silu'| <= 1.1, the vector exp / division add a few ulp).
+TEST(LinearOps, SwigluMatchesDoubleReferenceWithMixedDtypes) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool pool(2);
+    size_t case_index = 0;
+    for (const Shape& sh : shapes()) {
+        const int64_t M = sh.M, K = sh.K, N = sh.N;
+        const qwen3vl_dtype gt = kWeightDtypes[case_index % 3], ut = kWeightDtypes[(case_index + case_index / 3) % 3];
+        ++case_index;
+        const std::vector<float> x = rng.vec(size_t(M * K));
+        const Stored g = make_stored(rng, gt, size_t(N * K), case_index % 2);
+        const Stored u = make_stored(rng, ut, size_t(N * K), 0);
+        const Ref ref = swiglu_ref(linear_ref(exact(x), g.values, nullptr, M, K, N),
+                                   linear_ref(exact(x), u.values, nullptr, M, K, N));
+        for (CpuKernels kernels : kernel_sets()) {
+            SCOPED_TRACE(shape_text(M, K, N) + " gate " + dtype_name(gt) + " up " + dtype_name(ut) + " kernels " +
+                         cpu_kernels_name(kernels));
+            std::vector<float> out(size_t(M * N), std::numeric_limits<float>::quiet_NaN());
+            cpu::linear_swiglu(pool, out.data(), x.data(), M, K, N, g.view(), u.view(), kernels);
+            ASSERT_TRUE(matches(out, ref));
+        }
+    }
+}
+
+TEST(LinearOps, SingleThreadPoolAndDecodeSizedRowsAgree) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool one(1);
+    for (int64_t M : {1, 2, 4, 5, 6, 8}) {
+        const int64_t K = 2048, N = 300;
+        const std::vector<float> x = rng.vec(size_t(M * K));
+        const Stored w = make_stored(rng, QWEN3VL_DTYPE_BF16, size_t(N * K), 0);
+        std::vector<double> ref, mag;
+        reference(x, w.values, nullptr, M, K, N, ref, mag);
+        for (CpuKernels kernels : kernel_sets()) {
+            SCOPED_TRACE(shape_text(M, K, N) + " kernels " + cpu_kernels_name(kernels));
+            std::vector<float> out(size_t(M * N), std::numeric_limits<float>::quiet_NaN());
+            cpu::linear(one, out.data(), x.data(), M, K, N, w.view(), Weight{}, kernels);
+            for (size_t i = 0; i < out.size(); ++i)
+                ASSERT_TRUE(std::fabs(out[i] - ref[i]) <= gamma_n(double(K + 2)) * mag[i]) << "element " << i;
+        }
+    }
+}
+
+TEST(LinearOps, EmptySumsGiveTheBiasOrZero) {
+    ThreadPool pool(2);
+    const float bias[3] = {1.5f, -2.0f, 0.25f};
+    for (CpuKernels kernels : kernel_sets()) {
+        std::vector<float> out(6, std::numeric_limits<float>::quiet_NaN());
+        cpu::linear(pool, out.data(), nullptr, 2, 0, 3, Weight{}, {bias, QWEN3VL_DTYPE_F32}, kernels);
+        EXPECT_EQ(out, (std::vector<float>{1.5f, -2.0f, 0.25f, 1.5f, -2.0f, 0.25f}));
+        cpu::linear_swiglu(pool, out.data(), nullptr, 2, 0, 3, Weight{}, Weight{}, kernels);
+        EXPECT_EQ(out, std::vector<float>(6, 0.0f));
+        cpu::linear(pool, nullptr, nullptr, 0, 4, 3, Weight{}, Weight{}, kernels);  // no rows
+    }
+}
+
+// ---- C API: the exported functions (the shared library links its own copy of the engine) --------------------
+
+TEST(LinearOpsCApi, ThreeDimensionalXWithBf16WeightAndBias) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    BackendPtr b = cpu_backend();
+    const int64_t K = 70, N = 19;
+    const std::vector<float> xv = rng.vec(size_t(2 * 3 * K));
+    // Values exactly representable in bf16, so the tensor write is lossless and the reference exact.
+    std::vector<float> wv = rng.vec(size_t(N * K)), bv = rng.vec(size_t(N));
+    for (auto& f : wv) f = bf16_to_f32(f32_to_bf16(f));
+    for (auto& f : bv) f = bf16_to_f32(f32_to_bf16(f));
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {2, 3, K}, xv);
+    TensorPtr w = tensor(b.get(), QWEN3VL_DTYPE_BF16, {N, K}, wv);
+    TensorPtr bias = tensor(b.get(), QWEN3VL_DTYPE_BF16, {N}, bv);
+    TensorPtr out = nan_tensor(b.get(), {2, 3, N});
+    ASSERT_EQ(qwen3vl_op_linear(out.get(), x.get(), w.get(), bias.get()), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    const std::vector<float> got = read(out.get());
+    ASSERT_EQ(got.size(), size_t(6 * N));
+    std::vector<double> ref, mag;
+    reference(xv, wv, &bv, 6, K, N, ref, mag);
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_LE(std::fabs(got[i] - ref[i]), gamma_n(K + 2) * mag[i]) << i;
+
+    TensorPtr up = tensor(b.get(), QWEN3VL_DTYPE_BF16, {N, K}, wv);
+    ASSERT_EQ(qwen3vl_op_linear_swiglu(out.get(), x.get(), w.get(), up.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+}
+
+TEST(LinearOpsCApi, BadArgumentsNameTheTensor) {
+    BackendPtr b = cpu_backend();
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 8});
+    TensorPtr w = tensor(b.get(), QWEN3VL_DTYPE_F16, {5, 8});
+    TensorPtr out = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 5});
+    TensorPtr bias = tensor(b.get(), QWEN3VL_DTYPE_F32, {5});
+    ASSERT_EQ(qwen3vl_op_linear(out.get(), x.get(), w.get(), bias.get()), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    ASSERT_EQ(qwen3vl_op_linear(out.get(), x.get(), w.get(), nullptr), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+
+    EXPECT_INVALID(qwen3vl_op_linear(nullptr, x.get(), w.get(), nullptr), "qwen3vl_op_linear: out is NULL");
+    EXPECT_INVALID(qwen3vl_op_linear(out.get(), nullptr, w.get(), nullptr), "qwen3vl_op_linear: x is NULL");
+    EXPECT_INVALID(qwen3vl_op_linear(out.get(), x.get(), nullptr, nullptr), "qwen3vl_op_linear: weight is NULL");
+
+    TensorPtr w_badk = tensor(b.get(), QWEN3VL_DTYPE_BF16, {5, 9});
+    EXPECT_INVALID(qwen3vl_op_linear(out.get(), x.get(), w_badk.get(), nullptr), "weight has shape [5, 9], expected [*, 8]");
+    TensorPtr w_3d = tensor(b.get(), QWEN3VL_DTYPE_BF16, {1, 5, 8});
+    EXPECT_INVALID(qwen3vl_op_linear(out.get(), x.get(), w_3d.get(), nullptr), "weight has shape");
+    TensorPtr bias_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {4});
+    EXPECT_INVALID(qwen3vl_op_linear(out.get(), x.get(), w.get(), bias_bad.get()), "bias has shape [4], expected [5]");
+    TensorPtr out_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 6});
+    EXPECT_INVALID(qwen3vl_op_linear(out_bad.get(), x.get(), w.get(), nullptr), "out has shape [4, 6], expected [4, 5]");
+    TensorPtr out_flat = tensor(b.get(), QWEN3VL_DTYPE_F32, {20});
+    EXPECT_INVALID(qwen3vl_op_linear(out_flat.get(), x.get(), w.get(), nullptr), "out has shape [20]");
+
+    TensorPtr x_bf16 = tensor(b.get(), QWEN3VL_DTYPE_BF16, {4, 8});
+    EXPECT_INVALID(qwen3vl_op_linear(out.get(), x_bf16.get(), w.get(), nullptr), "x must be f32, got bf16");
+    TensorPtr w_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {5, 8});
+    EXPECT_INVALID(qwen3vl_op_linear(out.get(), x.get(), w_i32.get(), nullptr), "weight must be f32 or f16 or bf16");
+    TensorPtr bias_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {5});
+    EXPECT_INVALID(qwen3vl_op_linear(out.get(), x.get(), w.get(), bias_i32.get()), "bias must be");
+    TensorPtr out_f16 = tensor(b.get(), QWEN3VL_DTYPE_F16, {4, 5});
+    EXPECT_INVALID(qwen3vl_op_linear(out_f16.get(), x.get(), w.get(), nullptr), "out must be f32");
+
+    // out aliasing x: a view over x's memory.
+    TensorPtr xs = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 5});
+    EXPECT_INVALID(qwen3vl_op_linear(xs.get(), xs.get(), tensor(b.get(), QWEN3VL_DTYPE_F32, {5, 5}).get(), nullptr),
+                   "out overlaps x");
+    const int64_t vshape[2] = {2, 5};
+    qwen3vl_tensor* view = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(xs.get(), 10, 2, vshape, &view), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    TensorPtr view_ptr(view);
+    TensorPtr x2 = tensor(b.get(), QWEN3VL_DTYPE_F32, {2, 5});
+    TensorPtr w55 = tensor(b.get(), QWEN3VL_DTYPE_F32, {5, 5});
+    EXPECT_INVALID(qwen3vl_op_linear(view, xs.get(), w55.get(), nullptr), "out has shape");  // shape first
+    const int64_t xshape[2] = {2, 5};
+    qwen3vl_tensor* xview = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(xs.get(), 5, 2, xshape, &xview), QWEN3VL_STATUS_OK);
+    TensorPtr xview_ptr(xview);
+    EXPECT_INVALID(qwen3vl_op_linear(view, xview, w55.get(), nullptr), "out overlaps x");  // rows 1-2 vs 2-3
+    EXPECT_EQ(qwen3vl_op_linear(view, x2.get(), w55.get(), nullptr), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+}
+
+TEST(LinearOpsCApi, SwigluBadArgumentsNameTheTensor) {
+    BackendPtr b = cpu_backend();
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 8});
+    TensorPtr g = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 8});
+    TensorPtr u = tensor(b.get(), QWEN3VL_DTYPE_F16, {6, 8});
+    TensorPtr out = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 6});
+    ASSERT_EQ(qwen3vl_op_linear_swiglu(out.get(), x.get(), g.get(), u.get()), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    EXPECT_INVALID(qwen3vl_op_linear_swiglu(out.get(), x.get(), g.get(), nullptr), "qwen3vl_op_linear_swiglu: up is NULL");
+    EXPECT_INVALID(qwen3vl_op_linear_swiglu(out.get(), x.get(), nullptr, u.get()), "gate is NULL");
+    TensorPtr u_bad = tensor(b.get(), QWEN3VL_DTYPE_F16, {7, 8});
+    EXPECT_INVALID(qwen3vl_op_linear_swiglu(out.get(), x.get(), g.get(), u_bad.get()), "up has shape [7, 8], expected [6, 8]");
+    TensorPtr g_bad = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 4});
+    EXPECT_INVALID(qwen3vl_op_linear_swiglu(out.get(), x.get(), g_bad.get(), u.get()), "gate has shape [6, 4], expected [*, 8]");
+    TensorPtr g_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {6, 8});
+    EXPECT_INVALID(qwen3vl_op_linear_swiglu(out.get(), x.get(), g_i32.get(), u.get()), "gate must be");
+    TensorPtr out_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 7});
+    EXPECT_INVALID(qwen3vl_op_linear_swiglu(out_bad.get(), x.get(), g.get(), u.get()), "out has shape [3, 7], expected [3, 6]");
+}
+
+
+// The fused ops (norm_linear, norm_linear_swiglu, linear_residual) against the double references above, every weight
+// dtype, outputs poisoned with NaN.
+
+TEST(LinearOpsCApi, NormLinearMatchesDoubleReference) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (int64_t K : {64, 1000})
+            for (int count = 1; count <= 3; ++count)
+                for (bool with_norm : {true, false}) {
+                    const int64_t Ns[3] = {48, 16, 33};
+                    const qwen3vl_dtype nt = kWeightDtypes[case_index % 3];
+                    ++case_index;
+                    SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " weights " +
+                                 std::to_string(count) + (with_norm ? " norm " + std::string(dtype_name(nt)) : ""));
+                    const std::vector<float> xv = scaled_rows(rng, M, K);
+                    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, K}, xv);
+                    TensorPtr nw = rand_tensor(b.get(), rng, nt, {K});
+                    std::vector<TensorPtr> w, out;
+                    for (int i = 0; i < count; ++i) {
+                        w.push_back(rand_tensor(b.get(), rng, kWeightDtypes[(case_index + size_t(i)) % 3], {Ns[i], K}));
+                        out.push_back(nan_tensor(b.get(), {M, Ns[i]}));
+                    }
+                    auto slot_out = [&](int i) { return i < count ? out[size_t(i)].get() : nullptr; };
+                    auto slot_w = [&](int i) { return i < count ? w[size_t(i)].get() : nullptr; };
+                    ASSERT_EQ(qwen3vl_op_norm_linear(slot_out(0), slot_w(0), slot_out(1), slot_w(1), slot_out(2),
+                                                     slot_w(2), x.get(), with_norm ? nw.get() : nullptr, 1e-6f),
+                              QWEN3VL_STATUS_OK)
+                        << qwen3vl_last_error();
+                    const Ref y = with_norm ? rms_norm_ref(xv, read(nw.get()), M, K, 1e-6f) : exact(xv);
+                    for (int i = 0; i < count; ++i)
+                        ASSERT_TRUE(matches(read(out[size_t(i)].get()),
+                                            linear_ref(y, read(w[size_t(i)].get()), nullptr, M, K, Ns[i])))
+                            << "output " << i;
+                }
+}
+
+TEST(LinearOpsCApi, NormLinearSwigluMatchesDoubleReference) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (int64_t K : {64, 1000})
+            for (bool with_norm : {true, false}) {
+                const int64_t N = 40;
+                const qwen3vl_dtype gt = kWeightDtypes[case_index % 3], ut = kWeightDtypes[(case_index / 3) % 3];
+                ++case_index;
+                SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " gate " + dtype_name(gt) +
+                             " up " + dtype_name(ut) + (with_norm ? " norm" : ""));
+                const std::vector<float> xv = scaled_rows(rng, M, K);
+                TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, K}, xv);
+                TensorPtr nw = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {K});
+                TensorPtr g = rand_tensor(b.get(), rng, gt, {N, K}), u = rand_tensor(b.get(), rng, ut, {N, K});
+                TensorPtr out = nan_tensor(b.get(), {M, N});
+                ASSERT_EQ(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), with_norm ? nw.get() : nullptr, 1e-5f,
+                                                        g.get(), u.get()),
+                          QWEN3VL_STATUS_OK)
+                    << qwen3vl_last_error();
+                const Ref y = with_norm ? rms_norm_ref(xv, read(nw.get()), M, K, 1e-5f) : exact(xv);
+                ASSERT_TRUE(matches(read(out.get()), swiglu_ref(linear_ref(y, read(g.get()), nullptr, M, K, N),
+                                                                linear_ref(y, read(u.get()), nullptr, M, K, N))));
+            }
+}
+
+TEST(LinearOpsCApi, LinearResidualMatchesDoubleReference) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (int64_t K : {64, 1000})
+            for (bool with_bias : {true, false})
+                for (bool in_place : {true, false}) {
+                    const int64_t N = 37;
+                    const qwen3vl_dtype wt = kWeightDtypes[case_index++ % 3];
+                    SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " " + dtype_name(wt) +
+                                 (with_bias ? " bias" : "") + (in_place ? " in place" : ""));
+                    const std::vector<float> xv = rng.vec(size_t(M * K));
+                    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, K}, xv);
+                    TensorPtr w = rand_tensor(b.get(), rng, wt, {N, K});
+                    TensorPtr bias = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {N});
+                    const std::vector<float> rv = rng.vec(size_t(M * N));
+                    TensorPtr residual = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, N}, rv);
+                    TensorPtr out = in_place ? nullptr : nan_tensor(b.get(), {M, N});
+                    qwen3vl_tensor* o = in_place ? residual.get() : out.get();
+                    ASSERT_EQ(qwen3vl_op_linear_residual(o, x.get(), w.get(), with_bias ? bias.get() : nullptr,
+                                                         residual.get()),
+                              QWEN3VL_STATUS_OK)
+                        << qwen3vl_last_error();
+                    const std::vector<float> bv = read(bias.get());
+                    const Ref want = add_ref(linear_ref(exact(xv), read(w.get()), with_bias ? &bv : nullptr, M, K, N), rv);
+                    ASSERT_TRUE(matches(read(o), want));
+                    if (!in_place) EXPECT_EQ(read(residual.get()), rv);  // the residual input is left alone
+                }
+}
+
+TEST(LinearOpsCApi, FusedThreeDimensionalX) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    BackendPtr b = cpu_backend();
+    const int64_t K = 24;
+    TensorPtr x = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {2, 3, K});
+    TensorPtr nw = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {K});
+    TensorPtr w0 = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {5, K});
+    TensorPtr w1 = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {7, K});
+    TensorPtr o0 = nan_tensor(b.get(), {2, 3, 5}), o1 = nan_tensor(b.get(), {2, 3, 7});
+    EXPECT_EQ(qwen3vl_op_norm_linear(o0.get(), w0.get(), o1.get(), w1.get(), nullptr, nullptr, x.get(), nw.get(),
+                                     1e-6f),
+              QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    TensorPtr up = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {5, K});
+    EXPECT_EQ(qwen3vl_op_norm_linear_swiglu(o0.get(), x.get(), nw.get(), 1e-6f, w0.get(), up.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    TensorPtr r = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {2, 3, 5});
+    EXPECT_EQ(qwen3vl_op_linear_residual(r.get(), x.get(), w0.get(), nullptr, r.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    for (const TensorPtr* t : {&o0, &o1, &r})
+        for (float v : read(t->get())) ASSERT_TRUE(std::isfinite(v));
+}
+
+TEST(LinearOpsCApi, NormLinearBadArguments) {
+    BackendPtr b = cpu_backend();
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 8});
+    TensorPtr nw = tensor(b.get(), QWEN3VL_DTYPE_BF16, {8});
+    TensorPtr w0 = tensor(b.get(), QWEN3VL_DTYPE_BF16, {5, 8}), w1 = tensor(b.get(), QWEN3VL_DTYPE_F16, {3, 8});
+    TensorPtr w2 = tensor(b.get(), QWEN3VL_DTYPE_F32, {2, 8});
+    TensorPtr o0 = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 5}), o1 = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 3});
+    TensorPtr o2 = tensor(b.get(), QWEN3VL_DTYPE_F32, {4, 2});
+    const float eps = 1e-6f;
+    qwen3vl_tensor* const no = nullptr;
+    auto nl = [&](qwen3vl_tensor* a0, const qwen3vl_tensor* b0, qwen3vl_tensor* a1, const qwen3vl_tensor* b1,
+                  qwen3vl_tensor* a2, const qwen3vl_tensor* b2, const qwen3vl_tensor* in, const qwen3vl_tensor* n) {
+        return qwen3vl_op_norm_linear(a0, b0, a1, b1, a2, b2, in, n, eps);
+    };
+    ASSERT_EQ(nl(o0.get(), w0.get(), o1.get(), w1.get(), o2.get(), w2.get(), x.get(), nw.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    ASSERT_EQ(nl(o0.get(), w0.get(), no, no, no, no, x.get(), no), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+
+    EXPECT_INVALID(nl(no, w0.get(), no, no, no, no, x.get(), no), "qwen3vl_op_norm_linear: out0 is NULL");
+    EXPECT_INVALID(nl(o0.get(), no, no, no, no, no, x.get(), no), "weight0 is NULL");
+    EXPECT_INVALID(nl(o0.get(), w0.get(), o1.get(), no, no, no, x.get(), no),
+                   "out1 and weight1 must both be given or both be NULL");
+    EXPECT_INVALID(nl(o0.get(), w0.get(), no, w1.get(), no, no, x.get(), no),
+                   "out1 and weight1 must both be given or both be NULL");
+    EXPECT_INVALID(nl(o0.get(), w0.get(), o1.get(), w1.get(), o2.get(), no, x.get(), no),
+                   "out2 and weight2 must both be given or both be NULL");
+    EXPECT_INVALID(nl(o0.get(), w0.get(), no, no, o2.get(), w2.get(), x.get(), no),
+                   "out2/weight2 given without out1/weight1");
+    EXPECT_INVALID(nl(o0.get(), w0.get(), no, no, no, no, no, no), "x is NULL");
+
+    TensorPtr w_badk = tensor(b.get(), QWEN3VL_DTYPE_BF16, {3, 9});
+    EXPECT_INVALID(nl(o0.get(), w0.get(), o1.get(), w_badk.get(), no, no, x.get(), no),
+                   "weight1 has shape [3, 9], expected [*, 8]");
+    EXPECT_INVALID(nl(o0.get(), w0.get(), o2.get(), w1.get(), no, no, x.get(), no),
+                   "out1 has shape [4, 2], expected [4, 3]");
+    TensorPtr nw_bad = tensor(b.get(), QWEN3VL_DTYPE_BF16, {7});
+    EXPECT_INVALID(nl(o0.get(), w0.get(), no, no, no, no, x.get(), nw_bad.get()),
+                   "norm_weight has shape [7], expected [8]");
+    TensorPtr nw_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {8});
+    EXPECT_INVALID(nl(o0.get(), w0.get(), no, no, no, no, x.get(), nw_i32.get()),
+                   "norm_weight must be f32 or f16 or bf16");
+    TensorPtr o_f16 = tensor(b.get(), QWEN3VL_DTYPE_F16, {4, 5});
+    EXPECT_INVALID(nl(o_f16.get(), w0.get(), no, no, no, no, x.get(), no), "out0 must be f32");
+    for (float bad_eps : {-1.0f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()})
+        EXPECT_INVALID(qwen3vl_op_norm_linear(o0.get(), w0.get(), no, no, no, no, x.get(), nw.get(), bad_eps),
+                       "eps must be finite and >= 0");
+
+    // Overlaps: an output over x, over another output, over a weight, over the norm weight.
+    TensorPtr big = tensor(b.get(), QWEN3VL_DTYPE_F32, {64});
+    const int64_t s45[2] = {4, 5}, s43[2] = {4, 3}, s48[2] = {4, 8}, s38[2] = {3, 8}, s8[1] = {8};
+    qwen3vl_tensor *va = nullptr, *vb = nullptr, *vx = nullptr, *vw = nullptr, *vn = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 0, 2, s45, &va), QWEN3VL_STATUS_OK);
+    TensorPtr va_ptr(va);
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 10, 2, s43, &vb), QWEN3VL_STATUS_OK);  // inside va (elements 0..19)
+    TensorPtr vb_ptr(vb);
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 16, 2, s48, &vx), QWEN3VL_STATUS_OK);  // elements 16..47
+    TensorPtr vx_ptr(vx);
+    EXPECT_INVALID(nl(va, w0.get(), no, no, no, no, vx, no), "out0 overlaps x");
+    EXPECT_INVALID(nl(o0.get(), w0.get(), vb, w1.get(), no, no, vx, no), "out1 overlaps x");
+    EXPECT_INVALID(nl(va, w0.get(), vb, w1.get(), no, no, x.get(), no), "out0 overlaps out1");
+    TensorPtr wbig = tensor(b.get(), QWEN3VL_DTYPE_F32, {64});
+    ASSERT_EQ(qwen3vl_tensor_view(wbig.get(), 0, 2, s38, &vw), QWEN3VL_STATUS_OK);
+    TensorPtr vw_ptr(vw);
+    ASSERT_EQ(qwen3vl_tensor_view(wbig.get(), 32, 1, s8, &vn), QWEN3VL_STATUS_OK);
+    TensorPtr vn_ptr(vn);
+    qwen3vl_tensor* o_on_w = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(wbig.get(), 20, 2, s43, &o_on_w), QWEN3VL_STATUS_OK);  // elements 20..31
+    TensorPtr o_on_w_ptr(o_on_w);
+    EXPECT_INVALID(nl(o0.get(), w0.get(), o_on_w, vw, no, no, x.get(), no), "out1 overlaps weight1");
+    EXPECT_INVALID(nl(o_on_w, vw, no, no, no, no, x.get(), no), "out0 overlaps weight0");
+    qwen3vl_tensor* o_on_n = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(wbig.get(), 30, 2, s43, &o_on_n), QWEN3VL_STATUS_OK);  // elements 30..41
+    TensorPtr o_on_n_ptr(o_on_n);
+    EXPECT_INVALID(nl(o_on_n, w1.get(), no, no, no, no, x.get(), vn), "out0 overlaps norm_weight");
+    EXPECT_EQ(nl(o_on_n, w1.get(), no, no, no, no, x.get(), nw.get()),
+              QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+}
+
+TEST(LinearOpsCApi, NormLinearSwigluAndLinearResidualBadArguments) {
+    BackendPtr b = cpu_backend();
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 8});
+    TensorPtr nw = tensor(b.get(), QWEN3VL_DTYPE_F32, {8});
+    TensorPtr g = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 8}), u = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 8});
+    TensorPtr out = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 6});
+    ASSERT_EQ(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), nw.get(), 1e-6f, g.get(), u.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    EXPECT_INVALID(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), nw.get(), 1e-6f, g.get(), nullptr),
+                   "qwen3vl_op_norm_linear_swiglu: up is NULL");
+    TensorPtr u_bad = tensor(b.get(), QWEN3VL_DTYPE_BF16, {7, 8});
+    EXPECT_INVALID(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), nw.get(), 1e-6f, g.get(), u_bad.get()),
+                   "up has shape [7, 8], expected [6, 8]");
+    TensorPtr nw_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {6});
+    EXPECT_INVALID(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), nw_bad.get(), 1e-6f, g.get(), u.get()),
+                   "norm_weight has shape [6], expected [8]");
+    EXPECT_INVALID(qwen3vl_op_norm_linear_swiglu(out.get(), x.get(), nw.get(), -1e-6f, g.get(), u.get()),
+                   "eps must be finite and >= 0");
+    TensorPtr out_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 7});
+    EXPECT_INVALID(qwen3vl_op_norm_linear_swiglu(out_bad.get(), x.get(), nullptr, 1e-6f, g.get(), u.get()),
+                   "out has shape [3, 7], expected [3, 6]");
+
+    TensorPtr w = tensor(b.get(), QWEN3VL_DTYPE_F16, {6, 8});
+    TensorPtr bias = tensor(b.get(), QWEN3VL_DTYPE_F32, {6});
+    TensorPtr res = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 6});
+    ASSERT_EQ(qwen3vl_op_linear_residual(out.get(), x.get(), w.get(), bias.get(), res.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    ASSERT_EQ(qwen3vl_op_linear_residual(res.get(), x.get(), w.get(), nullptr, res.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    EXPECT_INVALID(qwen3vl_op_linear_residual(out.get(), x.get(), w.get(), nullptr, nullptr),
+                   "qwen3vl_op_linear_residual: residual is NULL");
+    TensorPtr res_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 5});
+    EXPECT_INVALID(qwen3vl_op_linear_residual(out.get(), x.get(), w.get(), nullptr, res_bad.get()),
+                   "residual has shape [3, 5], expected [3, 6]");
+    TensorPtr res_f16 = tensor(b.get(), QWEN3VL_DTYPE_F16, {3, 6});
+    EXPECT_INVALID(qwen3vl_op_linear_residual(out.get(), x.get(), w.get(), nullptr, res_f16.get()),
+                   "residual must be f32");
+    TensorPtr bias_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {5});
+    EXPECT_INVALID(qwen3vl_op_linear_residual(out.get(), x.get(), w.get(), bias_bad.get(), res.get()),
+                   "bias has shape [5], expected [6]");
+    // out may be residual, not a shifted view of it; x must not overlap out.
+    TensorPtr big = tensor(b.get(), QWEN3VL_DTYPE_F32, {40});
+    const int64_t s36[2] = {3, 6}, s38[2] = {3, 8};
+    qwen3vl_tensor *r0 = nullptr, *r1 = nullptr, *xv = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 0, 2, s36, &r0), QWEN3VL_STATUS_OK);
+    TensorPtr r0_ptr(r0);
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 2, 2, s36, &r1), QWEN3VL_STATUS_OK);
+    TensorPtr r1_ptr(r1);
+    EXPECT_INVALID(qwen3vl_op_linear_residual(r0, x.get(), w.get(), nullptr, r1), "out partly overlaps residual");
+    ASSERT_EQ(qwen3vl_tensor_view(big.get(), 16, 2, s38, &xv), QWEN3VL_STATUS_OK);
+    TensorPtr xv_ptr(xv);
+    EXPECT_INVALID(qwen3vl_op_linear_residual(r0, xv, w.get(), nullptr, r0), "out overlaps x");
+}
+
+// The vision ops (linear_gelu, layer_norm_linear, mlp_gelu) against the double references above, in place or not.
+
+TEST(LinearOpsCApi, LinearGeluMatchesDoubleReference) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (int64_t K : {64, 1000})
+            for (bool with_bias : {true, false})
+                for (int32_t tanh_form : {0, 1}) {
+                    const int64_t N = 45;
+                    const qwen3vl_dtype wt = kWeightDtypes[case_index % 3], bt = kWeightDtypes[(case_index / 3) % 3];
+                    ++case_index;
+                    SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " " + dtype_name(wt) +
+                                 (with_bias ? " bias " + std::string(dtype_name(bt)) : "") +
+                                 " tanh=" + std::to_string(tanh_form));
+                    const std::vector<float> xv = rng.vec(size_t(M * K));
+                    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, K}, xv);
+                    TensorPtr w = rand_tensor(b.get(), rng, wt, {N, K}), bias = rand_tensor(b.get(), rng, bt, {N});
+                    TensorPtr out = nan_tensor(b.get(), {M, N});
+                    ASSERT_EQ(qwen3vl_op_linear_gelu(out.get(), x.get(), w.get(), with_bias ? bias.get() : nullptr,
+                                                     tanh_form),
+                              QWEN3VL_STATUS_OK)
+                        << qwen3vl_last_error();
+                    const std::vector<float> bv = read(bias.get());
+                    const Ref z = linear_ref(exact(xv), read(w.get()), with_bias ? &bv : nullptr, M, K, N);
+                    ASSERT_TRUE(matches(read(out.get()), gelu_ref(z, tanh_form == 1)));
+                }
+}
+
+TEST(LinearOpsCApi, LayerNormLinearMatchesDoubleReference) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (int64_t K : {1, 64, 1000})
+            for (bool with_bias : {true, false}) {
+                const int64_t N = 37;
+                const qwen3vl_dtype wt = kWeightDtypes[case_index % 3], nt = kWeightDtypes[(case_index / 3) % 3];
+                ++case_index;
+                SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " " + dtype_name(wt) + " norm " +
+                             dtype_name(nt) + (with_bias ? " bias" : ""));
+                const std::vector<float> xv = scaled_rows(rng, M, K);
+                TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, K}, xv);
+                TensorPtr nw = rand_tensor(b.get(), rng, nt, {K}), nb = rand_tensor(b.get(), rng, nt, {K});
+                TensorPtr w = rand_tensor(b.get(), rng, wt, {N, K}), bias = rand_tensor(b.get(), rng, wt, {N});
+                TensorPtr out = nan_tensor(b.get(), {M, N});
+                ASSERT_EQ(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), 1e-6f, w.get(),
+                                                       with_bias ? bias.get() : nullptr),
+                          QWEN3VL_STATUS_OK)
+                    << qwen3vl_last_error();
+                const std::vector<float> bv = read(bias.get());
+                const Ref y = layer_norm_ref(xv, read(nw.get()), read(nb.get()), M, K, 1e-6f);
+                ASSERT_TRUE(matches(read(out.get()), linear_ref(y, read(w.get()), with_bias ? &bv : nullptr, M, K, N)));
+            }
+}
+
+// Where mlp_gelu writes: a separate tensor, the residual (out = residual), or x itself (out = x, with or without x
+// as the residual too: the vision block's x += mlp(norm2(x))).
+enum class MlpOut { kSeparate, kResidual, kX, kXAndResidual };
+
+TEST(LinearOpsCApi, MlpGeluMatchesDoubleReference) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    BackendPtr b = cpu_backend();
+    size_t case_index = 0;
+    for (int64_t M : {1, 3, 9, 64})
+        for (MlpOut where : {MlpOut::kSeparate, MlpOut::kResidual, MlpOut::kX, MlpOut::kXAndResidual})
+            for (bool with_norm : {true, false})
+                for (bool with_residual : {true, false}) {
+                    if (!with_residual && (where == MlpOut::kResidual || where == MlpOut::kXAndResidual)) continue;
+                    const int64_t K = 48, I = 200;
+                    const int64_t N = where == MlpOut::kX || where == MlpOut::kXAndResidual ? K : 40;
+                    const qwen3vl_dtype w1t = kWeightDtypes[case_index % 3], w2t = kWeightDtypes[(case_index / 3) % 3];
+                    const int32_t tanh_form = int32_t(case_index % 2);
+                    const bool with_biases = case_index % 4 != 3;
+                    ++case_index;
+                    SCOPED_TRACE("M=" + std::to_string(M) + " out " + std::to_string(int(where)) +
+                                 (with_norm ? " norm" : "") + (with_residual ? " residual" : "") +
+                                 (with_biases ? " biases" : "") + " fc1 " + dtype_name(w1t) + " fc2 " +
+                                 dtype_name(w2t) + " tanh=" + std::to_string(tanh_form));
+                    const std::vector<float> xv = with_norm ? scaled_rows(rng, M, K) : rng.vec(size_t(M * K));
+                    const std::vector<float> rv = rng.vec(size_t(M * N));
+                    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, K}, xv);
+                    TensorPtr nw = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {K});
+                    TensorPtr nb = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_F32, {K});
+                    TensorPtr w1 = rand_tensor(b.get(), rng, w1t, {I, K}), b1 = rand_tensor(b.get(), rng, w1t, {I});
+                    TensorPtr w2 = rand_tensor(b.get(), rng, w2t, {N, I}), b2 = rand_tensor(b.get(), rng, w2t, {N});
+                    TensorPtr res = tensor(b.get(), QWEN3VL_DTYPE_F32, {M, N}, rv);
+                    TensorPtr separate = nan_tensor(b.get(), {M, N});
+                    qwen3vl_tensor* o = where == MlpOut::kSeparate ? separate.get()
+                                        : where == MlpOut::kResidual ? res.get()
+                                                                     : x.get();
+                    const qwen3vl_tensor* r =
+                        !with_residual ? nullptr : where == MlpOut::kXAndResidual ? x.get() : res.get();
+                    ASSERT_EQ(qwen3vl_op_mlp_gelu(o, x.get(), with_norm ? nw.get() : nullptr,
+                                                  with_norm ? nb.get() : nullptr, 1e-6f, w1.get(),
+                                                  with_biases ? b1.get() : nullptr, tanh_form, w2.get(),
+                                                  with_biases ? b2.get() : nullptr, r),
+                              QWEN3VL_STATUS_OK)
+                        << qwen3vl_last_error();
+
+                    // The reference from the original x and residual (the op may have overwritten either).
+                    const std::vector<float> b1v = read(b1.get()), b2v = read(b2.get());
+                    const Ref y = with_norm ? layer_norm_ref(xv, read(nw.get()), read(nb.get()), M, K, 1e-6f) : exact(xv);
+                    const Ref h = gelu_ref(linear_ref(y, read(w1.get()), with_biases ? &b1v : nullptr, M, K, I),
+                                           tanh_form == 1);
+                    Ref want = linear_ref(h, read(w2.get()), with_biases ? &b2v : nullptr, M, I, N);
+                    if (with_residual) want = add_ref(want, where == MlpOut::kXAndResidual ? xv : rv);
+                    ASSERT_TRUE(matches(read(o), want));
+                    if (where != MlpOut::kX && where != MlpOut::kXAndResidual) EXPECT_EQ(read(x.get()), xv);
+                    if (where != MlpOut::kResidual) EXPECT_EQ(read(res.get()), rv);
+                }
+}
+
+TEST(LinearOpsCApi, VisionBadArgumentsNameTheTensor) {
+    BackendPtr b = cpu_backend();
+    const float eps = 1e-6f;
+    TensorPtr x = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 8});
+    TensorPtr nw = tensor(b.get(), QWEN3VL_DTYPE_BF16, {8}), nb = tensor(b.get(), QWEN3VL_DTYPE_F32, {8});
+    TensorPtr w = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 8}), bias = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6});
+    TensorPtr out = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 6});
+
+    ASSERT_EQ(qwen3vl_op_linear_gelu(out.get(), x.get(), w.get(), bias.get(), 1), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    EXPECT_INVALID(qwen3vl_op_linear_gelu(out.get(), x.get(), w.get(), bias.get(), 2),
+                   "qwen3vl_op_linear_gelu: tanh_approximation must be 0 or 1, got 2");
+    EXPECT_INVALID(qwen3vl_op_linear_gelu(out.get(), x.get(), nullptr, nullptr, 0), "qwen3vl_op_linear_gelu: weight is NULL");
+    TensorPtr bias_bad = tensor(b.get(), QWEN3VL_DTYPE_BF16, {5});
+    EXPECT_INVALID(qwen3vl_op_linear_gelu(out.get(), x.get(), w.get(), bias_bad.get(), 0), "bias has shape [5], expected [6]");
+    TensorPtr out_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 7});
+    EXPECT_INVALID(qwen3vl_op_linear_gelu(out_bad.get(), x.get(), w.get(), nullptr, 0), "out has shape [3, 7], expected [3, 6]");
+
+    ASSERT_EQ(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), eps, w.get(), nullptr), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nullptr, nb.get(), eps, w.get(), nullptr),
+                   "qwen3vl_op_layer_norm_linear: norm_weight is NULL");
+    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nullptr, eps, w.get(), nullptr),
+                   "qwen3vl_op_layer_norm_linear: norm_bias is NULL");
+    TensorPtr nb_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {7});
+    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb_bad.get(), eps, w.get(), nullptr),
+                   "norm_bias has shape [7], expected [8]");
+    TensorPtr nw_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {8});
+    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw_i32.get(), nb.get(), eps, w.get(), nullptr),
+                   "norm_weight must be f32 or f16 or bf16");
+    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), -1.0f, w.get(), nullptr),
+                   "eps must be finite and >= 0");
+    TensorPtr w_badk = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 9});
+    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), eps, w_badk.get(), nullptr),
+                   "weight has shape [6, 9], expected [*, 8]");
+
+    // mlp_gelu: K = 8, I = 12, N = 6.
+    TensorPtr w1 = tensor(b.get(), QWEN3VL_DTYPE_BF16, {12, 8}), b1 = tensor(b.get(), QWEN3VL_DTYPE_BF16, {12});
+    TensorPtr w2 = tensor(b.get(), QWEN3VL_DTYPE_F16, {6, 12}), b2 = tensor(b.get(), QWEN3VL_DTYPE_F32, {6});
+    TensorPtr res = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 6});
+    auto mlp = [&](qwen3vl_tensor* o, const qwen3vl_tensor* n_w, const qwen3vl_tensor* n_b, const qwen3vl_tensor* fc1,
+                   const qwen3vl_tensor* fc1_b, int32_t t, const qwen3vl_tensor* fc2, const qwen3vl_tensor* fc2_b,
+                   const qwen3vl_tensor* r) {
+        return qwen3vl_op_mlp_gelu(o, x.get(), n_w, n_b, eps, fc1, fc1_b, t, fc2, fc2_b, r);
+    };
+    ASSERT_EQ(mlp(out.get(), nw.get(), nb.get(), w1.get(), b1.get(), 0, w2.get(), b2.get(), res.get()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    ASSERT_EQ(mlp(out.get(), nullptr, nullptr, w1.get(), nullptr, 1, w2.get(), nullptr, nullptr), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    EXPECT_INVALID(mlp(out.get(), nw.get(), nullptr, w1.get(), b1.get(), 0, w2.get(), b2.get(), nullptr),
+                   "qwen3vl_op_mlp_gelu: norm_weight and norm_bias must both be given or both be NULL");
+    EXPECT_INVALID(mlp(out.get(), nullptr, nullptr, nullptr, b1.get(), 0, w2.get(), b2.get(), nullptr),
+                   "qwen3vl_op_mlp_gelu: fc1_weight is NULL");
+    TensorPtr w2_bad = tensor(b.get(), QWEN3VL_DTYPE_F16, {6, 13});
+    EXPECT_INVALID(mlp(out.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2_bad.get(), b2.get(), nullptr),
+                   "fc2_weight has shape [6, 13], expected [*, 12]");
+    EXPECT_INVALID(mlp(out.get(), nullptr, nullptr, w1.get(), b2.get(), 0, w2.get(), b2.get(), nullptr),
+                   "fc1_bias has shape [6], expected [12]");
+    EXPECT_INVALID(mlp(out.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2.get(), b1.get(), nullptr),
+                   "fc2_bias has shape [12], expected [6]");
+    TensorPtr res_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 5}), res_f16 = tensor(b.get(), QWEN3VL_DTYPE_F16, {3, 6});
+    EXPECT_INVALID(mlp(out.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2.get(), b2.get(), res_bad.get()),
+                   "residual has shape [3, 5], expected [3, 6]");
+    EXPECT_INVALID(mlp(out.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2.get(), b2.get(), res_f16.get()),
+                   "residual must be f32");
+    EXPECT_INVALID(mlp(out.get(), nullptr, nullptr, w1.get(), b1.get(), -1, w2.get(), b2.get(), nullptr),
+                   "tanh_approximation must be 0 or 1, got -1");
+    // out may be x or the residual, not a shifted view of either, and must not overlap a weight.
+    TensorPtr big = tensor(b.get(), QWEN3VL_DTYPE_F32, {40});
+    TensorPtr r0 = view_of(big.get(), 0, {3, 6}), r1 = view_of(big.get(), 2, {3, 6});
+    EXPECT_INVALID(mlp(r0.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2.get(), b2.get(), r1.get()),
+                   "out partly overlaps residual");
+    TensorPtr wbig = tensor(b.get(), QWEN3VL_DTYPE_F32, {6 * 12});
+    TensorPtr w2_view = view_of(wbig.get(), 0, {6, 12}), o_on_w2 = view_of(wbig.get(), 10, {3, 6});
+    EXPECT_INVALID(mlp(o_on_w2.get(), nullptr, nullptr, w1.get(), b1.get(), 0, w2_view.get(), b2.get(), nullptr),
+                   "out overlaps fc2_weight");
+    TensorPtr xbig = tensor(b.get(), QWEN3VL_DTYPE_F32, {40});
+    TensorPtr xv = view_of(xbig.get(), 0, {3, 8}), ov = view_of(xbig.get(), 4, {3, 6});
+    EXPECT_INVALID(qwen3vl_op_mlp_gelu(ov.get(), xv.get(), nullptr, nullptr, eps, w1.get(), nullptr, 0, w2.get(), nullptr,
+                                       nullptr),
+                   "out partly overlaps x");
+}
+
+// ---- CUDA against the CPU ---------------------------------------------------------------------------------------
+
+// Thresholds (NMSE against the CPU): linear with M > 8 on tensor cores: x is rounded to the weight dtype, a relative
+// error of up to 2^-9 (bf16) or 2^-12 (f16) per element, uniform, so the NMSE of a long dot product is about
+// (2^-9)^2 / 3 = 1.3e-6 for bf16: threshold 1e-5 (2e-5 for swiglu, a product of two such results). Elsewhere linear is
+// fp32: 1e-10.
+class CudaLinearOps : public CudaOpsTest {
+protected:
+    // The tensor-core path (x rounded to the weight dtype) runs for M > 8 (kGemvMaxRows) with bf16 on sm_80+ and f16
+    // on sm_70+. Up to M = 8 the GEMV accumulates in fp32 like the CPU: only the summation order differs (and, with a
+    // norm, its sum of squares: f32 on the GPU, double on the CPU, ~1 ulp on the scale), NMSE ~ K u^2 ~ 1e-13.
+    double threshold(int64_t M, qwen3vl_dtype wt, bool swiglu) const {
+        const bool tc = M > 8 && ((wt == kBF16 && cc_ >= 80) || (wt == kF16 && cc_ >= 70));
+        return tc ? (swiglu ? 2e-5 : 1e-5) : 1e-10;
+    }
+
+    // A bf16 tensor of uniform values in [-1, 1) from a fast generator, written as bf16 (the model-sized weights:
+    // 311M elements for lm_head, too many for f32 staging and mt19937).
+    Pair big_bf16(const std::vector<int64_t>& shape) {
+        std::vector<uint16_t> bits(element_count(shape));
+        uint64_t s = (uint64_t(rng_.gen()) << 32) | rng_.gen() | 1u;
+        for (uint16_t& b : bits) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            const float f = float(int32_t(s >> 32)) * (1.0f / 2147483648.0f);
+            uint32_t u;
+            std::memcpy(&u, &f, 4);
+            b = uint16_t(u >> 16);  // truncation: exactly representable, still in [-1, 1)
+        }
+        Pair p{create(cpu_, kBF16, shape), create(gpu_, kBF16, shape)};
+        for (qwen3vl_tensor* t : {p.cpu, p.gpu})
+            check(qwen3vl_tensor_write(t, kBF16, bits.data(), bits.size() * 2), "tensor_write");
+        return p;
+    }
+};
+
+TEST_F(CudaLinearOps, Linear) {
+    struct Shape {
+        int64_t K, N;
+    };
+    for (Shape s : {Shape{63, 37}, Shape{1536, 257}, Shape{64, 8}, Shape{2050, 40}})
+        for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(130)})
+            for (qwen3vl_dtype wt : {kF32, kF16, kBF16}) {
+                const bool with_bias = (M + s.K) % 2 == 1;
+                const std::string at = " M=" + std::to_string(M) + " K=" + std::to_string(s.K) +
+                                       " N=" + std::to_string(s.N) + " " + dtype_name(wt) + (with_bias ? " bias" : "");
+                Pair x = rand_tensor(kF32, {M, s.K}), w = rand_tensor(wt, {s.N, s.K});
+                Pair b = rand_tensor(kBF16, {s.N}), out = tensor(kF32, {M, s.N});
+                both("linear", [&](bool c) {
+                    return qwen3vl_op_linear(on(out, c), on(x, c), on(w, c), with_bias ? on(b, c) : nullptr);
+                });
+                expect_close(out, threshold(M, wt, false), "linear" + at);
+            }
+}
+
+TEST_F(CudaLinearOps, LinearWithLeadingDimsAndUnalignedViews) {
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(20)})
+        for (qwen3vl_dtype wt : {kF32, kBF16}) {
+            const int64_t K = 64, N = 48;
+            const std::string at = " M=" + std::to_string(M) + " " + dtype_name(wt);
+            Pair xb = rand_tensor(kF32, {M * K + 1}), wb = rand_tensor(wt, {N * K + 1});
+            Pair x = view(xb, 1, {1, M, K}), w = view(wb, 1, {N, K});  // 4- and 2-byte aligned starts
+            Pair out = tensor(kF32, {1, M, N});
+            both("linear", [&](bool c) { return qwen3vl_op_linear(on(out, c), on(x, c), on(w, c), nullptr); });
+            expect_close(out, threshold(M, wt, false), "linear on views" + at);
+        }
+}
+
+TEST_F(CudaLinearOps, LinearModelShapes) {
+    struct Case {
+        int64_t M, K, N;
+    };
+    // gate decode, down_proj decode at M = 8 (x 192 KiB of shared memory: past the default 48 KiB), x too large for
+    // shared memory (8 x 8192: read from global memory), a prefill GEMM.
+    for (Case k : {Case{1, 2048, 6144}, Case{8, 6144, 2048}, Case{8, 8192, 300}, Case{300, 2048, 2048}}) {
+        Pair x = rand_tensor(kF32, {k.M, k.K}), w = rand_tensor(kBF16, {k.N, k.K}), out = tensor(kF32, {k.M, k.N});
+        both("linear", [&](bool c) { return qwen3vl_op_linear(on(out, c), on(x, c), on(w, c), nullptr); });
+        expect_close(out, threshold(k.M, kBF16, false), "linear M=" + std::to_string(k.M) + " K=" +
+                                                            std::to_string(k.K) + " N=" + std::to_string(k.N));
+    }
+}
+
+TEST_F(CudaLinearOps, LinearSwiglu) {
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(130)})
+        for (qwen3vl_dtype wt : {kF32, kF16, kBF16})
+            for (int64_t K : {int64_t(63), int64_t(1536)}) {
+                const int64_t N = 257;
+                const std::string at =
+                    " M=" + std::to_string(M) + " K=" + std::to_string(K) + " " + dtype_name(wt);
+                Pair x = rand_tensor(kF32, {M, K}), g = rand_tensor(wt, {N, K}), u = rand_tensor(wt, {N, K});
+                Pair out = tensor(kF32, {M, N});
+                both("linear_swiglu",
+                     [&](bool c) { return qwen3vl_op_linear_swiglu(on(out, c), on(x, c), on(g, c), on(u, c)); });
+                expect_close(out, threshold(M, wt, true), "linear_swiglu" + at);
+            }
+    // gate and up of different dtypes take the unfused path.
+    Pair x = rand_tensor(kF32, {3, 96}), g = rand_tensor(kF32, {40, 96}), u = rand_tensor(kBF16, {40, 96});
+    Pair out = tensor(kF32, {3, 40});
+    both("linear_swiglu", [&](bool c) { return qwen3vl_op_linear_swiglu(on(out, c), on(x, c), on(g, c), on(u, c)); });
+    expect_close(out, 1e-10, "linear_swiglu f32 gate, bf16 up");
+}
+
+// The fused ops against the CPU backend (which composes the unfused kernels): odd K (scalar kernel: rows not 16-byte
+// aligned), segment sizes that are no multiple of the kernel's tile rows (tiles straddle two weights), mixed dtypes
+// (no single launch), unaligned views.
+TEST_F(CudaLinearOps, NormLinear) {
+    const int64_t Ns[3] = {50, 16, 33};
+    size_t case_index = 0;
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(64)})
+        for (qwen3vl_dtype wt : {kF32, kF16, kBF16})
+            for (int64_t K : {int64_t(64), int64_t(1000), int64_t(2050)})
+                for (int count = 1; count <= 3; ++count) {
+                    const bool with_norm = case_index % 4 != 3, mixed = case_index % 5 == 4;
+                    const qwen3vl_dtype nt = case_index % 3 == 0 ? kF32 : kBF16;
+                    ++case_index;
+                    const std::string at = " M=" + std::to_string(M) + " K=" + std::to_string(K) + " " +
+                                           dtype_name(wt) + " x" + std::to_string(count) + (with_norm ? " norm" : "") +
+                                           (mixed ? " mixed dtypes" : "");
+                    Pair x = rand_tensor(kF32, {M, K}), nw = rand_tensor(nt, {K});
+                    std::vector<Pair> w, out;
+                    for (int i = 0; i < count; ++i) {
+                        w.push_back(rand_tensor(mixed && i == 1 ? kF32 : wt, {Ns[i], K}));
+                        out.push_back(tensor(kF32, {M, Ns[i]}));
+                    }
+                    both("norm_linear", [&](bool c) {
+                        auto o = [&](int i) { return i < count ? on(out[size_t(i)], c) : nullptr; };
+                        auto ww = [&](int i) { return i < count ? on(w[size_t(i)], c) : nullptr; };
+                        return qwen3vl_op_norm_linear(o(0), ww(0), o(1), ww(1), o(2), ww(2), on(x, c),
+                                                      with_norm ? on(nw, c) : nullptr, 1e-6f);
+                    });
+                    for (int i = 0; i < count; ++i)
+                        expect_close(out[size_t(i)], threshold(M, mixed && i == 1 ? kF32 : wt, false),
+                                     "norm_linear out" + std::to_string(i) + at);
+                }
+}
+
+TEST_F(CudaLinearOps, NormLinearSwiglu) {
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(64)})
+        for (qwen3vl_dtype wt : {kF32, kF16, kBF16})
+            for (int64_t K : {int64_t(64), int64_t(1000), int64_t(2050)})
+                for (bool with_norm : {true, false}) {
+                    const int64_t N = 45;
+                    const std::string at = " M=" + std::to_string(M) + " K=" + std::to_string(K) + " " +
+                                           dtype_name(wt) + (with_norm ? " norm" : "");
+                    Pair x = rand_tensor(kF32, {M, K}), nw = rand_tensor(kBF16, {K});
+                    Pair g = rand_tensor(wt, {N, K}), u = rand_tensor(wt, {N, K}), out = tensor(kF32, {M, N});
+                    both("norm_linear_swiglu", [&](bool c) {
+                        return qwen3vl_op_norm_linear_swiglu(on(out, c), on(x, c), with_norm ? on(nw, c) : nullptr,
+                                                             1e-6f, on(g, c), on(u, c));
+                    });
+                    expect_close(out, threshold(M, wt, true), "norm_linear_swiglu" + at);
+                }
+}
+
+TEST_F(CudaLinearOps, LinearResidual) {
+    size_t case_index = 0;
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(64)})
+        for (qwen3vl_dtype wt : {kF32, kF16, kBF16})
+            for (int64_t K : {int64_t(64), int64_t(1000), int64_t(2050)}) {
+                const int64_t N = 70;
+                const bool in_place = case_index % 2 == 0, with_bias = case_index % 3 == 0;
+                ++case_index;
+                const std::string at = " M=" + std::to_string(M) + " K=" + std::to_string(K) + " " + dtype_name(wt) +
+                                       (in_place ? " in place" : "") + (with_bias ? " bias" : "");
+                Pair x = rand_tensor(kF32, {M, K}), w = rand_tensor(wt, {N, K}), b = rand_tensor(kF16, {N});
+                Pair res = rand_tensor(kF32, {M, N}), out = in_place ? res : tensor(kF32, {M, N});
+                both("linear_residual", [&](bool c) {
+                    return qwen3vl_op_linear_residual(on(out, c), on(x, c), on(w, c), with_bias ? on(b, c) : nullptr,
+                                                      on(res, c));
+                });
+                expect_close(out, threshold(M, wt, false), "linear_residual" + at);
+            }
+}
+
+TEST_F(CudaLinearOps, FusedOnUnalignedViews) {
+    for (int64_t M : {int64_t(1), int64_t(5), int64_t(20)})
+        for (qwen3vl_dtype wt : {kF32, kBF16}) {
+            const int64_t K = 128, N = 40;
+            const std::string at = " M=" + std::to_string(M) + " " + dtype_name(wt);
+            Pair xb = rand_tensor(kF32, {M * K + 1}), wb = rand_tensor(wt, {2 * N * K + 1});
+            Pair x = view(xb, 1, {M, K}), w0 = view(wb, 1, {N, K}), w1 = view(wb, 1 + N * K, {N, K});
+            Pair nb = rand_tensor(wt, {K + 1}), nw = view(nb, 1, {K});
+            Pair o0 = tensor(kF32, {M, N}), o1 = tensor(kF32, {M, N});
+            both("norm_linear", [&](bool c) {
+                return qwen3vl_op_norm_linear(on(o0, c), on(w0, c), on(o1, c), on(w1, c), nullptr, nullptr, on(x, c),
+                                              on(nw, c), 1e-6f);
+            });
+            expect_close(o0, threshold(M, wt, false), "norm_linear on views out0" + at);
+            expect_close(o1, threshold(M, wt, false), "norm_linear on views out1" + at);
+            both("norm_linear_swiglu", [&](bool c) {
+                return qwen3vl_op_norm_linear_swiglu(on(o0, c), on(x, c), on(nw, c), 1e-6f, on(w0, c), on(w1, c));
+            });
+            expect_close(o0, threshold(M, wt, true), "norm_linear_swiglu on views" + at);
+            Pair rb = rand_tensor(kF32, {M * N + 1}), res = view(rb, 1, {M, N});
+            both("linear_residual", [&](bool c) {
+                return qwen3vl_op_linear_residual(on(res, c), on(x, c), on(w0, c), nullptr, on(res, c));
+            });
+            expect_close(res, threshold(M, wt, false), "linear_residual on views" + at);
+        }
+}
+
+// The decode step of Qwen3-VL-2B: q/k/v of a layer in one launch, the MLP's norm + gate/up, down_proj and o_proj
+// with the residual, the final norm + lm_head; then x too large for shared memory with a norm (normalised in a
+// separate pass), and a prefill-sized M on the tensor cores.
+TEST_F(CudaLinearOps, FusedModelShapes) {
+    {
+        Pair x = rand_tensor(kF32, {1, 2048}), nw = rand_tensor(kBF16, {2048});
+        Pair wq = big_bf16({2048, 2048}), wk = big_bf16({1024, 2048}), wv = big_bf16({1024, 2048});
+        Pair q = tensor(kF32, {1, 2048}), k = tensor(kF32, {1, 1024}), v = tensor(kF32, {1, 1024});
+        both("norm_linear", [&](bool c) {
+            return qwen3vl_op_norm_linear(on(q, c), on(wq, c), on(k, c), on(wk, c), on(v, c), on(wv, c), on(x, c),
+                                          on(nw, c), 1e-6f);
+        });
+        expect_close(q, 1e-10, "q_proj");
+        expect_close(k, 1e-10, "k_proj");
+        expect_close(v, 1e-10, "v_proj");
+    }
+    for (int64_t M : {int64_t(1), int64_t(8)}) {
+        const std::string at = " M=" + std::to_string(M);
+        Pair x = rand_tensor(kF32, {M, 2048}), nw = rand_tensor(kBF16, {2048});
+        Pair g = big_bf16({6144, 2048}), u = big_bf16({6144, 2048}), h = tensor(kF32, {M, 6144});
+        both("norm_linear_swiglu", [&](bool c) {
+            return qwen3vl_op_norm_linear_swiglu(on(h, c), on(x, c), on(nw, c), 1e-6f, on(g, c), on(u, c));
+        });
+        expect_close(h, 1e-10, "gate/up swiglu" + at);
+        Pair wd = big_bf16({2048, 6144}), res = rand_tensor(kF32, {M, 2048});
+        both("linear_residual", [&](bool c) {
+            return qwen3vl_op_linear_residual(on(res, c), on(h, c), on(wd, c), nullptr, on(res, c));
+        });
+        expect_close(res, 1e-10, "down_proj + residual" + at);
+        Pair wo = big_bf16({2048, 2048});
+        both("linear_residual", [&](bool c) {
+            return qwen3vl_op_linear_residual(on(res, c), on(x, c), on(wo, c), nullptr, on(res, c));
+        });
+        expect_close(res, 1e-10, "o_proj + residual" + at);
+    }
+    {
+        Pair x = rand_tensor(kF32, {1, 2048}), nw = rand_tensor(kBF16, {2048});
+        Pair w = big_bf16({151936, 2048}), logits = tensor(kF32, {1, 151936});
+        both("norm_linear", [&](bool c) {
+            return qwen3vl_op_norm_linear(on(logits, c), on(w, c), nullptr, nullptr, nullptr, nullptr, on(x, c),
+                                          on(nw, c), 1e-6f);
+        });
+        expect_close(logits, 1e-10, "final norm + lm_head");
+    }
+    {
+        Pair x = rand_tensor(kF32, {7, 8192}), nw = rand_tensor(kBF16, {8192});
+        Pair w0 = big_bf16({300, 8192}), w1 = big_bf16({77, 8192});
+        Pair o0 = tensor(kF32, {7, 300}), o1 = tensor(kF32, {7, 77});
+        both("norm_linear", [&](bool c) {
+            return qwen3vl_op_norm_linear(on(o0, c), on(w0, c), on(o1, c), on(w1, c), nullptr, nullptr, on(x, c),
+                                          on(nw, c), 1e-6f);
+        });
+        expect_close(o0, 1e-10, "norm_linear M=7 K=8192 out0");
+        expect_close(o1, 1e-10, "norm_linear M=7 K=8192 out1");
+    }
+    {
+        Pair x = rand_tensor(kF32, {300, 2048}), nw = rand_tensor(kBF16, {2048});
+        Pair wq = big_bf16({2048, 2048}), wk = big_bf16({1024, 2048});
+        Pair q = tensor(kF32, {300, 2048}), k = tensor(kF32, {300, 1024});
+        both("norm_linear", [&](bool c) {
+            return qwen3vl_op_norm_linear(on(q, c), on(wq, c), on(k, c), on(wk, c), nullptr, nullptr, on(x, c),
+                                          on(nw, c), 1e-6f);
+        });
+        expect_close(q, threshold(300, kBF16, false), "prefill q_proj");
+        expect_close(k, threshold(300, kBF16, false), "prefill k_proj");
+        Pair res = rand_tensor(kF32, {300, 2048});
+        both("linear_residual", [&](bool c) {
+            return qwen3vl_op_linear_residual(on(res, c), on(q, c), on(wq, c), nullptr, on(res, c));
+        });
+        expect_close(res, threshold(300, kBF16, false), "prefill o_proj + residual");
+    }
+}
+
+// The vision ops against the CPU backend (the unfused sequence). Above 8 rows the GPU takes cuBLASLt with the bias,
+// the tanh GELU and the residual in its epilogue, the LayerNorm writing the GEMM's 16-bit input, and (both MLP
+// weights of one 16-bit dtype) the MLP's intermediate kept in that dtype. Tolerances as for linear (threshold()):
+// the LayerNorm's 16-bit output is the same rounding as that of x; GELU has |gelu'| <= 1.13 and shrinks a negative
+// input's error as it shrinks the value, so it keeps the NMSE of its input. The MLP rounds x (or the LayerNorm) and
+// the intermediate, two independent 2^-9 roundings: 2e-5 as for swiglu. cuBLASLt's GELU (the tanh form above 8 rows)
+// may evaluate tanh with the hardware approximation (tanh.approx.f32, relative error up to 2^-11): an error of at
+// most 0.5 |x| 2^-11 per element, also where gelu(x) ~ 0 (x < 0), so NMSE <= (2^-12)^2 sum x^2 / sum gelu(x)^2 ~
+// 1.5e-7 if every element had the largest error: those fp32 cases allow 5e-7 instead of 1e-10.
+double with_epilogue_gelu(double threshold, int64_t M, int tanh_form) {
+    return tanh_form && M > 8 ? std::max(threshold, 5e-7) : threshold;
+}
+
+TEST_F(CudaLinearOps, LinearGelu) {
+    size_t case_index = 0;
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(130)})
+        for (qwen3vl_dtype wt : {kF32, kF16, kBF16})
+            for (int64_t K : {int64_t(63), int64_t(1024)})
+                for (int tanh_form : {0, 1}) {
+                    const int64_t N = 257;
+                    const qwen3vl_dtype bt = case_index % 3 == 0 ? kF32 : case_index % 3 == 1 ? kF16 : kBF16;
+                    const bool with_bias = case_index % 5 != 4, unaligned_bias = case_index % 7 == 3;
+                    ++case_index;
+                    const std::string at = " M=" + std::to_string(M) + " K=" + std::to_string(K) + " " +
+                                           dtype_name(wt) + " tanh=" + std::to_string(tanh_form) +
+                                           (with_bias ? std::string(" bias ") + dtype_name(bt) : "") +
+                                           (unaligned_bias ? " unaligned" : "");
+                    Pair x = rand_tensor(kF32, {M, K}), w = rand_tensor(wt, {N, K});
+                    Pair bb = rand_tensor(bt, {N + 1}), b = view(bb, unaligned_bias ? 1 : 0, {N});
+                    Pair out = tensor(kF32, {M, N});
+                    both("linear_gelu", [&](bool c) {
+                        return qwen3vl_op_linear_gelu(on(out, c), on(x, c), on(w, c), with_bias ? on(b, c) : nullptr,
+                                                      tanh_form);
+                    });
+                    expect_close(out, with_epilogue_gelu(threshold(M, wt, false), M, tanh_form), "linear_gelu" + at);
+                }
+}
+
+TEST_F(CudaLinearOps, LayerNormLinear) {
+    size_t case_index = 0;
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(64), int64_t(130)})
+        for (qwen3vl_dtype wt : {kF32, kF16, kBF16})
+            for (int64_t K : {int64_t(64), int64_t(1000), int64_t(2050)}) {
+                const int64_t N = 70;
+                const qwen3vl_dtype nt = case_index % 2 ? kF32 : kBF16;
+                const bool with_bias = case_index % 3 != 2;
+                ++case_index;
+                const std::string at = " M=" + std::to_string(M) + " K=" + std::to_string(K) + " " + dtype_name(wt) +
+                                       " norm " + dtype_name(nt) + (with_bias ? " bias" : "");
+                Pair x = rand_tensor(kF32, {M, K}), nw = rand_tensor(nt, {K}), nb = rand_tensor(nt, {K});
+                Pair w = rand_tensor(wt, {N, K}), b = rand_tensor(kBF16, {N}), out = tensor(kF32, {M, N});
+                both("layer_norm_linear", [&](bool c) {
+                    return qwen3vl_op_layer_norm_linear(on(out, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w, c),
+                                                        with_bias ? on(b, c) : nullptr);
+                });
+                expect_close(out, threshold(M, wt, false), "layer_norm_linear" + at);
+            }
+}
+
+TEST_F(CudaLinearOps, MlpGelu) {
+    struct Weights {
+        qwen3vl_dtype fc1, fc2;
+    };
+    size_t case_index = 0;
+    for (int64_t M : {int64_t(1), int64_t(3), int64_t(8), int64_t(9), int64_t(64), int64_t(130)})
+        for (Weights wd : {Weights{kBF16, kBF16}, Weights{kF16, kF16}, Weights{kF32, kF32}, Weights{kBF16, kF16}})
+            for (int tanh_form : {0, 1}) {
+                const int64_t K = 96, I = 200;
+                const bool with_norm = case_index % 3 != 2, with_residual = case_index % 4 != 1;
+                const bool in_place = with_residual && case_index % 2 == 0, with_biases = case_index % 5 != 4;
+                ++case_index;
+                const int64_t N = in_place ? K : 72;
+                const std::string at = " M=" + std::to_string(M) + " " + dtype_name(wd.fc1) + "/" + dtype_name(wd.fc2) +
+                                       " tanh=" + std::to_string(tanh_form) + (with_norm ? " norm" : "") +
+                                       (with_residual ? " residual" : "") + (in_place ? " in place" : "") +
+                                       (with_biases ? " biases" : "");
+                Pair x = rand_tensor(kF32, {M, K}), nw = rand_tensor(kBF16, {K}), nb = rand_tensor(kBF16, {K});
+                Pair w1 = rand_tensor(wd.fc1, {I, K}), b1 = rand_tensor(wd.fc1, {I});
+                Pair w2 = rand_tensor(wd.fc2, {N, I}), b2 = rand_tensor(kF32, {N});
+                // In place: the vision block's x += mlp(norm2(x)), out = residual = x.
+                Pair res = in_place ? x : rand_tensor(kF32, {M, N}), out = in_place ? x : tensor(kF32, {M, N});
+                both("mlp_gelu", [&](bool c) {
+                    return qwen3vl_op_mlp_gelu(on(out, c), on(x, c), with_norm ? on(nw, c) : nullptr,
+                                               with_norm ? on(nb, c) : nullptr, 1e-6f, on(w1, c),
+                                               with_biases ? on(b1, c) : nullptr, tanh_form, on(w2, c),
+                                               with_biases ? on(b2, c) : nullptr, with_residual ? on(res, c) : nullptr);
+                });
+                const double t = std::max(threshold(M, wd.fc1, true), threshold(M, wd.fc2, true));
+                expect_close(out, with_epilogue_gelu(t, M, tanh_form), "mlp_gelu" + at);
+            }
+}
+
+// The 2B vision block's shapes for a 512x512 image (1024 patches, hidden 1024, intermediate 4096, bf16 weights and
+// biases), each op on fresh inputs, then a DeepStack merger's (LayerNorm over 4 x 1024, erf GELU, out 2048).
+TEST_F(CudaLinearOps, VisionModelShapes) {
+    const int64_t T = 1024, hidden = 1024, inter = 4096;
+    Pair nw = rand_tensor(kBF16, {hidden}), nb = rand_tensor(kBF16, {hidden});
+    {
+        Pair x = rand_tensor(kF32, {T, hidden}), qkv = tensor(kF32, {T, 3 * hidden});
+        Pair w = big_bf16({3 * hidden, hidden}), b = rand_tensor(kBF16, {3 * hidden});
+        both("layer_norm_linear", [&](bool c) {
+            return qwen3vl_op_layer_norm_linear(on(qkv, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w, c), on(b, c));
+        });
+        expect_close(qkv, threshold(T, kBF16, false), "norm1 + qkv");
+    }
+    {
+        Pair x = rand_tensor(kF32, {T, hidden}), attn = rand_tensor(kF32, {T, hidden});
+        Pair w = big_bf16({hidden, hidden}), b = rand_tensor(kBF16, {hidden});
+        both("linear_residual", [&](bool c) {
+            return qwen3vl_op_linear_residual(on(x, c), on(attn, c), on(w, c), on(b, c), on(x, c));
+        });
+        expect_close(x, threshold(T, kBF16, false), "proj + residual");
+    }
+    {
+        Pair x = rand_tensor(kF32, {T, hidden});
+        Pair w1 = big_bf16({inter, hidden}), b1 = rand_tensor(kBF16, {inter});
+        Pair w2 = big_bf16({hidden, inter}), b2 = rand_tensor(kBF16, {hidden});
+        both("mlp_gelu", [&](bool c) {
+            return qwen3vl_op_mlp_gelu(on(x, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w1, c), on(b1, c), 1,
+                                       on(w2, c), on(b2, c), on(x, c));
+        });
+        expect_close(x, threshold(T, kBF16, true), "norm2 + mlp + residual");
+    }
+    {
+        const int64_t merged = 4 * hidden, out_hidden = 2048;
+        Pair x = rand_tensor(kF32, {T / 4, merged});
+        Pair mnw = rand_tensor(kBF16, {merged}), mnb = rand_tensor(kBF16, {merged});
+        Pair w1 = big_bf16({merged, merged}), b1 = rand_tensor(kBF16, {merged});
+        Pair w2 = big_bf16({out_hidden, merged}), b2 = rand_tensor(kBF16, {out_hidden});
+        Pair features = tensor(kF32, {T / 4, out_hidden});
+        both("mlp_gelu", [&](bool c) {
+            return qwen3vl_op_mlp_gelu(on(features, c), on(x, c), on(mnw, c), on(mnb, c), 1e-6f, on(w1, c), on(b1, c),
+                                       0, on(w2, c), on(b2, c), nullptr);
+        });
+        expect_close(features, threshold(T / 4, kBF16, true), "DeepStack merger");
+    }
+}
+
+}  // namespace
