@@ -7,145 +7,12 @@
 
 #include "boundary.h"
 #include "op_args.h"
+#include "op_forms.h"
 #include "qwen3vl.h"
 
 using namespace qwen3vl;
 
-namespace {
-
-// n_past of the attention ops as the backends take it: the argument, or with the i32 [1] n_past_tensor, the bound of
-// the value the op reads from it when it runs (the argument; 0: the whole cache, max_value) and the tensor's memory.
-struct NPast {
-    int64_t value;
-    const int32_t* tensor;
-};
-NPast n_past_of(OpArgs& args, int64_t n_past, const qwen3vl_tensor* n_past_tensor, int64_t max_value, int64_t T) {
-    if (n_past_tensor == nullptr) return {n_past, nullptr};
-    const Tensor& t = args.i32(n_past_tensor, "n_past_tensor");
-    args.shape(t, "n_past_tensor", {1});
-    const int64_t bound = n_past == 0 ? max_value : n_past;
-    args.require(bound >= 0 && bound <= max_value, "n_past " + std::to_string(n_past) + " (the bound of n_past_tensor) + " +
-                                                       std::to_string(T) + " tokens exceed the cache");
-    return {bound, data_of<int32_t>(t)};
-}
-
-// CAUSAL attention of q [T, Hq, D] (f32) into out [T, Hq, D] over caches [capacity, Hkv, D] of dtype kv_dtype, after
-// n_past keys (the bound of n_past_tensor, when set).
-AttentionArgs causal_args(float* out, const float* q, const void* k_cache, const void* v_cache, qwen3vl_dtype kv_dtype,
-                          int64_t T, int64_t Hq, int64_t Hkv, int64_t D, NPast n_past) {
-    AttentionArgs a{};
-    a.out = out;
-    a.q = q;
-    a.q_stride = Hq * D;
-    a.k = k_cache;
-    a.v = v_cache;
-    a.kv_dtype = kv_dtype;
-    a.kv_stride = Hkv * D;
-    a.tokens = T;
-    a.q_heads = Hq;
-    a.kv_heads = Hkv;
-    a.head_dim = D;
-    a.causal = true;
-    a.n_past = n_past.value;
-    a.n_past_device = n_past.tensor;
-    return a;
-}
-
-// The arguments of qwen3vl_op_qk_norm_rope_kv, checked (also for the fused qwen3vl_op_qk_norm_rope_attention), as
-// the op's parameters.
-QkNormRopeKv rope_kv_args(OpArgs& args, qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v,
-                          const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps,
-                          const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section,
-                          qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past,
-                          const qwen3vl_tensor* n_past_tensor) {
-    Tensor& tq = args.f32(q, "q");
-    Tensor& tk = args.f32(k, "k");
-    const Tensor& tv = args.f32(v, "v");
-    const Tensor& qn = args.weight(q_norm, "q_norm");
-    const Tensor& kn = args.weight(k_norm, "k_norm");
-    const Tensor& pos = args.i32(positions, "positions");
-    Tensor& kc = args.weight(k_cache, "k_cache");
-    Tensor& vc = args.tensor(v_cache, "v_cache");
-    args.dtype(vc, "v_cache", {kc.dtype});
-    args.shape(tq, "q", {-1, -1, -1});
-    const int64_t T = tq.shape[0], Hq = tq.shape[1], D = tq.shape[2];
-    args.shape(tk, "k", {T, -1, D});
-    const int64_t Hkv = tk.shape[1];
-    args.shape(tv, "v", {T, Hkv, D});
-    args.shape(qn, "q_norm", {D});
-    args.shape(kn, "k_norm", {D});
-    args.shape(pos, "positions", {3, T});
-    args.shape(kc, "k_cache", {-1, Hkv, D});
-    args.shape(vc, "v_cache", {kc.shape[0], Hkv, D});
-    args.require(D % 2 == 0, "head_dim " + std::to_string(D) + " must be even");
-    args.eps(eps);
-    args.require(std::isfinite(theta) && theta > 0.0f, "theta must be finite and > 0");
-    args.require(mrope_section != nullptr, "mrope_section is NULL");
-    for (int i = 0; i < 3; ++i)
-        args.require(mrope_section[i] >= 0, "mrope_section[" + std::to_string(i) + "] is negative");
-    const NPast np = n_past_of(args, n_past, n_past_tensor, kc.shape[0] - T, T);
-    args.require(np.value >= 0 && np.value <= kc.shape[0] - T,
-                 "n_past " + std::to_string(np.value) + " + " + std::to_string(T) + " tokens does not fit the cache's " +
-                     std::to_string(kc.shape[0]) + " rows");
-    const Tensor* all[] = {&tq, &tk, &tv, &kc, &vc};
-    const char* names[] = {"q", "k", "v", "k_cache", "v_cache"};
-    for (int i = 0; i < 5; ++i)
-        for (int j = i + 1; j < 5; ++j) args.disjoint(*all[i], names[i], *all[j], names[j]);
-    QkNormRopeKv a{data_of<float>(tq), data_of<float>(tk), data_of<float>(tv), T, Hq, Hkv, D, qn.data, qn.dtype,
-                   kn.data, kn.dtype, eps, data_of<int32_t>(pos), theta,
-                   {mrope_section[0], mrope_section[1], mrope_section[2]}, kc.data, vc.data, kc.dtype, np.value};
-    a.n_past_device = np.tensor;
-    return a;
-}
-
-// The elementwise ops over two inputs of one shape: out = op(a, b), out the same memory as either or separate.
-template <class Op>
-void binary(const char* op, qwen3vl_tensor* out, const qwen3vl_tensor* a, const char* a_name,
-            const qwen3vl_tensor* b, const char* b_name, Op&& run) {
-    OpArgs args(op);
-    Tensor& o = args.f32(out, "out");
-    const Tensor& ta = args.f32(a, a_name);
-    const Tensor& tb = args.f32(b, b_name);
-    args.same_shape(tb, b_name, ta, a_name);
-    args.same_shape(o, "out", ta, a_name);
-    args.in_place_or_disjoint(o, "out", ta, a_name);
-    args.in_place_or_disjoint(o, "out", tb, b_name);
-    args.run([&](Backend& be) {
-        run(be, data_of<float>(o), data_of<float>(ta), data_of<float>(tb), static_cast<int64_t>(ta.elements()));
-    });
-}
-
-}  // namespace
-
 extern "C" {
-
-qwen3vl_status qwen3vl_op_add(qwen3vl_tensor* out, const qwen3vl_tensor* a, const qwen3vl_tensor* b) {
-    return guarded([&] {
-        binary("qwen3vl_op_add", out, a, "a", b, "b",
-               [](Backend& be, float* o, const float* x, const float* y, int64_t n) { be.add(o, x, y, n); });
-    });
-}
-
-qwen3vl_status qwen3vl_op_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* gate, const qwen3vl_tensor* up) {
-    return guarded([&] {
-        binary("qwen3vl_op_swiglu", out, gate, "gate", up, "up",
-               [](Backend& be, float* o, const float* g, const float* u, int64_t n) { be.swiglu(o, g, u, n); });
-    });
-}
-
-qwen3vl_status qwen3vl_op_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, int32_t tanh_approximation) {
-    return guarded([&] {
-        OpArgs args("qwen3vl_op_gelu");
-        Tensor& o = args.f32(out, "out");
-        const Tensor& tx = args.f32(x, "x");
-        args.same_shape(o, "out", tx, "x");
-        args.in_place_or_disjoint(o, "out", tx, "x");
-        const bool tanh_form = args.flag(tanh_approximation, "tanh_approximation");
-        args.run([&](Backend& be) {
-            be.gelu(data_of<float>(o), data_of<float>(tx), static_cast<int64_t>(tx.elements()), tanh_form);
-        });
-    });
-}
 
 qwen3vl_status qwen3vl_op_rms_norm(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight,
                                    float eps) {
@@ -161,29 +28,6 @@ qwen3vl_status qwen3vl_op_rms_norm(qwen3vl_tensor* out, const qwen3vl_tensor* x,
         args.eps(eps);
         args.run([&](Backend& be) {
             be.rms_norm(data_of<float>(o), data_of<float>(tx), weight_of(w), rows_of(tx), last_dim(tx), eps);
-        });
-    });
-}
-
-qwen3vl_status qwen3vl_op_add_rms_norm(qwen3vl_tensor* residual, qwen3vl_tensor* out, const qwen3vl_tensor* x,
-                                       const qwen3vl_tensor* weight, float eps) {
-    return guarded([&] {
-        OpArgs args("qwen3vl_op_add_rms_norm");
-        Tensor& res = args.f32(residual, "residual");
-        Tensor& o = args.f32(out, "out");
-        const Tensor& tx = args.f32(x, "x");
-        const Tensor& w = args.weight(weight, "weight");
-        args.at_least_1d(res, "residual");
-        args.same_shape(tx, "x", res, "residual");
-        args.same_shape(o, "out", res, "residual");
-        args.shape(w, "weight", {last_dim(res)});
-        args.disjoint(o, "out", res, "residual");
-        args.disjoint(tx, "x", res, "residual");
-        args.in_place_or_disjoint(o, "out", tx, "x");
-        args.eps(eps);
-        args.run([&](Backend& be) {
-            be.add_rms_norm(data_of<float>(res), data_of<float>(o), data_of<float>(tx), weight_of(w), rows_of(res),
-                            last_dim(res), eps);
         });
     });
 }
@@ -206,18 +50,6 @@ qwen3vl_status qwen3vl_op_layer_norm(qwen3vl_tensor* out, const qwen3vl_tensor* 
             be.layer_norm(data_of<float>(o), data_of<float>(tx), weight_of(w), weight_of(b), rows_of(tx), last_dim(tx),
                           eps);
         });
-    });
-}
-
-qwen3vl_status qwen3vl_op_softmax(qwen3vl_tensor* out, const qwen3vl_tensor* x) {
-    return guarded([&] {
-        OpArgs args("qwen3vl_op_softmax");
-        Tensor& o = args.f32(out, "out");
-        const Tensor& tx = args.f32(x, "x");
-        args.at_least_1d(tx, "x");
-        args.same_shape(o, "out", tx, "x");
-        args.in_place_or_disjoint(o, "out", tx, "x");
-        args.run([&](Backend& be) { be.softmax(data_of<float>(o), data_of<float>(tx), rows_of(tx), last_dim(tx)); });
     });
 }
 
@@ -289,36 +121,30 @@ qwen3vl_status qwen3vl_op_scatter_rows(qwen3vl_tensor* x, const qwen3vl_tensor* 
     });
 }
 
-qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v,
-                                          const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps,
-                                          const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section,
-                                          qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past,
-                                          const qwen3vl_tensor* n_past_tensor) {
-    return guarded([&] {
-        OpArgs args("qwen3vl_op_qk_norm_rope_kv");
-        const QkNormRopeKv a = rope_kv_args(args, q, k, v, q_norm, k_norm, eps, positions, theta, mrope_section,
-                                            k_cache, v_cache, n_past, n_past_tensor);
-        args.run([&](Backend& be) { be.qk_norm_rope_kv(a); });
-    });
+qwen3vl_qk_norm_rope_attention_params qwen3vl_qk_norm_rope_attention_default_params(void) {
+    qwen3vl_qk_norm_rope_attention_params p{};
+    p.struct_size = sizeof(p);
+    p.eps = 1e-6f;
+    p.theta = 5000000.0f;
+    p.mrope_section[0] = 24;
+    p.mrope_section[1] = 20;
+    p.mrope_section[2] = 20;
+    return p;
 }
 
-qwen3vl_status qwen3vl_op_qk_norm_rope_attention(qwen3vl_tensor* out, qwen3vl_tensor* q, qwen3vl_tensor* k,
-                                                 const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm,
-                                                 const qwen3vl_tensor* k_norm, float eps,
-                                                 const qwen3vl_tensor* positions, float theta,
-                                                 const int64_t* mrope_section, qwen3vl_tensor* k_cache,
-                                                 qwen3vl_tensor* v_cache, int64_t n_past,
-                                                 const qwen3vl_tensor* n_past_tensor) {
+qwen3vl_status qwen3vl_op_qk_norm_rope_attention(const qwen3vl_qk_norm_rope_attention_params* params) {
     return guarded([&] {
+        require_struct(params, "qwen3vl_qk_norm_rope_attention_params");
         OpArgs args("qwen3vl_op_qk_norm_rope_attention");
-        Tensor& o = args.f32(out, "out");
-        const QkNormRopeKv r = rope_kv_args(args, q, k, v, q_norm, k_norm, eps, positions, theta, mrope_section,
-                                            k_cache, v_cache, n_past, n_past_tensor);
+        const qwen3vl_qk_norm_rope_attention_params& p = *params;
+        args.require(p.reserved == 0, "reserved must be 0");
+        Tensor& o = args.f32(p.out, "out");
+        const QkNormRopeKv r = rope_kv_args(args, p);
         args.shape(o, "out", {r.tokens, r.q_heads, r.head_dim});
         args.require(r.kv_heads >= 1 && r.q_heads % r.kv_heads == 0,
                      "q has " + std::to_string(r.q_heads) + " heads, not a multiple of k's " +
                          std::to_string(r.kv_heads));
-        const qwen3vl_tensor* inputs[] = {q, k, v, k_cache, v_cache};
+        const qwen3vl_tensor* inputs[] = {p.q, p.k, p.v, p.k_cache, p.v_cache};
         const char* names[] = {"q", "k", "v", "k_cache", "v_cache"};
         for (int i = 0; i < 5; ++i) args.disjoint(o, "out", args.tensor(inputs[i], names[i]), names[i]);
         const AttentionArgs a = causal_args(data_of<float>(o), r.q, r.k_cache, r.v_cache, r.cache_dtype, r.tokens,
@@ -342,16 +168,27 @@ qwen3vl_status qwen3vl_op_rope_vision(qwen3vl_tensor* qkv, const qwen3vl_tensor*
     });
 }
 
-qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q, const qwen3vl_tensor* k_cache,
-                                    const qwen3vl_tensor* v_cache, int64_t n_past, qwen3vl_attention_mask mask,
-                                    const qwen3vl_tensor* segments, const qwen3vl_tensor* n_past_tensor) {
+qwen3vl_attention_params qwen3vl_attention_default_params(void) {
+    qwen3vl_attention_params p{};
+    p.struct_size = sizeof(p);
+    p.mask = QWEN3VL_ATTENTION_CAUSAL;
+    return p;
+}
+
+qwen3vl_status qwen3vl_op_attention(const qwen3vl_attention_params* params) {
     return guarded([&] {
+        require_struct(params, "qwen3vl_attention_params");
         OpArgs args("qwen3vl_op_attention");
-        const int mode = raw_enum(mask);
+        const qwen3vl_attention_params& p = *params;
+        const qwen3vl_tensor* k_cache = p.k_cache;
+        const qwen3vl_tensor* v_cache = p.v_cache;
+        const qwen3vl_tensor* segments = p.segments;
+        const qwen3vl_tensor* n_past_tensor = p.n_past_tensor;
+        const int mode = raw_enum(p.mask);
         args.require(mode == QWEN3VL_ATTENTION_CAUSAL || mode == QWEN3VL_ATTENTION_SEGMENTS,
                      "unknown mask " + std::to_string(mode));
-        Tensor& o = args.f32(out, "out");
-        const Tensor& tq = args.f32(q, "q");
+        Tensor& o = args.f32(p.out, "out");
+        const Tensor& tq = args.f32(p.q, "q");
         args.disjoint(o, "out", tq, "q");
         AttentionArgs a{};
         if (mode == QWEN3VL_ATTENTION_CAUSAL) {
@@ -367,7 +204,7 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
             args.shape(o, "out", {T, Hq, D});
             args.require(Hkv >= 1 && Hq % Hkv == 0, "q has " + std::to_string(Hq) +
                                                         " heads, not a multiple of the cache's " + std::to_string(Hkv));
-            const NPast np = n_past_of(args, n_past, n_past_tensor, kc.shape[0] - T, T);
+            const NPast np = n_past_of(args, p.n_past, p.n_past_bound, n_past_tensor, kc.shape[0] - T, T);
             args.require(np.value >= 0 && np.value <= kc.shape[0] - T,
                          "n_past " + std::to_string(np.value) + " + " + std::to_string(T) +
                              " tokens exceeds the cache's " + std::to_string(kc.shape[0]) + " rows");
@@ -378,7 +215,8 @@ qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q
             args.require(k_cache == nullptr && v_cache == nullptr,
                          "k_cache and v_cache must be NULL with QWEN3VL_ATTENTION_SEGMENTS");
             args.require(n_past_tensor == nullptr, "n_past_tensor must be NULL with QWEN3VL_ATTENTION_SEGMENTS");
-            args.require(n_past == 0, "n_past must be 0 with QWEN3VL_ATTENTION_SEGMENTS");
+            args.require(p.n_past == 0, "n_past must be 0 with QWEN3VL_ATTENTION_SEGMENTS");
+            args.require(p.n_past_bound == 0, "n_past_bound must be 0 with QWEN3VL_ATTENTION_SEGMENTS");
             const Tensor& seg = args.i32(segments, "segments");
             args.shape(tq, "q", {-1, 3, -1, -1});
             const int64_t T = tq.shape[0], H = tq.shape[2], D = tq.shape[3];

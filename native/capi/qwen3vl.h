@@ -33,8 +33,9 @@
  * another thread reads or writes it. The last-error message is per thread.
  *
  * Grammar kept for the binding generator: #define QWEN3VL_<NAME> <integer>; typedef enum with explicit values;
- * QWEN3VL_OPTIONAL before a handle parameter that may be NULL;
- * typedef struct X X; (opaque handle) or a typedef struct whose fields are "<type> <name>;" or "char <name>[N];";
+ * QWEN3VL_OPTIONAL before a handle parameter or handle field that may be NULL;
+ * typedef struct X X; (opaque handle) or a typedef struct whose fields are "<type> <name>;" or "<type> <name>[N];"
+ * (a handle field "[const] X* name;" makes the struct's C# form hold SafeHandles, passed by the generated stub);
  * QWEN3VL_API <type> <name>(<params>);  Doc comments (slash-star-star) before a declaration become XML docs.
  */
 #ifndef QWEN3VL_H
@@ -389,59 +390,109 @@ QWEN3VL_API qwen3vl_status qwen3vl_checkpoint_tensor(qwen3vl_checkpoint* checkpo
  * ones are the M rows and out has the same leading ones ([..., K] -> [..., N]). weight and bias: f32, f16 or bf16.
  * out must not overlap x, weight or bias. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* bias);
-/** out[M, N] = silu(x * gate^T) * (x * up^T) with gate, up [N, K] (f32, f16 or bf16): the gated MLP's first half in
- * one pass over x. x and out take leading dimensions as in qwen3vl_op_linear; out must not overlap any input. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* gate, const qwen3vl_tensor* up);
-/** Up to three projections of one input in one pass: out_i = y * weight_i^T for the given (out_i, weight_i) pairs
- * (out1/weight1 and out2/weight2 optional, in pairs; slot 2 only with slot 1), y = rms_norm(x) * norm_weight (RMSNorm
- * over the last dimension K with eps, as qwen3vl_op_rms_norm) when norm_weight is not NULL, else y = x. x [..., K] as
- * in qwen3vl_op_linear; weight_i [N_i, K] (f32, f16 or bf16); out_i [..., N_i]; norm_weight [K] (f32, f16 or bf16).
- * Outputs must not overlap x, each other or the weights. Results equal qwen3vl_op_rms_norm followed by
- * qwen3vl_op_linear per weight (bitwise on the CPU); on a GPU with at most 8 rows one kernel does it all. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_norm_linear(qwen3vl_tensor* out0, const qwen3vl_tensor* weight0, QWEN3VL_OPTIONAL qwen3vl_tensor* out1, QWEN3VL_OPTIONAL const qwen3vl_tensor* weight1, QWEN3VL_OPTIONAL qwen3vl_tensor* out2, QWEN3VL_OPTIONAL const qwen3vl_tensor* weight2, const qwen3vl_tensor* x, QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_weight, float eps);
+
+/** Parameters of qwen3vl_op_norm_linear: up to three projections of one (optionally RMS-normalised) input. Start from
+ * qwen3vl_norm_linear_default_params(). */
+typedef struct qwen3vl_norm_linear_params {
+    uint32_t struct_size;
+    /** RMSNorm epsilon, used with norm_weight (finite, > 0). Default 1e-6. */
+    float eps;
+    /** The input [..., K] (f32). */
+    const qwen3vl_tensor* x;
+    /** RMSNorm weight [K] (f32, f16 or bf16); NULL: no norm. */
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_weight;
+    /** First projection: out0 [..., N0] (f32) = y * weight0^T, weight0 [N0, K] (f32, f16 or bf16). */
+    qwen3vl_tensor* out0;
+    const qwen3vl_tensor* weight0;
+    /** Second projection (out1 and weight1 both set or both NULL). */
+    QWEN3VL_OPTIONAL qwen3vl_tensor* out1;
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* weight1;
+    /** Third projection (both set or both NULL; only with the second). */
+    QWEN3VL_OPTIONAL qwen3vl_tensor* out2;
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* weight2;
+} qwen3vl_norm_linear_params;
+
+/** A qwen3vl_norm_linear_params with struct_size set, eps 1e-6 and every tensor NULL. */
+QWEN3VL_API qwen3vl_norm_linear_params qwen3vl_norm_linear_default_params(void);
+/** Up to three projections of one input in one pass: out_i = y * weight_i^T for the given (out_i, weight_i) pairs,
+ * y = rms_norm(x) * norm_weight (RMSNorm over the last dimension K with eps, as qwen3vl_op_rms_norm) when norm_weight
+ * is set, else y = x. x [..., K] as in qwen3vl_op_linear; out_i [..., N_i]. Outputs must not overlap x, each other
+ * or the weights. Results equal qwen3vl_op_rms_norm followed by qwen3vl_op_linear per weight (bitwise on the CPU);
+ * on a GPU with at most 8 rows one kernel does it all. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_norm_linear(const qwen3vl_norm_linear_params* params);
 /** out = silu(y * gate^T) * (y * up^T) with y = rms_norm(x) * norm_weight (or x when norm_weight is NULL): the norm
- * and the gated MLP's first half in one pass (as qwen3vl_op_rms_norm then qwen3vl_op_linear_swiglu). Shapes as
- * qwen3vl_op_linear_swiglu, norm_weight [K]; out must not overlap any input. */
+ * and the gated MLP's first half in one pass over x. gate, up [N, K] (f32, f16 or bf16); x [..., K] and out [..., N]
+ * take leading dimensions as in qwen3vl_op_linear; norm_weight [K]; out must not overlap any input. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_norm_linear_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* x, QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_weight, float eps, const qwen3vl_tensor* gate, const qwen3vl_tensor* up);
-/** out = residual + (x * weight^T (+ bias)): a projection and the residual add after it (as qwen3vl_op_linear then
- * qwen3vl_op_add). residual has out's shape; out may be residual (in-place residual update) or separate memory; out
- * must not overlap x, weight or bias. */
+/** out = residual + (x * weight^T (+ bias)): a projection and the residual add after it. residual has out's shape;
+ * out may be residual (in-place residual update) or separate memory; out must not overlap x, weight or bias. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_linear_residual(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* bias, const qwen3vl_tensor* residual);
-/** out = gelu(x * weight^T (+ bias)): a projection and the GELU after it (as qwen3vl_op_linear then qwen3vl_op_gelu,
- * bitwise on the CPU; tanh_approximation 1 for gelu_pytorch_tanh, 0 for the erf form). Shapes as qwen3vl_op_linear;
- * out must not overlap x, weight or bias. On a GPU with more than 8 rows the tanh form is part of the matrix
- * product's epilogue. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_linear_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* bias, int32_t tanh_approximation);
-/** out = y * weight^T (+ bias) with y = layer_norm(x) (weight norm_weight, bias norm_bias over the last dimension K,
- * eps, as qwen3vl_op_layer_norm): the norm and the projection after it (as qwen3vl_op_layer_norm then
- * qwen3vl_op_linear, bitwise on the CPU; the vision blocks' norm1 + qkv). x [..., K] with K >= 1, weight [N, K], bias [N], norm_weight
- * and norm_bias [K] (f32, f16 or bf16); out [..., N] must not overlap any input. On a GPU with more than 8 rows the
- * norm writes the matrix product's 16-bit input directly. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_layer_norm_linear(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* norm_weight, const qwen3vl_tensor* norm_bias, float eps, const qwen3vl_tensor* weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* bias);
+
+/** Parameters of qwen3vl_op_layer_norm_linear. Start from qwen3vl_layer_norm_linear_default_params(). */
+typedef struct qwen3vl_layer_norm_linear_params {
+    uint32_t struct_size;
+    /** LayerNorm epsilon (finite, > 0). Default 1e-6. */
+    float eps;
+    /** The result [..., N] (f32); must not overlap any input. */
+    qwen3vl_tensor* out;
+    /** The input [..., K] (f32), K >= 1. */
+    const qwen3vl_tensor* x;
+    /** LayerNorm weight and bias [K] (f32, f16 or bf16). */
+    const qwen3vl_tensor* norm_weight;
+    const qwen3vl_tensor* norm_bias;
+    /** The projection: weight [N, K], bias [N] (f32, f16 or bf16; bias may be NULL). */
+    const qwen3vl_tensor* weight;
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* bias;
+} qwen3vl_layer_norm_linear_params;
+
+/** A qwen3vl_layer_norm_linear_params with struct_size set, eps 1e-6 and every tensor NULL. */
+QWEN3VL_API qwen3vl_layer_norm_linear_params qwen3vl_layer_norm_linear_default_params(void);
+/** out = y * weight^T (+ bias) with y = layer_norm(x) (norm_weight, norm_bias over the last dimension K, eps, as
+ * qwen3vl_op_layer_norm): the norm and the projection after it (as qwen3vl_op_layer_norm then qwen3vl_op_linear,
+ * bitwise on the CPU; the vision blocks' norm1 + qkv). On a GPU with more than 8 rows the norm writes the matrix
+ * product's 16-bit input directly. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_layer_norm_linear(const qwen3vl_layer_norm_linear_params* params);
+
+/** Parameters of qwen3vl_op_mlp_gelu. Start from qwen3vl_mlp_gelu_default_params(). */
+typedef struct qwen3vl_mlp_gelu_params {
+    uint32_t struct_size;
+    /** LayerNorm epsilon, used with the norm (finite, > 0). Default 1e-6. */
+    float eps;
+    /** The result [..., N] (f32). May be residual and may be x (x is consumed before out is written); must not overlap
+     * the weights. */
+    qwen3vl_tensor* out;
+    /** The input [..., K] (f32). */
+    const qwen3vl_tensor* x;
+    /** LayerNorm weight and bias [K] (f32, f16 or bf16): both set (K >= 1) or both NULL (no norm). */
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_weight;
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_bias;
+    /** First projection: fc1_weight [I, K], fc1_bias [I] (f32, f16 or bf16; bias may be NULL). */
+    const qwen3vl_tensor* fc1_weight;
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* fc1_bias;
+    /** Second projection: fc2_weight [N, I], fc2_bias [N] (bias may be NULL). */
+    const qwen3vl_tensor* fc2_weight;
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* fc2_bias;
+    /** Added to the result when set: [..., N] (f32). */
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* residual;
+    /** 1 (default): gelu_pytorch_tanh; 0: the exact erf form. */
+    int32_t tanh_approximation;
+    int32_t reserved;
+} qwen3vl_mlp_gelu_params;
+
+/** A qwen3vl_mlp_gelu_params with struct_size set, eps 1e-6, tanh_approximation 1 and every tensor NULL. */
+QWEN3VL_API qwen3vl_mlp_gelu_params qwen3vl_mlp_gelu_default_params(void);
 /** The GELU MLP of the vision blocks and patch mergers in one call: out = residual + (gelu(y * fc1_weight^T +
- * fc1_bias) * fc2_weight^T + fc2_bias), y = layer_norm(x) (norm_weight, norm_bias, eps) or x when both are NULL;
- * without residual out is the MLP alone. Equals qwen3vl_op_layer_norm, qwen3vl_op_linear_gelu, qwen3vl_op_linear and
- * qwen3vl_op_add in that order (bitwise on the CPU). x [..., K], fc1_weight [I, K], fc1_bias [I], fc2_weight [N, I],
- * fc2_bias [N], norm_weight and norm_bias [K] (K >= 1 with a norm); residual and out [..., N]. out may be residual
- * and may be x (same tensor; x is consumed before out is written) or separate memory, and must not overlap the
- * weights. On a GPU with more than 8 rows and both weights of one 16-bit dtype, the intermediate [..., I] is kept in
- * that dtype (the rounding the second product applies to its input anyway), written by the first product's epilogue. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_mlp_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* norm_bias, float eps, const qwen3vl_tensor* fc1_weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* fc1_bias, int32_t tanh_approximation, const qwen3vl_tensor* fc2_weight, QWEN3VL_OPTIONAL const qwen3vl_tensor* fc2_bias, QWEN3VL_OPTIONAL const qwen3vl_tensor* residual);
-/** out = a + b (same shapes; out may be a or b). */
-QWEN3VL_API qwen3vl_status qwen3vl_op_add(qwen3vl_tensor* out, const qwen3vl_tensor* a, const qwen3vl_tensor* b);
-/** out = silu(gate) * up, elementwise. out may be gate or up. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_swiglu(qwen3vl_tensor* out, const qwen3vl_tensor* gate, const qwen3vl_tensor* up);
-/** out = gelu(x) elementwise; tanh_approximation 1 for gelu_pytorch_tanh, 0 for the exact erf form. out may be x. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_gelu(qwen3vl_tensor* out, const qwen3vl_tensor* x, int32_t tanh_approximation);
+ * fc1_bias) * fc2_weight^T + fc2_bias), y = layer_norm(x) (norm_weight, norm_bias, eps) or x without a norm; without
+ * residual out is the MLP alone. Equals qwen3vl_op_layer_norm, the first projection with GELU, the second projection
+ * (qwen3vl_op_linear) and the residual add in that order (bitwise on the CPU). On a GPU with more than 8 rows and both
+ * weights of one 16-bit dtype, the intermediate [..., I] is kept in that dtype (the rounding the second product
+ * applies to its input anyway), written by the first product's epilogue (with the tanh GELU in it). */
+QWEN3VL_API qwen3vl_status qwen3vl_op_mlp_gelu(const qwen3vl_mlp_gelu_params* params);
+
 /** RMSNorm over the last dimension: out = x / sqrt(mean(x^2) + eps) * weight. out may be x. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_rms_norm(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, float eps);
-/** residual += x, then out = rms_norm(residual) * weight: the residual add and the next norm in one pass. out may be
- * x; neither out nor x may share memory with residual. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_add_rms_norm(qwen3vl_tensor* residual, qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, float eps);
 /** LayerNorm over the last dimension with weight and bias. out may be x. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_layer_norm(qwen3vl_tensor* out, const qwen3vl_tensor* x, const qwen3vl_tensor* weight, const qwen3vl_tensor* bias, float eps);
-/** Softmax over the last dimension. out may be x. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_softmax(qwen3vl_tensor* out, const qwen3vl_tensor* x);
 /** out[i] = argmax over the last dimension of row i of x (out: i32 [rows], rows = product of x's leading dimensions;
  * first index on ties; a NaN counts as the largest, as in torch.argmax). */
 QWEN3VL_API qwen3vl_status qwen3vl_op_argmax(qwen3vl_tensor* out, const qwen3vl_tensor* x);
@@ -459,37 +510,87 @@ QWEN3VL_API qwen3vl_status qwen3vl_op_embedding(qwen3vl_tensor* out, const qwen3
 /** For r < N: x[rows[r], :] = src[r, :] (accumulate 0) or x[rows[r], :] += src[r, :] (accumulate 1). x: [R, W],
  * rows: i32 [N] of distinct values < R, src: [N, W], not sharing memory with x. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_scatter_rows(qwen3vl_tensor* x, const qwen3vl_tensor* rows, const qwen3vl_tensor* src, int32_t accumulate);
-/** Text attention prologue, in place: RMSNorm over head_dim of q [T, Hq, D] and k [T, Hkv, D] (q_norm, k_norm
- * weights [D]), interleaved M-RoPE with positions (i32 [3, T]: t, h, w streams), theta and mrope_section, then k and
- * v [T, Hkv, D] written to rows n_past .. n_past+T-1 of k_cache and v_cache [capacity, Hkv, D] (f32, f16 or bf16,
- * both the same). M-RoPE as transformers' apply_interleaved_mrope: inv_freq[i] = 1 / theta^(2i/D) in f32, i < D/2;
- * angle i = pos * inv_freq[i] with pos the t stream, except slots 1, 4, 7, ... below 3*mrope_section[1] (h stream)
- * and 2, 5, 8, ... below 3*mrope_section[2] (w stream); rotate-half over pairs (i, i + D/2). D even; the five
- * tensors q, k, v, k_cache, v_cache must not share memory. n_past_tensor (optional, i32 [1]): when given, the op
- * reads n_past from that tensor when it runs (a captured graph replayed at each decoding step) and the n_past argument
- * is the largest value it may hold (0: capacity - T; a tighter bound makes a smaller launch); a value outside
- * 0 .. bound writes no cache row and fails the call (CPU) or the next read (GPU). */
-QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_kv(qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps, const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section, qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past, QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor);
-/** qwen3vl_op_qk_norm_rope_kv then qwen3vl_op_attention (CAUSAL, same caches, n_past and n_past_tensor) in one call:
- * out [T, Hq, D] is the attention of the normalised and rotated q over the cache including the new k / v rows, which
- * are written to the cache as by qwen3vl_op_qk_norm_rope_kv. q and k are scratch: their contents afterwards are
- * unspecified (the CPU and prefill paths leave the normalised values, the fused GPU kernel the raw ones). On a GPU with
- * at most 8 query rows per KV head (decoding) one kernel does it all; its result equals the two ops' bit for bit. out
- * must not share memory with any other tensor. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_attention(qwen3vl_tensor* out, qwen3vl_tensor* q, qwen3vl_tensor* k, const qwen3vl_tensor* v, const qwen3vl_tensor* q_norm, const qwen3vl_tensor* k_norm, float eps, const qwen3vl_tensor* positions, float theta, const int64_t* mrope_section, qwen3vl_tensor* k_cache, qwen3vl_tensor* v_cache, int64_t n_past, QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor);
 /** Vision 2D rotary, in place, on the q and k parts of a fused qkv [T, 3, H, D]: positions (i32 [T, 2]: row, col),
  * f_i = theta^(-2i/(D/2)) for i < D/4 (transformers' VisionRotaryEmbedding(D/2)); angle j = row * f_j for j < D/4 and
  * col * f_(j-D/4) for D/4 <= j < D/2 (rot_pos_emb's flattened [row freqs, col freqs]); rotate-half over pairs
  * (j, j + D/2). D a multiple of 4. */
 QWEN3VL_API qwen3vl_status qwen3vl_op_rope_vision(qwen3vl_tensor* qkv, const qwen3vl_tensor* positions, float theta);
-/** Attention with online softmax, scale 1/sqrt(D). CAUSAL: q [T, Hq, D] against the first n_past + T rows of
- * k_cache / v_cache [capacity, Hkv, D] (GQA: Hq a multiple of Hkv; caches f32, f16 or bf16, both the same);
- * segments must be NULL. SEGMENTS: q is a fused qkv [T, 3, H, D] (k_cache, v_cache NULL, n_past 0) and segments
- * (i32 [S+1], non-decreasing cumulative lengths from 0 to T) limits each query to its own segment. out: [T, Hq, D],
- * not sharing memory with q or the caches. n_past_tensor (CAUSAL only, optional, i32 [1]): as in
- * qwen3vl_op_qk_norm_rope_kv, n_past is read from the tensor when the op runs and the argument is its bound (0: capacity
- * - T); the value is clamped to 0 .. bound on a GPU and checked on the CPU. */
-QWEN3VL_API qwen3vl_status qwen3vl_op_attention(qwen3vl_tensor* out, const qwen3vl_tensor* q, QWEN3VL_OPTIONAL const qwen3vl_tensor* k_cache, QWEN3VL_OPTIONAL const qwen3vl_tensor* v_cache, int64_t n_past, qwen3vl_attention_mask mask, QWEN3VL_OPTIONAL const qwen3vl_tensor* segments, QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor);
+/** Parameters of qwen3vl_op_qk_norm_rope_attention (and of the cache-writing half alone, for tests). Start from
+ * qwen3vl_qk_norm_rope_attention_default_params(). Shapes: q [T, Hq, D], k and v [T, Hkv, D] (f32), Hq a multiple
+ * of Hkv, D even; caches [capacity, Hkv, D]. */
+typedef struct qwen3vl_qk_norm_rope_attention_params {
+    uint32_t struct_size;
+    /** RMSNorm epsilon of q_norm and k_norm (finite, > 0). Default 1e-6. */
+    float eps;
+    /** The attention [T, Hq, D] (f32); must not share memory with any other tensor. */
+    qwen3vl_tensor* out;
+    /** Scratch: normalised and rotated in place; their contents afterwards are unspecified. */
+    qwen3vl_tensor* q;
+    qwen3vl_tensor* k;
+    const qwen3vl_tensor* v;
+    /** RMSNorm weights [D] over head_dim (f32, f16 or bf16). */
+    const qwen3vl_tensor* q_norm;
+    const qwen3vl_tensor* k_norm;
+    /** i32 [3, T]: the t, h and w position streams. */
+    const qwen3vl_tensor* positions;
+    /** The layer's KV cache [capacity, Hkv, D] (f32, f16 or bf16, both the same); the new rows are written at n_past. */
+    qwen3vl_tensor* k_cache;
+    qwen3vl_tensor* v_cache;
+    /** i32 [1], optional: n_past read from this tensor when the op runs (a captured graph replayed at each decoding
+     * step). A value outside 0 .. n_past_bound writes no cache row and fails the call (CPU) or the next read (GPU). */
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor;
+    /** Rows already in the cache (0 .. capacity - T). Must be 0 when n_past_tensor is set. */
+    int64_t n_past;
+    /** With n_past_tensor: the largest value it may hold (0: capacity - T; a tighter bound makes a smaller launch).
+     * Must be 0 without n_past_tensor. */
+    int64_t n_past_bound;
+    /** M-RoPE sections (transformers' rope_scaling.mrope_section), each >= 0. Default {24, 20, 20}. */
+    int64_t mrope_section[3];
+    /** RoPE base (finite, > 0). Default 5000000 (Qwen3-VL's rope_theta). */
+    float theta;
+    int32_t reserved;
+} qwen3vl_qk_norm_rope_attention_params;
+
+/** A qwen3vl_qk_norm_rope_attention_params with struct_size set, eps 1e-6, theta 5e6, mrope_section {24, 20, 20},
+ * n_past 0 and every tensor NULL. */
+QWEN3VL_API qwen3vl_qk_norm_rope_attention_params qwen3vl_qk_norm_rope_attention_default_params(void);
+/** The text attention of a decoder layer after its projections, in one call: RMSNorm over head_dim of q and k (q_norm,
+ * k_norm), interleaved M-RoPE with positions, theta and mrope_section, k and v written to rows n_past .. n_past+T-1
+ * of the caches, then CAUSAL attention (as qwen3vl_op_attention) of q over the cache including the new rows into out.
+ * M-RoPE as transformers' apply_interleaved_mrope: inv_freq[i] = 1 / theta^(2i/D) in f32, i < D/2; angle i = pos *
+ * inv_freq[i] with pos the t stream, except slots 1, 4, 7, ... below 3*mrope_section[1] (h stream) and 2, 5, 8, ...
+ * below 3*mrope_section[2] (w stream); rotate-half over pairs (i, i + D/2). On a GPU with at most 8 query rows per
+ * KV head (decoding) one kernel does it all; its result equals the unfused path's bit for bit. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_qk_norm_rope_attention(const qwen3vl_qk_norm_rope_attention_params* params);
+
+/** Parameters of qwen3vl_op_attention. Start from qwen3vl_attention_default_params(). */
+typedef struct qwen3vl_attention_params {
+    uint32_t struct_size;
+    /** CAUSAL (default) or SEGMENTS. */
+    qwen3vl_attention_mask mask;
+    /** The result [T, Hq, D] (f32), not sharing memory with q or the caches. */
+    qwen3vl_tensor* out;
+    /** CAUSAL: q [T, Hq, D] (f32). SEGMENTS: a fused qkv [T, 3, H, D] (f32). */
+    const qwen3vl_tensor* q;
+    /** CAUSAL: the caches [capacity, Hkv, D] (f32, f16 or bf16, both the same; Hq a multiple of Hkv). SEGMENTS: NULL. */
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* k_cache;
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* v_cache;
+    /** SEGMENTS: i32 [S+1], non-decreasing cumulative lengths from 0 to T. CAUSAL: NULL. */
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* segments;
+    /** CAUSAL only, optional, i32 [1]: n_past read from this tensor when the op runs, clamped to 0 .. n_past_bound on a
+     * GPU and checked on the CPU. */
+    QWEN3VL_OPTIONAL const qwen3vl_tensor* n_past_tensor;
+    /** CAUSAL: keys before the first query (0 .. capacity - T); must be 0 when n_past_tensor is set, and with SEGMENTS. */
+    int64_t n_past;
+    /** With n_past_tensor: the largest value it may hold (0: capacity - T). Must be 0 without it. */
+    int64_t n_past_bound;
+} qwen3vl_attention_params;
+
+/** A qwen3vl_attention_params with struct_size set, mask CAUSAL, n_past 0 and every tensor NULL. */
+QWEN3VL_API qwen3vl_attention_params qwen3vl_attention_default_params(void);
+/** Attention with online softmax, scale 1/sqrt(D). CAUSAL: q against the first n_past + T rows of the caches, query
+ * i seeing keys 0 .. n_past + i. SEGMENTS: each query of the fused qkv sees the keys of its own segment. */
+QWEN3VL_API qwen3vl_status qwen3vl_op_attention(const qwen3vl_attention_params* params);
 /** Vision position embedding of one frame: the learned table [G*G, C] (G = sqrt of its rows) bilinearly interpolated
  * to a grid_h x grid_w patch grid (align-corners sample points linspace(0, G-1, n) in f32 as torch computes them; taps
  * floor and min(floor+1, G-1); the four f32 weights and the sum in transformers' fast_pos_embed_interpolate order),

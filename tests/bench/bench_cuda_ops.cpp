@@ -1,10 +1,11 @@
-// Timings of the CUDA ops through the C API at Qwen3-VL-2B shapes (random data): the time per call, averaged over
-// a loop closed by a tensor read (the C API's synchronisation point), so it includes the host side of each call
-// (argument checks, launches, cuBLASLt heuristics); the linear ops also replayed from a captured graph (GPU time
-// only, as in a captured decode step). Memory-bound ops print GB/s of the bytes they must read (weights
-// or the KV cache), GEMMs TFLOP/s; compare with the card's ceilings (H100 SXM: ~3.35 TB/s HBM3, ~990 TFLOP/s dense
-// bf16). The vision encoder's ops at the end (lines starting "vision": fused ops next to the sequences they replace,
-// one whole block, the pixel upload). Usage: qwen3vl_bench_cuda [iterations]
+// Timings of the CUDA ops through the C API at Qwen3-VL-2B shapes (random data), one function per op family, each
+// line next to the device's ceilings measured at start (bench_ceilings_cuda.cpp: device copy bandwidth and a cuBLASLt
+// bf16 GEMM, neither using the engine). Eager time per call is averaged over a loop closed by a tensor read (the C
+// API's synchronisation point), so it includes the host side of each call (argument checks, launches, cuBLASLt
+// heuristics); the linear ops are also replayed from a captured graph (GPU time only, as in a captured decode step).
+// Memory-bound ops print GB/s of the bytes they must read (weights or the KV cache) and its share of the copy
+// bandwidth, GEMMs TFLOP/s and its share of the GEMM ceiling.
+// Usage: qwen3vl_bench_cuda [iterations] [family ...]   families: linear fused select attention decode vision
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -16,11 +17,28 @@
 #include <string>
 #include <vector>
 
+#include "../native/op_calls.h"
+#include "bench_ceilings_cuda.h"
 #include "qwen3vl.h"
 
 namespace {
 
+using namespace qwen3vl::testing::op;
+
 qwen3vl_backend* g_be = nullptr;
+qwen3vl::bench::CudaCeilings g_ceilings;
+
+// Shares of the measured ceilings, as text ("n/a" without them).
+std::string of_copy(double gbs) {
+    char b[32] = "  n/a of copy";
+    if (g_ceilings.ok) std::snprintf(b, sizeof b, "%5.1f%% of copy", 100.0 * gbs / g_ceilings.copy_gbs);
+    return b;
+}
+std::string of_gemm(double tflops) {
+    char b[32] = "  n/a of GEMM";
+    if (g_ceilings.ok) std::snprintf(b, sizeof b, "%5.1f%% of GEMM", 100.0 * tflops / g_ceilings.gemm_tflops);
+    return b;
+}
 std::vector<qwen3vl_tensor*> g_tensors;
 
 void check(qwen3vl_status st, const char* what) {
@@ -108,9 +126,10 @@ void report_linear(const char* what, int64_t M, int64_t K, int64_t N, double wei
     const double s = graph > 0.0 ? graph : eager;
     char graph_text[32] = "      n/a";
     if (graph > 0.0) std::snprintf(graph_text, sizeof graph_text, "%9.1f", graph * 1e6);
-    std::printf("%-36s M=%-5lld K=%-5lld N=%-6lld %9.1f us eager %s us graph %7.0f GB/s weights %7.1f TFLOP/s\n",
-                what, (long long)M, (long long)K, (long long)N, eager * 1e6, graph_text, weight_bytes / s / 1e9,
-                flops / s / 1e12);
+    const double gbs = weight_bytes / s / 1e9, tflops = flops / s / 1e12;
+    std::printf("%-36s M=%-5lld K=%-5lld N=%-6lld %9.1f us eager %s us graph %7.0f GB/s weights (%s) %7.1f TFLOP/s (%s)\n",
+                what, (long long)M, (long long)K, (long long)N, eager * 1e6, graph_text, gbs, of_copy(gbs).c_str(),
+                tflops, of_gemm(tflops).c_str());
 }
 
 // ---- The vision encoder (Qwen3-VL-2B: hidden 1024, 16 heads of 64, intermediate 4096, 24 blocks) on one 1024x1024
@@ -137,7 +156,7 @@ qwen3vl_status run_all(std::initializer_list<std::function<qwen3vl_status()>> op
 }
 
 void bench_vision(int iters) {
-    const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
+    [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
     const int64_t T = 4096, C = 1024, H = 16, D = 64, I = 4096, P = 1536, merged = 4 * C, out_hidden = 2048;
     const float eps = 1e-6f, theta = 10000.0f;
     const size_t keep = g_tensors.size();
@@ -161,7 +180,7 @@ void bench_vision(int iters) {
     const double fl_qkv = 2.0 * T * C * 3 * C, fl_proj = 2.0 * T * C * C, fl_mlp = 4.0 * T * C * I;
 
     report_linear("vision layer_norm_linear norm1+qkv", T, C, 3 * C, w_qkv, fl_qkv, iters, 1, sync, [&](int) {
-        return qwen3vl_op_layer_norm_linear(qkv, x, nw, nb, eps, wqkv, bqkv);
+        return layer_norm_linear(qkv, x, nw, nb, eps, wqkv, bqkv);
     });
     report_linear("  unfused: layer_norm + linear", T, C, 3 * C, w_qkv, fl_qkv, iters, 1, sync, [&](int) {
         return run_all({[&] { return qwen3vl_op_layer_norm(h, x, nw, nb, eps); },
@@ -179,7 +198,7 @@ void bench_vision(int iters) {
         return run_all({[&] { return qwen3vl_op_linear(f, h, w1, b1); }, [&] { return qwen3vl_op_gelu(f, f, 1); }});
     });
     report_linear("vision mlp_gelu norm2+MLP+residual", T, C, I, w_mlp, fl_mlp, iters, 1, sync, [&](int) {
-        return qwen3vl_op_mlp_gelu(x, x, nw, nb, eps, w1, b1, 1, w2, b2, x);
+        return mlp_gelu(x, x, nw, nb, eps, w1, b1, 1, w2, b2, x);
     });
     report_linear("  f32 intermediate: ln+linear_gelu+lin_res", T, C, I, w_mlp, fl_mlp, iters, 1, sync, [&](int) {
         return run_all({[&] { return qwen3vl_op_layer_norm(h, x, nw, nb, eps); },
@@ -206,21 +225,20 @@ void bench_vision(int iters) {
     g_tensors.push_back(qkv4);
     check(qwen3vl_tensor_view(attn, 0, 3, s_attn3, &attn3), "tensor_view");
     g_tensors.push_back(attn3);
-    auto attention = [&] {
+    auto vision_attention = [&] {
         return run_all({[&] { return qwen3vl_op_rope_vision(qkv4, positions, theta); },
                         [&] {
-                            return qwen3vl_op_attention(attn3, qkv4, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS,
-                                                        segments, nullptr);
+                            return attention(attn3, qkv4, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, segments);
                         }});
     };
     const double fused_block = time_op(iters, sync, [&] {
-        return run_all({[&] { return qwen3vl_op_layer_norm_linear(qkv, x, nw, nb, eps, wqkv, bqkv); }, attention,
+        return run_all({[&] { return layer_norm_linear(qkv, x, nw, nb, eps, wqkv, bqkv); }, vision_attention,
                         [&] { return qwen3vl_op_linear_residual(x, attn, wproj, bproj, x); },
-                        [&] { return qwen3vl_op_mlp_gelu(x, x, nw, nb, eps, w1, b1, 1, w2, b2, x); }});
+                        [&] { return mlp_gelu(x, x, nw, nb, eps, w1, b1, 1, w2, b2, x); }});
     });
     const double unfused_block = time_op(iters, sync, [&] {
         return run_all({[&] { return qwen3vl_op_layer_norm(h, x, nw, nb, eps); },
-                        [&] { return qwen3vl_op_linear(qkv, h, wqkv, bqkv); }, attention,
+                        [&] { return qwen3vl_op_linear(qkv, h, wqkv, bqkv); }, vision_attention,
                         [&] { return qwen3vl_op_linear(h, attn, wproj, bproj); },
                         [&] { return qwen3vl_op_add(x, x, h); },
                         [&] { return qwen3vl_op_layer_norm(h, x, nw, nb, eps); },
@@ -260,7 +278,7 @@ void bench_vision(int iters) {
     const double w_merger = (double(merged) * merged + double(out_hidden) * merged) * 2;
     const double fl_merger = 2.0 * m * merged * (merged + out_hidden);
     report_linear("vision mlp_gelu DeepStack merger", m, merged, merged, w_merger, fl_merger, iters, 1, sync, [&](int) {
-        return qwen3vl_op_mlp_gelu(features, shuffled, mnw, mnb, eps, m1, mb1, 0, m2, mb2, nullptr);
+        return mlp_gelu(features, shuffled, mnw, mnb, eps, m1, mb1, 0, m2, mb2, nullptr);
     });
     report_linear("  unfused: ln+linear+gelu+linear", m, merged, merged, w_merger, fl_merger, iters, 1, sync, [&](int) {
         return run_all({[&] { return qwen3vl_op_layer_norm(mn, shuffled, mnw, mnb, eps); },
@@ -288,18 +306,9 @@ void bench_vision(int iters) {
     release_after(keep);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    const int iters = argc > 1 ? std::atoi(argv[1]) : 50;
-    qwen3vl_backend_params p = qwen3vl_backend_default_params();
-    p.type = QWEN3VL_BACKEND_CUDA;
-    check(qwen3vl_backend_create(&p, &g_be), "backend_create");
-    char name[256];
-    check(qwen3vl_backend_name(g_be, name, sizeof name), "backend_name");
-    std::printf("%s, %d iterations per op\n", name, iters);
-    const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
-
+// Linear family, plain ops (bf16 weights): decode GEMV shapes and prefill GEMMs.
+void bench_linear(int iters) {
+    [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
     // Linear ops (bf16 weights): the plain ones, then the fused forms of a decoder layer (norm + q/k/v in one launch,
     // norm + gate/up swiglu, o_proj / down_proj + residual, final norm + lm_head).
     struct Lin {
@@ -329,6 +338,12 @@ int main(int argc, char** argv) {
         });
         release_after(keep);
     }
+}
+
+// Linear family, the decoder layer's fused forms (norm + q/k/v in one launch, norm + gate/up swiglu, o_proj /
+// down_proj + residual, final norm + lm_head), each next to the unfused sequence it replaces.
+void bench_fused_linear(int iters) {
+    [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
     enum class Fused { NormQkv, NormSwiglu, Residual, NormLmHead };
     struct FusedCase {
         const char* what;
@@ -369,10 +384,10 @@ int main(int argc, char** argv) {
             const std::vector<qwen3vl_tensor*>& ws = w[size_t(c)];
             switch (f.kind) {
                 case Fused::NormQkv:
-                    return qwen3vl_op_norm_linear(out, ws[0], out_k, ws[1], out_v, ws[2], x, nw, 1e-6f);
+                    return norm_linear(out, ws[0], out_k, ws[1], out_v, ws[2], x, nw, 1e-6f);
                 case Fused::NormSwiglu: return qwen3vl_op_norm_linear_swiglu(out, x, nw, 1e-6f, ws[0], ws[1]);
                 case Fused::Residual: return qwen3vl_op_linear_residual(out, x, ws[0], nullptr, out);
-                default: return qwen3vl_op_norm_linear(out, ws[0], nullptr, nullptr, nullptr, nullptr, x, nw, 1e-6f);
+                default: return norm_linear(out, ws[0], nullptr, nullptr, nullptr, nullptr, x, nw, 1e-6f);
             }
         });
         // The same work as the unfused sequence of ops it replaces (what the decoder layer ran before the fusion):
@@ -405,7 +420,11 @@ int main(int argc, char** argv) {
         });
         release_after(keep);
     }
+}
 
+// Reduce family: selections over one decoding step's logits.
+void bench_select(int iters) {
+    [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
     // Selections over one decoding step's logits (1 x 151936 f32): argmax (greedy) and top_k (sampling's candidates:
     // 20 as Qwen3-VL's top_k, 32 the decoding graphs' bucket for it, the largest k). Latency-bound: the row is 0.6 MB.
     {
@@ -432,7 +451,13 @@ int main(int argc, char** argv) {
                    values);
         }
     }
+}
 
+// Attention family: text attention (decode, prefill, a chat turn; 16 query / 8 KV heads of 128), the decode
+// step's fused attention, and vision attention.
+void bench_attention(int iters) {
+    [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
+    const int64_t Hq = 16, Hkv = 8, D = 128;
     // Attention, text (16 query / 8 KV heads of 128): decode is bandwidth-bound on the cache (GB/s of the K and V
     // rows it must read), prefill compute-bound (causal FLOPs: 4 * Hq * D per visible query-key pair).
     struct Att {
@@ -440,7 +465,6 @@ int main(int argc, char** argv) {
         int64_t T, n_past;
         qwen3vl_dtype cache;
     };
-    const int64_t Hq = 16, Hkv = 8, D = 128;
     for (Att a : {Att{"attention decode", 1, 511, f32}, Att{"attention decode", 1, 1023, f32},
                   Att{"attention decode", 1, 4095, f32}, Att{"attention decode bf16 cache", 1, 4095, bf16},
                   Att{"attention prefill", 512, 0, f32}, Att{"attention prefill", 2048, 0, f32},
@@ -452,12 +476,13 @@ int main(int argc, char** argv) {
         qwen3vl_tensor* vc = tensor(a.cache, {cap, Hkv, D});
         qwen3vl_tensor* out = tensor(f32, {a.T, Hq, D});
         const double s = time_op(iters, q, [&] {
-            return qwen3vl_op_attention(out, q, kc, vc, a.n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr);
+            return attention(out, q, kc, vc, a.n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr);
         });
         const double kv_bytes = 2.0 * double(cap) * Hkv * D * (a.cache == f32 ? 4 : 2);
         const double flops = 4.0 * Hq * D * (double(a.T) * a.n_past + double(a.T) * (a.T + 1) / 2);
-        std::printf("%-34s T=%-5lld n_past=%-5lld %9.1f us  %7.0f GB/s KV cache  %7.2f TFLOP/s\n", a.what,
-                    (long long)a.T, (long long)a.n_past, s * 1e6, kv_bytes / s / 1e9, flops / s / 1e12);
+        std::printf("%-34s T=%-5lld n_past=%-5lld %9.1f us  %7.0f GB/s KV cache (%s)  %7.2f TFLOP/s (%s)\n", a.what,
+                    (long long)a.T, (long long)a.n_past, s * 1e6, kv_bytes / s / 1e9, of_copy(kv_bytes / s / 1e9).c_str(),
+                    flops / s / 1e12, of_gemm(flops / s / 1e12).c_str());
     }
     // The decoding step's attention as captured in the decode graph (n_past read from a device tensor, bf16 cache):
     // QK-norm + M-RoPE + cache write, then attention (two kernels + the split-K merge), against the fused
@@ -484,17 +509,46 @@ int main(int argc, char** argv) {
         g_tensors.push_back(np);
         const int64_t section[3] = {24, 20, 20};
         const double two_ops = time_graph(iters, 28, out, [&](int) {
-            const qwen3vl_status st = qwen3vl_op_qk_norm_rope_kv(q, k, v, qn, kn, 1e-6f, pos, 5e6f, section, kc, vc, 0, np);
+            const qwen3vl_status st = qk_norm_rope_kv(q, k, v, qn, kn, 1e-6f, pos, 5e6f, section, kc, vc, 0, np);
             if (st != QWEN3VL_STATUS_OK) return st;
-            return qwen3vl_op_attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np);
+            return attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np);
         });
         const double fused = time_graph(iters, 28, out, [&](int) {
-            return qwen3vl_op_qk_norm_rope_attention(out, q, k, v, qn, kn, 1e-6f, pos, 5e6f, section, kc, vc, 0, np);
+            return qk_norm_rope_attention(out, q, k, v, qn, kn, 1e-6f, pos, 5e6f, section, kc, vc, 0, np);
         });
         std::printf("%-34s n_past=%-5lld %9.1f us two ops (graph)  %9.1f us fused (graph)\n",
                     "decode qk-norm/rope + attention", (long long)n_past, two_ops * 1e6, fused * 1e6);
         release_after(keep);
     }
+    // Vision attention (16 heads of 64, fused qkv f32): one image of T patches per segment (4096: 1024x1024 pixels).
+    // D = 72: the vision heads of Qwen3-VL-4B/8B (hidden 1152), run by the D = 80 kernel with zero padding.
+    struct VisionAtt {
+        int64_t T, Dv;
+    };
+    for (VisionAtt va : {VisionAtt{1024, 64}, VisionAtt{4096, 64}, VisionAtt{4096, 72}}) {
+        const int64_t T = va.T, H = 16, Dv = va.Dv;
+        qwen3vl_tensor* qkv = tensor(f32, {T, 3, H, Dv});
+        qwen3vl_tensor* out = tensor(f32, {T, H, Dv});
+        qwen3vl_tensor* seg = nullptr;
+        const int32_t offsets[2] = {0, int32_t(T)};
+        const int64_t two = 2;
+        check(qwen3vl_tensor_create(g_be, QWEN3VL_DTYPE_I32, 1, &two, &seg), "tensor_create");
+        check(qwen3vl_tensor_write(seg, QWEN3VL_DTYPE_I32, offsets, sizeof offsets), "tensor_write");
+        g_tensors.push_back(seg);
+        const double s = time_op(iters, out, [&] {
+            return attention(out, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, seg);
+        });
+        const double flops = 4.0 * double(T) * T * H * Dv;
+        std::printf("%-34s T=%-5lld 1 segment    %9.1f us  %7.2f TFLOP/s (%s)\n",
+                    Dv == 64 ? "attention vision" : "attention vision D=72", (long long)T, s * 1e6, flops / s / 1e12,
+                    of_gemm(flops / s / 1e12).c_str());
+    }
+}
+
+// One decoder layer's decoding step as the decode graph runs it (the families together).
+void bench_decode_layer(int iters) {
+    [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
+    const int64_t Hq = 16, Hkv = 8, D = 128;
     // One decoder layer's decoding step as the decode graph runs it (n_past 640 read on the device, bucket bound 767,
     // bf16 weights and cache; 4 copies of the layer's 100.7 MB of weights so they come from HBM).
     {
@@ -531,10 +585,10 @@ int main(int argc, char** argv) {
         const int64_t section[3] = {24, 20, 20};
         auto layer = [&](int c) {
             const Layer& w = layers[size_t(c) % layers.size()];
-            qwen3vl_status st = qwen3vl_op_norm_linear(q2, w.wq, k2, w.wk, v2, w.wv, x, w.in_norm, 1e-6f);
+            qwen3vl_status st = norm_linear(q2, w.wq, k2, w.wk, v2, w.wv, x, w.in_norm, 1e-6f);
             if (st == QWEN3VL_STATUS_OK)
-                st = qwen3vl_op_qk_norm_rope_attention(attn, q, k, v, w.qn, w.kn, 1e-6f, pos, 5e6f, section, w.kc,
-                                                       w.vc, bound, np);
+                st = qk_norm_rope_attention(attn, q, k, v, w.qn, w.kn, 1e-6f, pos, 5e6f, section, w.kc, w.vc, 0, np,
+                                            bound);
             if (st == QWEN3VL_STATUS_OK) st = qwen3vl_op_linear_residual(x, attn2, w.wo, nullptr, x);
             if (st == QWEN3VL_STATUS_OK) st = qwen3vl_op_norm_linear_swiglu(g, x, w.post_norm, 1e-6f, w.wg, w.wu);
             if (st == QWEN3VL_STATUS_OK) st = qwen3vl_op_linear_residual(x, g, w.wd, nullptr, x);
@@ -542,34 +596,40 @@ int main(int argc, char** argv) {
         };
         const double bytes = 2.0 * (double(Hq * D + 2 * Hkv * D) * Hd + double(Hd) * Hq * D + 3.0 * double(I) * Hd);
         const double s = time_graph(iters, 28, x, layer);
-        std::printf("%-34s n_past=640 %9.1f us per layer (graph)  %7.0f GB/s of its weights\n", "decode layer", s * 1e6,
-                    bytes / s / 1e9);
+        std::printf("%-34s n_past=640 %9.1f us per layer (graph)  %7.0f GB/s of its weights (%s)\n", "decode layer",
+                    s * 1e6, bytes / s / 1e9, of_copy(bytes / s / 1e9).c_str());
         release_after(keep);
     }
-    // Vision attention (16 heads of 64, fused qkv f32): one image of T patches per segment (4096: 1024x1024 pixels).
-    // D = 72: the vision heads of Qwen3-VL-4B/8B (hidden 1152), run by the D = 80 kernel with zero padding.
-    struct VisionAtt {
-        int64_t T, Dv;
-    };
-    for (VisionAtt va : {VisionAtt{1024, 64}, VisionAtt{4096, 64}, VisionAtt{4096, 72}}) {
-        const int64_t T = va.T, H = 16, Dv = va.Dv;
-        qwen3vl_tensor* qkv = tensor(f32, {T, 3, H, Dv});
-        qwen3vl_tensor* out = tensor(f32, {T, H, Dv});
-        qwen3vl_tensor* seg = nullptr;
-        const int32_t offsets[2] = {0, int32_t(T)};
-        const int64_t two = 2;
-        check(qwen3vl_tensor_create(g_be, QWEN3VL_DTYPE_I32, 1, &two, &seg), "tensor_create");
-        check(qwen3vl_tensor_write(seg, QWEN3VL_DTYPE_I32, offsets, sizeof offsets), "tensor_write");
-        g_tensors.push_back(seg);
-        const double s = time_op(iters, out, [&] {
-            return qwen3vl_op_attention(out, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, seg, nullptr);
-        });
-        const double flops = 4.0 * double(T) * T * H * Dv;
-        std::printf("%-34s T=%-5lld 1 segment    %9.1f us  %7.2f TFLOP/s\n",
-                    Dv == 64 ? "attention vision" : "attention vision D=72", (long long)T, s * 1e6, flops / s / 1e12);
-    }
+}
 
-    bench_vision(iters);
+}  // namespace
+
+int main(int argc, char** argv) {
+    const int iters = argc > 1 ? std::atoi(argv[1]) : 50;
+    std::vector<std::string> families;
+    for (int i = 2; i < argc; ++i) families.push_back(argv[i]);
+    const auto wanted = [&](const char* family) {
+        return families.empty() || std::find(families.begin(), families.end(), family) != families.end();
+    };
+    qwen3vl_backend_params p = qwen3vl_backend_default_params();
+    p.type = QWEN3VL_BACKEND_CUDA;
+    check(qwen3vl_backend_create(&p, &g_be), "backend_create");
+    char name[256];
+    check(qwen3vl_backend_name(g_be, name, sizeof name), "backend_name");
+    g_ceilings = qwen3vl::bench::measure_cuda_ceilings(p.device);
+    std::printf("%s, %d iterations per op\n", name, iters);
+    if (g_ceilings.ok)
+        std::printf("ceilings (measured now): device copy %.0f GB/s (read + write bytes), cuBLASLt bf16 GEMM 8192^3 "
+                    "%.1f TFLOP/s\n",
+                    g_ceilings.copy_gbs, g_ceilings.gemm_tflops);
+    else
+        std::printf("ceilings: not measured (see the message above); shares print as n/a\n");
+    if (wanted("linear")) bench_linear(iters);
+    if (wanted("fused")) bench_fused_linear(iters);
+    if (wanted("select")) bench_select(iters);
+    if (wanted("attention")) bench_attention(iters);
+    if (wanted("decode")) bench_decode_layer(iters);
+    if (wanted("vision")) bench_vision(iters);
 
     for (auto it = g_tensors.rbegin(); it != g_tensors.rend(); ++it) qwen3vl_tensor_free(*it);
     qwen3vl_backend_free(g_be);

@@ -28,6 +28,7 @@
 #include "capi_handles.h"
 #include "cpu_features.h"
 #include "dtype.h"
+#include "op_calls.h"
 #include "qwen3vl.h"
 #include "reference_util.h"
 #include "thread_pool.h"

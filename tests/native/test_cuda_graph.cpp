@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "op_calls.h"
 #include "qwen3vl.h"
 
 namespace {
@@ -123,10 +124,10 @@ TEST_F(CudaGraphTest, DecodeStepReplaysLikeEagerOps) {
         check(qwen3vl_op_linear(k2, x, s.wk, nullptr), "k");
         check(qwen3vl_op_linear(v2, x, s.wv, nullptr), "v");
         for (qwen3vl_tensor* t : {q2, k2, v2}) qwen3vl_tensor_free(t);
-        check(qwen3vl_op_qk_norm_rope_kv(q, k, v, s.qn, s.kn, 1e-6f, s.pos, 5e6f, section, kc, vc, dev ? 0 : n_past,
+        check(op::qk_norm_rope_kv(q, k, v, s.qn, s.kn, 1e-6f, s.pos, 5e6f, section, kc, vc, dev ? 0 : n_past,
                                          dev ? s.npast : nullptr),
               "qk_norm_rope_kv");
-        check(qwen3vl_op_attention(s.out, q, kc, vc, dev ? 0 : n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr,
+        check(op::attention(s.out, q, kc, vc, dev ? 0 : n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr,
                                    dev ? s.npast : nullptr),
               "attention");
         qwen3vl_tensor* flat = nullptr;
@@ -286,18 +287,18 @@ TEST(CpuGraph, CaptureIsUnsupportedAndNPastTensorIsReadOnTheHost) {
     qwen3vl_tensor* out = make(QWEN3VL_DTYPE_F32, {1, 2, D}, std::vector<float>(16, 0.0f));
     qwen3vl_tensor* np_ok = make(QWEN3VL_DTYPE_I32, {1}, {3});
     qwen3vl_tensor* np_bad = make(QWEN3VL_DTYPE_I32, {1}, {4});
-    EXPECT_EQ(QWEN3VL_STATUS_OK, qwen3vl_op_attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok))
+    EXPECT_EQ(QWEN3VL_STATUS_OK, op::attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok))
         << qwen3vl_last_error();
     EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT,
-              qwen3vl_op_attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_bad));
+              op::attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_bad));
     EXPECT_NE(std::string(qwen3vl_last_error()).find("n_past_tensor holds 4"), std::string::npos) << qwen3vl_last_error();
-    // The n_past argument bounds the tensor's value (0: the whole cache).
-    EXPECT_EQ(QWEN3VL_STATUS_OK, qwen3vl_op_attention(out, q, kc, vc, 3, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok));
+    // n_past_bound bounds the tensor's value (0: the whole cache).
+    EXPECT_EQ(QWEN3VL_STATUS_OK, op::attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok, 3));
     EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT,
-              qwen3vl_op_attention(out, q, kc, vc, 2, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok));
+              op::attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok, 2));
     EXPECT_NE(std::string(qwen3vl_last_error()).find("outside 0 .. 2"), std::string::npos) << qwen3vl_last_error();
     EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT,
-              qwen3vl_op_attention(out, q, kc, vc, 4, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok));
+              op::attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np_ok, 4));
     EXPECT_NE(std::string(qwen3vl_last_error()).find("exceed the cache"), std::string::npos) << qwen3vl_last_error();
     for (qwen3vl_tensor* t : {np_bad, np_ok, out, vc, kc, q}) qwen3vl_tensor_free(t);
     qwen3vl_backend_free(cpu);

@@ -80,6 +80,24 @@ internal sealed class CSharpEmitter
 
     private static string HandleName(string cName) => TypeName(cName) + "Handle";
 
+    /// <summary>The blittable form of a struct with handle fields, nested in its C# form.</summary>
+    private const string RawName = "Raw";
+
+    /// <summary>
+    /// A struct with handle fields ("bound"): its C# form holds SafeHandles and the raw form (<see cref="RawName"/>)
+    /// the native pointers; the generated stub of a function taking it fills the raw form, holding a reference on each
+    /// handle for the call.
+    /// </summary>
+    private bool IsBound(StructDecl s) => s.Fields != null && s.Fields.Any(f => _handles.ContainsKey(f.Type.Name));
+
+    private bool IsBoundStruct(string cName) => _structs.TryGetValue(cName, out StructDecl? s) && IsBound(s!);
+
+    private static string FieldName(StructDecl s, StructField f)
+    {
+        string fieldName = Pascal(f.Name);
+        return fieldName == TypeName(s.Name) || fieldName == RawName ? fieldName + "Value" : fieldName;
+    }
+
     private static string ParamName(string cName)
     {
         string pascal = Pascal(cName).TrimStart('_');
@@ -127,7 +145,8 @@ internal sealed class CSharpEmitter
             return primitive + stars;
         }
         if (_enums.ContainsKey(type.Name)) return TypeName(type.Name) + stars;
-        if (_structs.ContainsKey(type.Name)) return TypeName(type.Name) + stars;
+        if (_structs.ContainsKey(type.Name))
+            return TypeName(type.Name) + (IsBoundStruct(type.Name) ? "." + RawName : "") + stars;
         if (_handles.ContainsKey(type.Name))
         {
             if (type.Pointers == 0) throw new EmitException("opaque type " + type.Name + " can only be used through a pointer");
@@ -233,31 +252,106 @@ internal sealed class CSharpEmitter
 
     private void EmitStruct(StructDecl s)
     {
+        if (IsBound(s))
+        {
+            EmitBoundStruct(s);
+            return;
+        }
         string typeName = TypeName(s.Name);
         Doc("", s.Doc);
         _sb.AppendLine(NativeNameAttribute(s.Name));
         _sb.AppendLine("[StructLayout(LayoutKind.Sequential)]");
         _sb.Append("internal unsafe struct ").AppendLine(typeName);
         _sb.AppendLine("{");
+        EmitRawFields(s, "    ");
+        _sb.AppendLine("}");
+        _sb.AppendLine();
+    }
+
+    /// <summary>The blittable fields of a struct: handles as <c>nint</c>, arrays as fixed buffers.</summary>
+    private void EmitRawFields(StructDecl s, string indent)
+    {
         foreach (StructField f in s.Fields!)
         {
-            string fieldName = Pascal(f.Name);
-            if (fieldName == typeName) fieldName += "Value";
-            Doc("    ", f.Doc);
-            _sb.Append("    ").AppendLine(NativeNameAttribute(f.Name));
+            if (f.Optional && !_handles.ContainsKey(f.Type.Name))
+                throw new EmitException("field " + f.Name + " of " + s.Name + ": QWEN3VL_OPTIONAL applies to handle fields only");
+            if (_handles.ContainsKey(f.Type.Name) && (f.Type.Pointers != 1 || f.ArrayLength != null))
+                throw new EmitException("field " + f.Name + " of " + s.Name + ": a handle field must be a single pointer ('" + f.Type.Name + "* " + f.Name + ";')");
+            if (IsBoundStruct(f.Type.Name)) throw new EmitException("field " + f.Name + " of " + s.Name + ": a struct with handle fields cannot be nested");
+            Doc(indent, f.Doc);
+            _sb.Append(indent).AppendLine(NativeNameAttribute(f.Name));
             if (f.ArrayLength == null)
             {
-                _sb.Append("    public ").Append(NonVoid(f.Type)).Append(' ').Append(fieldName).AppendLine(";");
+                _sb.Append(indent).Append("public ").Append(NonVoid(f.Type)).Append(' ').Append(FieldName(s, f)).AppendLine(";");
                 continue;
             }
-            if (f.Type.Pointers != 0 || !Primitives.TryGetValue(f.Type.Name, out string? element) || element == "void" || element == "nuint")
-                throw new EmitException("array field " + f.Name + " of struct " + s.Name + " must have a fixed-size primitive element type, not '" + f.Type + "'");
-            string length;
-            if (CLexer.TryParseInteger(f.ArrayLength, out long n)) length = n.ToString(CultureInfo.InvariantCulture);
-            else if (_constants.ContainsKey(f.ArrayLength)) length = "NativeConstants." + Pascal(StripPrefix(f.ArrayLength, MacroPrefix));
-            else throw new EmitException("array length '" + f.ArrayLength + "' of " + s.Name + "." + f.Name + " is not a number or a QWEN3VL_ constant");
-            _sb.Append("    public fixed ").Append(element).Append(' ').Append(fieldName).Append('[').Append(length).AppendLine("];");
+            _sb.Append(indent).Append("public fixed ").Append(ArrayElement(s, f)).Append(' ').Append(FieldName(s, f)).Append('[').Append(ArrayLength(s, f)).AppendLine("];");
         }
+    }
+
+    private static string ArrayElement(StructDecl s, StructField f)
+    {
+        if (f.Type.Pointers != 0 || !Primitives.TryGetValue(f.Type.Name, out string? element) || element == "void" || element == "nuint")
+            throw new EmitException("array field " + f.Name + " of struct " + s.Name + " must have a fixed-size primitive element type, not '" + f.Type + "'");
+        return element!;
+    }
+
+    private string ArrayLength(StructDecl s, StructField f)
+    {
+        if (CLexer.TryParseInteger(f.ArrayLength!, out long n)) return n.ToString(CultureInfo.InvariantCulture);
+        if (_constants.ContainsKey(f.ArrayLength!)) return "NativeConstants." + Pascal(StripPrefix(f.ArrayLength!, MacroPrefix));
+        throw new EmitException("array length '" + f.ArrayLength + "' of " + s.Name + "." + f.Name + " is not a number or a QWEN3VL_ constant");
+    }
+
+    /// <summary>
+    /// A struct with handle fields: the C# form (handles as nullable SafeHandles, no native name: it has no native
+    /// layout) with the blittable <see cref="RawName"/> form nested in it, and <c>FromRaw</c> for values the library
+    /// returns (which must hold no handles).
+    /// </summary>
+    private void EmitBoundStruct(StructDecl s)
+    {
+        string typeName = TypeName(s.Name);
+        Doc("", s.Doc);
+        _sb.Append("/// <remarks>The C# form of <c>").Append(s.Name).Append("</c>: handles are SafeHandles; the generated call takes a reference on each for its duration and passes <see cref=\"").Append(RawName).AppendLine("\"/>.</remarks>");
+        _sb.Append("internal unsafe struct ").AppendLine(typeName);
+        _sb.AppendLine("{");
+        foreach (StructField f in s.Fields!)
+        {
+            Doc("    ", f.Doc);
+            string name = FieldName(s, f);
+            if (_handles.ContainsKey(f.Type.Name))
+                _sb.Append("    public ").Append(HandleName(f.Type.Name)).Append("? ").Append(name).AppendLine(";");
+            else if (f.ArrayLength == null)
+                _sb.Append("    public ").Append(NonVoid(f.Type)).Append(' ').Append(name).AppendLine(";");
+            else
+                _sb.Append("    public fixed ").Append(ArrayElement(s, f)).Append(' ').Append(name).Append('[').Append(ArrayLength(s, f)).AppendLine("];");
+        }
+        _sb.AppendLine();
+        _sb.Append("    /// <summary>The native layout of <c>").Append(s.Name).AppendLine("</c>.</summary>");
+        _sb.Append("    ").AppendLine(NativeNameAttribute(s.Name));
+        _sb.AppendLine("    [StructLayout(LayoutKind.Sequential)]");
+        _sb.Append("    internal unsafe struct ").AppendLine(RawName);
+        _sb.AppendLine("    {");
+        EmitRawFields(s, "        ");
+        _sb.AppendLine("    }");
+        _sb.AppendLine();
+        _sb.Append("    /// <summary>The C# form of a value the library returned; a handle in it is refused (its ownership would be unclear).</summary>");
+        _sb.AppendLine();
+        _sb.Append("    internal static ").Append(typeName).Append(" FromRaw(in ").Append(RawName).AppendLine(" raw)");
+        _sb.AppendLine("    {");
+        _sb.Append("        var value = new ").Append(typeName).AppendLine("();");
+        foreach (StructField f in s.Fields!)
+        {
+            string name = FieldName(s, f);
+            if (_handles.ContainsKey(f.Type.Name))
+                _sb.Append("        if (raw.").Append(name).Append(" != 0) throw new InvalidOperationException(\"").Append(s.Name).Append('.').Append(f.Name).AppendLine(" returned a handle\");");
+            else if (f.ArrayLength == null)
+                _sb.Append("        value.").Append(name).Append(" = raw.").Append(name).AppendLine(";");
+            else
+                _sb.Append("        for (int i = 0; i < ").Append(ArrayLength(s, f)).Append("; i++) value.").Append(name).Append("[i] = raw.").Append(name).AppendLine("[i];");
+        }
+        _sb.AppendLine("        return value;");
+        _sb.AppendLine("    }");
         _sb.AppendLine("}");
         _sb.AppendLine();
     }
@@ -285,7 +379,7 @@ internal sealed class CSharpEmitter
 
     // ---- functions ---------------------------------------------------------------------------------------------
 
-    private enum ParamKind { Blittable, HandleIn, HandleOut, Utf8String }
+    private enum ParamKind { Blittable, HandleIn, HandleOut, Utf8String, BoundStructIn }
 
     private sealed class MappedParam
     {
@@ -307,8 +401,9 @@ internal sealed class CSharpEmitter
         public string Name { get; }
         public string Local { get; }
 
-        public string Declaration => (Kind == ParamKind.HandleOut ? "out " : "") + ManagedType + (Optional ? "? " : " ") + Name;
-        public string Argument => (Kind == ParamKind.HandleOut ? "out " : "") + Name;
+        private string Modifier => Kind switch { ParamKind.HandleOut => "out ", ParamKind.BoundStructIn => "in ", _ => "" };
+        public string Declaration => Modifier + ManagedType + (Optional ? "? " : " ") + Name;
+        public string Argument => Modifier + Name;
     }
 
     private MappedParam MapParam(FunctionDecl fn, CParam p)
@@ -324,9 +419,55 @@ internal sealed class CSharpEmitter
             throw new EmitException("parameter " + p.Name + " of " + fn.Name + ": '" + t + "' is not a handle (X*) or an out-handle (X**)");
         }
         if (p.Optional) throw new EmitException("parameter " + p.Name + " of " + fn.Name + ": QWEN3VL_OPTIONAL applies to handle parameters only");
+        if (IsBoundStruct(t.Name))
+        {
+            if (t.Pointers != 1 || !t.IsConst)
+                throw new EmitException("parameter " + p.Name + " of " + fn.Name + ": a struct with handle fields is passed as 'const " + t.Name + "*' only");
+            return new MappedParam(ParamKind.BoundStructIn, TypeName(t.Name), TypeName(t.Name) + "." + RawName + "*", name, local);
+        }
         if (t.Name == "char" && t.Pointers == 1 && t.IsConst) return new MappedParam(ParamKind.Utf8String, "string?", "byte*", name, local);
         string type = NonVoid(t);
         return new MappedParam(ParamKind.Blittable, type, type, name, local);
+    }
+
+    private string StructOf(MappedParam p) => _structs.Values.First(s => TypeName(s.Name) == p.ManagedType).Name;
+
+    private IEnumerable<StructField> BoundHandleFields(MappedParam p) =>
+        _structs[StructOf(p)].Fields!.Where(f => _handles.ContainsKey(f.Type.Name));
+
+    /// <summary>Fills the raw form of a struct argument: values copied, each handle present referenced (a required one
+    /// missing is an <see cref="System.ArgumentNullException"/>, as for a handle parameter).</summary>
+    private void EmitBoundStructFill(StringBuilder raw, MappedParam p)
+    {
+        StructDecl s = _structs[StructOf(p)];
+        string value = p.Local + "Value";
+        foreach (StructField f in s.Fields!)
+        {
+            string field = FieldName(s, f);
+            if (_handles.ContainsKey(f.Type.Name))
+            {
+                string added = p.Local + "_" + field + "Added";
+                string indent = f.Optional ? "                " : "            ";
+                if (f.Optional)
+                {
+                    raw.Append("            if (").Append(value).Append('.').Append(field).AppendLine(" is not null)");
+                    raw.AppendLine("            {");
+                }
+                else
+                {
+                    raw.Append("            if (").Append(value).Append('.').Append(field).Append(" is null) throw new ArgumentNullException(nameof(").Append(p.Name)
+                        .Append("), \"").Append(s.Name).Append('.').Append(f.Name).AppendLine(" is required\");");
+                }
+                raw.Append(indent).Append(value).Append('.').Append(field).Append(".DangerousAddRef(ref ").Append(added).AppendLine(");");
+                raw.Append(indent).Append(p.Local).Append('.').Append(field).Append(" = ").Append(value).Append('.').Append(field).AppendLine(".DangerousGetHandle();");
+                if (f.Optional) raw.AppendLine("            }");
+            }
+            else if (f.ArrayLength == null)
+                raw.Append("            ").Append(p.Local).Append('.').Append(field).Append(" = ").Append(value).Append('.').Append(field).AppendLine(";");
+            else
+                raw.Append("            for (int __i = 0; __i < ").Append(ArrayLength(s, f)).Append("; __i++) ").Append(p.Local).Append('.').Append(field)
+                    .Append("[__i] = ").Append(value).Append('.').Append(field).AppendLine("[__i];");
+        }
     }
 
     private string MapReturn(FunctionDecl fn)
@@ -334,6 +475,7 @@ internal sealed class CSharpEmitter
         CType t = fn.ReturnType;
         if (t.Name == "char" && t.Pointers == 1) return "nint"; // library-owned string: never freed by the binding
         if (_handles.ContainsKey(t.Name)) throw new EmitException(fn.Name + " returns a handle; return handles through an out-parameter (X**)");
+        if (IsBoundStruct(t.Name) && t.Pointers != 0) throw new EmitException(fn.Name + " returns a pointer to a struct with handle fields");
         return Blittable(t);
     }
 
@@ -380,7 +522,9 @@ internal sealed class CSharpEmitter
         string name = TypeName(fn.Name);
         string ret = MapReturn(fn);
         List<MappedParam> ps = fn.Parameters.Select(p => MapParam(fn, p)).ToList();
-        bool needsStub = ps.Any(p => p.Kind != ParamKind.Blittable);
+        bool boundReturn = IsBoundStruct(fn.ReturnType.Name);
+        string managedRet = boundReturn ? TypeName(fn.ReturnType.Name) : ret;
+        bool needsStub = boundReturn || ps.Any(p => p.Kind != ParamKind.Blittable);
         string doc = string.IsNullOrEmpty(fn.Doc) ? "" : "    /// <summary>" + Escape(fn.Doc!) + "</summary>\n";
         string dllImport = "    [DllImport(\"" + Library + "\", EntryPoint = \"" + fn.Name + "\", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]\n";
         string nativeParams = string.Join(", ", ps.Select(p => p.NativeType + " " + p.Name));
@@ -398,7 +542,7 @@ internal sealed class CSharpEmitter
             raw.Append("    private static extern ").Append(ret).Append(' ').Append(nativeName).Append('(').Append(nativeParams).AppendLine(");");
             raw.AppendLine();
             raw.Append(doc);
-            raw.Append("    internal static ").Append(ret).Append(' ').Append(name).Append('(')
+            raw.Append("    internal static ").Append(managedRet).Append(' ').Append(name).Append('(')
                 .Append(string.Join(", ", ps.Select(p => p.Declaration))).AppendLine(")");
             raw.AppendLine("    {");
             foreach (MappedParam p in ps)
@@ -416,10 +560,17 @@ internal sealed class CSharpEmitter
                     case ParamKind.Utf8String:
                         raw.Append("        byte* ").Append(p.Local).AppendLine(" = null;");
                         break;
+                    case ParamKind.BoundStructIn:
+                        // A copy, so the handles released are the ones taken whatever the caller's struct holds meanwhile.
+                        raw.Append("        ").Append(p.ManagedType).Append(' ').Append(p.Local).Append("Value = ").Append(p.Name).AppendLine(";");
+                        raw.Append("        ").Append(p.ManagedType).Append('.').Append(RawName).Append(' ').Append(p.Local).AppendLine(" = default;");
+                        foreach (StructField f in BoundHandleFields(p))
+                            raw.Append("        bool ").Append(p.Local).Append('_').Append(FieldName(_structs[StructOf(p)], f)).AppendLine("Added = false;");
+                        break;
                 }
             }
             if (ret != "void") raw.Append("        ").Append(ret).AppendLine(" __result;");
-            bool cleanup = ps.Any(p => p.Kind == ParamKind.HandleIn || p.Kind == ParamKind.Utf8String);
+            bool cleanup = ps.Any(p => p.Kind == ParamKind.HandleIn || p.Kind == ParamKind.Utf8String || p.Kind == ParamKind.BoundStructIn);
             string inner = cleanup ? "            " : "        ";
             if (cleanup)
             {
@@ -430,12 +581,14 @@ internal sealed class CSharpEmitter
             {
                 if (p.Kind == ParamKind.HandleIn) raw.Append("            ").Append(p.Name).Append(p.Optional ? "?" : "").Append(".DangerousAddRef(ref ").Append(p.Local).AppendLine("Added);");
                 if (p.Kind == ParamKind.Utf8String) raw.Append("            ").Append(p.Local).Append(" = Utf8StringMarshaller.ConvertToUnmanaged(").Append(p.Name).AppendLine(");");
+                if (p.Kind == ParamKind.BoundStructIn) EmitBoundStructFill(raw, p);
             }
             var args = ps.Select(p => p.Kind switch
             {
                 ParamKind.HandleIn => p.Optional ? "(" + p.Name + " is null ? 0 : " + p.Name + ".DangerousGetHandle())" : p.Name + ".DangerousGetHandle()",
                 ParamKind.HandleOut => "&" + p.Local,
                 ParamKind.Utf8String => p.Local,
+                ParamKind.BoundStructIn => "&" + p.Local,
                 _ => p.Name,
             });
             raw.Append(inner).Append(ret != "void" ? "__result = " : "").Append(nativeName).Append('(').Append(string.Join(", ", args)).AppendLine(");");
@@ -450,10 +603,18 @@ internal sealed class CSharpEmitter
                 {
                     if (p.Kind == ParamKind.HandleIn) raw.Append("            if (").Append(p.Local).Append("Added) ").Append(p.Name).Append(p.Optional ? "!" : "").AppendLine(".DangerousRelease();");
                     if (p.Kind == ParamKind.Utf8String) raw.Append("            Utf8StringMarshaller.Free(").Append(p.Local).AppendLine(");");
+                    if (p.Kind == ParamKind.BoundStructIn)
+                        foreach (StructField f in BoundHandleFields(p))
+                        {
+                            string field = FieldName(_structs[StructOf(p)], f);
+                            raw.Append("            if (").Append(p.Local).Append('_').Append(field).Append("Added) ").Append(p.Local).Append("Value.")
+                                .Append(field).AppendLine("!.DangerousRelease();");
+                        }
                 }
                 raw.AppendLine("        }");
             }
-            if (ret != "void") raw.AppendLine("        return __result;");
+            if (boundReturn) raw.Append("        return ").Append(managedRet).AppendLine(".FromRaw(in __result);");
+            else if (ret != "void") raw.AppendLine("        return __result;");
             raw.AppendLine("    }");
             raw.AppendLine();
         }

@@ -80,8 +80,9 @@ internal sealed class EnumDecl
 
 internal sealed class StructField
 {
-    public StructField(CType type, string name, string? arrayLength, string? doc, int line)
+    public StructField(CType type, string name, string? arrayLength, string? doc, int line, bool optional = false)
     {
+        Optional = optional;
         Type = type;
         Name = name;
         ArrayLength = arrayLength;
@@ -91,6 +92,8 @@ internal sealed class StructField
 
     public CType Type { get; }
     public string Name { get; }
+    /// <summary>Marked QWEN3VL_OPTIONAL in the header: a handle field that may be NULL.</summary>
+    public bool Optional { get; }
     /// <summary>The array bound as written (a number or a QWEN3VL_ constant), null for a scalar.</summary>
     public string? ArrayLength { get; }
     public string? Doc { get; }

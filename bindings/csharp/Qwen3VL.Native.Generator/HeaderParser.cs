@@ -180,6 +180,8 @@ internal sealed class HeaderParser
         while (!Current.Is("}"))
         {
             Token fieldToken = Current;
+            bool optional = Current.Is(OptionalMarker);
+            if (optional) Next();
             CType type = ParseType();
             string field = ExpectIdentifier("field name");
             string? length = null;
@@ -192,7 +194,7 @@ internal sealed class HeaderParser
                 Expect("]");
             }
             Expect(";");
-            fields.Add(new StructField(type, field, length, fieldToken.Doc, fieldToken.Line));
+            fields.Add(new StructField(type, field, length, fieldToken.Doc, fieldToken.Line, optional));
         }
         Next();
         ExpectTypedefName(name);

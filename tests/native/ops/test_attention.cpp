@@ -201,35 +201,35 @@ class AttentionOpsCApi : public CApiOpTest {};
 
 TEST_F(AttentionOpsCApi, NullTensorsAreNamed) {
     qwen3vl_tensor* x = f32({2, 8});
-    EXPECT_INVALID(qwen3vl_op_attention(f32({2, 1, 8}), f32({2, 1, 8}), nullptr, x, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
+    EXPECT_INVALID(op::attention(f32({2, 1, 8}), f32({2, 1, 8}), nullptr, x, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
                    "qwen3vl_op_attention: k_cache is NULL");
 }
 
 TEST_F(AttentionOpsCApi, AttentionArgumentsAreChecked) {
     const int64_t D = 8;
     qwen3vl_tensor *q = f32({2, 3, D}), *out = f32({2, 3, D}), *kc = f32({5, 2, D}), *vc = f32({5, 2, D});
-    EXPECT_INVALID(qwen3vl_op_attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
+    EXPECT_INVALID(op::attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
                    "q has 3 heads, not a multiple of the cache's 2");
     qwen3vl_tensor* q4 = f32({2, 4, D});
     qwen3vl_tensor* out4 = f32({2, 4, D});
-    EXPECT_INVALID(qwen3vl_op_attention(out4, q4, kc, vc, 4, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
+    EXPECT_INVALID(op::attention(out4, q4, kc, vc, 4, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
                    "n_past 4 + 2 tokens exceeds the cache's 5 rows");
-    EXPECT_INVALID(qwen3vl_op_attention(out4, q4, kc, vc, 0, static_cast<qwen3vl_attention_mask>(7), nullptr, nullptr),
+    EXPECT_INVALID(op::attention(out4, q4, kc, vc, 0, static_cast<qwen3vl_attention_mask>(7), nullptr, nullptr),
                    "unknown mask 7");
-    EXPECT_INVALID(qwen3vl_op_attention(out4, q4, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, i32({2}, {0, 2}), nullptr),
+    EXPECT_INVALID(op::attention(out4, q4, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, i32({2}, {0, 2}), nullptr),
                    "segments must be NULL");
-    EXPECT_INVALID(qwen3vl_op_attention(q4, q4, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr), "out overlaps q");
+    EXPECT_INVALID(op::attention(q4, q4, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr), "out overlaps q");
     qwen3vl_tensor* qkv = f32({5, 3, 2, D});
     qwen3vl_tensor* vout = f32({5, 2, D});
-    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, kc, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({2}, {0, 5}), nullptr),
+    EXPECT_INVALID(op::attention(vout, qkv, kc, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({2}, {0, 5}), nullptr),
                    "k_cache and v_cache must be NULL");
-    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 2, 4}), nullptr),
+    EXPECT_INVALID(op::attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 2, 4}), nullptr),
                    "segments must run from 0 to T = 5");
-    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 3, 2}), nullptr),
+    EXPECT_INVALID(op::attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 3, 2}), nullptr),
                    "segments must run from 0 to T");
-    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({4}, {0, 3, 2, 5}), nullptr),
+    EXPECT_INVALID(op::attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({4}, {0, 3, 2, 5}), nullptr),
                    "segments decrease at index 2");
-    EXPECT_INVALID(qwen3vl_op_attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, nullptr, nullptr),
+    EXPECT_INVALID(op::attention(vout, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, nullptr, nullptr),
                    "segments is NULL");
 }
 
@@ -373,7 +373,7 @@ TEST_F(AttentionOpsCApi, QkNormRopeAttentionMatchesDoubleReference) {
             qwen3vl_tensor *q = f32({T, Hq, D}, qv), *k = f32({T, Hkv, D}, kv), *v = f32({T, Hkv, D}, vv);
             qwen3vl_tensor *kc = f32({c.cap, Hkv, D}, cache_k), *vc = f32({c.cap, Hkv, D}, cache_v);
             qwen3vl_tensor* out = f32({T, Hq, D}, nan);
-            ASSERT_EQ(qwen3vl_op_qk_norm_rope_attention(out, q, k, v, qn, kn, eps, i32({3, T}, posv), theta, c.section,
+            ASSERT_EQ(op::qk_norm_rope_attention(out, q, k, v, qn, kn, eps, i32({3, T}, posv), theta, c.section,
                                                         kc, vc, n_past_tensor ? 0 : c.n_past,
                                                         n_past_tensor ? i32({1}, {int32_t(c.n_past)}) : nullptr),
                       QWEN3VL_STATUS_OK)
@@ -412,21 +412,81 @@ TEST_F(AttentionOpsCApi, QkNormRopeAttentionMatchesDoubleReference) {
     qwen3vl_tensor *pos = i32({3, T}, {5, 6, 2, 2, 3, 4}), *w = f32({D});
     qwen3vl_tensor *q = f32({T, Hq, D}), *k = f32({T, Hkv, D}), *v = f32({T, Hkv, D});
     qwen3vl_tensor *kc = f32({cap, Hkv, D}), *vc = f32({cap, Hkv, D}), *out = f32({T, Hq, D}, 0.0f);
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0,
+    EXPECT_INVALID(op::qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0,
                                                      i32({1}, {5})),
                    "qwen3vl_op_qk_norm_rope_attention: n_past_tensor holds 5, outside 0 .. 4");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 5, nullptr),
+    EXPECT_INVALID(op::qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 5, nullptr),
                    "qwen3vl_op_qk_norm_rope_attention: n_past 5 + 2 tokens does not fit the cache's 6 rows");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(f32({T, Hq, 4}), q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0,
+    EXPECT_INVALID(op::qk_norm_rope_attention(f32({T, Hq, 4}), q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0,
                                                      nullptr),
                    "out has shape [2, 4, 4], expected [2, 4, 8]");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(q, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0, nullptr),
+    EXPECT_INVALID(op::qk_norm_rope_attention(q, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0, nullptr),
                    "out overlaps q");
     qwen3vl_tensor *q3 = f32({T, 3, D}), *o3 = f32({T, 3, D});
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(o3, q3, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0, nullptr),
+    EXPECT_INVALID(op::qk_norm_rope_attention(o3, q3, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0, nullptr),
                    "q has 3 heads, not a multiple of k's 2");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, nullptr, kc, vc, 0, nullptr),
-                   "qwen3vl_op_qk_norm_rope_attention: mrope_section is NULL");
+    // n_past, n_past_tensor and n_past_bound: one meaning each.
+    EXPECT_INVALID(op::qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 1, i32({1}, {1})),
+                   "qwen3vl_op_qk_norm_rope_attention: n_past 1 is given with n_past_tensor");
+    EXPECT_INVALID(op::qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 1, nullptr, 3),
+                   "qwen3vl_op_qk_norm_rope_attention: n_past_bound 3 is given without n_past_tensor");
+    EXPECT_INVALID(op::qk_norm_rope_attention(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0, i32({1}, {1}), 5),
+                   "n_past_bound 5 + 2 tokens exceed the cache");
+    // The parameter struct itself: its size, its reserved field, a NULL pointer.
+    qwen3vl_qk_norm_rope_attention_params p =
+        op::rope_attention_params(out, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0, nullptr, 0);
+    EXPECT_EQ(qwen3vl_op_qk_norm_rope_attention(&p), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    p.reserved = 1;
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(&p), "reserved must be 0");
+    p.reserved = 0;
+    p.struct_size -= 8;
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(&p), "qwen3vl_qk_norm_rope_attention_params.struct_size is");
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(nullptr), "qwen3vl_qk_norm_rope_attention_params pointer is NULL");
+}
+
+TEST_F(AttentionOpsCApi, ParamStructsAreChecked) {
+    // Every *_params op refuses a struct of another size (a caller built against another header) and a NULL pointer.
+    qwen3vl_attention_params a = qwen3vl_attention_default_params();
+    a.struct_size += 4;
+    EXPECT_INVALID(qwen3vl_op_attention(&a), "qwen3vl_attention_params.struct_size is");
+    EXPECT_INVALID(qwen3vl_op_attention(nullptr), "qwen3vl_attention_params pointer is NULL");
+    qwen3vl_norm_linear_params n = qwen3vl_norm_linear_default_params();
+    n.struct_size = 0;
+    EXPECT_INVALID(qwen3vl_op_norm_linear(&n), "qwen3vl_norm_linear_params.struct_size is 0");
+    qwen3vl_layer_norm_linear_params l = qwen3vl_layer_norm_linear_default_params();
+    l.struct_size = 1;
+    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(&l), "qwen3vl_layer_norm_linear_params.struct_size is 1");
+    qwen3vl_mlp_gelu_params m = qwen3vl_mlp_gelu_default_params();
+    m.reserved = 2;
+    EXPECT_INVALID(qwen3vl_op_mlp_gelu(&m), "qwen3vl_op_mlp_gelu: reserved must be 0");
+    EXPECT_INVALID(qwen3vl_op_mlp_gelu(nullptr), "qwen3vl_mlp_gelu_params pointer is NULL");
+    // The documented defaults.
+    const qwen3vl_qk_norm_rope_attention_params r = qwen3vl_qk_norm_rope_attention_default_params();
+    EXPECT_EQ(r.struct_size, sizeof r);
+    EXPECT_EQ(r.eps, 1e-6f);
+    EXPECT_EQ(r.theta, 5000000.0f);
+    EXPECT_EQ(r.mrope_section[0], 24);
+    EXPECT_EQ(r.mrope_section[1], 20);
+    EXPECT_EQ(r.mrope_section[2], 20);
+    EXPECT_EQ(r.n_past_tensor, nullptr);
+    EXPECT_EQ(qwen3vl_attention_default_params().mask, QWEN3VL_ATTENTION_CAUSAL);
+    EXPECT_EQ(qwen3vl_mlp_gelu_default_params().tanh_approximation, 1);
+    EXPECT_EQ(qwen3vl_norm_linear_default_params().eps, 1e-6f);
+}
+
+TEST_F(AttentionOpsCApi, NPastAndItsBoundKeepOneMeaningEach) {
+    const int64_t T = 1, H = 2, D = 8, cap = 4;
+    qwen3vl_tensor *q = f32({T, H, D}), *kc = f32({cap, 1, D}), *vc = f32({cap, 1, D}), *out = f32({T, H, D}, 0.0f);
+    EXPECT_INVALID(op::attention(out, q, kc, vc, 2, QWEN3VL_ATTENTION_CAUSAL, nullptr, i32({1}, {2})),
+                   "qwen3vl_op_attention: n_past 2 is given with n_past_tensor");
+    EXPECT_INVALID(op::attention(out, q, kc, vc, 2, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr, 2),
+                   "qwen3vl_op_attention: n_past_bound 2 is given without n_past_tensor");
+    qwen3vl_tensor* qkv = f32({2, 3, H, D});
+    EXPECT_INVALID(op::attention(f32({2, H, D}), qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({2}, {0, 2}),
+                                 nullptr, 1),
+                   "n_past_bound must be 0 with QWEN3VL_ATTENTION_SEGMENTS");
+    EXPECT_EQ(op::attention(out, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, i32({1}, {3}), 3), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
 }
 
 TEST_F(AttentionOpsCApi, OpsRunEndToEnd) {
@@ -435,13 +495,13 @@ TEST_F(AttentionOpsCApi, OpsRunEndToEnd) {
     qwen3vl_tensor* kc = f32({3, 1, 4}, 0.7f);
     qwen3vl_tensor* vc = f32({3, 1, 4}, {1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9});
     qwen3vl_tensor* ao = f32({1, 2, 4}, kNaN);
-    ASSERT_EQ(qwen3vl_op_attention(ao, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr), QWEN3VL_STATUS_OK)
+    ASSERT_EQ(op::attention(ao, q, kc, vc, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr), QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
     EXPECT_EQ(read(ao), (std::vector<float>{1, 2, 3, 4, 1, 2, 3, 4}));
     // Segments of one token each: every query sees only its own value.
     qwen3vl_tensor* qkv = f32({2, 3, 1, 4}, {0, 0, 0, 0, 1, 1, 1, 1, 5, 6, 7, 8, 0, 0, 0, 0, 1, 1, 1, 1, -1, -2, -3, -4});
     qwen3vl_tensor* so = f32({2, 1, 4}, kNaN);
-    ASSERT_EQ(qwen3vl_op_attention(so, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 1, 2}), nullptr),
+    ASSERT_EQ(op::attention(so, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, i32({3}, {0, 1, 2}), nullptr),
               QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
     EXPECT_EQ(read(so), (std::vector<float>{5, 6, 7, 8, -1, -2, -3, -4}));
@@ -528,7 +588,7 @@ protected:
         Pair vc = tensor(k.cache, {cap, k.Hkv, k.D}, cache_values(cap, k.n_past + k.T, k.Hkv * k.D));
         Pair out = tensor(kF32, {k.T, k.Hq, k.D});
         both("attention", [&](bool c) {
-            return qwen3vl_op_attention(on(out, c), on(q, c), on(kc, c), on(vc, c), k.n_past, QWEN3VL_ATTENTION_CAUSAL,
+            return op::attention(on(out, c), on(q, c), on(kc, c), on(vc, c), k.n_past, QWEN3VL_ATTENTION_CAUSAL,
                                         nullptr, nullptr);
         });
         check_close(read(out.cpu), read(out.gpu), k.D, "attention causal" + describe(k));
@@ -551,7 +611,7 @@ protected:
         Pair seg = ints({int64_t(segments.size())}, segments);
         Pair out = tensor(kF32, {T, H, D});
         both("attention", [&](bool c) {
-            return qwen3vl_op_attention(on(out, c), on(qkv, c), nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS,
+            return op::attention(on(out, c), on(qkv, c), nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS,
                                         on(seg, c), nullptr);
         });
         check_close(read(out.cpu), read(out.gpu), D, "attention" + at);
@@ -573,12 +633,12 @@ protected:
             write_both(vc, cache_values(cap, n_past + k.T, k.Hkv * k.D));
             const int32_t v32 = static_cast<int32_t>(n_past);
             check(qwen3vl_tensor_write(np.gpu, QWEN3VL_DTYPE_I32, &v32, 4), "tensor_write");
-            check(qwen3vl_op_attention(out.cpu, q.cpu, kc.cpu, vc.cpu, n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr,
+            check(op::attention(out.cpu, q.cpu, kc.cpu, vc.cpu, n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr,
                                        nullptr),
                   "attention on the CPU");
-            check(qwen3vl_op_attention(out.gpu, q.gpu, kc.gpu, vc.gpu, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np.gpu),
+            check(op::attention(out.gpu, q.gpu, kc.gpu, vc.gpu, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, np.gpu),
                   "attention on CUDA, n_past_tensor");
-            check(qwen3vl_op_attention(direct.gpu, q.gpu, kc.gpu, vc.gpu, n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr,
+            check(op::attention(direct.gpu, q.gpu, kc.gpu, vc.gpu, n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr,
                                        nullptr),
                   "attention on CUDA, n_past");
             const std::vector<float> ref = read(out.cpu), got = read(out.gpu), same = read(direct.gpu);
@@ -616,15 +676,15 @@ protected:
         Pair out2 = tensor(kF32, {k.T, k.Hq, k.D});
         const int64_t n_arg = n_past_on_device ? 0 : k.n_past;  // with the tensor: 0 = bound capacity - T
         both("qk_norm_rope_attention", [&](bool c) {
-            return qwen3vl_op_qk_norm_rope_attention(on(out, c), on(q, c), on(kk, c), on(v, c), on(qn, c), on(kn, c),
+            return op::qk_norm_rope_attention(on(out, c), on(q, c), on(kk, c), on(v, c), on(qn, c), on(kn, c),
                                                      1e-6f, on(tp, c), 5000000.0f, section, on(kc, c), on(vc, c), n_arg,
                                                      n_past_on_device ? on(np, c) : nullptr);
         });
         const qwen3vl_tensor* npt = n_past_on_device ? np.gpu : nullptr;
-        check(qwen3vl_op_qk_norm_rope_kv(q2.gpu, k2.gpu, v.gpu, qn.gpu, kn.gpu, 1e-6f, tp.gpu, 5000000.0f, section,
+        check(op::qk_norm_rope_kv(q2.gpu, k2.gpu, v.gpu, qn.gpu, kn.gpu, 1e-6f, tp.gpu, 5000000.0f, section,
                                          kc2.gpu, vc2.gpu, n_arg, npt),
               "qk_norm_rope_kv on CUDA");
-        check(qwen3vl_op_attention(out2.gpu, q2.gpu, kc2.gpu, vc2.gpu, n_arg, QWEN3VL_ATTENTION_CAUSAL, nullptr, npt),
+        check(op::attention(out2.gpu, q2.gpu, kc2.gpu, vc2.gpu, n_arg, QWEN3VL_ATTENTION_CAUSAL, nullptr, npt),
               "attention on CUDA");
         const auto bits_equal = [](const std::vector<float>& a, const std::vector<float>& b) {
             return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -753,7 +813,7 @@ TEST_F(CudaAttentionOps, BadSegmentsAreCaughtOnTheDevice) {
     for (std::vector<int32_t> bad : {std::vector<int32_t>{0, 3, 2, 5}, std::vector<int32_t>{0, 9, 5},
                                      std::vector<int32_t>{1, 5}, std::vector<int32_t>{0, 4}}) {
         qwen3vl_tensor* seg = ints({int64_t(bad.size())}, bad).gpu;
-        ASSERT_EQ(QWEN3VL_STATUS_OK, qwen3vl_op_attention(out, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, seg,
+        ASSERT_EQ(QWEN3VL_STATUS_OK, op::attention(out, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, seg,
                                                           nullptr))
             << qwen3vl_last_error();
         std::vector<float> sink(5 * 2 * 16);
@@ -765,7 +825,7 @@ TEST_F(CudaAttentionOps, BadSegmentsAreCaughtOnTheDevice) {
     }
     qwen3vl_tensor* good = ints({3}, {0, 2, 5}).gpu;
     ASSERT_EQ(QWEN3VL_STATUS_OK,
-              qwen3vl_op_attention(out, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, good, nullptr));
+              op::attention(out, qkv, nullptr, nullptr, 0, QWEN3VL_ATTENTION_SEGMENTS, good, nullptr));
     std::vector<float> sink(5 * 2 * 16);
     EXPECT_EQ(QWEN3VL_STATUS_OK, qwen3vl_tensor_read(out, QWEN3VL_DTYPE_F32, sink.data(), sink.size() * 4))
         << qwen3vl_last_error();

@@ -107,8 +107,15 @@ Ref add_ref(const Ref& a, const std::vector<float>& residual) {
         if (!(std::fabs(got[i] - want.v[i]) <= want.err[i]))
             return ::testing::AssertionFailure() << "element " << i << ": got " << got[i] << ", want " << want.v[i]
                                                  << " (bound " << want.err[i] << ")";
-    const double e = nmse(got, want.v);
-    if (!(e <= 1e-9)) return ::testing::AssertionFailure() << "NMSE " << e << " > 1e-9";
+    // In aggregate: NMSE <= 1e-9 catches a kernel that is systematically less precise than f32 accumulation (bf16
+    // rounded activations give ~1e-5) yet inside the worst-case bounds. A statistic of many elements: on an output of
+    // a handful (M = N = 1 is one dot product) a reference that nearly cancels makes it the relative error of that
+    // one value, unbounded while the absolute error is within its bound (1% of seeds failed so: QWEN3VL_TEST_SEED=
+    // 588153925), so it applies from 16 elements on; the elementwise bounds above hold for every output.
+    if (got.size() >= 16) {
+        const double e = nmse(got, want.v);
+        if (!(e <= 1e-9)) return ::testing::AssertionFailure() << "NMSE " << e << " > 1e-9";
+    }
     return ::testing::AssertionSuccess();
 }
 
@@ -352,7 +359,7 @@ TEST(LinearOpsCApi, NormLinearMatchesDoubleReference) {
                     }
                     auto slot_out = [&](int i) { return i < count ? out[size_t(i)].get() : nullptr; };
                     auto slot_w = [&](int i) { return i < count ? w[size_t(i)].get() : nullptr; };
-                    ASSERT_EQ(qwen3vl_op_norm_linear(slot_out(0), slot_w(0), slot_out(1), slot_w(1), slot_out(2),
+                    ASSERT_EQ(op::norm_linear(slot_out(0), slot_w(0), slot_out(1), slot_w(1), slot_out(2),
                                                      slot_w(2), x.get(), with_norm ? nw.get() : nullptr, 1e-6f),
                               QWEN3VL_STATUS_OK)
                         << qwen3vl_last_error();
@@ -434,7 +441,7 @@ TEST(LinearOpsCApi, FusedThreeDimensionalX) {
     TensorPtr w0 = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {5, K});
     TensorPtr w1 = rand_tensor(b.get(), rng, QWEN3VL_DTYPE_BF16, {7, K});
     TensorPtr o0 = nan_tensor(b.get(), {2, 3, 5}), o1 = nan_tensor(b.get(), {2, 3, 7});
-    EXPECT_EQ(qwen3vl_op_norm_linear(o0.get(), w0.get(), o1.get(), w1.get(), nullptr, nullptr, x.get(), nw.get(),
+    EXPECT_EQ(op::norm_linear(o0.get(), w0.get(), o1.get(), w1.get(), nullptr, nullptr, x.get(), nw.get(),
                                      1e-6f),
               QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
@@ -460,7 +467,7 @@ TEST(LinearOpsCApi, NormLinearBadArguments) {
     qwen3vl_tensor* const no = nullptr;
     auto nl = [&](qwen3vl_tensor* a0, const qwen3vl_tensor* b0, qwen3vl_tensor* a1, const qwen3vl_tensor* b1,
                   qwen3vl_tensor* a2, const qwen3vl_tensor* b2, const qwen3vl_tensor* in, const qwen3vl_tensor* n) {
-        return qwen3vl_op_norm_linear(a0, b0, a1, b1, a2, b2, in, n, eps);
+        return op::norm_linear(a0, b0, a1, b1, a2, b2, in, n, eps);
     };
     ASSERT_EQ(nl(o0.get(), w0.get(), o1.get(), w1.get(), o2.get(), w2.get(), x.get(), nw.get()), QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
@@ -493,7 +500,7 @@ TEST(LinearOpsCApi, NormLinearBadArguments) {
     TensorPtr o_f16 = tensor(b.get(), QWEN3VL_DTYPE_F16, {4, 5});
     EXPECT_INVALID(nl(o_f16.get(), w0.get(), no, no, no, no, x.get(), no), "out0 must be f32");
     for (float bad_eps : {-1.0f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()})
-        EXPECT_INVALID(qwen3vl_op_norm_linear(o0.get(), w0.get(), no, no, no, no, x.get(), nw.get(), bad_eps),
+        EXPECT_INVALID(op::norm_linear(o0.get(), w0.get(), no, no, no, no, x.get(), nw.get(), bad_eps),
                        "eps must be finite and >= 0");
 
     // Overlaps: an output over x, over another output, over a weight, over the norm weight.
@@ -631,7 +638,7 @@ TEST(LinearOpsCApi, LayerNormLinearMatchesDoubleReference) {
                 TensorPtr nw = rand_tensor(b.get(), rng, nt, {K}), nb = rand_tensor(b.get(), rng, nt, {K});
                 TensorPtr w = rand_tensor(b.get(), rng, wt, {N, K}), bias = rand_tensor(b.get(), rng, wt, {N});
                 TensorPtr out = nan_tensor(b.get(), {M, N});
-                ASSERT_EQ(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), 1e-6f, w.get(),
+                ASSERT_EQ(op::layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), 1e-6f, w.get(),
                                                        with_bias ? bias.get() : nullptr),
                           QWEN3VL_STATUS_OK)
                     << qwen3vl_last_error();
@@ -679,7 +686,7 @@ TEST(LinearOpsCApi, MlpGeluMatchesDoubleReference) {
                                                                      : x.get();
                     const qwen3vl_tensor* r =
                         !with_residual ? nullptr : where == MlpOut::kXAndResidual ? x.get() : res.get();
-                    ASSERT_EQ(qwen3vl_op_mlp_gelu(o, x.get(), with_norm ? nw.get() : nullptr,
+                    ASSERT_EQ(op::mlp_gelu(o, x.get(), with_norm ? nw.get() : nullptr,
                                                   with_norm ? nb.get() : nullptr, 1e-6f, w1.get(),
                                                   with_biases ? b1.get() : nullptr, tanh_form, w2.get(),
                                                   with_biases ? b2.get() : nullptr, r),
@@ -717,22 +724,22 @@ TEST(LinearOpsCApi, VisionBadArgumentsNameTheTensor) {
     TensorPtr out_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {3, 7});
     EXPECT_INVALID(qwen3vl_op_linear_gelu(out_bad.get(), x.get(), w.get(), nullptr, 0), "out has shape [3, 7], expected [3, 6]");
 
-    ASSERT_EQ(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), eps, w.get(), nullptr), QWEN3VL_STATUS_OK)
+    ASSERT_EQ(op::layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), eps, w.get(), nullptr), QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
-    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nullptr, nb.get(), eps, w.get(), nullptr),
+    EXPECT_INVALID(op::layer_norm_linear(out.get(), x.get(), nullptr, nb.get(), eps, w.get(), nullptr),
                    "qwen3vl_op_layer_norm_linear: norm_weight is NULL");
-    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nullptr, eps, w.get(), nullptr),
+    EXPECT_INVALID(op::layer_norm_linear(out.get(), x.get(), nw.get(), nullptr, eps, w.get(), nullptr),
                    "qwen3vl_op_layer_norm_linear: norm_bias is NULL");
     TensorPtr nb_bad = tensor(b.get(), QWEN3VL_DTYPE_F32, {7});
-    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb_bad.get(), eps, w.get(), nullptr),
+    EXPECT_INVALID(op::layer_norm_linear(out.get(), x.get(), nw.get(), nb_bad.get(), eps, w.get(), nullptr),
                    "norm_bias has shape [7], expected [8]");
     TensorPtr nw_i32 = tensor(b.get(), QWEN3VL_DTYPE_I32, {8});
-    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw_i32.get(), nb.get(), eps, w.get(), nullptr),
+    EXPECT_INVALID(op::layer_norm_linear(out.get(), x.get(), nw_i32.get(), nb.get(), eps, w.get(), nullptr),
                    "norm_weight must be f32 or f16 or bf16");
-    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), -1.0f, w.get(), nullptr),
+    EXPECT_INVALID(op::layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), -1.0f, w.get(), nullptr),
                    "eps must be finite and >= 0");
     TensorPtr w_badk = tensor(b.get(), QWEN3VL_DTYPE_BF16, {6, 9});
-    EXPECT_INVALID(qwen3vl_op_layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), eps, w_badk.get(), nullptr),
+    EXPECT_INVALID(op::layer_norm_linear(out.get(), x.get(), nw.get(), nb.get(), eps, w_badk.get(), nullptr),
                    "weight has shape [6, 9], expected [*, 8]");
 
     // mlp_gelu: K = 8, I = 12, N = 6.
@@ -742,7 +749,7 @@ TEST(LinearOpsCApi, VisionBadArgumentsNameTheTensor) {
     auto mlp = [&](qwen3vl_tensor* o, const qwen3vl_tensor* n_w, const qwen3vl_tensor* n_b, const qwen3vl_tensor* fc1,
                    const qwen3vl_tensor* fc1_b, int32_t t, const qwen3vl_tensor* fc2, const qwen3vl_tensor* fc2_b,
                    const qwen3vl_tensor* r) {
-        return qwen3vl_op_mlp_gelu(o, x.get(), n_w, n_b, eps, fc1, fc1_b, t, fc2, fc2_b, r);
+        return op::mlp_gelu(o, x.get(), n_w, n_b, eps, fc1, fc1_b, t, fc2, fc2_b, r);
     };
     ASSERT_EQ(mlp(out.get(), nw.get(), nb.get(), w1.get(), b1.get(), 0, w2.get(), b2.get(), res.get()), QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
@@ -777,7 +784,7 @@ TEST(LinearOpsCApi, VisionBadArgumentsNameTheTensor) {
                    "out overlaps fc2_weight");
     TensorPtr xbig = tensor(b.get(), QWEN3VL_DTYPE_F32, {40});
     TensorPtr xv = view_of(xbig.get(), 0, {3, 8}), ov = view_of(xbig.get(), 4, {3, 6});
-    EXPECT_INVALID(qwen3vl_op_mlp_gelu(ov.get(), xv.get(), nullptr, nullptr, eps, w1.get(), nullptr, 0, w2.get(), nullptr,
+    EXPECT_INVALID(op::mlp_gelu(ov.get(), xv.get(), nullptr, nullptr, eps, w1.get(), nullptr, 0, w2.get(), nullptr,
                                        nullptr),
                    "out partly overlaps x");
 }
@@ -910,7 +917,7 @@ TEST_F(CudaLinearOps, NormLinear) {
                     both("norm_linear", [&](bool c) {
                         auto o = [&](int i) { return i < count ? on(out[size_t(i)], c) : nullptr; };
                         auto ww = [&](int i) { return i < count ? on(w[size_t(i)], c) : nullptr; };
-                        return qwen3vl_op_norm_linear(o(0), ww(0), o(1), ww(1), o(2), ww(2), on(x, c),
+                        return op::norm_linear(o(0), ww(0), o(1), ww(1), o(2), ww(2), on(x, c),
                                                       with_norm ? on(nw, c) : nullptr, 1e-6f);
                     });
                     for (int i = 0; i < count; ++i)
@@ -967,7 +974,7 @@ TEST_F(CudaLinearOps, FusedOnUnalignedViews) {
             Pair nb = rand_tensor(wt, {K + 1}), nw = view(nb, 1, {K});
             Pair o0 = tensor(kF32, {M, N}), o1 = tensor(kF32, {M, N});
             both("norm_linear", [&](bool c) {
-                return qwen3vl_op_norm_linear(on(o0, c), on(w0, c), on(o1, c), on(w1, c), nullptr, nullptr, on(x, c),
+                return op::norm_linear(on(o0, c), on(w0, c), on(o1, c), on(w1, c), nullptr, nullptr, on(x, c),
                                               on(nw, c), 1e-6f);
             });
             expect_close(o0, threshold(M, wt, false), "norm_linear on views out0" + at);
@@ -993,7 +1000,7 @@ TEST_F(CudaLinearOps, FusedModelShapes) {
         Pair wq = big_bf16({2048, 2048}), wk = big_bf16({1024, 2048}), wv = big_bf16({1024, 2048});
         Pair q = tensor(kF32, {1, 2048}), k = tensor(kF32, {1, 1024}), v = tensor(kF32, {1, 1024});
         both("norm_linear", [&](bool c) {
-            return qwen3vl_op_norm_linear(on(q, c), on(wq, c), on(k, c), on(wk, c), on(v, c), on(wv, c), on(x, c),
+            return op::norm_linear(on(q, c), on(wq, c), on(k, c), on(wk, c), on(v, c), on(wv, c), on(x, c),
                                           on(nw, c), 1e-6f);
         });
         expect_close(q, 1e-10, "q_proj");
@@ -1023,7 +1030,7 @@ TEST_F(CudaLinearOps, FusedModelShapes) {
         Pair x = rand_tensor(kF32, {1, 2048}), nw = rand_tensor(kBF16, {2048});
         Pair w = big_bf16({151936, 2048}), logits = tensor(kF32, {1, 151936});
         both("norm_linear", [&](bool c) {
-            return qwen3vl_op_norm_linear(on(logits, c), on(w, c), nullptr, nullptr, nullptr, nullptr, on(x, c),
+            return op::norm_linear(on(logits, c), on(w, c), nullptr, nullptr, nullptr, nullptr, on(x, c),
                                           on(nw, c), 1e-6f);
         });
         expect_close(logits, 1e-10, "final norm + lm_head");
@@ -1033,7 +1040,7 @@ TEST_F(CudaLinearOps, FusedModelShapes) {
         Pair w0 = big_bf16({300, 8192}), w1 = big_bf16({77, 8192});
         Pair o0 = tensor(kF32, {7, 300}), o1 = tensor(kF32, {7, 77});
         both("norm_linear", [&](bool c) {
-            return qwen3vl_op_norm_linear(on(o0, c), on(w0, c), on(o1, c), on(w1, c), nullptr, nullptr, on(x, c),
+            return op::norm_linear(on(o0, c), on(w0, c), on(o1, c), on(w1, c), nullptr, nullptr, on(x, c),
                                           on(nw, c), 1e-6f);
         });
         expect_close(o0, 1e-10, "norm_linear M=7 K=8192 out0");
@@ -1044,7 +1051,7 @@ TEST_F(CudaLinearOps, FusedModelShapes) {
         Pair wq = big_bf16({2048, 2048}), wk = big_bf16({1024, 2048});
         Pair q = tensor(kF32, {300, 2048}), k = tensor(kF32, {300, 1024});
         both("norm_linear", [&](bool c) {
-            return qwen3vl_op_norm_linear(on(q, c), on(wq, c), on(k, c), on(wk, c), nullptr, nullptr, on(x, c),
+            return op::norm_linear(on(q, c), on(wq, c), on(k, c), on(wk, c), nullptr, nullptr, on(x, c),
                                           on(nw, c), 1e-6f);
         });
         expect_close(q, threshold(300, kBF16, false), "prefill q_proj");
@@ -1109,7 +1116,7 @@ TEST_F(CudaLinearOps, LayerNormLinear) {
                 Pair x = rand_tensor(kF32, {M, K}), nw = rand_tensor(nt, {K}), nb = rand_tensor(nt, {K});
                 Pair w = rand_tensor(wt, {N, K}), b = rand_tensor(kBF16, {N}), out = tensor(kF32, {M, N});
                 both("layer_norm_linear", [&](bool c) {
-                    return qwen3vl_op_layer_norm_linear(on(out, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w, c),
+                    return op::layer_norm_linear(on(out, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w, c),
                                                         with_bias ? on(b, c) : nullptr);
                 });
                 expect_close(out, threshold(M, wt, false), "layer_norm_linear" + at);
@@ -1139,7 +1146,7 @@ TEST_F(CudaLinearOps, MlpGelu) {
                 // In place: the vision block's x += mlp(norm2(x)), out = residual = x.
                 Pair res = in_place ? x : rand_tensor(kF32, {M, N}), out = in_place ? x : tensor(kF32, {M, N});
                 both("mlp_gelu", [&](bool c) {
-                    return qwen3vl_op_mlp_gelu(on(out, c), on(x, c), with_norm ? on(nw, c) : nullptr,
+                    return op::mlp_gelu(on(out, c), on(x, c), with_norm ? on(nw, c) : nullptr,
                                                with_norm ? on(nb, c) : nullptr, 1e-6f, on(w1, c),
                                                with_biases ? on(b1, c) : nullptr, tanh_form, on(w2, c),
                                                with_biases ? on(b2, c) : nullptr, with_residual ? on(res, c) : nullptr);
@@ -1158,7 +1165,7 @@ TEST_F(CudaLinearOps, VisionModelShapes) {
         Pair x = rand_tensor(kF32, {T, hidden}), qkv = tensor(kF32, {T, 3 * hidden});
         Pair w = big_bf16({3 * hidden, hidden}), b = rand_tensor(kBF16, {3 * hidden});
         both("layer_norm_linear", [&](bool c) {
-            return qwen3vl_op_layer_norm_linear(on(qkv, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w, c), on(b, c));
+            return op::layer_norm_linear(on(qkv, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w, c), on(b, c));
         });
         expect_close(qkv, threshold(T, kBF16, false), "norm1 + qkv");
     }
@@ -1175,7 +1182,7 @@ TEST_F(CudaLinearOps, VisionModelShapes) {
         Pair w1 = big_bf16({inter, hidden}), b1 = rand_tensor(kBF16, {inter});
         Pair w2 = big_bf16({hidden, inter}), b2 = rand_tensor(kBF16, {hidden});
         both("mlp_gelu", [&](bool c) {
-            return qwen3vl_op_mlp_gelu(on(x, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w1, c), on(b1, c), 1,
+            return op::mlp_gelu(on(x, c), on(x, c), on(nw, c), on(nb, c), 1e-6f, on(w1, c), on(b1, c), 1,
                                        on(w2, c), on(b2, c), on(x, c));
         });
         expect_close(x, threshold(T, kBF16, true), "norm2 + mlp + residual");
@@ -1188,7 +1195,7 @@ TEST_F(CudaLinearOps, VisionModelShapes) {
         Pair w2 = big_bf16({out_hidden, merged}), b2 = rand_tensor(kBF16, {out_hidden});
         Pair features = tensor(kF32, {T / 4, out_hidden});
         both("mlp_gelu", [&](bool c) {
-            return qwen3vl_op_mlp_gelu(on(features, c), on(x, c), on(mnw, c), on(mnb, c), 1e-6f, on(w1, c), on(b1, c),
+            return op::mlp_gelu(on(features, c), on(x, c), on(mnw, c), on(mnb, c), 1e-6f, on(w1, c), on(b1, c),
                                        0, on(w2, c), on(b2, c), nullptr);
         });
         expect_close(features, threshold(T / 4, kBF16, true), "DeepStack merger");

@@ -161,7 +161,7 @@ TEST_F(RopeOpsCApi, NullTensorsAreNamed) {
     qwen3vl_tensor* w = f32({8});
     EXPECT_INVALID(qwen3vl_op_rope_vision(nullptr, x, 1e4f), "qwen3vl_op_rope_vision: qkv is NULL");
     const int64_t sec[3] = {2, 1, 1};
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(x, x, x, w, w, 1e-6f, nullptr, 1e6f, sec, x, x, 0, nullptr),
+    EXPECT_INVALID(op::qk_norm_rope_kv(x, x, x, w, w, 1e-6f, nullptr, 1e6f, sec, x, x, 0, nullptr),
                    "qwen3vl_op_qk_norm_rope_kv: positions is NULL");
 }
 
@@ -171,16 +171,23 @@ TEST_F(RopeOpsCApi, RotaryArgumentsAreChecked) {
     qwen3vl_tensor* pos = i32({3, T}, {0, 1, 0, 1, 0, 1});
     qwen3vl_tensor *kc = f32({4, 1, D}), *vc = f32({4, 1, D});
     const int64_t sec[3] = {2, 1, 1};
-    EXPECT_EQ(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 2, nullptr), QWEN3VL_STATUS_OK)
+    EXPECT_EQ(op::qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 2, nullptr), QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 3, nullptr),
+    EXPECT_INVALID(op::qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 3, nullptr),
                    "n_past 3 + 2 tokens does not fit the cache's 4 rows");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, nullptr, kc, vc, 0, nullptr), "mrope_section is NULL");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, i32({3, 1}, {0, 0, 0}), 1e6f, sec, kc, vc, 0, nullptr),
+    const int64_t negative[3] = {2, -1, 1};
+    EXPECT_INVALID(op::qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, negative, kc, vc, 0, nullptr),
+                   "mrope_section[1] is negative");
+    // The cache-writing half takes the fused op's parameters with out NULL.
+    qwen3vl_qk_norm_rope_attention_params p =
+        op::rope_attention_params(nullptr, q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, vc, 0, nullptr, 0);
+    p.out = f32({T, H, D});
+    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(&p), "qwen3vl_op_qk_norm_rope_kv: out must be NULL");
+    EXPECT_INVALID(op::qk_norm_rope_kv(q, k, v, w, w, 1e-6f, i32({3, 1}, {0, 0, 0}), 1e6f, sec, kc, vc, 0, nullptr),
                    "positions has shape [3, 1], expected [3, 2]");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, make(QWEN3VL_DTYPE_BF16, {4, 1, D}), 0, nullptr),
+    EXPECT_INVALID(op::qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, make(QWEN3VL_DTYPE_BF16, {4, 1, D}), 0, nullptr),
                    "v_cache must be f32, got bf16");
-    EXPECT_INVALID(qwen3vl_op_qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, kc, 0, nullptr), "k_cache overlaps v_cache");
+    EXPECT_INVALID(op::qk_norm_rope_kv(q, k, v, w, w, 1e-6f, pos, 1e6f, sec, kc, kc, 0, nullptr), "k_cache overlaps v_cache");
     EXPECT_INVALID(qwen3vl_op_rope_vision(f32({T, 3, H, 6}), i32({T, 2}, {0, 0, 0, 1}), 1e4f), "must be a multiple of 4");
     EXPECT_INVALID(qwen3vl_op_rope_vision(f32({T, 2, H, 8}), i32({T, 2}, {0, 0, 0, 1}), 1e4f),
                    "qkv has shape [2, 2, 2, 8], expected [*, 3, *, *]");
@@ -221,7 +228,7 @@ TEST_F(CudaRopeOps, QkNormRopeKv) {
         Pair tp = ints({3, k.T}, pos);
         Pair kc = rand_tensor(k.cache, {cap, k.Hkv, k.D}), vc = rand_tensor(k.cache, {cap, k.Hkv, k.D});
         both("qk_norm_rope_kv", [&](bool c) {
-            return qwen3vl_op_qk_norm_rope_kv(on(q, c), on(kk, c), on(v, c), on(qn, c), on(kn, c), 1e-6f, on(tp, c),
+            return op::qk_norm_rope_kv(on(q, c), on(kk, c), on(v, c), on(qn, c), on(kn, c), 1e-6f, on(tp, c),
                                               5000000.0f, section, on(kc, c), on(vc, c), k.n_past, nullptr);
         });
         expect_close(q, 1e-10, "q" + at);

@@ -30,18 +30,25 @@ public static class Ops
     public static void Linear(Tensor output, Tensor x, Tensor weight, Tensor? bias = null) =>
         Native.OpLinear(H(output), H(x), H(weight), Optional(bias));
 
-    /// <summary><paramref name="output"/>[M, N] = silu(x · gateᵀ) ⊙ (x · upᵀ) with gate, up [N, K].</summary>
-    public static void LinearSwiglu(Tensor output, Tensor x, Tensor gate, Tensor up) =>
-        Native.OpLinearSwiglu(H(output), H(x), H(gate), H(up));
-
     /// <summary>
     /// Up to three projections of one input in one pass: out_i = y · weight_iᵀ, y = rms_norm(x) · normWeight (or x when
     /// <paramref name="normWeight"/> is null). Pairs 1 and 2 are optional (pair 2 only with pair 1).
     /// </summary>
     public static void NormLinear(Tensor out0, Tensor weight0, Tensor? out1, Tensor? weight1, Tensor? out2, Tensor? weight2,
-        Tensor x, Tensor? normWeight, float eps) =>
-        Native.OpNormLinear(H(out0), H(weight0), Optional(out1), Optional(weight1), Optional(out2), Optional(weight2), H(x),
-            Optional(normWeight), eps);
+        Tensor x, Tensor? normWeight, float eps)
+    {
+        NormLinearParams p = NativeMethods.NormLinearDefaultParams();
+        p.X = H(x);
+        p.NormWeight = Optional(normWeight);
+        p.Eps = eps;
+        p.Out0 = H(out0);
+        p.Weight0 = H(weight0);
+        p.Out1 = Optional(out1);
+        p.Weight1 = Optional(weight1);
+        p.Out2 = Optional(out2);
+        p.Weight2 = Optional(weight2);
+        Native.OpNormLinear(in p);
+    }
 
     /// <summary><paramref name="output"/> = silu(y · gateᵀ) ⊙ (y · upᵀ), y = rms_norm(x) · normWeight (or x when null).</summary>
     public static void NormLinearSwiglu(Tensor output, Tensor x, Tensor? normWeight, float eps, Tensor gate, Tensor up) =>
@@ -51,16 +58,22 @@ public static class Ops
     public static void LinearResidual(Tensor output, Tensor x, Tensor weight, Tensor? bias, Tensor residual) =>
         Native.OpLinearResidual(H(output), H(x), H(weight), Optional(bias), H(residual));
 
-    /// <summary><paramref name="output"/> = gelu(x · weightᵀ (+ bias)); tanh approximation (gelu_pytorch_tanh) or the exact erf form.</summary>
-    public static void LinearGelu(Tensor output, Tensor x, Tensor weight, Tensor? bias, bool tanhApproximation) =>
-        Native.OpLinearGelu(H(output), H(x), H(weight), Optional(bias), tanhApproximation ? 1 : 0);
-
     /// <summary>
     /// <paramref name="output"/> = layer_norm(x) · weightᵀ (+ bias): LayerNorm over the last dimension (normWeight, normBias,
     /// eps), then one projection (the vision blocks' norm1 + qkv).
     /// </summary>
-    public static void LayerNormLinear(Tensor output, Tensor x, Tensor normWeight, Tensor normBias, float eps, Tensor weight, Tensor? bias) =>
-        Native.OpLayerNormLinear(H(output), H(x), H(normWeight), H(normBias), eps, H(weight), Optional(bias));
+    public static void LayerNormLinear(Tensor output, Tensor x, Tensor normWeight, Tensor normBias, float eps, Tensor weight, Tensor? bias)
+    {
+        LayerNormLinearParams p = NativeMethods.LayerNormLinearDefaultParams();
+        p.Out = H(output);
+        p.X = H(x);
+        p.NormWeight = H(normWeight);
+        p.NormBias = H(normBias);
+        p.Eps = eps;
+        p.Weight = H(weight);
+        p.Bias = Optional(bias);
+        Native.OpLayerNormLinear(in p);
+    }
 
     /// <summary>
     /// The GELU MLP in one call: <paramref name="output"/> = residual + (gelu(y · fc1ᵀ + fc1Bias) · fc2ᵀ + fc2Bias), y =
@@ -68,34 +81,30 @@ public static class Ops
     /// residual and may be x (the vision block's x += mlp(norm2(x))).
     /// </summary>
     public static void MlpGelu(Tensor output, Tensor x, Tensor? normWeight, Tensor? normBias, float eps, Tensor fc1Weight, Tensor? fc1Bias,
-        bool tanhApproximation, Tensor fc2Weight, Tensor? fc2Bias, Tensor? residual) =>
-        Native.OpMlpGelu(H(output), H(x), Optional(normWeight), Optional(normBias), eps, H(fc1Weight), Optional(fc1Bias),
-            tanhApproximation ? 1 : 0, H(fc2Weight), Optional(fc2Bias), Optional(residual));
-
-    /// <summary><paramref name="output"/> = a + b (same shapes; output may be a or b).</summary>
-    public static void Add(Tensor output, Tensor a, Tensor b) => Native.OpAdd(H(output), H(a), H(b));
-
-    /// <summary><paramref name="output"/> = silu(gate) ⊙ up, elementwise.</summary>
-    public static void Swiglu(Tensor output, Tensor gate, Tensor up) => Native.OpSwiglu(H(output), H(gate), H(up));
-
-    /// <summary><paramref name="output"/> = gelu(x); tanh approximation (gelu_pytorch_tanh) or the exact erf form. Output may be x.</summary>
-    public static void Gelu(Tensor output, Tensor x, bool tanhApproximation) =>
-        Native.OpGelu(H(output), H(x), tanhApproximation ? 1 : 0);
+        bool tanhApproximation, Tensor fc2Weight, Tensor? fc2Bias, Tensor? residual)
+    {
+        MlpGeluParams p = NativeMethods.MlpGeluDefaultParams();
+        p.Out = H(output);
+        p.X = H(x);
+        p.NormWeight = Optional(normWeight);
+        p.NormBias = Optional(normBias);
+        p.Eps = eps;
+        p.Fc1Weight = H(fc1Weight);
+        p.Fc1Bias = Optional(fc1Bias);
+        p.Fc2Weight = H(fc2Weight);
+        p.Fc2Bias = Optional(fc2Bias);
+        p.Residual = Optional(residual);
+        p.TanhApproximation = tanhApproximation ? 1 : 0;
+        Native.OpMlpGelu(in p);
+    }
 
     /// <summary>RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · weight. Output may be x.</summary>
     public static void RmsNorm(Tensor output, Tensor x, Tensor weight, float eps) =>
         Native.OpRmsNorm(H(output), H(x), H(weight), eps);
 
-    /// <summary><paramref name="residual"/> += x, then <paramref name="output"/> = rms_norm(residual) · weight.</summary>
-    public static void AddRmsNorm(Tensor residual, Tensor output, Tensor x, Tensor weight, float eps) =>
-        Native.OpAddRmsNorm(H(residual), H(output), H(x), H(weight), eps);
-
     /// <summary>LayerNorm over the last dimension with weight and bias. Output may be x.</summary>
     public static void LayerNorm(Tensor output, Tensor x, Tensor weight, Tensor bias, float eps) =>
         Native.OpLayerNorm(H(output), H(x), H(weight), H(bias), eps);
-
-    /// <summary>Softmax over the last dimension. Output may be x.</summary>
-    public static void Softmax(Tensor output, Tensor x) => Native.OpSoftmax(H(output), H(x));
 
     /// <summary><paramref name="output"/>[i] (i32) = index of the largest element of row i of x (first index on ties).</summary>
     public static void Argmax(Tensor output, Tensor x) => Native.OpArgmax(H(output), H(x));
@@ -118,11 +127,15 @@ public static class Ops
         Native.OpScatterRows(H(x), H(rows), H(src), accumulate ? 1 : 0);
 
     /// <summary>
-    /// Text attention prologue, in place: RMSNorm over head_dim of q [T, Hq, D] and k [T, Hkv, D], interleaved M-RoPE with
-    /// positions (i32 [3, T]), then k and v written to rows n_past .. n_past+T-1 of the caches [capacity, Hkv, D].
+    /// The text attention of a decoder layer after its projections, in one call: RMSNorm over head_dim of q [T, Hq, D] and
+    /// k [T, Hkv, D], interleaved M-RoPE with positions (i32 [3, T]), k and v written to rows n_past .. n_past+T-1 of the
+    /// caches [capacity, Hkv, D], then causal <see cref="Attention"/> over the caches into <paramref name="output"/>
+    /// [T, Hq, D]. <paramref name="q"/> and <paramref name="k"/> are scratch (unspecified afterwards). On a GPU, decoding (at
+    /// most 8 query rows per KV head) runs as one kernel with the same result bit for bit.
     /// </summary>
-    /// <param name="q">Queries [T, Hq, D], normalised and rotated in place.</param>
-    /// <param name="k">Keys [T, Hkv, D], normalised and rotated in place.</param>
+    /// <param name="output">The attention [T, Hq, D].</param>
+    /// <param name="q">Queries [T, Hq, D] (scratch).</param>
+    /// <param name="k">Keys [T, Hkv, D] (scratch).</param>
     /// <param name="v">Values [T, Hkv, D].</param>
     /// <param name="qNorm">q_norm weight [D].</param>
     /// <param name="kNorm">k_norm weight [D].</param>
@@ -132,37 +145,31 @@ public static class Ops
     /// <param name="mropeSection">The three M-RoPE section sizes (t, h, w), summing to D/2.</param>
     /// <param name="kCache">Key cache [capacity, Hkv, D].</param>
     /// <param name="vCache">Value cache [capacity, Hkv, D].</param>
-    /// <param name="nPast">First cache row written; with <paramref name="nPastTensor"/>, the largest value that tensor may
-    /// hold (0: the whole cache).</param>
+    /// <param name="nPast">Rows already in the cache (the first row written); 0 with <paramref name="nPastTensor"/>.</param>
     /// <param name="nPastTensor">Optional i32 [1] holding n_past, read when the op runs (a captured decode step).</param>
-    public static unsafe void QkNormRopeKv(Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions,
-        float theta, ReadOnlySpan<long> mropeSection, Tensor kCache, Tensor vCache, long nPast, Tensor? nPastTensor = null)
-    {
-        if (mropeSection.Length != 3) throw new ArgumentException("mrope_section must have 3 entries.", nameof(mropeSection));
-        fixed (long* section = mropeSection)
-        {
-            Native.OpQkNormRopeKv(H(q), H(k), H(v), H(qNorm), H(kNorm), eps, H(positions), theta, section, H(kCache), H(vCache), nPast,
-                Optional(nPastTensor));
-        }
-    }
-
-    /// <summary>
-    /// <see cref="QkNormRopeKv"/> then causal <see cref="Attention"/> over the same caches in one call: <paramref name="output"/>
-    /// [T, Hq, D] receives the attention, the new k / v rows are written to the caches. <paramref name="q"/> and
-    /// <paramref name="k"/> are scratch (unspecified afterwards). On a GPU, decoding (at most 8 query rows per KV head) runs as
-    /// one kernel with the same result bit for bit.
-    /// </summary>
-    /// <remarks>Parameters as <see cref="QkNormRopeKv"/>; <paramref name="nPastTensor"/> serves both steps.</remarks>
+    /// <param name="nPastBound">With <paramref name="nPastTensor"/>: the largest value it may hold (0: the whole cache).</param>
     public static unsafe void QkNormRopeAttention(Tensor output, Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps,
         Tensor positions, float theta, ReadOnlySpan<long> mropeSection, Tensor kCache, Tensor vCache, long nPast,
-        Tensor? nPastTensor = null)
+        Tensor? nPastTensor = null, long nPastBound = 0)
     {
         if (mropeSection.Length != 3) throw new ArgumentException("mrope_section must have 3 entries.", nameof(mropeSection));
-        fixed (long* section = mropeSection)
-        {
-            Native.OpQkNormRopeAttention(H(output), H(q), H(k), H(v), H(qNorm), H(kNorm), eps, H(positions), theta, section,
-                H(kCache), H(vCache), nPast, Optional(nPastTensor));
-        }
+        QkNormRopeAttentionParams p = NativeMethods.QkNormRopeAttentionDefaultParams();
+        p.Out = H(output);
+        p.Q = H(q);
+        p.K = H(k);
+        p.V = H(v);
+        p.QNorm = H(qNorm);
+        p.KNorm = H(kNorm);
+        p.Eps = eps;
+        p.Positions = H(positions);
+        p.Theta = theta;
+        for (int i = 0; i < 3; i++) p.MropeSection[i] = mropeSection[i];
+        p.KCache = H(kCache);
+        p.VCache = H(vCache);
+        p.NPast = nPast;
+        p.NPastTensor = Optional(nPastTensor);
+        p.NPastBound = nPastBound;
+        Native.OpQkNormRopeAttention(in p);
     }
 
     /// <summary>Vision 2D rotary, in place, on the q and k parts of a fused qkv [T, 3, H, D]; positions i32 [T, 2] (row, col).</summary>
@@ -173,12 +180,24 @@ public static class Ops
     /// the caches (segments null). <see cref="AttentionMode.Segments"/>: q is a fused qkv [T, 3, H, D], the caches are null,
     /// n_past 0 and segments (i32 [S+1]) holds cumulative segment lengths. Output [T, Hq, D].
     /// </summary>
-    /// <remarks><paramref name="nPastTensor"/> (causal only): an i32 [1] holding n_past, read when the op runs; nPast is then
-    /// its bound (0: the whole cache).</remarks>
+    /// <remarks><paramref name="nPastTensor"/> (causal only): an i32 [1] holding n_past, read when the op runs
+    /// (<paramref name="nPast"/> is then 0 and <paramref name="nPastBound"/> the largest value it may hold, 0: the whole
+    /// cache).</remarks>
     public static void Attention(Tensor output, Tensor q, Tensor? kCache, Tensor? vCache, long nPast, AttentionMode mode, Tensor? segments,
-        Tensor? nPastTensor = null) =>
-        Native.OpAttention(H(output), H(q), Optional(kCache), Optional(vCache), nPast, (AttentionMask)(int)mode, Optional(segments),
-            Optional(nPastTensor));
+        Tensor? nPastTensor = null, long nPastBound = 0)
+    {
+        AttentionParams p = NativeMethods.AttentionDefaultParams();
+        p.Mask = (AttentionMask)(int)mode;
+        p.Out = H(output);
+        p.Q = H(q);
+        p.KCache = Optional(kCache);
+        p.VCache = Optional(vCache);
+        p.Segments = Optional(segments);
+        p.NPast = nPast;
+        p.NPastTensor = Optional(nPastTensor);
+        p.NPastBound = nPastBound;
+        Native.OpAttention(in p);
+    }
 
     /// <summary>
     /// Vision position embedding: the learned table [G*G, C] bilinearly interpolated (align-corners) to a grid_h x grid_w

@@ -64,16 +64,30 @@ public sealed class DecoderLayer
     /// <param name="x">Hidden states of the T new tokens; updated in place.</param>
     /// <param name="positions">i32 [3, T] M-RoPE positions.</param>
     /// <param name="cache">The conversation's caches; rows nPast .. nPast+T-1 of this layer are written.</param>
-    /// <param name="nPast">Tokens already in the cache; with <paramref name="nPastTensor"/>, the largest value it may hold
-    /// (0: the whole cache).</param>
-    /// <param name="nPastTensor">Optional i32 [1] holding n_past on the backend, read when the ops run (a captured decode step).</param>
+    /// <param name="nPast">Tokens already in the cache.</param>
     /// <remarks>
     /// Five fused ops: q/k/v from input_layernorm(x) in one pass, the QK-norm + M-RoPE + cache write with the attention after
     /// it (one kernel when decoding on a GPU), x += o_proj(attn), the gate/up SwiGLU of post_attention_layernorm(x) in one
     /// pass, x += down_proj(g). On the CPU each fused op runs the unfused steps in the same order, so the numerics are those
     /// of the plain sequence.
     /// </remarks>
-    public void Forward(Tensor x, Tensor positions, KvCache cache, long nPast, Tensor? nPastTensor = null)
+    public void Forward(Tensor x, Tensor positions, KvCache cache, long nPast) => Forward(x, positions, cache, nPast, null, 0);
+
+    /// <summary>As <see cref="Forward(Tensor, Tensor, KvCache, long)"/> with n_past read from device memory when the ops run
+    /// (a captured decode step replayed for each token).</summary>
+    /// <param name="x">Hidden states of the T new tokens; updated in place.</param>
+    /// <param name="positions">i32 [3, T] M-RoPE positions.</param>
+    /// <param name="cache">The conversation's caches.</param>
+    /// <param name="nPastTensor">i32 [1] holding the tokens already in the cache.</param>
+    /// <param name="nPastBound">The largest value <paramref name="nPastTensor"/> may hold (0: the whole cache); a tighter bound
+    /// makes a smaller attention launch.</param>
+    public void Forward(Tensor x, Tensor positions, KvCache cache, Tensor nPastTensor, long nPastBound)
+    {
+        ArgumentNullException.ThrowIfNull(nPastTensor);
+        Forward(x, positions, cache, 0, nPastTensor, nPastBound);
+    }
+
+    private void Forward(Tensor x, Tensor positions, KvCache cache, long nPast, Tensor? nPastTensor, long nPastBound)
     {
         ArgumentNullException.ThrowIfNull(cache);
         long t = x.Shape[0], d = _config.TextHeadDim;
@@ -91,7 +105,7 @@ public sealed class DecoderLayer
         {
             Ops.NormLinear(q2, QProjWeight, k2, KProjWeight, v2, VProjWeight, x, InputLayernormWeight, eps);
             Ops.QkNormRopeAttention(attn, q, k, v, QNormWeight, KNormWeight, eps, positions, (float)_config.RopeTheta,
-                _mropeSection, cache.Keys(Index), cache.Values(Index), nPast, nPastTensor);
+                _mropeSection, cache.Keys(Index), cache.Values(Index), nPast, nPastTensor, nPastBound);
             Ops.LinearResidual(x, attn2, OProjWeight, null, x);
         }
         using (Tensor g = _backend.CreateTensor(TensorDType.F32, t, _config.TextIntermediateSize))

@@ -172,7 +172,7 @@ public sealed class TextModel
     internal void RecordDecodeStep(DecodeStep step, KvCache cache, int bound)
     {
         Ops.Embedding(step.Hidden, EmbedTokensWeight, step.Ids);
-        for (int l = 0; l < Layers.Count; l++) Layers[l].Forward(step.Hidden, step.Positions, cache, bound, step.NPast);
+        for (int l = 0; l < Layers.Count; l++) Layers[l].Forward(step.Hidden, step.Positions, cache, step.NPast, bound);
         Logits(step.Logits, step.Hidden);
         Ops.Argmax(step.Best, step.Logits);
     }
