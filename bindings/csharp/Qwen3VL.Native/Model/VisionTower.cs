@@ -64,22 +64,13 @@ public sealed class VisionTower
             long row = 0;
             foreach (GridThw g in input.Grids)
             {
+                // Every frame of a video gets the same table, computed on the backend for each frame (the op is
+                // deterministic, so the frames' rows are equal bit for bit) rather than read back and copied.
                 long frame = (long)g.H * g.W;
-                using (Tensor first = pos.View(row * hidden, frame, hidden))
+                for (int t = 0; t < g.T; t++, row += frame)
                 {
-                    Ops.PositionEmbedding(first, PosEmbedWeight, g.H, g.W, merge);
-                }
-                row += frame;
-                if (g.T > 1)
-                {
-                    // Every frame of a video gets the same table; copy the first frame's rows.
-                    var host = new float[frame * hidden];
-                    using (Tensor first = pos.View((row - frame) * hidden, frame, hidden)) first.Read(host);
-                    for (int t = 1; t < g.T; t++, row += frame)
-                    {
-                        using Tensor next = pos.View(row * hidden, frame, hidden);
-                        next.Write(host);
-                    }
+                    using Tensor rows = pos.View(row * hidden, frame, hidden);
+                    Ops.PositionEmbedding(rows, PosEmbedWeight, g.H, g.W, merge);
                 }
             }
             // x = pos + patch_embed(pixels): the position embedding is the patch embedding's residual.

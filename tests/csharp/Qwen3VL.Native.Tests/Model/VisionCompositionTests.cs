@@ -128,4 +128,23 @@ public sealed class VisionCompositionTests(ITestOutputHelper output)
             AssertClose(VisionReference.Merger(merger, c, Array.ConvertAll(x0, v => (double)v)), Read(ours), merger.Prefix);
         }
     }
+
+    [Fact]
+    public void EveryFrameOfAVideoGetsThePositionEmbedding()
+    {
+        // A two-frame grid whose second frame repeats the first one's patches: each frame is its own attention segment
+        // with the same rotary positions, so the frames' features agree only if the second frame also received the
+        // position embedding (computed per frame on the backend). A frame with none differs by the whole table.
+        ModelConfig c = Model.Config;
+        int merge = c.VisionSpatialMergeSize;
+        var grid = new GridThw(2, 2 * merge, 2 * merge);
+        int patchDim = c.VisionInChannels * c.VisionTemporalPatchSize * c.VisionPatchSize * c.VisionPatchSize;
+        long frame = (long)grid.H * grid.W * patchDim;
+        float[] pixels = RandomValues(new Random(7), 2 * frame);
+        Array.Copy(pixels, 0, pixels, frame, frame);
+        using VisionFeatures features = Model.Vision.Forward(new VisionInput(pixels, [grid]));
+        float[] all = Read(features.Embeddings);
+        int half = all.Length / 2;
+        AssertClose(Array.ConvertAll(all[..half], v => (double)v), all[half..], "second frame vs first");
+    }
 }
