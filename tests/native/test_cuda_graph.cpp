@@ -18,6 +18,8 @@
 #include "op_calls.h"
 #include "qwen3vl.h"
 
+namespace op = qwen3vl::testing::op;
+
 namespace {
 
 class CudaGraphTest : public ::testing::Test {
