@@ -24,10 +24,7 @@
 #include "platform.h"
 #include "thread_pool.h"
 
-namespace qwen3vl_bench {
-float read_stream_avx2(const float* p, size_t n);
-float fma_peak_avx2(int64_t iterations);
-}  // namespace qwen3vl_bench
+#include "bench_ceilings_cpu.h"
 
 namespace {
 
@@ -117,41 +114,6 @@ void BM_Linear(benchmark::State& state, Spec spec) {
     state.SetLabel(std::string(cpu_kernels_name(cpu_kernels())) + ", " + dtype_name(spec.dtype));
 }
 
-// Ceiling 1: read bandwidth. Each thread streams its share of a 1 GiB buffer (32x a 32 MiB L3) once per iteration.
-void BM_ReadBandwidth(benchmark::State& state) {
-    if (!has_avx2()) return state.SkipWithError("needs AVX2");
-    const int threads = int(state.range(0));
-    const size_t floats = size_t(1) << 28;
-    Aligned buf(floats * 4);
-    std::memset(buf.p, 0, buf.n);  // fault the pages in before timing
-    const float* p = reinterpret_cast<const float*>(buf.p);
-    const size_t share = floats / size_t(threads);
-    std::vector<float> sink(static_cast<size_t>(threads), 0.0f);
-    for (auto _ : state) {
-        pool_of(threads).parallel_for(size_t(threads), [&](size_t t, int) {
-            sink[t] = qwen3vl_bench::read_stream_avx2(p + t * share, share);
-        });
-        benchmark::DoNotOptimize(sink.data());
-    }
-    state.counters["GB/s"] = benchmark::Counter(double(buf.n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-}
-
-// Ceiling 2: FMA throughput, every thread running independent FMA chains.
-void BM_FmaPeak(benchmark::State& state) {
-    if (!has_avx2()) return state.SkipWithError("needs AVX2");
-    const int threads = int(state.range(0));
-    const int64_t iterations = 20'000'000;
-    std::vector<float> sink(static_cast<size_t>(threads), 0.0f);
-    for (auto _ : state) {
-        pool_of(threads).parallel_for(size_t(threads), [&](size_t t, int) {
-            sink[t] = qwen3vl_bench::fma_peak_avx2(iterations);
-        });
-        benchmark::DoNotOptimize(sink.data());
-    }
-    const double flops = double(iterations) * 12 * 8 * 2 * threads;
-    state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-}
-
 // What a parallel_for costs with nothing to do: the floor under every small op.
 void BM_ThreadPoolDispatch(benchmark::State& state) {
     const int threads = int(state.range(0));
@@ -163,9 +125,8 @@ void register_all() {
     const int hw = hardware_threads();
     std::vector<int> thread_counts{1};
     if (hw > 1) thread_counts.push_back(hw);
+    qwen3vl_bench::register_cpu_ceilings(thread_counts);
     for (int t : thread_counts) {
-        benchmark::RegisterBenchmark("ceiling/read_bandwidth", BM_ReadBandwidth)->Arg(t)->UseRealTime()->Unit(benchmark::kMillisecond);
-        benchmark::RegisterBenchmark("ceiling/fma_peak", BM_FmaPeak)->Arg(t)->UseRealTime()->Unit(benchmark::kMillisecond);
         benchmark::RegisterBenchmark("threadpool/dispatch", BM_ThreadPoolDispatch)->Arg(t)->UseRealTime();
     }
     const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16;

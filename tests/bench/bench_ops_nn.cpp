@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "attention.h"
+#include "bench_ceilings_cpu.h"
 #include "cpu_features.h"
 #include "dtype.h"
 #include "norm.h"
@@ -170,4 +171,13 @@ BENCHMARK(BM_AddRmsNorm)->ArgNames({"rows", "avx2"})->ArgsProduct({{512}, {0, 1}
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// The read-bandwidth and FMA ceilings on the pool these benchmarks use, so that their GB/s sit next to the bound in
+// one run.
+int main(int argc, char** argv) {
+    qwen3vl_bench::register_cpu_ceilings({std::max(1, logical_processor_count())});
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

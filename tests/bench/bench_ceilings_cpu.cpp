@@ -1,0 +1,67 @@
+// See bench_ceilings_cpu.h.
+#include "bench_ceilings_cpu.h"
+
+#include <benchmark/benchmark.h>
+
+#include <memory>
+#include <vector>
+
+#include "cpu_features.h"
+#include "thread_pool.h"
+
+namespace qwen3vl_bench {
+namespace {
+
+using namespace qwen3vl;
+
+ThreadPool& pool_of(int threads) {
+    static std::vector<std::unique_ptr<ThreadPool>> pools(256);
+    auto& p = pools[size_t(threads)];
+    if (!p) p = std::make_unique<ThreadPool>(threads);
+    return *p;
+}
+
+// Ceiling 1: read bandwidth. Each thread streams its share of a 1 GiB buffer (32x a 32 MiB L3) once per iteration.
+void BM_ReadBandwidth(benchmark::State& state) {
+    if (cpu_kernels() != CpuKernels::Avx2) return state.SkipWithError("needs AVX2");
+    const int threads = int(state.range(0));
+    const size_t floats = size_t(1) << 28;
+    const std::vector<float> buf(floats, 0.0f);  // written once: the pages are faulted in before timing
+    const float* p = buf.data();
+    const size_t share = floats / size_t(threads);
+    std::vector<float> sink(static_cast<size_t>(threads), 0.0f);
+    for (auto _ : state) {
+        pool_of(threads).parallel_for(size_t(threads), [&](size_t t, int) {
+            sink[t] = read_stream_avx2(p + t * share, share);
+        });
+        benchmark::DoNotOptimize(sink.data());
+    }
+    state.counters["GB/s"] = benchmark::Counter(double(floats) * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Ceiling 2: FMA throughput, every thread running independent FMA chains.
+void BM_FmaPeak(benchmark::State& state) {
+    if (cpu_kernels() != CpuKernels::Avx2) return state.SkipWithError("needs AVX2");
+    const int threads = int(state.range(0));
+    const int64_t iterations = 20'000'000;
+    std::vector<float> sink(static_cast<size_t>(threads), 0.0f);
+    for (auto _ : state) {
+        pool_of(threads).parallel_for(size_t(threads), [&](size_t t, int) {
+            sink[t] = fma_peak_avx2(iterations);
+        });
+        benchmark::DoNotOptimize(sink.data());
+    }
+    const double flops = double(iterations) * 12 * 8 * 2 * threads;
+    state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+}  // namespace
+
+void register_cpu_ceilings(const std::vector<int>& thread_counts) {
+    for (int t : thread_counts) {
+        benchmark::RegisterBenchmark("ceiling/read_bandwidth", BM_ReadBandwidth)->Arg(t)->UseRealTime()->Unit(benchmark::kMillisecond);
+        benchmark::RegisterBenchmark("ceiling/fma_peak", BM_FmaPeak)->Arg(t)->UseRealTime()->Unit(benchmark::kMillisecond);
+    }
+}
+
+}  // namespace qwen3vl_bench

@@ -1,0 +1,18 @@
+// The CPU ceilings the CPU op benchmarks are compared with, registered as their own benchmark rows in each benchmark
+// binary (ceiling/read_bandwidth, ceiling/fma_peak per thread count): the linear family's rates against both, the
+// norm and attention families' GB/s against the read bandwidth. The loops are plain AVX2 (bench_ceilings_avx2.cpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace qwen3vl_bench {
+
+float read_stream_avx2(const float* p, size_t n);
+float fma_peak_avx2(int64_t iterations);
+
+// Registers ceiling/read_bandwidth and ceiling/fma_peak for each thread count.
+void register_cpu_ceilings(const std::vector<int>& thread_counts);
+
+}  // namespace qwen3vl_bench
