@@ -1,0 +1,28 @@
+// Block quantization of weights (issue 14), the host reference every backend's kernels and the loader share.
+//
+// Q8: a weight row is cut into blocks of kQ8Block = 32 consecutive elements; a block stores 32 int8 values q in
+// [-127, 127] and one f16 scale d, and stands for w = d * q (8.5 bits per weight). d is max|w| / 127 rounded to f16
+// and q = round(w / d) with that rounded d, clamped to +-127, so the scale's own rounding is absorbed by q: per
+// element |w - d q| <= d / 2 + 127 |max|w| / 127 - d| (the second term is at most 2^-11 max|w|, f16's relative
+// rounding, and 0 whenever the clamp is not reached). For weights spread like a trained layer's (near Gaussian),
+// the relative RMS error is about (max|w| / 127) / sqrt(12) / rms(w) ~ 5e-3 for blocks of 32.
+// Why blocks of 32 along a row with separate planes (all int8 values, then all scales): a block is one AVX2 register
+// of int8 and 32 lanes of a CUDA warp; the planes keep both loads aligned and coalesced, and map one to one onto the
+// two tensors (weight, scale) of a quantized safetensors file.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace qwen3vl {
+
+constexpr int64_t kQ8Block = 32;
+
+// Quantizes n weights (n a multiple of kQ8Block) into q[n] and d[n / kQ8Block] (f16 bits). A non-finite weight or a
+// block whose scale overflows f16 (max|w| > 65504 * 127) is INVALID_ARGUMENT naming the element / block.
+void quantize_q8(const float* w, int64_t n, int8_t* q, uint16_t* d);
+
+// The weights the blocks stand for: out[i] = f16(d[i / kQ8Block]) * q[i], exactly in f32.
+void dequantize_q8(const int8_t* q, const uint16_t* d, int64_t n, float* out);
+
+}  // namespace qwen3vl
