@@ -113,6 +113,7 @@ inline AttentionArgs causal_args(float* out, const float* q, const void* k_cache
 // The text attention's prologue (qwen3vl_op_qk_norm_rope_attention, and its cache-writing half alone in the test
 // build), checked, as the backends' parameters. p's struct_size is checked by the caller.
 inline QkNormRopeKv rope_kv_args(OpArgs& args, const qwen3vl_qk_norm_rope_attention_params& p) {
+    args.require(p.reserved == 0, "reserved must be 0");
     Tensor& tq = args.f32(p.q, "q");
     Tensor& tk = args.f32(p.k, "k");
     const Tensor& tv = args.f32(p.v, "v");

@@ -58,10 +58,7 @@ qwen3vl_status qwen3vl_op_norm_linear(const qwen3vl_norm_linear_params* params) 
         args.require((p.out1 == nullptr) == (p.weight1 == nullptr), "out1 and weight1 must both be given or both be NULL");
         args.require((p.out2 == nullptr) == (p.weight2 == nullptr), "out2 and weight2 must both be given or both be NULL");
         args.require(p.out2 == nullptr || p.out1 != nullptr, "out2/weight2 given without out1/weight1");
-        const qwen3vl_tensor* x = p.x;
-        const qwen3vl_tensor* norm_weight = p.norm_weight;
-        const float eps = p.eps;
-        const Tensor& xt = args.f32(x, "x");
+        const Tensor& xt = args.f32(p.x, "x");
         const int64_t K = last_dim(xt);
         qwen3vl_tensor* const outs[3] = {p.out0, p.out1, p.out2};
         const qwen3vl_tensor* const weights[3] = {p.weight0, p.weight1, p.weight2};
@@ -76,8 +73,8 @@ qwen3vl_status qwen3vl_op_norm_linear(const qwen3vl_norm_linear_params* params) 
             args.shape(*w[count], weight_names[count], {-1, K});
             args.projected_shape(*o[count], out_names[count], xt, w[count]->shape[0]);
         }
-        const Tensor* nw = args.optional_vector(norm_weight, "norm_weight", K);
-        args.eps(eps);
+        const Tensor* nw = args.optional_vector(p.norm_weight, "norm_weight", K);
+        args.eps(p.eps);
         for (int i = 0; i < count; ++i) {
             args.disjoint(*o[i], out_names[i], xt, "x");
             for (int j = 0; j < count; ++j) {
@@ -88,7 +85,7 @@ qwen3vl_status qwen3vl_op_norm_linear(const qwen3vl_norm_linear_params* params) 
         }
         Projection proj[3];
         for (int i = 0; i < count; ++i) proj[i] = Projection{data_of<float>(*o[i]), weight_of(w[i]), w[i]->shape[0]};
-        args.run([&](Backend& be) { be.norm_linear(proj, count, data_of<float>(xt), rows_of(xt), K, weight_of(nw), eps); });
+        args.run([&](Backend& be) { be.norm_linear(proj, count, data_of<float>(xt), rows_of(xt), K, weight_of(nw), p.eps); });
     });
 }
 
@@ -125,16 +122,15 @@ qwen3vl_status qwen3vl_op_layer_norm_linear(const qwen3vl_layer_norm_linear_para
         require_struct(params, "qwen3vl_layer_norm_linear_params");
         OpArgs args("qwen3vl_op_layer_norm_linear");
         const qwen3vl_layer_norm_linear_params& p = *params;
-        const float eps = p.eps;
         const LinearArgs a = linear_args(args, p.out, p.x, p.weight, p.bias);
         args.require(p.norm_weight != nullptr, "norm_weight is NULL");
         args.require(p.norm_bias != nullptr, "norm_bias is NULL");
-        const LayerNormArgs norm = layer_norm_args(args, p.norm_weight, p.norm_bias, a.K, eps);
+        const LayerNormArgs norm = layer_norm_args(args, p.norm_weight, p.norm_bias, a.K, p.eps);
         args.disjoint(a.out, "out", *norm.weight, "norm_weight");
         args.disjoint(a.out, "out", *norm.bias, "norm_bias");
         args.run([&](Backend& be) {
             be.layer_norm_linear(data_of<float>(a.out), data_of<float>(a.x), a.M, a.K, a.N, weight_of(norm.weight),
-                                 weight_of(norm.bias), eps, weight_of(a.weight), weight_of(a.bias));
+                                 weight_of(norm.bias), p.eps, weight_of(a.weight), weight_of(a.bias));
         });
     });
 }
@@ -153,13 +149,12 @@ qwen3vl_status qwen3vl_op_mlp_gelu(const qwen3vl_mlp_gelu_params* params) {
         OpArgs args("qwen3vl_op_mlp_gelu");
         const qwen3vl_mlp_gelu_params& p = *params;
         args.require(p.reserved == 0, "reserved must be 0");
-        const float eps = p.eps;
         Tensor& o = args.f32(p.out, "out");
         const Tensor& xt = args.f32(p.x, "x");
         const Tensor& w1 = args.weight(p.fc1_weight, "fc1_weight");
         const Tensor& w2 = args.weight(p.fc2_weight, "fc2_weight");
         const int64_t K = last_dim(xt);
-        const LayerNormArgs norm = layer_norm_args(args, p.norm_weight, p.norm_bias, K, eps);
+        const LayerNormArgs norm = layer_norm_args(args, p.norm_weight, p.norm_bias, K, p.eps);
         args.shape(w1, "fc1_weight", {-1, K});
         const int64_t I = w1.shape[0];
         args.shape(w2, "fc2_weight", {-1, I});
@@ -184,7 +179,7 @@ qwen3vl_status qwen3vl_op_mlp_gelu(const qwen3vl_mlp_gelu_params* params) {
         MlpGelu mlp;
         mlp.norm_weight = weight_of(norm.weight);
         mlp.norm_bias = weight_of(norm.bias);
-        mlp.eps = eps;
+        mlp.eps = p.eps;
         mlp.fc1 = weight_of(w1);
         mlp.fc1_bias = weight_of(b1);
         mlp.tanh_approximation = tanh_form;

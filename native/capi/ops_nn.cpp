@@ -137,7 +137,6 @@ qwen3vl_status qwen3vl_op_qk_norm_rope_attention(const qwen3vl_qk_norm_rope_atte
         require_struct(params, "qwen3vl_qk_norm_rope_attention_params");
         OpArgs args("qwen3vl_op_qk_norm_rope_attention");
         const qwen3vl_qk_norm_rope_attention_params& p = *params;
-        args.require(p.reserved == 0, "reserved must be 0");
         Tensor& o = args.f32(p.out, "out");
         const QkNormRopeKv r = rope_kv_args(args, p);
         args.shape(o, "out", {r.tokens, r.q_heads, r.head_dim});
@@ -180,10 +179,6 @@ qwen3vl_status qwen3vl_op_attention(const qwen3vl_attention_params* params) {
         require_struct(params, "qwen3vl_attention_params");
         OpArgs args("qwen3vl_op_attention");
         const qwen3vl_attention_params& p = *params;
-        const qwen3vl_tensor* k_cache = p.k_cache;
-        const qwen3vl_tensor* v_cache = p.v_cache;
-        const qwen3vl_tensor* segments = p.segments;
-        const qwen3vl_tensor* n_past_tensor = p.n_past_tensor;
         const int mode = raw_enum(p.mask);
         args.require(mode == QWEN3VL_ATTENTION_CAUSAL || mode == QWEN3VL_ATTENTION_SEGMENTS,
                      "unknown mask " + std::to_string(mode));
@@ -192,9 +187,9 @@ qwen3vl_status qwen3vl_op_attention(const qwen3vl_attention_params* params) {
         args.disjoint(o, "out", tq, "q");
         AttentionArgs a{};
         if (mode == QWEN3VL_ATTENTION_CAUSAL) {
-            args.require(segments == nullptr, "segments must be NULL with QWEN3VL_ATTENTION_CAUSAL");
-            const Tensor& kc = args.weight(k_cache, "k_cache");
-            const Tensor& vc = args.tensor(v_cache, "v_cache");
+            args.require(p.segments == nullptr, "segments must be NULL with QWEN3VL_ATTENTION_CAUSAL");
+            const Tensor& kc = args.weight(p.k_cache, "k_cache");
+            const Tensor& vc = args.tensor(p.v_cache, "v_cache");
             args.dtype(vc, "v_cache", {kc.dtype});
             args.shape(tq, "q", {-1, -1, -1});
             const int64_t T = tq.shape[0], Hq = tq.shape[1], D = tq.shape[2];
@@ -204,7 +199,7 @@ qwen3vl_status qwen3vl_op_attention(const qwen3vl_attention_params* params) {
             args.shape(o, "out", {T, Hq, D});
             args.require(Hkv >= 1 && Hq % Hkv == 0, "q has " + std::to_string(Hq) +
                                                         " heads, not a multiple of the cache's " + std::to_string(Hkv));
-            const NPast np = n_past_of(args, p.n_past, p.n_past_bound, n_past_tensor, kc.shape[0] - T, T);
+            const NPast np = n_past_of(args, p.n_past, p.n_past_bound, p.n_past_tensor, kc.shape[0] - T, T);
             args.require(np.value >= 0 && np.value <= kc.shape[0] - T,
                          "n_past " + std::to_string(np.value) + " + " + std::to_string(T) +
                              " tokens exceeds the cache's " + std::to_string(kc.shape[0]) + " rows");
@@ -212,12 +207,12 @@ qwen3vl_status qwen3vl_op_attention(const qwen3vl_attention_params* params) {
             args.disjoint(o, "out", vc, "v_cache");
             a = causal_args(data_of<float>(o), data_of<float>(tq), kc.data, vc.data, kc.dtype, T, Hq, Hkv, D, np);
         } else {
-            args.require(k_cache == nullptr && v_cache == nullptr,
+            args.require(p.k_cache == nullptr && p.v_cache == nullptr,
                          "k_cache and v_cache must be NULL with QWEN3VL_ATTENTION_SEGMENTS");
-            args.require(n_past_tensor == nullptr, "n_past_tensor must be NULL with QWEN3VL_ATTENTION_SEGMENTS");
+            args.require(p.n_past_tensor == nullptr, "n_past_tensor must be NULL with QWEN3VL_ATTENTION_SEGMENTS");
             args.require(p.n_past == 0, "n_past must be 0 with QWEN3VL_ATTENTION_SEGMENTS");
             args.require(p.n_past_bound == 0, "n_past_bound must be 0 with QWEN3VL_ATTENTION_SEGMENTS");
-            const Tensor& seg = args.i32(segments, "segments");
+            const Tensor& seg = args.i32(p.segments, "segments");
             args.shape(tq, "q", {-1, 3, -1, -1});
             const int64_t T = tq.shape[0], H = tq.shape[2], D = tq.shape[3];
             args.shape(o, "out", {T, H, D});

@@ -119,7 +119,6 @@ qwen3vl_status qwen3vl_op_qk_norm_rope_kv(const qwen3vl_qk_norm_rope_attention_p
         require_struct(params, "qwen3vl_qk_norm_rope_attention_params");
         OpArgs args("qwen3vl_op_qk_norm_rope_kv");
         args.require(params->out == nullptr, "out must be NULL (this op writes the caches only)");
-        args.require(params->reserved == 0, "reserved must be 0");
         const QkNormRopeKv a = rope_kv_args(args, *params);
         args.run([&](Backend& be) { be.qk_norm_rope_kv(a); });
     });
