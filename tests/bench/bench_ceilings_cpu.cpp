@@ -10,7 +10,6 @@
 #include "thread_pool.h"
 
 namespace qwen3vl_bench {
-namespace {
 
 using namespace qwen3vl;
 
@@ -20,6 +19,8 @@ ThreadPool& pool_of(int threads) {
     if (!p) p = std::make_unique<ThreadPool>(threads);
     return *p;
 }
+
+namespace {
 
 // Ceiling 1: read bandwidth. Each thread streams its share of a 1 GiB buffer (32x a 32 MiB L3) once per iteration.
 void BM_ReadBandwidth(benchmark::State& state) {

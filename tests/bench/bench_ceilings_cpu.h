@@ -7,7 +7,15 @@
 #include <cstdint>
 #include <vector>
 
+namespace qwen3vl {
+class ThreadPool;
+}
+
 namespace qwen3vl_bench {
+
+// One pool per thread count, shared by every benchmark (and ceiling) of a binary: a second pool of the same size
+// would leave its idle workers beside the one being measured.
+qwen3vl::ThreadPool& pool_of(int threads);
 
 float read_stream_avx2(const float* p, size_t n);
 float fma_peak_avx2(int64_t iterations);

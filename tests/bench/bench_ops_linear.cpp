@@ -38,12 +38,7 @@ int hardware_threads() {
     return std::max(1, logical_processor_count());
 }
 
-ThreadPool& pool_of(int threads) {
-    static std::vector<std::unique_ptr<ThreadPool>> pools(64);
-    auto& p = pools[size_t(threads)];
-    if (!p) p = std::make_unique<ThreadPool>(threads);
-    return *p;
-}
+using qwen3vl_bench::pool_of;
 
 struct Aligned {
     explicit Aligned(size_t bytes) : p(static_cast<uint8_t*>(aligned_alloc_bytes(bytes, 64))), n(bytes) {

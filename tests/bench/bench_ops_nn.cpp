@@ -28,10 +28,7 @@ namespace {
 
 using namespace qwen3vl;
 
-ThreadPool& pool() {
-    static ThreadPool p(std::max(1, logical_processor_count()));
-    return p;
-}
+ThreadPool& pool() { return qwen3vl_bench::pool_of(std::max(1, logical_processor_count())); }
 
 CpuKernels kernels_arg(int64_t a) { return a ? CpuKernels::Avx2 : CpuKernels::Scalar; }
 
