@@ -383,8 +383,10 @@ internal sealed class CSharpEmitter
 
     private sealed class MappedParam
     {
-        public MappedParam(ParamKind kind, string managedType, string nativeType, string name, string local, bool optional = false)
+        public MappedParam(ParamKind kind, string managedType, string nativeType, string name, string local, bool optional = false,
+            StructDecl? boundStruct = null)
         {
+            BoundStruct = boundStruct;
             Kind = kind;
             ManagedType = managedType;
             NativeType = nativeType;
@@ -394,6 +396,9 @@ internal sealed class CSharpEmitter
         }
 
         public bool Optional { get; }
+
+        /// <summary>For <see cref="ParamKind.BoundStructIn"/>: the struct passed.</summary>
+        public StructDecl? BoundStruct { get; }
 
         public ParamKind Kind { get; }
         public string ManagedType { get; }
@@ -423,23 +428,22 @@ internal sealed class CSharpEmitter
         {
             if (t.Pointers != 1 || !t.IsConst)
                 throw new EmitException("parameter " + p.Name + " of " + fn.Name + ": a struct with handle fields is passed as 'const " + t.Name + "*' only");
-            return new MappedParam(ParamKind.BoundStructIn, TypeName(t.Name), TypeName(t.Name) + "." + RawName + "*", name, local);
+            return new MappedParam(ParamKind.BoundStructIn, TypeName(t.Name), TypeName(t.Name) + "." + RawName + "*", name, local,
+                boundStruct: _structs[t.Name]);
         }
         if (t.Name == "char" && t.Pointers == 1 && t.IsConst) return new MappedParam(ParamKind.Utf8String, "string?", "byte*", name, local);
         string type = NonVoid(t);
         return new MappedParam(ParamKind.Blittable, type, type, name, local);
     }
 
-    private string StructOf(MappedParam p) => _structs.Values.First(s => TypeName(s.Name) == p.ManagedType).Name;
-
     private IEnumerable<StructField> BoundHandleFields(MappedParam p) =>
-        _structs[StructOf(p)].Fields!.Where(f => _handles.ContainsKey(f.Type.Name));
+        p.BoundStruct!.Fields!.Where(f => _handles.ContainsKey(f.Type.Name));
 
     /// <summary>Fills the raw form of a struct argument: values copied, each handle present referenced (a required one
     /// missing is an <see cref="System.ArgumentNullException"/>, as for a handle parameter).</summary>
     private void EmitBoundStructFill(StringBuilder raw, MappedParam p)
     {
-        StructDecl s = _structs[StructOf(p)];
+        StructDecl s = p.BoundStruct!;
         string value = p.Local + "Value";
         foreach (StructField f in s.Fields!)
         {
@@ -565,7 +569,7 @@ internal sealed class CSharpEmitter
                         raw.Append("        ").Append(p.ManagedType).Append(' ').Append(p.Local).Append("Value = ").Append(p.Name).AppendLine(";");
                         raw.Append("        ").Append(p.ManagedType).Append('.').Append(RawName).Append(' ').Append(p.Local).AppendLine(" = default;");
                         foreach (StructField f in BoundHandleFields(p))
-                            raw.Append("        bool ").Append(p.Local).Append('_').Append(FieldName(_structs[StructOf(p)], f)).AppendLine("Added = false;");
+                            raw.Append("        bool ").Append(p.Local).Append('_').Append(FieldName(p.BoundStruct!, f)).AppendLine("Added = false;");
                         break;
                 }
             }
@@ -606,7 +610,7 @@ internal sealed class CSharpEmitter
                     if (p.Kind == ParamKind.BoundStructIn)
                         foreach (StructField f in BoundHandleFields(p))
                         {
-                            string field = FieldName(_structs[StructOf(p)], f);
+                            string field = FieldName(p.BoundStruct!, f);
                             raw.Append("            if (").Append(p.Local).Append('_').Append(field).Append("Added) ").Append(p.Local).Append("Value.")
                                 .Append(field).AppendLine("!.DangerousRelease();");
                         }
