@@ -45,6 +45,12 @@ inline Weight weight_of(const Tensor& t) {
     w.dtype = t.dtype;
     w.rows = t.ndim >= 2 ? t.shape[0] : 1;
     w.cols = last_dim(t);
+    if (t.dtype == QWEN3VL_DTYPE_Q8) {
+        w.scales = t.scales;
+        w.scale_dtype = QWEN3VL_DTYPE_F16;
+        w.block_rows = 1;
+        w.block_cols = 32;
+    }
     return w;
 }
 inline Weight weight_of(const Tensor* t) { return t ? weight_of(*t) : Weight{}; }
@@ -105,6 +111,12 @@ public:
     }
     Tensor& weight(qwen3vl_tensor* h, const char* name) {
         return const_cast<Tensor&>(weight(static_cast<const qwen3vl_tensor*>(h), name));
+    }
+    // A projection matrix or embedding table: a weight, or block-quantized (Q8).
+    const Tensor& matrix(const qwen3vl_tensor* h, const char* name) {
+        const Tensor& t = tensor(h, name);
+        dtype(t, name, {QWEN3VL_DTYPE_F32, QWEN3VL_DTYPE_F16, QWEN3VL_DTYPE_BF16, QWEN3VL_DTYPE_Q8});
+        return t;
     }
     // An optional weight vector [n] (a bias, a norm's weight): nullptr for NULL.
     const Tensor* optional_vector(const qwen3vl_tensor* h, const char* name, int64_t n) {

@@ -25,7 +25,7 @@ inline LinearArgs linear_args(OpArgs& args, qwen3vl_tensor* out, const qwen3vl_t
                               const qwen3vl_tensor* bias) {
     Tensor& o = args.f32(out, "out");
     const Tensor& xt = args.f32(x, "x");
-    const Tensor& w = args.weight(weight, "weight");
+    const Tensor& w = args.matrix(weight, "weight");
     const int64_t K = last_dim(xt);
     args.shape(w, "weight", {-1, K});
     const int64_t N = w.shape[0];
@@ -44,8 +44,8 @@ inline void swiglu_op(const char* op, qwen3vl_tensor* out, const qwen3vl_tensor*
     OpArgs args(op);
     Tensor& o = args.f32(out, "out");
     const Tensor& xt = args.f32(x, "x");
-    const Tensor& g = args.weight(gate, "gate");
-    const Tensor& u = args.weight(up, "up");
+    const Tensor& g = args.matrix(gate, "gate");
+    const Tensor& u = args.matrix(up, "up");
     const int64_t K = last_dim(xt);
     args.shape(g, "gate", {-1, K});
     const int64_t N = g.shape[0];

@@ -69,7 +69,7 @@ qwen3vl_status qwen3vl_op_norm_linear(const qwen3vl_norm_linear_params* params) 
         int count = 0;
         for (; count < 3 && (count == 0 || outs[count] != nullptr); ++count) {
             o[count] = &args.f32(outs[count], out_names[count]);
-            w[count] = &args.weight(weights[count], weight_names[count]);
+            w[count] = &args.matrix(weights[count], weight_names[count]);
             args.shape(*w[count], weight_names[count], {-1, K});
             args.projected_shape(*o[count], out_names[count], xt, w[count]->shape[0]);
         }
@@ -151,8 +151,8 @@ qwen3vl_status qwen3vl_op_mlp_gelu(const qwen3vl_mlp_gelu_params* params) {
         args.require(p.reserved == 0, "reserved must be 0");
         Tensor& o = args.f32(p.out, "out");
         const Tensor& xt = args.f32(p.x, "x");
-        const Tensor& w1 = args.weight(p.fc1_weight, "fc1_weight");
-        const Tensor& w2 = args.weight(p.fc2_weight, "fc2_weight");
+        const Tensor& w1 = args.matrix(p.fc1_weight, "fc1_weight");
+        const Tensor& w2 = args.matrix(p.fc2_weight, "fc2_weight");
         const int64_t K = last_dim(xt);
         const LayerNormArgs norm = layer_norm_args(args, p.norm_weight, p.norm_bias, K, p.eps);
         args.shape(w1, "fc1_weight", {-1, K});

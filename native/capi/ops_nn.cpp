@@ -93,7 +93,7 @@ qwen3vl_status qwen3vl_op_embedding(qwen3vl_tensor* out, const qwen3vl_tensor* t
     return guarded([&] {
         OpArgs args("qwen3vl_op_embedding");
         Tensor& o = args.f32(out, "out");
-        const Tensor& tab = args.weight(table, "table");
+        const Tensor& tab = args.matrix(table, "table");
         const Tensor& ti = args.i32(ids, "ids");
         args.shape(tab, "table", {-1, -1});
         args.shape(ti, "ids", {-1});

@@ -51,7 +51,7 @@ static void check_tensor_copy(const qwen3vl_tensor* tensor, qwen3vl_dtype host_d
     require(tensor != nullptr, "tensor is NULL");
     require(host != nullptr || bytes == 0, "host buffer is NULL");
     require(dtype_valid(raw_enum(host_dtype)), "unknown host dtype " + std::to_string(raw_enum(host_dtype)));
-    const uint64_t expected = tensor->t.elements() * dtype_size(host_dtype);
+    const uint64_t expected = host_bytes(tensor->t, host_dtype);
     require(bytes == expected, "buffer is " + std::to_string(bytes) + " bytes, the tensor needs " +
                                    std::to_string(expected) + " bytes as " + dtype_name(host_dtype));
 }
@@ -264,6 +264,8 @@ qwen3vl_status qwen3vl_tensor_view(qwen3vl_tensor* tensor, int64_t offset, int32
         *view = nullptr;
         require(tensor != nullptr, "tensor is NULL");
         const Tensor& parent = tensor->t;
+        require(!dtype_is_block(parent.dtype),
+                std::string("a ") + dtype_name(parent.dtype) + " tensor has no views (its rows are blocks with scales)");
         const size_t esize = dtype_size(parent.dtype);
         const uint64_t count = checked_element_count(ndim, shape, esize);
         require(offset >= 0 && static_cast<uint64_t>(offset) <= parent.elements() &&
@@ -303,16 +305,14 @@ qwen3vl_status qwen3vl_tensor_describe(const qwen3vl_tensor* tensor, qwen3vl_ten
 qwen3vl_status qwen3vl_tensor_write(qwen3vl_tensor* tensor, qwen3vl_dtype src_dtype, const void* src, size_t bytes) {
     return guarded([&] {
         check_tensor_copy(tensor, src_dtype, src, bytes);
-        const Tensor& t = tensor->t;
-        t.backend->upload(t.data, t.dtype, src, src_dtype, static_cast<size_t>(t.elements()));
+        write_tensor(tensor->t, src_dtype, src);
     });
 }
 
 qwen3vl_status qwen3vl_tensor_read(const qwen3vl_tensor* tensor, qwen3vl_dtype dst_dtype, void* dst, size_t bytes) {
     return guarded([&] {
         check_tensor_copy(tensor, dst_dtype, dst, bytes);
-        const Tensor& t = tensor->t;
-        t.backend->download(dst, dst_dtype, t.data, t.dtype, static_cast<size_t>(t.elements()));
+        read_tensor(tensor->t, dst_dtype, dst);
     });
 }
 

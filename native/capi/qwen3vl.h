@@ -108,7 +108,13 @@ typedef enum qwen3vl_dtype {
     QWEN3VL_DTYPE_F32 = 0,
     QWEN3VL_DTYPE_F16 = 1,
     QWEN3VL_DTYPE_BF16 = 2,
-    QWEN3VL_DTYPE_I32 = 3
+    QWEN3VL_DTYPE_I32 = 3,
+    /** Block-quantized 8-bit weights (a weight matrix only: 2-D [N, K], K a multiple of 32). Each row is cut into
+     * blocks of 32; a block is 32 int8 values q in [-127, 127] and one f16 scale d, standing for d * q. Memory: the
+     * N * K int8 values row-major, then the N * K / 32 f16 scales row-major (N * K * 17 / 16 bytes). Written from
+     * f32, f16 or bf16 data (quantized: d = max|w| / 127 rounded to f16, q = round(w / d)) or as these raw bytes
+     * (src_dtype Q8); read back as f32, f16 or bf16 (d * q) or as the raw bytes. No views. */
+    QWEN3VL_DTYPE_Q8 = 4
 } qwen3vl_dtype;
 
 /** Kinds of compute backend. */
@@ -353,9 +359,9 @@ QWEN3VL_API void qwen3vl_tensor_free(qwen3vl_tensor* tensor);
 QWEN3VL_API qwen3vl_tensor_desc qwen3vl_tensor_desc_init(void);
 /** Reads the shape and type of a tensor into *desc (whose struct_size must be set). */
 QWEN3VL_API qwen3vl_status qwen3vl_tensor_describe(const qwen3vl_tensor* tensor, qwen3vl_tensor_desc* desc);
-/** Copies host data of element type src_dtype into the tensor, converting to the tensor's dtype. bytes must equal element count times the size of src_dtype. */
+/** Copies host data of element type src_dtype into the tensor, converting to the tensor's dtype. bytes must equal element count times the size of src_dtype (for src_dtype Q8, the tensor's bytes: a Q8 tensor's raw planes). Into a Q8 tensor a non-finite weight is INVALID_ARGUMENT naming its row and column. */
 QWEN3VL_API qwen3vl_status qwen3vl_tensor_write(qwen3vl_tensor* tensor, qwen3vl_dtype src_dtype, const void* src, size_t bytes);
-/** Copies the tensor to host memory as dst_dtype, converting from the tensor's dtype. bytes must equal element count times the size of dst_dtype. */
+/** Copies the tensor to host memory as dst_dtype, converting from the tensor's dtype. bytes must equal element count times the size of dst_dtype (for dst_dtype Q8, the tensor's bytes). */
 QWEN3VL_API qwen3vl_status qwen3vl_tensor_read(const qwen3vl_tensor* tensor, qwen3vl_dtype dst_dtype, void* dst, size_t bytes);
 
 /** A view of count contiguous elements of tensor starting at element offset, with a new shape (ndim dims whose

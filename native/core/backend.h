@@ -27,7 +27,8 @@ class Backend : public ElementwiseOps,
                 public RopeOps,
                 public AttentionOps,
                 public EmbeddingOps,
-                public ReduceOps {
+                public ReduceOps,
+                public WeightOps {
 public:
     virtual ~Backend() = default;
     virtual qwen3vl_backend_type type() const = 0;
@@ -45,6 +46,11 @@ public:
                         size_t count) = 0;
     virtual void download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
                           size_t count) = 0;
+    // The same for bytes copied unchanged (the planes of a block-quantized tensor).
+    virtual void upload_bytes(void* dst, const void* src, size_t bytes) = 0;
+    virtual void download_bytes(void* dst, const void* src, size_t bytes) = 0;
+    // Whether the backend's memory is the host's (a host pointer, a mapped file, is backend memory as it is).
+    bool host_memory() const { return type() == QWEN3VL_BACKEND_CPU; }
 
     // Records instead of running the ops the calling thread issues, until capture_end, which returns them as a
     // Graph (or discards them when instantiate is false). Backends that run ops eagerly (the CPU) do not record.

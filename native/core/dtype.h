@@ -10,7 +10,10 @@
 
 namespace qwen3vl {
 
-inline bool dtype_valid(int d) { return d >= QWEN3VL_DTYPE_F32 && d <= QWEN3VL_DTYPE_I32; }
+inline bool dtype_valid(int d) { return d >= QWEN3VL_DTYPE_F32 && d <= QWEN3VL_DTYPE_Q8; }
+
+// A block-quantized weight format (core/quant.h): stored as planes, never converted element by element.
+inline bool dtype_is_block(qwen3vl_dtype d) { return d == QWEN3VL_DTYPE_Q8; }
 
 inline size_t dtype_size(qwen3vl_dtype d) {
     switch (d) {
@@ -18,6 +21,7 @@ inline size_t dtype_size(qwen3vl_dtype d) {
         case QWEN3VL_DTYPE_F16: return 2;
         case QWEN3VL_DTYPE_BF16: return 2;
         case QWEN3VL_DTYPE_I32: return 4;
+        case QWEN3VL_DTYPE_Q8: return 1;  // the int8 plane's element; the scales follow (tensor_bytes)
     }
     return 0;
 }
@@ -28,11 +32,13 @@ inline const char* dtype_name(qwen3vl_dtype d) {
         case QWEN3VL_DTYPE_F16: return "f16";
         case QWEN3VL_DTYPE_BF16: return "bf16";
         case QWEN3VL_DTYPE_I32: return "i32";
+        case QWEN3VL_DTYPE_Q8: return "q8";
     }
     return "?";
 }
 
-inline bool dtype_is_float(qwen3vl_dtype d) { return d != QWEN3VL_DTYPE_I32; }
+// An element type that converts to and from f32 element by element.
+inline bool dtype_is_float(qwen3vl_dtype d) { return d != QWEN3VL_DTYPE_I32 && !dtype_is_block(d); }
 
 inline uint32_t f32_bits(float f) {
     uint32_t u;

@@ -158,6 +158,21 @@ protected:
     ~ReduceOps() = default;
 };
 
+// Conversions of weights into the block formats (core/quant.h), as the host reference computes them, bit for bit.
+#define QWEN3VL_WEIGHT_OPS(X) \
+    /* The Q8 planes of src (dense, [src.rows, src.cols], cols a multiple of 32): q [rows, cols] and f16 scales       \
+       [rows, cols / 32] (quantize_q8 per row). A non-finite weight or an overflowing scale: INVALID_ARGUMENT naming   \
+       its row and column, raised before the call returns (the CUDA backend waits for the kernel). */                 \
+    X(void, quantize_q8, (int8_t* q, uint16_t* scales, const Weight& src))
+
+class WeightOps {
+public:
+    QWEN3VL_WEIGHT_OPS(QWEN3VL_PURE_OP)
+
+protected:
+    ~WeightOps() = default;
+};
+
 // The declarations of every op in a backend class: `QWEN3VL_OPS_OVERRIDES` in its public section.
 #define QWEN3VL_OPS_OVERRIDES \
     QWEN3VL_ELEMENTWISE_OPS(QWEN3VL_OVERRIDE_OP) \
@@ -166,6 +181,7 @@ protected:
     QWEN3VL_ROPE_OPS(QWEN3VL_OVERRIDE_OP) \
     QWEN3VL_ATTENTION_OPS(QWEN3VL_OVERRIDE_OP) \
     QWEN3VL_EMBEDDING_OPS(QWEN3VL_OVERRIDE_OP) \
-    QWEN3VL_REDUCE_OPS(QWEN3VL_OVERRIDE_OP)
+    QWEN3VL_REDUCE_OPS(QWEN3VL_OVERRIDE_OP) \
+    QWEN3VL_WEIGHT_OPS(QWEN3VL_OVERRIDE_OP)
 
 }  // namespace qwen3vl

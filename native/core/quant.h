@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace qwen3vl {
 
@@ -21,6 +22,13 @@ constexpr int64_t kQ8Block = 32;
 // Quantizes n weights (n a multiple of kQ8Block) into q[n] and d[n / kQ8Block] (f16 bits). A non-finite weight or a
 // block whose scale overflows f16 (max|w| > 65504 * 127) is INVALID_ARGUMENT naming the element / block.
 void quantize_q8(const float* w, int64_t n, int8_t* q, uint16_t* d);
+
+// The same for row `row` of a matrix of `cols` columns: messages name the weight [row, column] and the block
+// [row, block].
+void quantize_q8_row(const float* w, int64_t cols, int64_t row, int8_t* q, uint16_t* d);
+
+// The messages every backend's quantizer raises, so that they name a bad weight alike.
+std::string q8_overflow_message(const std::string& block);
 
 // The weights the blocks stand for: out[i] = f16(d[i / kQ8Block]) * q[i], exactly in f32.
 void dequantize_q8(const int8_t* q, const uint16_t* d, int64_t n, float* out);

@@ -1,10 +1,13 @@
 #include "tensor.h"
 
+#include <cstring>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "dtype.h"
 #include "error.h"
+#include "quant.h"
 
 namespace qwen3vl {
 
@@ -23,15 +26,27 @@ uint64_t checked_element_count(int ndim, const int64_t* shape, size_t element_si
     return n;
 }
 
-Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_t* shape) {
+uint64_t tensor_bytes(qwen3vl_dtype dtype, int ndim, const int64_t* shape) {
     require(dtype_valid(dtype), "unknown dtype " + std::to_string(static_cast<int>(dtype)));
-    const uint64_t count = checked_element_count(ndim, shape, dtype_size(dtype));
+    // 2 bytes per element bounds every dtype's size, the block formats' scales included.
+    const uint64_t count = checked_element_count(ndim, shape, 4);
+    if (!dtype_is_block(dtype)) return count * dtype_size(dtype);
+    require(ndim == 2, std::string(dtype_name(dtype)) + " tensors are 2-D weight matrices [N, K], got " +
+                           std::to_string(ndim) + " dimensions");
+    require(shape[1] % kQ8Block == 0, std::string(dtype_name(dtype)) + " rows are whole blocks of " +
+                                          std::to_string(kQ8Block) + " weights: K = " + std::to_string(shape[1]) +
+                                          " is not a multiple");
+    return count + count / kQ8Block * 2;
+}
+
+Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_t* shape) {
+    const uint64_t bytes = tensor_bytes(dtype, ndim, shape);
     Tensor t;
     t.backend = &backend;
     t.dtype = dtype;
     t.ndim = ndim;
     for (int i = 0; i < ndim; ++i) t.shape[static_cast<size_t>(i)] = shape[i];
-    t.bytes = count * dtype_size(dtype);
+    t.bytes = bytes;
     if (t.bytes > SIZE_MAX) fail(QWEN3VL_STATUS_LIMIT_EXCEEDED, "tensor too large for this platform");
     Backend* owner = &backend;
     t.data = backend.allocate(static_cast<size_t>(t.bytes));
@@ -41,7 +56,83 @@ Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_
         backend.deallocate(t.data);
         throw;
     }
+    if (dtype_is_block(dtype)) t.scales = static_cast<uint8_t*>(t.data) + q8_values_bytes(t);
     return t;
+}
+
+uint64_t host_bytes(const Tensor& t, qwen3vl_dtype host_dtype) {
+    return host_dtype == QWEN3VL_DTYPE_Q8 ? t.bytes : t.elements() * dtype_size(host_dtype);
+}
+
+namespace {
+
+// A copy from dtype `from` to dtype `to`, one of them the tensor's.
+void require_pair(qwen3vl_dtype from, qwen3vl_dtype to, qwen3vl_dtype tensor_dtype) {
+    const qwen3vl_dtype host = from == tensor_dtype ? to : from;
+    const bool ok = from == to || (dtype_is_float(from) && dtype_is_float(to)) ||
+                    (dtype_is_block(tensor_dtype) && dtype_is_float(host));
+    require(ok, std::string("cannot convert ") + dtype_name(from) + " to " + dtype_name(to));
+}
+
+}  // namespace
+
+void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src) {
+    require_pair(src_dtype, t.dtype, t.dtype);
+    Backend& be = *t.backend;
+    if (!dtype_is_block(t.dtype)) {
+        be.upload(t.data, t.dtype, src, src_dtype, static_cast<size_t>(t.elements()));
+        return;
+    }
+    const uint64_t values = q8_values_bytes(t);
+    if (src_dtype == QWEN3VL_DTYPE_Q8) {
+        be.upload_bytes(t.data, src, static_cast<size_t>(values));
+        be.upload_bytes(t.scales, static_cast<const uint8_t*>(src) + values, static_cast<size_t>(t.bytes - values));
+        return;
+    }
+    Weight w;
+    w.dtype = src_dtype;
+    w.rows = t.shape[0];
+    w.cols = t.shape[1];
+    if (be.host_memory()) {
+        w.data = src;
+        be.quantize_q8(static_cast<int8_t*>(t.data), static_cast<uint16_t*>(t.scales), w);
+        return;
+    }
+    const Tensor staged = make_tensor(be, src_dtype, t.ndim, t.shape.data());
+    be.upload(staged.data, src_dtype, src, src_dtype, static_cast<size_t>(t.elements()));
+    w.data = staged.data;
+    be.quantize_q8(static_cast<int8_t*>(t.data), static_cast<uint16_t*>(t.scales), w);
+}
+
+void read_tensor(const Tensor& t, qwen3vl_dtype dst_dtype, void* dst) {
+    require_pair(t.dtype, dst_dtype, t.dtype);
+    Backend& be = *t.backend;
+    if (!dtype_is_block(t.dtype)) {
+        be.download(dst, dst_dtype, t.data, t.dtype, static_cast<size_t>(t.elements()));
+        return;
+    }
+    const uint64_t values = q8_values_bytes(t);
+    std::vector<uint8_t> raw;
+    uint8_t* planes = static_cast<uint8_t*>(dst);
+    if (dst_dtype != QWEN3VL_DTYPE_Q8) {
+        raw.resize(static_cast<size_t>(t.bytes));
+        planes = raw.data();
+    }
+    be.download_bytes(planes, t.data, static_cast<size_t>(values));
+    be.download_bytes(planes + values, t.scales, static_cast<size_t>(t.bytes - values));
+    if (dst_dtype == QWEN3VL_DTYPE_Q8) return;
+    const auto* q = reinterpret_cast<const int8_t*>(planes);
+    const auto* d = reinterpret_cast<const uint16_t*>(planes + values);
+    const int64_t n = static_cast<int64_t>(t.elements());
+    if (dst_dtype == QWEN3VL_DTYPE_F32) {
+        dequantize_q8(q, d, n, static_cast<float*>(dst));
+        return;
+    }
+    std::vector<float> f(static_cast<size_t>(n));
+    dequantize_q8(q, d, n, f.data());
+    auto* out = static_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i)
+        out[i] = dst_dtype == QWEN3VL_DTYPE_BF16 ? f32_to_bf16(f[static_cast<size_t>(i)]) : f32_to_f16(f[static_cast<size_t>(i)]);
 }
 
 }  // namespace qwen3vl

@@ -18,7 +18,10 @@ struct Tensor {
     int ndim = 0;
     std::array<int64_t, QWEN3VL_MAX_DIMS> shape{};
     void* data = nullptr;
-    uint64_t bytes = 0;
+    // A block-quantized weight (dtype_is_block): its scale plane (data holds the int8 plane). In a tensor of its own
+    // it follows the int8 plane; in a quantized checkpoint mapped on the CPU it is a tensor of the file. NULL else.
+    void* scales = nullptr;
+    uint64_t bytes = 0;  // all planes together
     std::shared_ptr<void> storage;
 
     uint64_t elements() const {
@@ -30,6 +33,21 @@ struct Tensor {
 
 // A new tensor with memory from the backend's pool. Throws INVALID_ARGUMENT, LIMIT_EXCEEDED or OUT_OF_MEMORY.
 Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_t* shape);
+
+// Bytes of a tensor of this dtype and shape (both planes for a block format, which must be 2-D with whole blocks:
+// INVALID_ARGUMENT otherwise). Throws as checked_element_count.
+uint64_t tensor_bytes(qwen3vl_dtype dtype, int ndim, const int64_t* shape);
+// Bytes of the int8 plane of a Q8 tensor of this shape (where its scale plane starts).
+inline uint64_t q8_values_bytes(const Tensor& t) { return t.elements(); }
+
+// Host data of src_dtype (count elements; for src_dtype Q8 the tensor's raw planes) into the tensor, converted or
+// quantized to its dtype (a Q8 tensor from f32/f16/bf16 through the backend's quantize_q8, after staging the data in
+// backend memory when the backend's memory is not the host's). INVALID_ARGUMENT for a pair that does not convert.
+void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src);
+// The tensor into host memory as dst_dtype (a Q8 tensor dequantized, or its raw planes for dst_dtype Q8).
+void read_tensor(const Tensor& t, qwen3vl_dtype dst_dtype, void* dst);
+// Bytes the host side of write_tensor / read_tensor holds for this dtype.
+uint64_t host_bytes(const Tensor& t, qwen3vl_dtype host_dtype);
 
 // Element count of a shape, or throws INVALID_ARGUMENT / LIMIT_EXCEEDED on a bad or overflowing shape.
 uint64_t checked_element_count(int ndim, const int64_t* shape, size_t element_size);

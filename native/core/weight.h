@@ -1,10 +1,11 @@
 // A weight as every backend's ops take it: model parameters (a projection's matrix, a norm's vector, a bias, an
 // embedding table), read-only, possibly a view into a memory-mapped checkpoint (any alignment).
 //
-// Dense dtypes (f32, f16, bf16) are described by data and dtype alone. A block-quantized format (the quantization
-// issue) adds its per-block scales and zero points here, so it reaches the kernels through the op signatures that
-// exist. Today the C API accepts dense dtypes only and never sets the block fields. See docs/ARCHITECTURE.md, "Add a
-// weight format".
+// Dense dtypes (f32, f16, bf16) are described by data and dtype alone. A block-quantized format adds its per-block
+// scales (and zero points where it has them) here, so it reaches the kernels through the op signatures that exist:
+// Q8 (core/quant.h) is data = int8 [rows, cols], scales = f16 [rows, cols / 32], block_rows 1, block_cols 32. The
+// C API passes a block format only to the ops that take it (OpArgs::matrix); a backend without a kernel for it refuses
+// it by name. See docs/ARCHITECTURE.md, "Add a weight format".
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,7 @@
 #include "cpu_backend.h"
 
+#include <cstring>
+
 #include "convert.h"
 #include "cpu_features.h"
 #include "platform.h"
@@ -22,6 +24,14 @@ void CpuBackend::upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwe
 void CpuBackend::download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
                           size_t count) {
     cpu::convert(dst, dst_dtype, src, src_dtype, count);
+}
+
+void CpuBackend::upload_bytes(void* dst, const void* src, size_t bytes) {
+    if (bytes) std::memcpy(dst, src, bytes);
+}
+
+void CpuBackend::download_bytes(void* dst, const void* src, size_t bytes) {
+    if (bytes) std::memcpy(dst, src, bytes);
 }
 
 std::unique_ptr<Backend> create_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }

@@ -24,6 +24,8 @@ public:
     void upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count) override;
     void download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
                   size_t count) override;
+    void upload_bytes(void* dst, const void* src, size_t bytes) override;
+    void download_bytes(void* dst, const void* src, size_t bytes) override;
 
     // The ops (core/ops.h), in cpu_ops.cpp.
     QWEN3VL_OPS_OVERRIDES

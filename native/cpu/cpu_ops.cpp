@@ -2,13 +2,19 @@
 // the composition of the unfused kernels in the order the op sequence would, with intermediates from the backend's
 // pool, so their results are bitwise that sequence's. What the tensors hold (ids, rows, segment offsets, n_past read
 // from memory) is checked here, in host memory, before any kernel runs (core/op_checks.h).
+#include <algorithm>
+#include <vector>
+
 #include "attention.h"
+#include "convert.h"
 #include "cpu_backend.h"
+#include "dtype.h"
 #include "elementwise.h"
 #include "embedding.h"
 #include "gemm.h"
 #include "norm.h"
 #include "op_checks.h"
+#include "quant.h"
 #include "reduce.h"
 #include "rope.h"
 
@@ -166,7 +172,7 @@ void CpuBackend::qk_norm_rope_attention(const QkNormRopeKv& rope, const Attentio
 
 void CpuBackend::embedding(float* out, const Weight& table, const int32_t* ids, int64_t tokens) {
     check_ids(ids, tokens, table.rows);
-    cpu::embedding(threads_, out, table.data, table.dtype, ids, tokens, table.cols);
+    cpu::embedding(threads_, out, table.data, table.dtype, table.scales, ids, tokens, table.cols);
 }
 
 void CpuBackend::scatter_rows(float* x, int64_t x_rows, const int32_t* rows, const float* src, int64_t count,
@@ -178,6 +184,25 @@ void CpuBackend::scatter_rows(float* x, int64_t x_rows, const int32_t* rows, con
 void CpuBackend::position_embedding(float* out, const Weight& table, int64_t side, int64_t grid_h,
                                     int64_t grid_w, int64_t merge) {
     cpu::position_embedding(threads_, out, table.data, table.dtype, side, table.cols, grid_h, grid_w, merge);
+}
+
+// ---- WeightOps
+
+void CpuBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src) {
+    const int64_t rows = src.rows, cols = src.cols;
+    if (rows <= 0 || cols <= 0) return;
+    const size_t es = dtype_size(src.dtype);
+    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / cols);  // >= 64k weights per task
+    threads_.parallel_for(size_t((rows + chunk - 1) / chunk), [&](size_t task, int) {
+        thread_local std::vector<float> row;
+        row.resize(size_t(cols));
+        const int64_t r0 = int64_t(task) * chunk, r1 = std::min(rows, r0 + chunk);
+        for (int64_t r = r0; r < r1; ++r) {
+            cpu::convert(row.data(), QWEN3VL_DTYPE_F32, static_cast<const uint8_t*>(src.data) + size_t(r * cols) * es,
+                         src.dtype, size_t(cols));
+            qwen3vl::quantize_q8_row(row.data(), cols, r, q + r * cols, scales + r * (cols / kQ8Block));
+        }
+    });
 }
 
 // ---- ReduceOps

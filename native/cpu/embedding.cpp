@@ -3,14 +3,26 @@
 #include <cstring>
 
 #include "convert.h"
+#include "dtype.h"
 #include "nn_common.h"
+#include "quant.h"
 
 namespace qwen3vl {
 namespace cpu {
 
-void embedding(ThreadPool& pool, float* out, const void* table, qwen3vl_dtype tt, const int32_t* ids, int64_t tokens,
-               int64_t width) {
+void embedding(ThreadPool& pool, float* out, const void* table, qwen3vl_dtype tt, const void* scales, const int32_t* ids,
+               int64_t tokens, int64_t width) {
     const size_t row_bytes = static_cast<size_t>(width) * dtype_size(tt);
+    if (tt == QWEN3VL_DTYPE_Q8) {  // each row is its int8 values and their scales
+        const auto* q = static_cast<const int8_t*>(table);
+        const auto* d = static_cast<const uint16_t*>(scales);
+        parallel_rows(pool, tokens, width, [&](int64_t b, int64_t e, int) {
+            for (int64_t t = b; t < e; ++t)
+                dequantize_q8(q + int64_t(ids[t]) * width, d + int64_t(ids[t]) * (width / kQ8Block), width,
+                              out + t * width);
+        });
+        return;
+    }
     parallel_rows(pool, tokens, width, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t)
             convert(out + t * width, QWEN3VL_DTYPE_F32, static_cast<const char*>(table) + row_bytes * ids[t], tt,

@@ -10,9 +10,10 @@
 namespace qwen3vl {
 namespace cpu {
 
-// out[t, :] = table[ids[t], :] as f32. ids must be in range (checked by the caller).
-void embedding(ThreadPool& pool, float* out, const void* table, qwen3vl_dtype tt, const int32_t* ids, int64_t tokens,
-               int64_t width);
+// out[t, :] = table[ids[t], :] as f32. ids must be in range (checked by the caller). A Q8 table has its f16 scale
+// plane in scales (width / 32 per row); other dtypes pass NULL.
+void embedding(ThreadPool& pool, float* out, const void* table, qwen3vl_dtype tt, const void* scales, const int32_t* ids,
+               int64_t tokens, int64_t width);
 // x[rows[r], :] = src[r, :] or += (accumulate). rows must be in range and distinct when accumulating.
 void scatter_rows(ThreadPool& pool, float* x, const int32_t* rows, const float* src, int64_t count, int64_t width,
                   bool accumulate);

@@ -18,6 +18,11 @@ int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 float load_elem(Weight v, size_t i) {
     const auto* p = static_cast<const uint8_t*>(v.data);
+    if (v.dtype == QWEN3VL_DTYPE_Q8) {  // rows are whole blocks, so element i's block is i / 32 of the scale plane
+        uint16_t d;
+        std::memcpy(&d, static_cast<const uint8_t*>(v.scales) + (i / 32) * 2, 2);
+        return f16_to_f32(d) * float(static_cast<const int8_t*>(v.data)[i]);
+    }
     if (v.dtype == QWEN3VL_DTYPE_F32) {
         float f;
         std::memcpy(&f, p + i * 4, 4);  // memcpy: the data may be unaligned
@@ -164,7 +169,8 @@ void run(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int
             for (int64_t n = 0; n < N; ++n) out[m * N + n] = bp ? bp[n] : 0.0f;
         return;
     }
-    if (kernels == CpuKernels::Scalar) return scalar_path(pool, out, x, M, K, N, w, up, bp);
+    if (kernels == CpuKernels::Scalar || w.dtype == QWEN3VL_DTYPE_Q8)
+        return scalar_path(pool, out, x, M, K, N, w, up, bp);
     if (M <= kGemvMaxRows) return gemv_path(pool, out, x, M, K, N, w, up, bp);
     gemm_path(pool, out, x, M, K, N, w, up, bp);
 }

@@ -305,6 +305,13 @@ void* CudaBackend::gemm_workspace() {
     return workspace_;
 }
 
+void CudaBackend::check_host_copy(const char* what) const {
+    if (capturing())
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, std::string("tensor ") + what +
+                                                  " are not recorded in a graph: write a graph's inputs before "
+                                                  "launching it and read its outputs after");
+}
+
 void CudaBackend::upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count) {
     activate();
     if (capturing())
@@ -316,15 +323,26 @@ void CudaBackend::upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qw
     // still running (ring_acquire waits only for the ring bytes it reuses).
     const size_t chunk = kRingMaxUpload / src_size;
     std::lock_guard<std::mutex> lock(ring_mutex_);
-    for (size_t first = 0; first < count; first += chunk)
+    for (size_t first = 0; first < count; first += chunk) {
+        const size_t n = std::min(chunk, count - first);
         upload_chunk(static_cast<unsigned char*>(dst) + first * dst_size, dst_dtype,
-                     static_cast<const unsigned char*>(src) + first * src_size, src_dtype,
-                     std::min(chunk, count - first));
+                     static_cast<const unsigned char*>(src) + first * src_size, src_dtype, n, n * src_size);
+    }
+}
+
+void CudaBackend::upload_bytes(void* dst, const void* src, size_t bytes) {
+    activate();
+    check_host_copy("writes");
+    std::lock_guard<std::mutex> lock(ring_mutex_);
+    for (size_t first = 0; first < bytes; first += kRingMaxUpload) {
+        const size_t n = std::min(kRingMaxUpload, bytes - first);
+        upload_chunk(static_cast<unsigned char*>(dst) + first, QWEN3VL_DTYPE_Q8,
+                     static_cast<const unsigned char*>(src) + first, QWEN3VL_DTYPE_Q8, n, n);
+    }
 }
 
 void CudaBackend::upload_chunk(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
-                               size_t count) {
-    const size_t src_bytes = count * dtype_size(src_dtype);
+                               size_t count, size_t src_bytes) {
     RingRecord record{};
     unsigned char* staged = ring_acquire(src_bytes, record);
     // The caller's bytes go to the pinned ring and the copy reads them from there, so the caller may free its buffer
@@ -365,6 +383,15 @@ void CudaBackend::download(void* dst, qwen3vl_dtype dst_dtype, const void* src, 
     }
     QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
     ring_retire_all();  // every queued upload has finished reading the ring
+    check_device_errors();
+}
+
+void CudaBackend::download_bytes(void* dst, const void* src, size_t bytes) {
+    activate();
+    check_host_copy("reads");
+    if (bytes) QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    ring_retire_all();
     check_device_errors();
 }
 

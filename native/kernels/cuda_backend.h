@@ -36,6 +36,8 @@ public:
     void upload(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count) override;
     void download(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype,
                   size_t count) override;
+    void upload_bytes(void* dst, const void* src, size_t bytes) override;
+    void download_bytes(void* dst, const void* src, size_t bytes) override;
 
     // The ops (core/ops.h), in cuda_ops.cpp: the host entry points of the kernels (linear.cuh, norm.cuh, ...).
     QWEN3VL_OPS_OVERRIDES
@@ -118,7 +120,10 @@ private:
     static constexpr size_t kRingBytes = size_t(8) << 20;
     static constexpr size_t kRingMaxUpload = kRingBytes / 4;
     // One chunk of upload(): count elements, at most kRingMaxUpload bytes; ring_mutex_ held.
-    void upload_chunk(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count);
+    // src_bytes of host data; converted (count elements) when the dtypes differ, else copied unchanged.
+    void upload_chunk(void* dst, qwen3vl_dtype dst_dtype, const void* src, qwen3vl_dtype src_dtype, size_t count,
+                      size_t src_bytes);
+    void check_host_copy(const char* what) const;
     static constexpr size_t kRingAlign = 256;
     static constexpr size_t kRingMaxRecords = 1024;
     // Bytes of the ring for one upload of `bytes`, waiting as needed until no queued copy still reads them.

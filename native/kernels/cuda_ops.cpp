@@ -2,18 +2,32 @@
 // checked on the device, since a check on the host would wait for the GPU and could not be captured (token ids,
 // scatter rows, segment offsets, n_past read at run time): a bad value raises the device error flag, reported by the
 // next download.
+#include <string>
+
 #include "attention.cuh"
 #include "cuda_backend.h"
+#include "dtype.h"
 #include "elementwise.cuh"
 #include "embedding.cuh"
 #include "linear.cuh"
 #include "norm.cuh"
+#include "quant.cuh"
 #include "reduce.cuh"
 #include "rope.cuh"
 #include "segments.cuh"
 #include "topk.cuh"
 
 namespace qwen3vl {
+namespace {
+
+// The weight formats this backend has kernels for: the dense ones. A Q8 weight is refused by name (UNSUPPORTED).
+void require_dense(const Weight& w, const char* what) {
+    if (!w.present() || w.dense()) return;
+    fail(QWEN3VL_STATUS_UNSUPPORTED, std::string("the CUDA backend has no kernel for ") + dtype_name(w.dtype) + " " +
+                                         what + " yet (use the CPU backend, or bf16 weights)");
+}
+
+}  // namespace
 
 // ---- ElementwiseOps
 
@@ -47,37 +61,46 @@ void CudaBackend::layer_norm(float* out, const float* x, const Weight& w, const 
 
 void CudaBackend::linear(float* out, const float* x, int64_t M, int64_t K, int64_t N, const Weight& w,
                          const Weight& bias) {
+    require_dense(w, "weights");
     cuda::linear(*this, out, x, M, K, N, w, bias);
 }
 
 void CudaBackend::norm_linear(const Projection* proj, int count, const float* x, int64_t M, int64_t K,
                               const Weight& norm, float eps) {
+    for (int i = 0; i < count; ++i) require_dense(proj[i].w, "weights");
     cuda::norm_linear(*this, proj, count, x, M, K, norm, eps);
 }
 
 void CudaBackend::norm_linear_swiglu(float* out, const float* x, int64_t M, int64_t K, int64_t N, const Weight& norm,
                                      float eps, const Weight& gate, const Weight& up) {
+    require_dense(gate, "weights");
+    require_dense(up, "weights");
     cuda::norm_linear_swiglu(*this, out, x, M, K, N, norm, eps, gate, up);
 }
 
 void CudaBackend::linear_residual(float* out, const float* x, int64_t M, int64_t K, int64_t N, const Weight& w,
                                   const Weight& bias, const float* residual) {
+    require_dense(w, "weights");
     cuda::linear_residual(*this, out, x, M, K, N, w, bias, residual);
 }
 
 void CudaBackend::linear_gelu(float* out, const float* x, int64_t M, int64_t K, int64_t N, const Weight& w,
                               const Weight& bias, bool tanh_approximation) {
+    require_dense(w, "weights");
     cuda::linear_gelu(*this, out, x, M, K, N, w, bias, tanh_approximation);
 }
 
 void CudaBackend::layer_norm_linear(float* out, const float* x, int64_t M, int64_t K, int64_t N,
                                     const Weight& norm_weight, const Weight& norm_bias, float eps, const Weight& w,
                                     const Weight& bias) {
+    require_dense(w, "weights");
     cuda::layer_norm_linear(*this, out, x, M, K, N, norm_weight, norm_bias, eps, w, bias);
 }
 
 void CudaBackend::mlp_gelu(float* out, const float* x, int64_t M, int64_t K, const MlpGelu& mlp,
                            const float* residual) {
+    require_dense(mlp.fc1, "weights");
+    require_dense(mlp.fc2, "weights");
     cuda::mlp_gelu(*this, out, x, M, K, mlp, residual);
 }
 
@@ -115,6 +138,7 @@ void CudaBackend::qk_norm_rope_attention(const QkNormRopeKv& rope, const Attenti
 // ---- EmbeddingOps
 
 void CudaBackend::embedding(float* out, const Weight& table, const int32_t* ids, int64_t tokens) {
+    require_dense(table, "embedding tables");
     cuda::embedding(*this, out, table.data, table.dtype, table.rows, ids, tokens, table.cols);
 }
 
@@ -127,6 +151,10 @@ void CudaBackend::position_embedding(float* out, const Weight& table, int64_t si
                                      int64_t grid_w, int64_t merge) {
     cuda::position_embedding(*this, out, table.data, table.dtype, side, table.cols, grid_h, grid_w, merge);
 }
+
+// ---- WeightOps
+
+void CudaBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src) { cuda::quantize_q8(*this, q, scales, src); }
 
 // ---- ReduceOps
 

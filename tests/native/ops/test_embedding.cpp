@@ -35,7 +35,7 @@ TEST(EmbeddingOps, GatherAndScatterAreExact) {
         std::vector<int32_t> ids(tokens);
         for (auto& i : ids) i = rng.integer(0, vocab - 1);
         std::vector<float> out(tokens * width, kNaN);
-        cpu::embedding(pool(), out.data(), table.data(), wt, ids.data(), tokens, width);
+        cpu::embedding(pool(), out.data(), table.data(), wt, nullptr, ids.data(), tokens, width);
         for (int64_t t = 0; t < tokens; ++t)
             for (int64_t c = 0; c < width; ++c) ASSERT_EQ(out[t * width + c], table.values[ids[t] * width + c]);
     }

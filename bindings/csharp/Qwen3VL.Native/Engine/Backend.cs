@@ -13,6 +13,11 @@ public enum TensorDType
     BF16 = 2,
     /// <summary>32-bit signed integer.</summary>
     I32 = 3,
+    /// <summary>
+    /// Block-quantized 8-bit weights: a 2-D [N, K] matrix (K a multiple of 32) stored as N*K int8 values then one f16 scale
+    /// per 32 (<c>QWEN3VL_DTYPE_Q8</c>). Written from f32/f16/bf16 (quantized) or as its raw bytes.
+    /// </summary>
+    Q8 = 4,
 }
 
 /// <summary>Allocation counters of a backend's memory pool.</summary>

@@ -1,0 +1,82 @@
+// See quant.cuh. One warp per block of 32 weights: lane i holds weight i, the block's max |w| is a warp reduction,
+// and the rounding is the reference's: d = f16(max|w| / 127) (IEEE division, round to nearest even), q =
+// rint(w / f32(d)) clamped to +-127, zeros where d is 0.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <string>
+
+#include "common.cuh"
+#include "dtype.h"
+#include "error.h"
+#include "quant.cuh"
+#include "quant.h"
+
+namespace qwen3vl {
+namespace cuda {
+namespace {
+
+__device__ __forceinline__ float load_weight(const void* p, size_t i, qwen3vl_dtype t) {
+    if (t == QWEN3VL_DTYPE_F16) return __half2float(static_cast<const __half*>(p)[i]);
+    if (t == QWEN3VL_DTYPE_BF16) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    return static_cast<const float*>(p)[i];
+}
+
+// bad[0]: the smallest flat index of a non-finite weight; bad[1]: the smallest block index whose scale overflows.
+__global__ void quantize_q8_kernel(int8_t* q, __half* scales, const void* src, qwen3vl_dtype st, size_t blocks,
+                                   unsigned long long* bad) {
+    const unsigned lane = threadIdx.x & 31u;
+    const size_t warps = static_cast<size_t>(gridDim.x) * (blockDim.x / 32);
+    for (size_t b = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; b < blocks; b += warps) {
+        const size_t i = b * 32 + lane;
+        const float w = load_weight(src, i, st);
+        const bool finite = isfinite(w);
+        const unsigned nonfinite = __ballot_sync(0xffffffffu, !finite);
+        if (nonfinite) {
+            if (lane == 0) atomicMin(&bad[0], static_cast<unsigned long long>(b * 32 + (__ffs(nonfinite) - 1)));
+            continue;
+        }
+        float amax = fabsf(w);
+        for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const __half dh = __float2half_rn(__fdiv_rn(amax, 127.0f));
+        const float d = __half2float(dh);
+        if (!isfinite(d)) {
+            if (lane == 0) atomicMin(&bad[1], static_cast<unsigned long long>(b));
+            continue;
+        }
+        if (lane == 0) scales[b] = dh;
+        const float r = d == 0.0f ? 0.0f : rintf(__fdiv_rn(w, d));
+        q[i] = static_cast<int8_t>(fmaxf(-127.0f, fminf(127.0f, r)));
+    }
+}
+
+std::string at(size_t index, int64_t cols) {
+    return "[" + std::to_string(index / static_cast<size_t>(cols)) + ", " +
+           std::to_string(index % static_cast<size_t>(cols)) + "]";
+}
+
+}  // namespace
+
+void quantize_q8(CudaBackend& be, int8_t* q, uint16_t* scales, const Weight& src) {
+    if (be.capturing()) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q8: quantizing a weight is not recorded in a graph");
+    require(src.cols % kQ8Block == 0, "q8: rows of " + std::to_string(src.cols) + " weights are not whole blocks");
+    const size_t n = static_cast<size_t>(src.rows) * static_cast<size_t>(src.cols);
+    if (n == 0) return;
+    cudaStream_t stream = be.stream();
+    CudaBackend::Scratch bad(be, 2 * sizeof(unsigned long long));
+    QWEN3VL_CUDA_CHECK(cudaMemsetAsync(bad.as<void>(), 0xff, 2 * sizeof(unsigned long long), stream));
+    const size_t blocks = n / 32;
+    constexpr unsigned threads = 256;
+    quantize_q8_kernel<<<grid_for(blocks * 32, threads), threads, 0, stream>>>(
+        q, reinterpret_cast<__half*>(scales), src.data, src.dtype, blocks, bad.as<unsigned long long>());
+    QWEN3VL_CUDA_CHECK(cudaGetLastError());
+    unsigned long long host[2];
+    QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(host, bad.as<void>(), sizeof(host), cudaMemcpyDeviceToHost, stream));
+    QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (host[0] != ~0ull) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q8: weight " + at(host[0], src.cols) + " is not finite");
+    if (host[1] != ~0ull)
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, q8_overflow_message(at(host[1], src.cols / kQ8Block)));
+}
+
+}  // namespace cuda
+}  // namespace qwen3vl
