@@ -10,7 +10,9 @@
 #include "dtype.h"
 #include "handles.h"
 #include "qwen3vl.h"
+#include "quant.h"
 #include "safetensors.h"
+#include "tensor.h"
 
 using namespace qwen3vl;
 
@@ -24,6 +26,47 @@ qwen3vl_dtype weight_dtype(const TensorView& v) {
         default: require_weight_dtype(v);  // throws UNSUPPORTED naming the tensor and file
     }
     fail(QWEN3VL_STATUS_UNSUPPORTED, "tensor " + v.name + " has an unsupported dtype");
+}
+
+// The weight v as a tensor of dtype on backend: a view of the mapping when the backend's memory is the host's and
+// dtype is the stored one; else a tensor of its own, uploaded / converted / quantized from the mapping.
+std::unique_ptr<qwen3vl_tensor> checkpoint_tensor(qwen3vl_checkpoint& checkpoint, qwen3vl_backend* backend,
+                                                  const char* name, const TensorView& v, qwen3vl_dtype dtype) {
+    require(backend != nullptr, "backend is NULL");
+    const qwen3vl_dtype stored = weight_dtype(v);
+    std::vector<int64_t> shape = v.shape.empty() ? std::vector<int64_t>{1} : v.shape;
+    if (shape.size() > QWEN3VL_MAX_DIMS) {
+        // Conv3d patch-embedding weights are 5-D; their trailing dimensions are one contiguous row.
+        int64_t tail = 1;
+        for (size_t i = 1; i < shape.size(); ++i) tail *= shape[i];
+        shape = {shape[0], tail};
+    }
+    if (dtype != stored) {
+        const bool ok = (dtype_is_float(dtype) && dtype_is_float(stored)) ||
+                        (dtype == QWEN3VL_DTYPE_Q8 && dtype_is_float(stored) && shape.size() == 2 &&
+                         shape[1] % kQ8Block == 0);
+        if (!ok)
+            fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
+                 std::string("weight ") + name + " (" + dtype_name(stored) + ", " + std::to_string(shape.size()) +
+                     "-D, last dimension " + std::to_string(shape.back()) + ") cannot be loaded as " +
+                     dtype_name(dtype) +
+                     (dtype == QWEN3VL_DTYPE_Q8 ? " (a 2-D float weight with rows of whole blocks of 32)" : ""));
+    }
+    auto t = std::make_unique<qwen3vl_tensor>();
+    Backend& b = *backend->impl;
+    if (b.host_memory() && dtype == stored) {
+        t->t.backend = &b;
+        t->t.dtype = dtype;
+        t->t.ndim = static_cast<int>(shape.size());
+        for (size_t i = 0; i < shape.size(); ++i) t->t.shape[i] = shape[i];
+        t->t.data = const_cast<uint8_t*>(v.data);  // read-only by contract: weights are never op outputs
+        t->t.bytes = v.bytes;
+        t->t.storage = checkpoint.impl;  // keeps the mapping alive
+    } else {
+        t->t = make_tensor(b, dtype, static_cast<int>(shape.size()), shape.data());
+        write_tensor(t->t, stored, v.data);
+    }
+    return t;
 }
 
 template <size_t N>
@@ -106,32 +149,22 @@ qwen3vl_status qwen3vl_checkpoint_tensor(qwen3vl_checkpoint* checkpoint, qwen3vl
         require(tensor != nullptr, "tensor out-pointer is NULL");
         *tensor = nullptr;
         require(checkpoint != nullptr, "checkpoint is NULL");
-        require(backend != nullptr, "backend is NULL");
         require(name != nullptr, "name is NULL");
         const TensorView& v = checkpoint->impl->tensor(name);
-        const qwen3vl_dtype dtype = weight_dtype(v);
-        std::vector<int64_t> shape = v.shape.empty() ? std::vector<int64_t>{1} : v.shape;
-        if (shape.size() > QWEN3VL_MAX_DIMS) {
-            // Conv3d patch-embedding weights are 5-D; their trailing dimensions are one contiguous row.
-            int64_t tail = 1;
-            for (size_t i = 1; i < shape.size(); ++i) tail *= shape[i];
-            shape = {shape[0], tail};
-        }
-        auto t = std::make_unique<qwen3vl_tensor>();
-        Backend& b = *backend->impl;
-        if (b.type() == QWEN3VL_BACKEND_CPU) {
-            t->t.backend = &b;
-            t->t.dtype = dtype;
-            t->t.ndim = static_cast<int>(shape.size());
-            for (size_t i = 0; i < shape.size(); ++i) t->t.shape[i] = shape[i];
-            t->t.data = const_cast<uint8_t*>(v.data);  // read-only by contract: weights are never op outputs
-            t->t.bytes = v.bytes;
-            t->t.storage = checkpoint->impl;  // keeps the mapping alive
-        } else {
-            t->t = make_tensor(b, dtype, static_cast<int>(shape.size()), shape.data());
-            b.upload(t->t.data, dtype, v.data, dtype, static_cast<size_t>(t->t.elements()));
-        }
-        *tensor = t.release();
+        *tensor = checkpoint_tensor(*checkpoint, backend, name, v, weight_dtype(v)).release();
+    });
+}
+
+qwen3vl_status qwen3vl_checkpoint_tensor_as(qwen3vl_checkpoint* checkpoint, qwen3vl_backend* backend, const char* name,
+                                            qwen3vl_dtype dtype, qwen3vl_tensor** tensor) {
+    return guarded([&] {
+        require(tensor != nullptr, "tensor out-pointer is NULL");
+        *tensor = nullptr;
+        require(checkpoint != nullptr, "checkpoint is NULL");
+        require(name != nullptr, "name is NULL");
+        require(dtype_valid(raw_enum(dtype)), "unknown dtype " + std::to_string(raw_enum(dtype)));
+        const TensorView& v = checkpoint->impl->tensor(name);
+        *tensor = checkpoint_tensor(*checkpoint, backend, name, v, dtype).release();
     });
 }
 

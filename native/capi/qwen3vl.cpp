@@ -47,10 +47,13 @@ static std::string compiler_description() {
 #endif
 }
 
-static void check_tensor_copy(const qwen3vl_tensor* tensor, qwen3vl_dtype host_dtype, const void* host, size_t bytes) {
+static void check_tensor_copy(const qwen3vl_tensor* tensor, qwen3vl_dtype host_dtype, const void* host, size_t bytes,
+                              bool write) {
     require(tensor != nullptr, "tensor is NULL");
     require(host != nullptr || bytes == 0, "host buffer is NULL");
     require(dtype_valid(raw_enum(host_dtype)), "unknown host dtype " + std::to_string(raw_enum(host_dtype)));
+    const qwen3vl_dtype td = tensor->t.dtype;
+    require_pair(write ? host_dtype : td, write ? td : host_dtype, td);
     const uint64_t expected = host_bytes(tensor->t, host_dtype);
     require(bytes == expected, "buffer is " + std::to_string(bytes) + " bytes, the tensor needs " +
                                    std::to_string(expected) + " bytes as " + dtype_name(host_dtype));
@@ -304,14 +307,14 @@ qwen3vl_status qwen3vl_tensor_describe(const qwen3vl_tensor* tensor, qwen3vl_ten
 
 qwen3vl_status qwen3vl_tensor_write(qwen3vl_tensor* tensor, qwen3vl_dtype src_dtype, const void* src, size_t bytes) {
     return guarded([&] {
-        check_tensor_copy(tensor, src_dtype, src, bytes);
+        check_tensor_copy(tensor, src_dtype, src, bytes, true);
         write_tensor(tensor->t, src_dtype, src);
     });
 }
 
 qwen3vl_status qwen3vl_tensor_read(const qwen3vl_tensor* tensor, qwen3vl_dtype dst_dtype, void* dst, size_t bytes) {
     return guarded([&] {
-        check_tensor_copy(tensor, dst_dtype, dst, bytes);
+        check_tensor_copy(tensor, dst_dtype, dst, bytes, false);
         read_tensor(tensor->t, dst_dtype, dst);
     });
 }

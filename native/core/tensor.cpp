@@ -64,8 +64,6 @@ uint64_t host_bytes(const Tensor& t, qwen3vl_dtype host_dtype) {
     return host_dtype == QWEN3VL_DTYPE_Q8 ? t.bytes : t.elements() * dtype_size(host_dtype);
 }
 
-namespace {
-
 // A copy from dtype `from` to dtype `to`, one of them the tensor's.
 void require_pair(qwen3vl_dtype from, qwen3vl_dtype to, qwen3vl_dtype tensor_dtype) {
     const qwen3vl_dtype host = from == tensor_dtype ? to : from;
@@ -74,7 +72,6 @@ void require_pair(qwen3vl_dtype from, qwen3vl_dtype to, qwen3vl_dtype tensor_dty
     require(ok, std::string("cannot convert ") + dtype_name(from) + " to " + dtype_name(to));
 }
 
-}  // namespace
 
 void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src) {
     require_pair(src_dtype, t.dtype, t.dtype);

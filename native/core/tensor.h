@@ -46,6 +46,8 @@ inline uint64_t q8_values_bytes(const Tensor& t) { return t.elements(); }
 void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src);
 // The tensor into host memory as dst_dtype (a Q8 tensor dequantized, or its raw planes for dst_dtype Q8).
 void read_tensor(const Tensor& t, qwen3vl_dtype dst_dtype, void* dst);
+// INVALID_ARGUMENT "cannot convert <from> to <to>" unless a copy between them exists for a tensor of tensor_dtype.
+void require_pair(qwen3vl_dtype from, qwen3vl_dtype to, qwen3vl_dtype tensor_dtype);
 // Bytes the host side of write_tensor / read_tensor holds for this dtype.
 uint64_t host_bytes(const Tensor& t, qwen3vl_dtype host_dtype);
 

@@ -395,3 +395,192 @@ TEST(CApiPath, AFifoIsOtherAndACheckpointWithOneIsRefusedWithoutBlocking) {
     }
 }
 #endif
+
+// ---- Q8 tensors through the exported functions, on the CPU and (when there is a device) on CUDA: the quantization
+// of tensor_write against an independent implementation of the format written here from its definition in
+// qwen3vl.h (bit for bit: the rounding is specified), raw planes, dequantized reads, checkpoint loading, refusals.
+namespace {
+
+float f16_value(uint16_t h) {  // exact
+    const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    const float v = e == 0 ? std::ldexp(float(m), -24) : e == 31 ? INFINITY : std::ldexp(float(m | 0x400), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+// The f16 nearest to v (ties to even), by search over the positive f16 values: slow, obviously right.
+uint16_t f16_nearest(float v) {
+    uint16_t best = 0;
+    for (uint16_t h = 1; h < 0x7c00; ++h) {
+        const double dh = std::fabs(double(f16_value(h)) - v), db = std::fabs(double(f16_value(best)) - v);
+        if (dh < db || (dh == db && (h & 1) == 0)) best = h;
+    }
+    if (double(v) >= 65520.0) return 0x7c00;
+    return best;
+}
+
+// qwen3vl.h: d = max|w| / 127 rounded to f16, q = round(w / d), clamped to +-127; zeros where d is 0.
+void reference_q8(const std::vector<float>& w, int64_t K, std::vector<int8_t>& q, std::vector<uint16_t>& d) {
+    q.assign(w.size(), 0);
+    d.assign(w.size() / 32, 0);
+    for (size_t b = 0; b < d.size(); ++b) {
+        float amax = 0;
+        for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(w[b * 32 + i]));
+        d[b] = f16_nearest(amax / 127.0f);
+        const float s = f16_value(d[b]);
+        for (size_t i = 0; i < 32 && s != 0; ++i)
+            q[b * 32 + i] = int8_t(std::max(-127.0f, std::min(127.0f, std::nearbyint(w[b * 32 + i] / s))));
+    }
+    (void)K;
+}
+
+std::vector<BackendPtr> q8_backends() {
+    std::vector<BackendPtr> out;
+    out.push_back(make_cpu_backend());
+    int32_t count = 0;
+    if (qwen3vl_cuda_device_count(&count) == QWEN3VL_STATUS_OK && count > 0) {
+        qwen3vl_backend_params p = qwen3vl_backend_default_params();
+        p.type = QWEN3VL_BACKEND_CUDA;
+        qwen3vl_backend* b = nullptr;
+        if (qwen3vl_backend_create(&p, &b) == QWEN3VL_STATUS_OK) out.emplace_back(b);
+    }
+    return out;
+}
+
+TensorPtr q8_tensor(qwen3vl_backend* b, int64_t N, int64_t K) {
+    const int64_t shape[2] = {N, K};
+    qwen3vl_tensor* raw = nullptr;
+    EXPECT_EQ(qwen3vl_tensor_create(b, QWEN3VL_DTYPE_Q8, 2, shape, &raw), QWEN3VL_STATUS_OK) << last_error();
+    return TensorPtr(raw);
+}
+
+}  // namespace
+
+TEST(CApiQ8, ShapesAndBytes) {
+    BackendPtr b = make_cpu_backend();
+    TensorPtr t = q8_tensor(b.get(), 3, 64);
+    qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
+    ASSERT_EQ(qwen3vl_tensor_describe(t.get(), &d), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(d.dtype, QWEN3VL_DTYPE_Q8);
+    EXPECT_EQ(d.bytes, 3u * 64 + 3 * 2 * 2);  // the int8 values and one f16 per 32
+    qwen3vl_tensor* raw = nullptr;
+    const int64_t one[1] = {64}, partial[2] = {3, 40}, three[3] = {2, 3, 64};
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_Q8, 1, one, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("2-D"), std::string::npos) << last_error();
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_Q8, 3, three, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_Q8, 2, partial, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("K = 40 is not a multiple"), std::string::npos) << last_error();
+    EXPECT_EQ(raw, nullptr);
+    const int64_t view_shape[2] = {1, 64};
+    EXPECT_EQ(qwen3vl_tensor_view(t.get(), 0, 2, view_shape, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("no views"), std::string::npos) << last_error();
+}
+
+TEST(CApiQ8, WriteQuantizesAsSpecifiedAndReadsDequantize) {
+    std::mt19937 rng(std::random_device{}());
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const int64_t N = 9, K = 96;
+    std::vector<float> w(size_t(N * K));
+    // Rows of very different magnitudes (f16-subnormal scales in row 0), one block of zeros, and a block whose
+    // max|w|/127 sits exactly between two f16 values would need luck: random data covers the ties well enough.
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) w[size_t(n * K + k)] = normal(rng) * std::ldexp(1.0f, int(n) * 3 - 18);
+    for (int64_t k = 32; k < 64; ++k) w[size_t(4 * K + k)] = 0.0f;
+    std::vector<int8_t> q;
+    std::vector<uint16_t> d;
+    reference_q8(w, K, q, d);
+    const size_t bytes = size_t(N * K) + d.size() * 2;
+    for (BackendPtr& b : q8_backends()) {
+        SCOPED_TRACE(b.get() == nullptr ? "?" : "backend");
+        TensorPtr t = q8_tensor(b.get(), N, K);
+        ASSERT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, w.data(), w.size() * 4), QWEN3VL_STATUS_OK)
+            << last_error();
+        std::vector<uint8_t> planes(bytes, 0xcd);
+        ASSERT_EQ(qwen3vl_tensor_read(t.get(), QWEN3VL_DTYPE_Q8, planes.data(), bytes), QWEN3VL_STATUS_OK) << last_error();
+        for (size_t i = 0; i < q.size(); ++i) ASSERT_EQ(int8_t(planes[i]), q[i]) << "value " << i;
+        for (size_t i = 0; i < d.size(); ++i) {
+            uint16_t got;
+            std::memcpy(&got, planes.data() + q.size() + 2 * i, 2);
+            ASSERT_EQ(got, d[i]) << "scale " << i;
+        }
+        std::vector<float> back(w.size(), NAN);
+        ASSERT_EQ(qwen3vl_tensor_read(t.get(), QWEN3VL_DTYPE_F32, back.data(), back.size() * 4), QWEN3VL_STATUS_OK);
+        for (size_t i = 0; i < w.size(); ++i) ASSERT_EQ(back[i], f16_value(d[i / 32]) * float(q[i])) << i;
+        // Raw planes written back read back unchanged.
+        TensorPtr u = q8_tensor(b.get(), N, K);
+        ASSERT_EQ(qwen3vl_tensor_write(u.get(), QWEN3VL_DTYPE_Q8, planes.data(), bytes), QWEN3VL_STATUS_OK);
+        std::vector<uint8_t> again(bytes);
+        ASSERT_EQ(qwen3vl_tensor_read(u.get(), QWEN3VL_DTYPE_Q8, again.data(), bytes), QWEN3VL_STATUS_OK);
+        EXPECT_EQ(again, planes);
+    }
+}
+
+TEST(CApiQ8, BadDataAndPairsAreRefusedByName) {
+    const int64_t N = 4, K = 64;
+    std::vector<float> w(size_t(N * K), 0.5f);
+    for (BackendPtr& b : q8_backends()) {
+        TensorPtr t = q8_tensor(b.get(), N, K);
+        w[size_t(2 * K + 37)] = NAN;
+        EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, w.data(), w.size() * 4), QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("weight [2, 37] is not finite"), std::string::npos) << last_error();
+        w[size_t(2 * K + 37)] = 3e7f;  // 3e7 / 127 > 65504: the f16 scale of block [2, 1] overflows
+        EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, w.data(), w.size() * 4), QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("block [2, 1] overflows"), std::string::npos) << last_error();
+        w[size_t(2 * K + 37)] = 0.5f;
+        EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_I32, w.data(), w.size() * 4), QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("cannot convert i32 to q8"), std::string::npos) << last_error();
+        EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_Q8, w.data(), 10), QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("needs 272 bytes"), std::string::npos) << last_error();
+        const int64_t shape[2] = {N, K};
+        qwen3vl_tensor* raw = nullptr;
+        ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, shape, &raw), QWEN3VL_STATUS_OK);
+        TensorPtr f(raw);
+        std::vector<uint8_t> planes(272);
+        EXPECT_EQ(qwen3vl_tensor_write(f.get(), QWEN3VL_DTYPE_Q8, planes.data(), planes.size()),
+                  QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("cannot convert q8 to f32"), std::string::npos) << last_error();
+    }
+}
+
+TEST(CApiQ8, CheckpointWeightsLoadQuantizedOrConverted) {
+    qwen3vl_checkpoint* ck = nullptr;
+    ASSERT_EQ(qwen3vl_checkpoint_open(fixture_model("tiny-tied").c_str(), &ck), QWEN3VL_STATUS_OK) << last_error();
+    const char* name = "model.language_model.layers.0.self_attn.q_proj.weight";  // [128, 32]
+    for (BackendPtr& b : q8_backends()) {
+        qwen3vl_tensor* stored = nullptr;
+        qwen3vl_tensor* f32 = nullptr;
+        qwen3vl_tensor* q8 = nullptr;
+        ASSERT_EQ(qwen3vl_checkpoint_tensor(ck, b.get(), name, &stored), QWEN3VL_STATUS_OK) << last_error();
+        ASSERT_EQ(qwen3vl_checkpoint_tensor_as(ck, b.get(), name, QWEN3VL_DTYPE_F32, &f32), QWEN3VL_STATUS_OK);
+        ASSERT_EQ(qwen3vl_checkpoint_tensor_as(ck, b.get(), name, QWEN3VL_DTYPE_Q8, &q8), QWEN3VL_STATUS_OK)
+            << last_error();
+        TensorPtr ts(stored), tf(f32), tq(q8);
+        qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
+        ASSERT_EQ(qwen3vl_tensor_describe(q8, &d), QWEN3VL_STATUS_OK);
+        ASSERT_EQ(d.dtype, QWEN3VL_DTYPE_Q8);
+        const size_t n = size_t(d.shape[0] * d.shape[1]);
+        std::vector<float> a(n), c(n), back(n);
+        ASSERT_EQ(qwen3vl_tensor_read(stored, QWEN3VL_DTYPE_F32, a.data(), n * 4), QWEN3VL_STATUS_OK);
+        ASSERT_EQ(qwen3vl_tensor_read(f32, QWEN3VL_DTYPE_F32, c.data(), n * 4), QWEN3VL_STATUS_OK);
+        EXPECT_EQ(a, c);  // bf16 -> f32 is exact
+        // Quantized from the stored values exactly as tensor_write quantizes them.
+        std::vector<int8_t> q;
+        std::vector<uint16_t> s;
+        reference_q8(a, d.shape[1], q, s);
+        ASSERT_EQ(qwen3vl_tensor_read(q8, QWEN3VL_DTYPE_F32, back.data(), n * 4), QWEN3VL_STATUS_OK);
+        for (size_t i = 0; i < n; ++i) ASSERT_EQ(back[i], f16_value(s[i / 32]) * float(q[i])) << i;
+        qwen3vl_tensor* bad = nullptr;
+        // down_proj rows are 88 long (tiny fixture): not whole blocks; a norm weight is 1-D.
+        EXPECT_EQ(qwen3vl_checkpoint_tensor_as(ck, b.get(), "model.language_model.layers.0.mlp.down_proj.weight",
+                                               QWEN3VL_DTYPE_Q8, &bad),
+                  QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("down_proj.weight (bf16, 2-D, last dimension 88) cannot be loaded as q8"),
+                  std::string::npos)
+            << last_error();
+        EXPECT_EQ(qwen3vl_checkpoint_tensor_as(ck, b.get(), "model.language_model.norm.weight", QWEN3VL_DTYPE_Q8, &bad),
+                  QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_EQ(qwen3vl_checkpoint_tensor_as(ck, b.get(), name, QWEN3VL_DTYPE_I32, &bad),
+                  QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_EQ(bad, nullptr);
+    }
+    qwen3vl_checkpoint_free(ck);
+}
