@@ -18,13 +18,14 @@ internal static class BenchCommand
 {
     internal const string Usage =
         "usage: qwen3vl bench --model DIR [--device cpu|cuda[:N]] [--prompt-tokens N] [--new-tokens N] [--image-size S]\n" +
-        "                     [--threads N] [--repeat N] [--context N] [--sample] [--no-graphs]\n" +
+        "                     [--threads N] [--repeat N] [--context N] [--sample] [--no-graphs] [--weights W]\n" +
         "  defaults: 512 prompt tokens, 128 new tokens (greedy), one SxS image with S = 448, all logical CPUs, 1 repeat,\n" +
         "  a context of exactly prompt + new tokens (--context sets a larger one, as a chat session would hold)\n" +
         "  --sample: also decode with Qwen3-VL's sampling (top_k 20, top_p 0.8, temperature 0.7), the candidates selected on\n" +
         "  the backend and, for comparison, from the whole logits row copied to the host\n" +
         "  --no-graphs: CUDA: decode with eager ops instead of replaying each step as a CUDA graph (the before/after of the\n" +
-        "  graphs); env QWEN3VL_NO_GRAPHS=1 does the same";
+        "  graphs); env QWEN3VL_NO_GRAPHS=1 does the same\n" +
+        "  --weights stored|bf16|q8: the form of the text decoder's matrices (see qwen3vl run --help)";
 
     internal static int Run(string[] args)
     {
@@ -32,6 +33,7 @@ internal static class BenchCommand
         string device = "cpu";
         int promptTokens = 512, newTokens = 128, imageSize = 448, threads = 0, repeat = 1, context = 0;
         bool sample = false, cudaGraphs = CliOptions.CudaGraphsByDefault;
+        WeightFormat weights = WeightFormat.Stored;
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -51,6 +53,7 @@ internal static class BenchCommand
                     case "--context": context = Int(); break;
                     case "--sample": sample = true; break;
                     case "--no-graphs": cudaGraphs = false; break;
+                    case "--weights": weights = CliOptions.ParseWeights(Value()); break;
                     default: throw new ArgumentException("unknown option " + args[i]);
                 }
             }
@@ -74,19 +77,27 @@ internal static class BenchCommand
             : device.StartsWith("cuda", StringComparison.Ordinal)
                 ? Backend.CreateCuda(device.Length > 5 && device[4] == ':' ? int.Parse(device[5..], CultureInfo.InvariantCulture) : 0)
                 : throw new ArgumentException("--device must be cpu or cuda[:N]");
-        using Qwen3VLModel m = Qwen3VLModel.Load(model, backend, new Qwen3VLModelOptions { CudaGraphs = cudaGraphs });
+        using Qwen3VLModel m = Qwen3VLModel.Load(model, backend, new Qwen3VLModelOptions { CudaGraphs = cudaGraphs, Weights = weights });
         load.Stop();
         ModelConfig c = m.Config;
         Console.WriteLine($"model:   {model}");
         Console.WriteLine($"backend: {backend.Name}; weights {m.WeightBytes / 1e9:0.00} GB; load {load.Elapsed.TotalSeconds:0.00} s");
 
-        // Weight bytes one decode step reads: every text layer's projections plus the output projection.
-        double layerBytes = BytesPerElement(m) * (
-            (double)c.TextHiddenSize * c.TextNumHeads * c.TextHeadDim * 2 +
-            (double)c.TextHiddenSize * c.TextNumKvHeads * c.TextHeadDim * 2 +
-            3.0 * c.TextHiddenSize * c.TextIntermediateSize);
-        double decodeBytes = layerBytes * c.TextNumLayers + BytesPerElement(m) * (double)c.VocabSize * c.TextHiddenSize;
-        double flopsPerPromptToken = 2.0 * (layerBytes * c.TextNumLayers / BytesPerElement(m));
+        // Weight bytes one decode step reads, as loaded (bf16, Q8, ...): every text layer's projections plus the output
+        // projection; and the multiply-adds of one prompt token in the layers' projections.
+        TextModel text = m.Text;
+        double layerProjectionBytes = 0, layerProjectionElements = 0;
+        foreach (DecoderLayer l in text.Layers)
+        {
+            foreach (Tensor w in new[] { l.QProjWeight, l.KProjWeight, l.VProjWeight, l.OProjWeight, l.GateProjWeight, l.UpProjWeight, l.DownProjWeight })
+            {
+                layerProjectionBytes += w.ByteCount;
+                layerProjectionElements += w.ElementCount;
+            }
+        }
+        double decodeBytes = layerProjectionBytes + text.LmHeadWeight.ByteCount;
+        double flopsPerPromptToken = 2.0 * layerProjectionElements;
+        Console.WriteLine($"text weights: {Describe(text.Layers[0].QProjWeight)} projections, {Describe(text.LmHeadWeight)} lm_head");
 
         var rng = new Random(1234);
         int[] prompt = new int[promptTokens];
@@ -197,7 +208,7 @@ internal static class BenchCommand
         return 0;
     }
 
-    private static double BytesPerElement(Qwen3VLModel m) => m.WeightBytes / (double)m.WeightElements;
+    private static string Describe(Tensor t) => t.DType.ToString().ToLowerInvariant();
 
     // Seconds of newTokens - 1 sampled decoding steps after a first untimed one (which records the step's graph on
     // CUDA) with Qwen3-VL's sampling options, in a fresh context: the draws from the backend's candidates (as the

@@ -70,6 +70,7 @@ internal static class ServeCommand
                 MinPixels = o.MinPixels,
                 MaxPixels = o.MaxPixels,
                 CudaGraphs = o.CudaGraphs,
+                Weights = o.Weights,
             },
             ModelId = modelId.Length > 0 ? modelId : null,
             Host = host,

@@ -163,11 +163,11 @@ public sealed class Qwen3VLModel : IDisposable
         {
             int loaded = 0;
             long bytes = 0;
-            model = LoadWeights(folder.Directory, backend, ownsBackend: true, options, t =>
+            model = LoadWeights(folder.Directory, backend, ownsBackend: true, options, (name, t) =>
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 loaded++;
-                bytes += (long)t.ByteCount;
+                bytes += folder.StoredBytes.TryGetValue(name, out long stored) ? stored : (long)t.ByteCount;
                 progress?.Report(new LoadProgress(loaded, Math.Max(loaded, folder.TensorCount), bytes, Math.Max(bytes, folder.TotalBytes)));
             });
             progress?.Report(new LoadProgress(loaded, loaded, bytes, bytes));
@@ -187,6 +187,7 @@ public sealed class Qwen3VLModel : IDisposable
     private static void ValidateOptions(Qwen3VLModelOptions options)
     {
         if (options.ContextLength < 1) throw new ArgumentOutOfRangeException(nameof(options), options.ContextLength, "ContextLength must be positive.");
+        if (!Enum.IsDefined(options.Weights)) throw new ArgumentOutOfRangeException(nameof(options), options.Weights, "Weights is not a WeightFormat.");
         if (options.Threads < 0) throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "Threads must be 0 (all logical processors) or more.");
         if (options.MinPixels is <= 0 || options.MaxPixels is <= 0 || options.MinPixels > options.MaxPixels)
         {
@@ -225,11 +226,11 @@ public sealed class Qwen3VLModel : IDisposable
     }
 
     private static Qwen3VLModel LoadWeights(string directory, Backend backend, bool ownsBackend, Qwen3VLModelOptions options,
-        Action<Tensor>? onLoaded)
+        Action<string, Tensor>? onLoaded)
     {
         using Checkpoint checkpoint = Checkpoint.Open(directory);
         ModelConfig config = ModelConfig.FromCheckpoint(checkpoint);
-        var weights = new WeightLoader(checkpoint, backend, config, onLoaded);
+        var weights = new WeightLoader(checkpoint, backend, config, options.Weights, onLoaded);
         try
         {
             var vision = new VisionTower(weights);

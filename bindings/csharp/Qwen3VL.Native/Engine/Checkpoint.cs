@@ -55,7 +55,17 @@ public sealed class Checkpoint : IDisposable
     /// view of the mapped file, on a GPU uploaded once). The tensor keeps the backend alive until disposed.
     /// </summary>
     /// <exception cref="Qwen3VLInvalidArgumentException">The checkpoint has no such tensor.</exception>
-    public Tensor GetTensor(Backend backend, string name)
+    public Tensor GetTensor(Backend backend, string name) => GetTensorCore(backend, name, null);
+
+    /// <summary>
+    /// The weight called <paramref name="name"/> as <paramref name="dtype"/> on <paramref name="backend"/>: its stored dtype, another
+    /// float dtype (converted), or <see cref="TensorDType.Q8"/> for a 2-D weight with rows of whole blocks of 32 (quantized on the
+    /// backend while loading).
+    /// </summary>
+    /// <exception cref="Qwen3VLInvalidArgumentException">The checkpoint has no such tensor, or it cannot take <paramref name="dtype"/>.</exception>
+    public Tensor GetTensor(Backend backend, string name, TensorDType dtype) => GetTensorCore(backend, name, dtype);
+
+    private Tensor GetTensorCore(Backend backend, string name, TensorDType? dtype)
     {
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentException.ThrowIfNullOrEmpty(name);
@@ -65,7 +75,8 @@ public sealed class Checkpoint : IDisposable
         try
         {
             parent.DangerousAddRef(ref added);
-            Native.CheckpointTensor(Handle, parent, name, out handle);
+            if (dtype is { } d) Native.CheckpointTensorAs(Handle, parent, name, (Dtype)d, out handle);
+            else Native.CheckpointTensor(Handle, parent, name, out handle);
             handle.KeepParentAlive(parent);
         }
         finally

@@ -24,15 +24,15 @@ public sealed class DecoderLayer
         long qDim = _config.TextNumHeads * d, kvDim = _config.TextNumKvHeads * d;
         InputLayernormWeight = w.Get(p + "input_layernorm.weight", hidden);
         PostAttentionLayernormWeight = w.Get(p + "post_attention_layernorm.weight", hidden);
-        QProjWeight = w.Get(p + "self_attn.q_proj.weight", qDim, hidden);
-        KProjWeight = w.Get(p + "self_attn.k_proj.weight", kvDim, hidden);
-        VProjWeight = w.Get(p + "self_attn.v_proj.weight", kvDim, hidden);
-        OProjWeight = w.Get(p + "self_attn.o_proj.weight", hidden, qDim);
+        QProjWeight = w.GetMatrix(p + "self_attn.q_proj.weight", qDim, hidden);
+        KProjWeight = w.GetMatrix(p + "self_attn.k_proj.weight", kvDim, hidden);
+        VProjWeight = w.GetMatrix(p + "self_attn.v_proj.weight", kvDim, hidden);
+        OProjWeight = w.GetMatrix(p + "self_attn.o_proj.weight", hidden, qDim);
         QNormWeight = w.Get(p + "self_attn.q_norm.weight", d);
         KNormWeight = w.Get(p + "self_attn.k_norm.weight", d);
-        GateProjWeight = w.Get(p + "mlp.gate_proj.weight", inter, hidden);
-        UpProjWeight = w.Get(p + "mlp.up_proj.weight", inter, hidden);
-        DownProjWeight = w.Get(p + "mlp.down_proj.weight", hidden, inter);
+        GateProjWeight = w.GetMatrix(p + "mlp.gate_proj.weight", inter, hidden);
+        UpProjWeight = w.GetMatrix(p + "mlp.up_proj.weight", inter, hidden);
+        DownProjWeight = w.GetMatrix(p + "mlp.down_proj.weight", hidden, inter);
     }
 
     /// <summary>Layer index N.</summary>

@@ -9,8 +9,9 @@ namespace Qwen3VL.Native.Model;
 /// </summary>
 internal sealed class ModelFolder
 {
-    private ModelFolder(string directory, int tensorCount, long totalBytes)
+    private ModelFolder(string directory, int tensorCount, long totalBytes, Dictionary<string, long> storedBytes)
     {
+        StoredBytes = storedBytes;
         Directory = directory;
         TensorCount = tensorCount;
         TotalBytes = totalBytes;
@@ -19,6 +20,8 @@ internal sealed class ModelFolder
     internal string Directory { get; }
     internal int TensorCount { get; }
     internal long TotalBytes { get; }
+    /// <summary>Bytes of each tensor as stored, by name (progress counts these whatever form a weight is loaded in).</summary>
+    internal IReadOnlyDictionary<string, long> StoredBytes { get; }
 
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">config.json, tokenizer.json or the weights are missing (the message says which).</exception>
@@ -53,13 +56,14 @@ internal sealed class ModelFolder
 
         int count = 0;
         long bytes = 0;
+        var stored = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (string shard in shards)
         {
-            (int c, long b) = ReadHeader(shard);
+            (int c, long b) = ReadHeader(shard, stored);
             count += c;
             bytes += b;
         }
-        return new ModelFolder(full, count, bytes);
+        return new ModelFolder(full, count, bytes, stored);
     }
 
     private static void Require(string directory, string file, string consequence)
@@ -84,7 +88,7 @@ internal sealed class ModelFolder
     }
 
     /// <summary>Number of tensors and their bytes, from a safetensors header (u64 length, then a JSON object).</summary>
-    private static (int Count, long Bytes) ReadHeader(string path)
+    private static (int Count, long Bytes) ReadHeader(string path, Dictionary<string, long> stored)
     {
         using FileStream f = File.OpenRead(path);
         Span<byte> prefix = stackalloc byte[8];
@@ -102,7 +106,9 @@ internal sealed class ModelFolder
             {
                 if (p.Name == "__metadata__") continue;
                 JsonElement offsets = p.Value.GetProperty("data_offsets");
-                bytes += offsets[1].GetInt64() - offsets[0].GetInt64();
+                long size = offsets[1].GetInt64() - offsets[0].GetInt64();
+                bytes += size;
+                stored[p.Name] = size;
                 count++;
             }
             return (count, bytes);

@@ -18,12 +18,12 @@ public sealed class TextModel
         _config = w.Config;
         _backend = w.Backend;
         long hidden = _config.TextHiddenSize;
-        EmbedTokensWeight = w.Get("model.language_model.embed_tokens.weight", _config.VocabSize, hidden);
+        EmbedTokensWeight = w.GetMatrix("model.language_model.embed_tokens.weight", _config.VocabSize, hidden);
         var layers = new DecoderLayer[_config.TextNumLayers];
         for (int i = 0; i < layers.Length; i++) layers[i] = new DecoderLayer(w, i);
         Layers = layers;
         NormWeight = w.Get("model.language_model.norm.weight", hidden);
-        LmHeadWeight = _config.TieWordEmbeddings ? EmbedTokensWeight : w.Get("lm_head.weight", _config.VocabSize, hidden);
+        LmHeadWeight = _config.TieWordEmbeddings ? EmbedTokensWeight : w.GetMatrix("lm_head.weight", _config.VocabSize, hidden);
     }
 
     /// <summary><c>model.language_model.embed_tokens.weight</c> [vocab, hidden].</summary>

@@ -7,19 +7,24 @@ internal sealed class WeightLoader : IDisposable
 {
     private readonly List<Tensor> _loaded = [];
 
-    private readonly Action<Tensor>? _onLoaded;
+    private readonly Action<string, Tensor>? _onLoaded;
 
     /// <param name="checkpoint">The opened checkpoint.</param>
     /// <param name="backend">Where the weights go.</param>
     /// <param name="config">The model's configuration.</param>
-    /// <param name="onLoaded">Called after each weight is taken (progress reporting; may throw to stop, e.g. on cancellation).</param>
-    internal WeightLoader(Checkpoint checkpoint, Backend backend, ModelConfig config, Action<Tensor>? onLoaded = null)
+    /// <param name="format">The form of the projection matrices (<see cref="GetMatrix"/>).</param>
+    /// <param name="onLoaded">Called after each weight is taken, with its name (progress reporting; may throw to stop, e.g. on cancellation).</param>
+    internal WeightLoader(Checkpoint checkpoint, Backend backend, ModelConfig config, WeightFormat format = WeightFormat.Stored,
+        Action<string, Tensor>? onLoaded = null)
     {
         Checkpoint = checkpoint;
         Backend = backend;
         Config = config;
+        Format = format;
         _onLoaded = onLoaded;
     }
+
+    internal WeightFormat Format { get; }
 
     internal Checkpoint Checkpoint { get; }
     internal Backend Backend { get; }
@@ -43,8 +48,37 @@ internal sealed class WeightLoader : IDisposable
             t.Dispose(); // the view keeps the weight alive
             t = view;
         }
+        return Keep(name, t);
+    }
+
+    /// <summary>
+    /// A projection matrix or embedding table [<paramref name="rows"/>, <paramref name="cols"/>] of the text decoder in
+    /// <see cref="Format"/>: as stored, converted to bf16, or quantized to Q8 — where the row length is whole blocks of 32 (every
+    /// matrix of the published Qwen3-VL sizes); a matrix with a ragged row (only in tiny test shapes) stays as stored.
+    /// </summary>
+    internal Tensor GetMatrix(string name, long rows, long cols)
+    {
+        TensorDType? dtype = Format switch
+        {
+            WeightFormat.BF16 => TensorDType.BF16,
+            WeightFormat.Q8 when cols % 32 == 0 => TensorDType.Q8,
+            _ => null,
+        };
+        if (dtype is null) return Get(name, rows, cols);
+        Tensor t = Checkpoint.GetTensor(Backend, name, dtype.Value);
+        if (t.Shape.Count != 2 || t.Shape[0] != rows || t.Shape[1] != cols)
+        {
+            string shape = string.Join(", ", t.Shape);
+            t.Dispose();
+            throw new InvalidDataException($"Weight '{name}' has shape [{shape}], expected [{rows}, {cols}].");
+        }
+        return Keep(name, t);
+    }
+
+    private Tensor Keep(string name, Tensor t)
+    {
         _loaded.Add(t);
-        _onLoaded?.Invoke(t);
+        _onLoaded?.Invoke(name, t);
         return t;
     }
 
