@@ -108,6 +108,10 @@ const Entry kEntries[] = {
     QWEN3VL_FIELD(qwen3vl_model_config, eos_token_count),
     QWEN3VL_FIELD(qwen3vl_model_config, reserved),
     QWEN3VL_FIELD(qwen3vl_model_config, eos_token_ids),
+    QWEN3VL_FIELD(qwen3vl_model_config, fp8),
+    QWEN3VL_FIELD(qwen3vl_model_config, fp8_block_rows),
+    QWEN3VL_FIELD(qwen3vl_model_config, fp8_block_cols),
+    QWEN3VL_FIELD(qwen3vl_model_config, reserved2),
 
     QWEN3VL_SIZE(qwen3vl_norm_linear_params),
     QWEN3VL_FIELD(qwen3vl_norm_linear_params, struct_size),

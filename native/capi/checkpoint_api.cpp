@@ -1,6 +1,7 @@
 // The checkpoint part of the C API: open + validate a Hugging Face folder, report its configuration, hand out
 // weights as tensors (views of the mapping on the CPU, uploaded copies elsewhere).
 #include <algorithm>
+#include <vector>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -12,62 +13,12 @@
 #include "qwen3vl.h"
 #include "quant.h"
 #include "safetensors.h"
+#include "checkpoint_weights.h"
 #include "tensor.h"
 
 using namespace qwen3vl;
 
 namespace {
-
-qwen3vl_dtype weight_dtype(const TensorView& v) {
-    switch (v.dtype) {
-        case SafetensorsDType::F32: return QWEN3VL_DTYPE_F32;
-        case SafetensorsDType::F16: return QWEN3VL_DTYPE_F16;
-        case SafetensorsDType::BF16: return QWEN3VL_DTYPE_BF16;
-        default: require_weight_dtype(v);  // throws UNSUPPORTED naming the tensor and file
-    }
-    fail(QWEN3VL_STATUS_UNSUPPORTED, "tensor " + v.name + " has an unsupported dtype");
-}
-
-// The weight v as a tensor of dtype on backend: a view of the mapping when the backend's memory is the host's and
-// dtype is the stored one; else a tensor of its own, uploaded / converted / quantized from the mapping.
-std::unique_ptr<qwen3vl_tensor> checkpoint_tensor(qwen3vl_checkpoint& checkpoint, qwen3vl_backend* backend,
-                                                  const char* name, const TensorView& v, qwen3vl_dtype dtype) {
-    require(backend != nullptr, "backend is NULL");
-    const qwen3vl_dtype stored = weight_dtype(v);
-    std::vector<int64_t> shape = v.shape.empty() ? std::vector<int64_t>{1} : v.shape;
-    if (shape.size() > QWEN3VL_MAX_DIMS) {
-        // Conv3d patch-embedding weights are 5-D; their trailing dimensions are one contiguous row.
-        int64_t tail = 1;
-        for (size_t i = 1; i < shape.size(); ++i) tail *= shape[i];
-        shape = {shape[0], tail};
-    }
-    if (dtype != stored) {
-        const bool ok = (dtype_is_float(dtype) && dtype_is_float(stored)) ||
-                        (dtype == QWEN3VL_DTYPE_Q8 && dtype_is_float(stored) && shape.size() == 2 &&
-                         shape[1] % kQ8Block == 0);
-        if (!ok)
-            fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
-                 std::string("weight ") + name + " (" + dtype_name(stored) + ", " + std::to_string(shape.size()) +
-                     "-D, last dimension " + std::to_string(shape.back()) + ") cannot be loaded as " +
-                     dtype_name(dtype) +
-                     (dtype == QWEN3VL_DTYPE_Q8 ? " (a 2-D float weight with rows of whole blocks of 32)" : ""));
-    }
-    auto t = std::make_unique<qwen3vl_tensor>();
-    Backend& b = *backend->impl;
-    if (b.host_memory() && dtype == stored) {
-        t->t.backend = &b;
-        t->t.dtype = dtype;
-        t->t.ndim = static_cast<int>(shape.size());
-        for (size_t i = 0; i < shape.size(); ++i) t->t.shape[i] = shape[i];
-        t->t.data = const_cast<uint8_t*>(v.data);  // read-only by contract: weights are never op outputs
-        t->t.bytes = v.bytes;
-        t->t.storage = checkpoint.impl;  // keeps the mapping alive
-    } else {
-        t->t = make_tensor(b, dtype, static_cast<int>(shape.size()), shape.data());
-        write_tensor(t->t, stored, v.data);
-    }
-    return t;
-}
 
 template <size_t N>
 int32_t copy_list(int64_t (&dst)[N], const std::vector<int64_t>& src, const char* what) {
@@ -139,6 +90,11 @@ qwen3vl_status qwen3vl_checkpoint_config(const qwen3vl_checkpoint* checkpoint, q
         c.vision_start_token_id = m.vision_start_token_id;
         c.vision_end_token_id = m.vision_end_token_id;
         c.eos_token_count = copy_list(c.eos_token_ids, m.eos_token_ids, "eos_token_id");
+        if (m.quantization.fp8) {
+            c.fp8 = 1;
+            c.fp8_block_rows = static_cast<int32_t>(std::min<int64_t>(m.quantization.block_rows, INT32_MAX));
+            c.fp8_block_cols = static_cast<int32_t>(std::min<int64_t>(m.quantization.block_cols, INT32_MAX));
+        }
         *config = c;
     });
 }
@@ -151,7 +107,10 @@ qwen3vl_status qwen3vl_checkpoint_tensor(qwen3vl_checkpoint* checkpoint, qwen3vl
         require(checkpoint != nullptr, "checkpoint is NULL");
         require(name != nullptr, "name is NULL");
         const TensorView& v = checkpoint->impl->tensor(name);
-        *tensor = checkpoint_tensor(*checkpoint, backend, name, v, weight_dtype(v)).release();
+        require(backend != nullptr, "backend is NULL");
+        auto t = std::make_unique<qwen3vl_tensor>();
+        t->t = load_weight(checkpoint->impl, *backend->impl, v, stored_dtype(v));
+        *tensor = t.release();
     });
 }
 
@@ -164,7 +123,10 @@ qwen3vl_status qwen3vl_checkpoint_tensor_as(qwen3vl_checkpoint* checkpoint, qwen
         require(name != nullptr, "name is NULL");
         require(dtype_valid(raw_enum(dtype)), "unknown dtype " + std::to_string(raw_enum(dtype)));
         const TensorView& v = checkpoint->impl->tensor(name);
-        *tensor = checkpoint_tensor(*checkpoint, backend, name, v, dtype).release();
+        require(backend != nullptr, "backend is NULL");
+        auto t = std::make_unique<qwen3vl_tensor>();
+        t->t = load_weight(checkpoint->impl, *backend->impl, v, dtype);
+        *tensor = t.release();
     });
 }
 

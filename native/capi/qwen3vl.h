@@ -277,6 +277,14 @@ typedef struct qwen3vl_model_config {
     int32_t eos_token_count;
     int32_t reserved;
     int64_t eos_token_ids[QWEN3VL_MAX_LIST];
+    /** 1 when config.json has a fine-grained FP8 quantization_config (nn.Linear weights may be F8_E4M3 with block
+     * scales; qwen3vl_checkpoint_tensor gives them dequantized to bf16, qwen3vl_checkpoint_tensor_as in any float dtype
+     * or Q8), else 0. */
+    int32_t fp8;
+    /** The FP8 scale blocks: rows and columns of weights per scale (0 when fp8 is 0). */
+    int32_t fp8_block_rows;
+    int32_t fp8_block_cols;
+    int32_t reserved2;
 } qwen3vl_model_config;
 
 /** Attention options of qwen3vl_op_attention. */

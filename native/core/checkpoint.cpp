@@ -15,10 +15,13 @@
 #include "checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <set>
 
+#include "dtype.h"
 #include "error.h"
 #include "platform.h"
 
@@ -247,6 +250,26 @@ ModelConfig parse_model_config(const json::Value& config, const json::Value* gen
     if (static_cast<int64_t>(c.vision.deepstack_visual_indexes.size()) > c.text.num_hidden_layers)
         vision.bad("deepstack_visual_indexes", "more deepstack levels than text layers");
 
+    if (const json::Value* q = top.optional_object("quantization_config")) {
+        ConfigReader qr(*q, "quantization_config", source);
+        const std::string method = qr.optional_string("quant_method", "");
+        if (method != "fp8")
+            qr.unsupported("quant_method", "'" + method +
+                                               "' is not supported: this engine reads fine-grained FP8 checkpoints "
+                                               "(quant_method fp8, e.g. Qwen's -FP8 releases) and dense bf16/f16/f32 ones");
+        const std::string activations = qr.optional_string("activation_scheme", "dynamic");
+        if (activations != "dynamic")
+            qr.unsupported("activation_scheme", "'" + activations + "' (static activation scales) is not supported; "
+                                                                    "only dynamic");
+        if (const json::Value* block = qr.get("weight_block_size")) {
+            const std::vector<int64_t> b = qr.int_list("weight_block_size", *block);
+            if (b.size() != 2) qr.bad("weight_block_size", "expected [rows, columns]");
+            c.quantization.block_rows = qr.size("weight_block_size", b[0], kMaxSize);
+            c.quantization.block_cols = qr.size("weight_block_size", b[1], kMaxSize);
+        }
+        c.quantization.fp8 = true;
+    }
+
     if (top.get("tie_word_embeddings")) c.tie_word_embeddings = top.optional_bool("tie_word_embeddings", false);
     else c.tie_word_embeddings = text.optional_bool("tie_word_embeddings", false);
 
@@ -290,25 +313,29 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config) {
         out.push_back(ExpectedTensor{std::move(name), std::move(shape), optional});
     };
 
+    auto linear = [&](std::string name, std::vector<int64_t> shape, bool optional = false) {
+        out.push_back(ExpectedTensor{std::move(name), std::move(shape), optional, true});
+    };
+
     const std::string lm = "model.language_model.";
     add(lm + "embed_tokens.weight", {t.vocab_size, t.hidden_size});
     for (int64_t i = 0; i < t.num_hidden_layers; ++i) {
         const std::string p = lm + "layers." + std::to_string(i) + ".";
         add(p + "input_layernorm.weight", {t.hidden_size});
         add(p + "post_attention_layernorm.weight", {t.hidden_size});
-        add(p + "self_attn.q_proj.weight", {t.num_attention_heads * t.head_dim, t.hidden_size});
-        add(p + "self_attn.k_proj.weight", {t.num_key_value_heads * t.head_dim, t.hidden_size});
-        add(p + "self_attn.v_proj.weight", {t.num_key_value_heads * t.head_dim, t.hidden_size});
-        add(p + "self_attn.o_proj.weight", {t.hidden_size, t.num_attention_heads * t.head_dim});
+        linear(p + "self_attn.q_proj.weight", {t.num_attention_heads * t.head_dim, t.hidden_size});
+        linear(p + "self_attn.k_proj.weight", {t.num_key_value_heads * t.head_dim, t.hidden_size});
+        linear(p + "self_attn.v_proj.weight", {t.num_key_value_heads * t.head_dim, t.hidden_size});
+        linear(p + "self_attn.o_proj.weight", {t.hidden_size, t.num_attention_heads * t.head_dim});
         add(p + "self_attn.q_norm.weight", {t.head_dim});
         add(p + "self_attn.k_norm.weight", {t.head_dim});
-        add(p + "mlp.gate_proj.weight", {t.intermediate_size, t.hidden_size});
-        add(p + "mlp.up_proj.weight", {t.intermediate_size, t.hidden_size});
-        add(p + "mlp.down_proj.weight", {t.hidden_size, t.intermediate_size});
+        linear(p + "mlp.gate_proj.weight", {t.intermediate_size, t.hidden_size});
+        linear(p + "mlp.up_proj.weight", {t.intermediate_size, t.hidden_size});
+        linear(p + "mlp.down_proj.weight", {t.hidden_size, t.intermediate_size});
     }
     add(lm + "norm.weight", {t.hidden_size});
     // A tied model reuses embed_tokens; some exporters still write lm_head.weight, which is then accepted and unused.
-    add("lm_head.weight", {t.vocab_size, t.hidden_size}, config.tie_word_embeddings);
+    linear("lm_head.weight", {t.vocab_size, t.hidden_size}, config.tie_word_embeddings);
 
     const std::string vis = "model.visual.";
     const int64_t h = v.hidden_size;
@@ -322,21 +349,21 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config) {
         add(p + "norm1.bias", {h});
         add(p + "norm2.weight", {h});
         add(p + "norm2.bias", {h});
-        add(p + "attn.qkv.weight", {3 * h, h});
+        linear(p + "attn.qkv.weight", {3 * h, h});
         add(p + "attn.qkv.bias", {3 * h});
-        add(p + "attn.proj.weight", {h, h});
+        linear(p + "attn.proj.weight", {h, h});
         add(p + "attn.proj.bias", {h});
-        add(p + "mlp.linear_fc1.weight", {v.intermediate_size, h});
+        linear(p + "mlp.linear_fc1.weight", {v.intermediate_size, h});
         add(p + "mlp.linear_fc1.bias", {v.intermediate_size});
-        add(p + "mlp.linear_fc2.weight", {h, v.intermediate_size});
+        linear(p + "mlp.linear_fc2.weight", {h, v.intermediate_size});
         add(p + "mlp.linear_fc2.bias", {h});
     }
     auto merger = [&](const std::string& p, int64_t norm_width) {
         add(p + "norm.weight", {norm_width});
         add(p + "norm.bias", {norm_width});
-        add(p + "linear_fc1.weight", {merged, merged});
+        linear(p + "linear_fc1.weight", {merged, merged});
         add(p + "linear_fc1.bias", {merged});
-        add(p + "linear_fc2.weight", {v.out_hidden_size, merged});
+        linear(p + "linear_fc2.weight", {v.out_hidden_size, merged});
         add(p + "linear_fc2.bias", {v.out_hidden_size});
     };
     merger(vis + "merger.", h);  // use_postshuffle_norm=False: LayerNorm before the 2x2 shuffle
@@ -379,6 +406,57 @@ void validate_tensors(const ModelConfig& config, const std::vector<const TensorV
             problems.push_back("tensor '" + e.name + "' has shape " + t.shape_string() + ", expected " +
                                shape_text(e.shape) + " (" + t.file + ")");
             structural = true;
+        }
+        if (e.linear && t.dtype == SafetensorsDType::F8_E4M3) {
+            if (!config.quantization.fp8) {
+                problems.push_back("tensor '" + e.name + "' is F8_E4M3 but config.json has no fp8 quantization_config (" +
+                                   t.file + ")");
+                structural = true;
+                continue;
+            }
+            const std::string sname = scale_inv_name(e.name);
+            expected_names.insert(sname);
+            const std::vector<int64_t> sshape = {
+                (e.shape[0] + config.quantization.block_rows - 1) / config.quantization.block_rows,
+                (e.shape[1] + config.quantization.block_cols - 1) / config.quantization.block_cols};
+            auto st = present.find(sname);
+            if (st == present.end()) {
+                problems.push_back("missing tensor '" + sname + "' " + shape_text(sshape) +
+                                   " (the block scales of the F8_E4M3 weight '" + e.name + "')");
+                structural = true;
+                continue;
+            }
+            const TensorView& sv = *st->second;
+            if (sv.shape != sshape) {
+                problems.push_back("tensor '" + sname + "' has shape " + sv.shape_string() + ", expected " +
+                                   shape_text(sshape) + " (one scale per " +
+                                   std::to_string(config.quantization.block_rows) + "x" +
+                                   std::to_string(config.quantization.block_cols) + " block) (" + sv.file + ")");
+                structural = true;
+            } else if (sv.dtype != SafetensorsDType::F32 && sv.dtype != SafetensorsDType::BF16) {
+                problems.push_back("tensor '" + sname + "' has unsupported dtype " + dtype_name(sv.dtype) +
+                                   " (F32 or BF16 expected) (" + sv.file + ")");
+            } else {
+                const uint64_t n = sv.element_count();
+                for (uint64_t i = 0; i < n; ++i) {
+                    float v;
+                    if (sv.dtype == SafetensorsDType::F32) {
+                        std::memcpy(&v, sv.data + 4 * i, 4);
+                    } else {
+                        uint16_t h;
+                        std::memcpy(&h, sv.data + 2 * i, 2);
+                        v = bf16_to_f32(h);
+                    }
+                    if (!(std::isfinite(v) && v >= 0.0f)) {
+                        problems.push_back("tensor '" + sname + "' holds a non-finite or negative scale (" +
+                                           std::to_string(v) + ") at [" + std::to_string(i / uint64_t(sshape[1])) +
+                                           ", " + std::to_string(i % uint64_t(sshape[1])) + "] (" + sv.file + ")");
+                        structural = true;
+                        break;
+                    }
+                }
+            }
+            continue;
         }
         if (!is_weight_dtype(t.dtype))
             problems.push_back("tensor '" + e.name + "' has unsupported dtype " + dtype_name(t.dtype) +
@@ -502,6 +580,12 @@ Checkpoint Checkpoint::open(const std::string& directory) {
 const TensorView* Checkpoint::find(const std::string& name) const {
     auto it = index_.find(name);
     return it == index_.end() ? nullptr : &files_[it->second.first].tensors()[it->second.second];
+}
+
+const TensorView& Checkpoint::scale_inv(const TensorView& weight) const {
+    const TensorView* s = find(scale_inv_name(weight.name));
+    if (!s) fail(QWEN3VL_STATUS_INTERNAL_ERROR, directory_ + ": no block scales for '" + weight.name + "'");
+    return *s;
 }
 
 const TensorView& Checkpoint::tensor(const std::string& name) const {

@@ -51,9 +51,20 @@ struct VisionConfig {
     int64_t merged_hidden_size() const { return hidden_size * spatial_merge_size * spatial_merge_size; }
 };
 
+// config.json's quantization_config. Only transformers' fine-grained FP8 (quant_method "fp8", dynamic activations) is
+// read: an nn.Linear weight [N, K] may then be F8_E4M3 with an F32 (or BF16) "<name>_scale_inv" of shape
+// [ceil(N / block_rows), ceil(K / block_cols)], w = fp8 * scale_inv per block; the rest stays dense. Other methods and
+// static activation scales are UNSUPPORTED by name.
+struct QuantizationConfig {
+    bool fp8 = false;
+    int64_t block_rows = 128;
+    int64_t block_cols = 128;
+};
+
 struct ModelConfig {
     TextConfig text;
     VisionConfig vision;
+    QuantizationConfig quantization;
     bool tie_word_embeddings = false;  // top level, else text_config, else false (the transformers default)
     int64_t image_token_id = 151655;
     int64_t video_token_id = 151656;
@@ -72,7 +83,11 @@ struct ExpectedTensor {
     std::string name;
     std::vector<int64_t> shape;
     bool optional = false;  // lm_head.weight of a tied model: tolerated, never used
+    bool linear = false;    // an nn.Linear weight: F8_E4M3 with its scale_inv allowed in an FP8 checkpoint
 };
+
+// The name of an FP8 weight's block scales.
+inline std::string scale_inv_name(const std::string& weight) { return weight + "_scale_inv"; }
 
 // The tensors a checkpoint of this configuration holds, with their shapes (transformers' Qwen3-VL layout).
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config);
@@ -98,6 +113,8 @@ public:
 
     // The mapped tensor; views are valid for the life of the Checkpoint.
     const TensorView* find(const std::string& name) const;  // nullptr when absent
+    // The block scales of an F8_E4M3 weight (validated at open: shape, dtype, every scale finite and >= 0).
+    const TensorView& scale_inv(const TensorView& weight) const;
     const TensorView& tensor(const std::string& name) const;  // throws INVALID_ARGUMENT when absent
 
 private:

@@ -1,7 +1,9 @@
 // See quant.h.
 #include "quant.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "dtype.h"
@@ -54,6 +56,43 @@ void quantize_q8(const float* w, int64_t n, int8_t* q, uint16_t* d) { quantize_b
 
 void quantize_q8_row(const float* w, int64_t cols, int64_t row, int8_t* q, uint16_t* d) {
     quantize_blocks(w, cols, row, q, d);
+}
+
+float e4m3_to_f32(uint8_t v) {
+    const float sign = (v & 0x80) ? -1.0f : 1.0f;
+    const int e = (v >> 3) & 0xf, m = v & 7;
+    if (e == 15 && m == 7) return std::nanf("");
+    if (e == 0) return sign * std::ldexp(float(m), -9);  // subnormal: m / 8 * 2^-6
+    return sign * std::ldexp(float(8 + m), e - 10);      // (1 + m / 8) * 2^(e - 7)
+}
+
+void dequantize_fp8_rows(const uint8_t* w, int64_t K, int64_t r0, int64_t rows, const uint8_t* scales, bool scales_bf16,
+                         int64_t scale_cols, int64_t block_rows, int64_t block_cols, float* out) {
+    float lut[256];
+    for (int i = 0; i < 256; ++i) lut[i] = e4m3_to_f32(uint8_t(i));
+    for (int64_t r = r0; r < r0 + rows; ++r) {
+        const uint8_t* srow = scales + size_t(r / block_rows) * size_t(scale_cols) * (scales_bf16 ? 2 : 4);
+        const uint8_t* wrow = w + size_t(r) * size_t(K);
+        float* orow = out + size_t(r - r0) * size_t(K);
+        for (int64_t k0 = 0; k0 < K; k0 += block_cols) {
+            float scale;
+            if (scales_bf16) {
+                uint16_t h;
+                std::memcpy(&h, srow + size_t(k0 / block_cols) * 2, 2);
+                scale = bf16_to_f32(h);
+            } else {
+                std::memcpy(&scale, srow + size_t(k0 / block_cols) * 4, 4);
+            }
+            const int64_t k1 = std::min(K, k0 + block_cols);
+            for (int64_t k = k0; k < k1; ++k) {
+                const uint8_t b = wrow[k];
+                if ((b & 0x7f) == 0x7f)
+                    fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
+                         "fp8: weight [" + std::to_string(r) + ", " + std::to_string(k) + "] is NaN");
+                orow[k] = lut[b] * scale;
+            }
+        }
+    }
 }
 
 void dequantize_q8(const int8_t* q, const uint16_t* d, int64_t n, float* out) {

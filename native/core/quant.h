@@ -33,4 +33,17 @@ std::string q8_overflow_message(const std::string& block);
 // The weights the blocks stand for: out[i] = f16(d[i / kQ8Block]) * q[i], exactly in f32.
 void dequantize_q8(const int8_t* q, const uint16_t* d, int64_t n, float* out);
 
+// ---- FP8 E4M3 (OCP "e4m3fn", as safetensors' F8_E4M3 and transformers' fine-grained FP8 checkpoints store it): sign,
+// 4 exponent bits (bias 7), 3 mantissa bits; no infinities, S.1111.111 is NaN, the largest value 448.
+
+// The value of one byte, exactly (NaN for the NaN codes).
+float e4m3_to_f32(uint8_t v);
+
+// Rows [r0, r0 + rows) of a block-scaled FP8 weight [N, K] as f32 (exactly the product fp8 * scale rounded to f32, as
+// transformers dequantizes in fp32): out[(r - r0) * K + k] = e4m3(w[r * K + k]) * scale[r / block_rows][k / block_cols],
+// the scales [ceil(N / block_rows), scale_cols] f32 or bf16 at any alignment. A NaN byte is INVALID_ARGUMENT naming the
+// weight [r, k].
+void dequantize_fp8_rows(const uint8_t* w, int64_t K, int64_t r0, int64_t rows, const uint8_t* scales, bool scales_bf16,
+                         int64_t scale_cols, int64_t block_rows, int64_t block_cols, float* out);
+
 }  // namespace qwen3vl

@@ -101,6 +101,35 @@ void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src) {
     be.quantize_q8(static_cast<int8_t*>(t.data), static_cast<uint16_t*>(t.scales), w);
 }
 
+void write_tensor_rows(Tensor& t, int64_t r0, int64_t rows, qwen3vl_dtype src_dtype, const void* src) {
+    require(t.ndim == 2 && r0 >= 0 && rows >= 0 && r0 + rows <= t.shape[0], "rows outside the tensor");
+    require(dtype_is_float(src_dtype), std::string("rows are written from float data, not ") + dtype_name(src_dtype));
+    const int64_t K = t.shape[1];
+    Backend& be = *t.backend;
+    if (!dtype_is_block(t.dtype)) {
+        require_pair(src_dtype, t.dtype, t.dtype);
+        be.upload(static_cast<uint8_t*>(t.data) + size_t(r0 * K) * dtype_size(t.dtype), t.dtype, src, src_dtype,
+                  static_cast<size_t>(rows * K));
+        return;
+    }
+    Weight w;
+    w.dtype = src_dtype;
+    w.rows = rows;
+    w.cols = K;
+    int8_t* q = static_cast<int8_t*>(t.data) + r0 * K;
+    uint16_t* d = static_cast<uint16_t*>(t.scales) + r0 * (K / kQ8Block);
+    if (be.host_memory()) {
+        w.data = src;
+        be.quantize_q8(q, d, w);
+        return;
+    }
+    const int64_t shape[2] = {rows, K};
+    const Tensor staged = make_tensor(be, src_dtype, 2, shape);
+    be.upload(staged.data, src_dtype, src, src_dtype, static_cast<size_t>(rows * K));
+    w.data = staged.data;
+    be.quantize_q8(q, d, w);
+}
+
 void read_tensor(const Tensor& t, qwen3vl_dtype dst_dtype, void* dst) {
     require_pair(t.dtype, dst_dtype, t.dtype);
     Backend& be = *t.backend;

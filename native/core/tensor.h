@@ -44,6 +44,9 @@ inline uint64_t q8_values_bytes(const Tensor& t) { return t.elements(); }
 // quantized to its dtype (a Q8 tensor from f32/f16/bf16 through the backend's quantize_q8, after staging the data in
 // backend memory when the backend's memory is not the host's). INVALID_ARGUMENT for a pair that does not convert.
 void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src);
+// Rows [r0, r0 + rows) of a 2-D tensor (dense or Q8) from host data of a float dtype (rows * shape[1] elements),
+// converted or quantized as write_tensor does: for weights written in pieces (dequantized from another format).
+void write_tensor_rows(Tensor& t, int64_t r0, int64_t rows, qwen3vl_dtype src_dtype, const void* src);
 // The tensor into host memory as dst_dtype (a Q8 tensor dequantized, or its raw planes for dst_dtype Q8).
 void read_tensor(const Tensor& t, qwen3vl_dtype dst_dtype, void* dst);
 // INVALID_ARGUMENT "cannot convert <from> to <to>" unless a copy between them exists for a tensor of tensor_dtype.

@@ -1,0 +1,90 @@
+// See checkpoint_weights.h.
+#include "checkpoint_weights.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "dtype.h"
+#include "error.h"
+#include "quant.h"
+
+namespace qwen3vl {
+namespace {
+
+qwen3vl_dtype weight_dtype(const TensorView& v) {
+    switch (v.dtype) {
+        case SafetensorsDType::F32: return QWEN3VL_DTYPE_F32;
+        case SafetensorsDType::F16: return QWEN3VL_DTYPE_F16;
+        case SafetensorsDType::BF16: return QWEN3VL_DTYPE_BF16;
+        default: require_weight_dtype(v);  // throws UNSUPPORTED naming the tensor and file
+    }
+    fail(QWEN3VL_STATUS_UNSUPPORTED, "tensor " + v.name + " has an unsupported dtype");
+}
+
+// An FP8 block-scaled weight (validated at open) into t, a dense or Q8 tensor of its shape: dequantized to f32 on the
+// host a group of scale-block rows at a time (at most ~64 MB of f32), each group converted or quantized on the backend.
+void load_fp8(Tensor& t, const Checkpoint& ck, const TensorView& v) {
+    const TensorView& s = ck.scale_inv(v);
+    const QuantizationConfig& qc = ck.config().quantization;
+    const int64_t N = v.shape[0], K = v.shape[1];
+    const int64_t budget = std::max<int64_t>(1, (int64_t(64) << 20) / (4 * std::max<int64_t>(K, 1)));
+    const int64_t chunk = std::max<int64_t>(1, budget / qc.block_rows) * qc.block_rows;
+    std::vector<float> rows(size_t(std::min(chunk, N) * K));
+    for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+        const int64_t n = std::min(chunk, N - r0);
+        dequantize_fp8_rows(v.data, K, r0, n, s.data, s.dtype == SafetensorsDType::BF16, s.shape[1], qc.block_rows,
+                            qc.block_cols, rows.data());
+        write_tensor_rows(t, r0, n, QWEN3VL_DTYPE_F32, rows.data());
+    }
+}
+
+}  // namespace
+
+qwen3vl_dtype stored_dtype(const TensorView& v) {
+    return v.dtype == SafetensorsDType::F8_E4M3 ? QWEN3VL_DTYPE_BF16 : weight_dtype(v);
+}
+
+Tensor load_weight(const std::shared_ptr<Checkpoint>& checkpoint, Backend& b, const TensorView& v, qwen3vl_dtype dtype) {
+    const std::string& name = v.name;
+    const bool fp8 = v.dtype == SafetensorsDType::F8_E4M3;
+    const qwen3vl_dtype stored = fp8 ? QWEN3VL_DTYPE_F32 : weight_dtype(v);  // FP8 converts like f32 data
+    std::vector<int64_t> shape = v.shape.empty() ? std::vector<int64_t>{1} : v.shape;
+    if (shape.size() > QWEN3VL_MAX_DIMS) {
+        // Conv3d patch-embedding weights are 5-D; their trailing dimensions are one contiguous row.
+        int64_t tail = 1;
+        for (size_t i = 1; i < shape.size(); ++i) tail *= shape[i];
+        shape = {shape[0], tail};
+    }
+    if (dtype != stored) {
+        const bool ok = (dtype_is_float(dtype) && dtype_is_float(stored)) ||
+                        (dtype == QWEN3VL_DTYPE_Q8 && dtype_is_float(stored) && shape.size() == 2 &&
+                         shape[1] % kQ8Block == 0);
+        if (!ok)
+            fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
+                 "weight " + name + " (" + (fp8 ? "f8_e4m3" : dtype_name(stored)) + ", " + std::to_string(shape.size()) +
+                     "-D, last dimension " + std::to_string(shape.back()) + ") cannot be loaded as " +
+                     dtype_name(dtype) +
+                     (dtype == QWEN3VL_DTYPE_Q8 ? " (a 2-D float weight with rows of whole blocks of 32)" : ""));
+    }
+    Tensor t;
+    if (fp8) {
+        t = make_tensor(b, dtype, static_cast<int>(shape.size()), shape.data());
+        load_fp8(t, *checkpoint, v);
+    } else if (b.host_memory() && dtype == stored) {
+        t.backend = &b;
+        t.dtype = dtype;
+        t.ndim = static_cast<int>(shape.size());
+        for (size_t i = 0; i < shape.size(); ++i) t.shape[i] = shape[i];
+        t.data = const_cast<uint8_t*>(v.data);  // read-only by contract: weights are never op outputs
+        t.bytes = v.bytes;
+        t.storage = checkpoint;  // keeps the mapping alive
+    } else {
+        t = make_tensor(b, dtype, static_cast<int>(shape.size()), shape.data());
+        write_tensor(t, stored, v.data);
+    }
+    return t;
+}
+
+
+}  // namespace qwen3vl

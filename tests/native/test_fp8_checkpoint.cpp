@@ -1,0 +1,299 @@
+// Fine-grained FP8 checkpoints (transformers' format, Qwen's -FP8 releases): the tiny-tied fixture rewritten here
+// with every nn.Linear weight as F8_E4M3 and F32 (or BF16) block scales, as transformers writes it (w = fp8 *
+// weight_scale_inv per block of 128 x 128, ceil-sized scale grids), then opened and loaded: the weights must come out
+// weight-exact (fp8 * scale rounded once to f32, as transformers' dequantize=True computes them in fp32), as bf16 of
+// that, and as Q8 of that; and every malformed variant is refused with a message naming the problem. The e4m3 codes
+// are chosen and decoded here from the format's definition (OCP FP8 E4M3), independently of the engine.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "checkpoint.h"
+#include "checkpoint_weights.h"
+#include "dtype.h"
+#include "error.h"
+#include "quant.h"
+#include "safetensors_test_util.h"
+
+using namespace qwen3vl;
+using namespace qwen3vl::testing;
+
+namespace {
+
+// E4M3 value of a code: sign, exponent e (bias 7), mantissa m; e = 0 subnormal (m * 2^-9); 0x7f / 0xff NaN.
+double e4m3_value(uint8_t c) {
+    const int e = (c >> 3) & 15, m = c & 7;
+    const double mag = e == 0 ? m / 512.0 : (8 + m) * std::pow(2.0, e - 10);
+    return (c & 0x80) ? -mag : mag;
+}
+
+// The code nearest to x (ties to the even code), saturating at +-448 as transformers clamps before casting.
+uint8_t e4m3_nearest(double x) {
+    const double a = std::min(std::fabs(x), 448.0);
+    uint8_t best = 0;
+    for (uint8_t c = 1; c <= 0x7e; ++c) {
+        const double dc = std::fabs(e4m3_value(c) - a), db = std::fabs(e4m3_value(best) - a);
+        if (dc < db || (dc == db && (c & 1) == 0)) best = c;
+    }
+    return uint8_t(best | (x < 0 ? 0x80 : 0));
+}
+
+struct Fp8Options {
+    int64_t block_rows = 128, block_cols = 128;
+    bool bf16_scales = false;
+    bool convert_lm_and_vision = true;  // false: only the text decoder's projections (modules_to_not_convert style)
+};
+
+struct Blob {
+    TensorSpec spec;
+    std::string bytes;
+};
+
+std::string fixture_model() { return std::string(QWEN3VL_SOURCE_DIR) + "/tests/fixtures/tiny-tied/model"; }
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::string file_of(const std::vector<Blob>& blobs) {
+    std::string header = "{";
+    std::string data;
+    for (const Blob& b : blobs) {
+        if (header.size() > 1) header += ",";
+        header += "\"" + b.spec.name + "\":{\"dtype\":\"" + b.spec.dtype + "\",\"shape\":" + shape_json(b.spec.shape) +
+                  ",\"data_offsets\":[" + std::to_string(data.size()) + "," +
+                  std::to_string(data.size() + b.bytes.size()) + "]}";
+        data += b.bytes;
+    }
+    header += "}";
+    while ((8 + header.size()) % 8) header += ' ';
+    return assemble(header, data);
+}
+
+// The fixture's tensors with its linear weights as FP8; `dequantized` receives each converted weight's exact values.
+std::vector<Blob> fp8_tensors(const Fp8Options& o, std::map<std::string, std::vector<float>>* dequantized) {
+    const Checkpoint src = Checkpoint::open(fixture_model());
+    std::map<std::string, bool> linear;
+    for (const ExpectedTensor& e : expected_tensors(src.config())) linear[e.name] = e.linear;
+    std::vector<Blob> out;
+    for (const SafetensorsFile& f : src.files())
+        for (const TensorView& v : f.tensors()) {
+            const bool text = v.name.find("language_model.layers.") != std::string::npos;
+            if (!linear[v.name] || !(o.convert_lm_and_vision || text)) {
+                out.push_back({{v.name, dtype_name(v.dtype), v.shape}, std::string(reinterpret_cast<const char*>(v.data), v.bytes)});
+                continue;
+            }
+            const int64_t N = v.shape[0], K = v.shape[1], BR = o.block_rows, BC = o.block_cols;
+            const int64_t SN = (N + BR - 1) / BR, SK = (K + BC - 1) / BC;
+            std::vector<float> w(size_t(N * K));
+            for (size_t i = 0; i < w.size(); ++i) {
+                uint16_t h;
+                std::memcpy(&h, v.data + 2 * i, 2);
+                w[i] = bf16_to_f32(h);
+            }
+            std::vector<float> scale(size_t(SN * SK));
+            for (int64_t bi = 0; bi < SN; ++bi)
+                for (int64_t bj = 0; bj < SK; ++bj) {
+                    float amax = 0;
+                    for (int64_t r = bi * BR; r < std::min(N, bi * BR + BR); ++r)
+                        for (int64_t k = bj * BC; k < std::min(K, bj * BC + BC); ++k) amax = std::max(amax, std::fabs(w[size_t(r * K + k)]));
+                    float s = amax > 0 ? amax / 448.0f : 1.0f;
+                    if (o.bf16_scales) s = bf16_to_f32(f32_to_bf16(s));
+                    scale[size_t(bi * SK + bj)] = s;
+                }
+            std::string q(size_t(N * K), '\0');
+            std::vector<float>& deq = (*dequantized)[v.name];
+            deq.resize(size_t(N * K));
+            for (int64_t r = 0; r < N; ++r)
+                for (int64_t k = 0; k < K; ++k) {
+                    const float s = scale[size_t((r / BR) * SK + k / BC)];
+                    const uint8_t c = e4m3_nearest(double(w[size_t(r * K + k)]) / s);
+                    q[size_t(r * K + k)] = char(c);
+                    deq[size_t(r * K + k)] = float(e4m3_value(c)) * s;  // one f32 rounding of the exact product
+                }
+            std::string sb;
+            for (float s : scale) {
+                if (o.bf16_scales) {
+                    const uint16_t h = f32_to_bf16(s);
+                    sb.append(reinterpret_cast<const char*>(&h), 2);
+                } else {
+                    sb.append(reinterpret_cast<const char*>(&s), 4);
+                }
+            }
+            out.push_back({{v.name, "F8_E4M3", v.shape}, q});
+            out.push_back({{scale_inv_name(v.name), o.bf16_scales ? "BF16" : "F32", {SN, SK}}, sb});
+        }
+    return out;
+}
+
+std::string fp8_config(const std::string& quantization) {
+    std::string config = read_file(fixture_model() + "/config.json");
+    const size_t brace = config.find('{');
+    return config.substr(0, brace + 1) + "\"quantization_config\": " + quantization + ", " + config.substr(brace + 1);
+}
+
+const char* kQuantization =
+    "{\"quant_method\": \"fp8\", \"activation_scheme\": \"dynamic\", \"weight_block_size\": [128, 128], "
+    "\"modules_to_not_convert\": null, \"dequantize\": false, \"scale_fmt\": \"float\"}";
+
+void write_checkpoint(const TempDir& dir, const std::vector<Blob>& blobs, const std::string& config) {
+    write_file(dir.file("config.json"), config);
+    write_file(dir.file("generation_config.json"), read_file(fixture_model() + "/generation_config.json"));
+    write_file(dir.file("model.safetensors"), file_of(blobs));
+}
+
+std::string open_error(const TempDir& dir, qwen3vl_status* status) {
+    try {
+        Checkpoint::open(dir.path().string());
+    } catch (const Error& e) {
+        *status = e.status();
+        return e.what();
+    }
+    *status = QWEN3VL_STATUS_OK;
+    return "";
+}
+
+std::vector<float> read_f32(const Tensor& t) {
+    std::vector<float> out(size_t(t.elements()));
+    read_tensor(t, QWEN3VL_DTYPE_F32, out.data());
+    return out;
+}
+
+}  // namespace
+
+TEST(Fp8Checkpoint, E4m3CodesAreTheFormatsValues) {
+    EXPECT_EQ(e4m3_value(0x38), 1.0);
+    EXPECT_EQ(e4m3_value(0x7e), 448.0);
+    EXPECT_EQ(e4m3_value(0x01), std::ldexp(1.0, -9));
+    EXPECT_EQ(e4m3_value(0x08), std::ldexp(1.0, -6));
+    for (int c = 0; c < 256; ++c) {
+        if ((c & 0x7f) == 0x7f) {
+            EXPECT_TRUE(std::isnan(e4m3_to_f32(uint8_t(c))));
+            continue;
+        }
+        EXPECT_EQ(double(e4m3_to_f32(uint8_t(c))), e4m3_value(uint8_t(c))) << c;
+    }
+}
+
+TEST(Fp8Checkpoint, LoadsWeightExactAsF32Bf16AndQ8) {
+    // Qwen's 128 x 128 blocks (one block per tiny matrix in most cases), then 16 x 32 blocks: many blocks per matrix,
+    // rows and columns scaled differently, ragged last blocks, so a transposed or misindexed scale grid fails.
+    for (const int variant : {0, 1, 2}) {
+        Fp8Options o;
+        o.bf16_scales = variant == 1;
+        if (variant == 2) o.block_rows = 16, o.block_cols = 32;
+        SCOPED_TRACE("variant " + std::to_string(variant));
+        std::map<std::string, std::vector<float>> deq;
+        TempDir dir;
+        const std::string quantization = variant == 2 ? "{\"quant_method\": \"fp8\", \"weight_block_size\": [16, 32]}"
+                                                      : kQuantization;
+        write_checkpoint(dir, fp8_tensors(o, &deq), fp8_config(quantization));
+        auto ck = std::make_shared<Checkpoint>(Checkpoint::open(dir.path().string()));
+        EXPECT_TRUE(ck->config().quantization.fp8);
+        EXPECT_EQ(ck->config().quantization.block_rows, o.block_rows);
+        EXPECT_EQ(ck->config().quantization.block_cols, o.block_cols);
+        auto be = create_cpu_backend(2);
+        ASSERT_GT(deq.size(), 20u);  // text, lm (tied: none), vision and merger linears
+        for (const auto& [name, want] : deq) {
+            const TensorView& v = ck->tensor(name);
+            EXPECT_EQ(stored_dtype(v), QWEN3VL_DTYPE_BF16) << name;
+            EXPECT_EQ(read_f32(load_weight(ck, *be, v, QWEN3VL_DTYPE_F32)), want) << name;
+            const std::vector<float> b16 = read_f32(load_weight(ck, *be, v, QWEN3VL_DTYPE_BF16));
+            for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(b16[i], bf16_to_f32(f32_to_bf16(want[i]))) << name << " " << i;
+            if (v.shape[1] % kQ8Block != 0) continue;
+            std::vector<int8_t> q(want.size());
+            std::vector<uint16_t> d(want.size() / kQ8Block);
+            quantize_q8(want.data(), int64_t(want.size()), q.data(), d.data());
+            std::vector<float> back(want.size());
+            dequantize_q8(q.data(), d.data(), int64_t(want.size()), back.data());
+            EXPECT_EQ(read_f32(load_weight(ck, *be, v, QWEN3VL_DTYPE_Q8)), back) << name;
+        }
+    }
+}
+
+TEST(Fp8Checkpoint, DenseLinearsBesideFp8OnesAreFine) {
+    Fp8Options o;
+    o.convert_lm_and_vision = false;
+    std::map<std::string, std::vector<float>> deq;
+    TempDir dir;
+    write_checkpoint(dir, fp8_tensors(o, &deq), fp8_config(kQuantization));
+    const Checkpoint ck = Checkpoint::open(dir.path().string());
+    EXPECT_EQ(ck.tensor("model.visual.blocks.0.attn.qkv.weight").dtype, SafetensorsDType::BF16);
+    EXPECT_EQ(ck.tensor("model.language_model.layers.0.mlp.up_proj.weight").dtype, SafetensorsDType::F8_E4M3);
+}
+
+TEST(Fp8Checkpoint, MalformedCheckpointsAreRefusedByName) {
+    std::map<std::string, std::vector<float>> deq;
+    const std::vector<Blob> good = fp8_tensors(Fp8Options{}, &deq);
+    const std::string q = "model.language_model.layers.1.self_attn.q_proj.weight";
+    auto without = [&](const std::string& name) {
+        std::vector<Blob> b;
+        for (const Blob& x : good)
+            if (x.spec.name != name) b.push_back(x);
+        return b;
+    };
+    auto expect = [&](const std::vector<Blob>& blobs, const std::string& config, qwen3vl_status want,
+                      const std::string& text) {
+        TempDir dir;
+        write_checkpoint(dir, blobs, config);
+        qwen3vl_status status;
+        const std::string message = open_error(dir, &status);
+        EXPECT_EQ(status, want) << message;
+        EXPECT_NE(message.find(text), std::string::npos) << message;
+    };
+    const std::string config = fp8_config(kQuantization);
+    expect(without(scale_inv_name(q)), config, QWEN3VL_STATUS_BAD_FORMAT,
+           "missing tensor '" + scale_inv_name(q) + "' [1, 1] (the block scales of the F8_E4M3 weight");
+    std::vector<Blob> b = good;
+    for (Blob& x : b)
+        if (x.spec.name == scale_inv_name(q)) {
+            x.spec.shape = {1};
+        }
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "'" + scale_inv_name(q) + "' has shape [1], expected [1, 1]");
+    b = good;
+    for (Blob& x : b)
+        if (x.spec.name == scale_inv_name(q)) {
+            const float nan = std::nanf("");
+            std::memcpy(&x.bytes[0], &nan, 4);
+        }
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "'" + scale_inv_name(q) + "' holds a non-finite or negative scale");
+    expect(good, read_file(fixture_model() + "/config.json"), QWEN3VL_STATUS_BAD_FORMAT,
+           "is F8_E4M3 but config.json has no fp8 quantization_config");
+    expect(good, fp8_config("{\"quant_method\": \"awq\"}"), QWEN3VL_STATUS_UNSUPPORTED,
+           "quantization_config.quant_method: 'awq' is not supported");
+    expect(good, fp8_config("{\"quant_method\": \"fp8\", \"activation_scheme\": \"static\"}"),
+           QWEN3VL_STATUS_UNSUPPORTED, "quantization_config.activation_scheme: 'static'");
+    // A scale for a weight that is not FP8 is a tensor the model does not have.
+    b = good;
+    b.push_back({{"model.language_model.norm.weight_scale_inv", "F32", {1, 1}}, std::string(4, '\0')});
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "unexpected tensor 'model.language_model.norm.weight_scale_inv'");
+
+    // A NaN code in a weight passes the open (the weights are not read then) and is named when the weight loads.
+    b = good;
+    for (Blob& x : b)
+        if (x.spec.name == q) x.bytes[size_t(3 * x.spec.shape[1] + 5)] = char(0x7f);
+    TempDir dir;
+    write_checkpoint(dir, b, config);
+    auto ck = std::make_shared<Checkpoint>(Checkpoint::open(dir.path().string()));
+    auto be = create_cpu_backend(1);
+    try {
+        load_weight(ck, *be, ck->tensor(q), QWEN3VL_DTYPE_Q8);
+        ADD_FAILURE() << "a NaN weight loaded";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.status(), QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(std::string(e.what()).find("fp8: weight [3, 5] is NaN"), std::string::npos) << e.what();
+    }
+}
