@@ -644,11 +644,69 @@ def build_model_folder(args, model_dir):
     return sums
 
 
-def load_model(model_dir, dtype, attn, device, sums=None):
+FP8_QUANTIZATION = {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128],
+                    "modules_to_not_convert": None, "dequantize": False, "scale_fmt": "float"}
+
+
+def convert_to_fp8(model_dir, block=128):
+    """Rewrites the saved bf16 folder as transformers' fine-grained FP8 format (what Qwen's -FP8 releases hold): every
+    nn.Linear weight [N, K] becomes F8_E4M3 with an F32 <name>_scale_inv [ceil(N/128), ceil(K/128)], per block
+    scale = amax / 448 (1 for an all-zero block), fp8 = round_to_e4m3(clamp(w / scale, +-448)); embeddings, norms,
+    biases, the Conv3d patch embedding and the position table stay bf16. (transformers 5.17's quantize-on-load +
+    save_pretrained leaves the scales uninitialised: tools/reference/probe_fp8.py, so the fixture writes them itself.)"""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    linear = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "attn.qkv", "attn.proj",
+              "linear_fc1", "linear_fc2", "lm_head")
+    files = [f for f in sorted(os.listdir(model_dir)) if f.endswith(".safetensors")]
+    index_path = os.path.join(model_dir, "model.safetensors.index.json")
+    index = json.load(open(index_path)) if os.path.exists(index_path) else None
+    converted = 0
+    for fn in files:
+        path = os.path.join(model_dir, fn)
+        out = {}
+        with safe_open(path, "pt") as st:
+            for k in st.keys():
+                t = st.get_tensor(k)
+                if k.endswith(".weight") and t.dim() == 2 and any(f"{m}.weight" in k for m in linear):
+                    w = t.float()
+                    N, K = w.shape
+                    SN, SK = -(-N // block), -(-K // block)
+                    pad = torch.zeros(SN * block, SK * block, dtype=torch.float32)
+                    pad[:N, :K] = w
+                    blocks = pad.view(SN, block, SK, block)
+                    amax = blocks.abs().amax(dim=(1, 3))
+                    scale = torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
+                    q = (blocks / scale[:, None, :, None]).clamp(-448, 448).view(SN * block, SK * block)[:N, :K]
+                    out[k] = q.to(torch.float8_e4m3fn).contiguous()
+                    out[k + "_scale_inv"] = scale.contiguous()
+                    if index is not None:
+                        index["weight_map"][k + "_scale_inv"] = fn
+                    converted += 1
+                else:
+                    out[k] = t
+        save_file(out, path, metadata={"format": "pt"})
+    if index is not None:
+        with open(index_path, "w") as f:
+            json.dump(index, f, indent=2)
+    cfg_path = os.path.join(model_dir, "config.json")
+    cfg = json.load(open(cfg_path))
+    cfg["quantization_config"] = FP8_QUANTIZATION
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    log(f"  FP8: {converted} linear weights converted to F8_E4M3 with 128x128 F32 block scales")
+
+
+def load_model(model_dir, dtype, attn, device, sums=None, fp8=False):
     import torch
     import transformers
     cls = transformers.Qwen3VLForConditionalGeneration
     kw = dict(attn_implementation=attn, output_loading_info=True)
+    if fp8:
+        # The weight-exact reference of an FP8 checkpoint: its blocks dequantized (fp8 * scale) into fp32 weights.
+        kw["quantization_config"] = transformers.FineGrainedFP8Config(dequantize=True)
     try:
         model, info = cls.from_pretrained(model_dir, dtype=dtype, **kw)
     except TypeError:
@@ -942,6 +1000,9 @@ def main():
     ap.add_argument("--norm-std", type=float, default=None, help="std of the norm weights around 1 (preset: 0.1)")
     ap.add_argument("--bias-std", type=float, default=None, help="std of the biases (preset: 0.02)")
     ap.add_argument("--pos-embed-std", type=float, default=None, help="std of the vision position table (0.5)")
+    ap.add_argument("--fp8", action="store_true",
+                    help="write the checkpoint in fine-grained FP8 (convert_to_fp8) and take the reference from it "
+                         "loaded with FineGrainedFP8Config(dequantize=True) in fp32")
     ap.add_argument("--tf32", action="store_true",
                     help="leave PyTorch's TF32 defaults (cuDNN convolutions in TF32) instead of full fp32: to reproduce "
                          "a reference made without this script's settings, not for fixtures")
@@ -1004,8 +1065,10 @@ def main():
         make_image(spec, os.path.join(images_dir, fname))
         log(f"  {fname}: {spec['w']}x{spec['h']} {spec['mode']}")
 
-    log("\n--- reference model (fp32 compute from the saved bf16 weights)")
-    model = load_model(model_dir, torch.float32, args.attn, args.device, sums)
+    if args.fp8:
+        convert_to_fp8(model_dir)
+    log("\n--- reference model (fp32 compute from the saved " + ("FP8 weights, dequantized" if args.fp8 else "bf16 weights") + ")")
+    model = load_model(model_dir, torch.float32, args.attn, args.device, None if args.fp8 else sums, fp8=args.fp8)
     fwd_params = set(inspect.signature(model.forward).parameters)
     log(f"  forward takes: {sorted(p for p in fwd_params if p not in ('kwargs',))}")
 
@@ -1025,7 +1088,7 @@ def main():
     del model
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
-    if args.cases == "perf":
+    if args.cases == "perf" and not args.fp8:
         bf16_logits(model_dir, cases_inputs, args, data_dir, recs)
 
     P = PRESETS[args.preset]
@@ -1034,7 +1097,7 @@ def main():
         "vocab_size": 151936,
         "meta": {
             "preset": args.preset, "seed": args.seed, "attn_implementation": args.attn,
-            "tf32": False, "tied": P["tie"], "text": P["text"], "vision": P["vision"],
+            "tf32": False, "fp8": bool(args.fp8), "tied": P["tie"], "text": P["text"], "vision": P["vision"],
             "processor": type(processor).__name__, "image_processor": type(processor.image_processor).__name__,
             "tokenizer": type(processor.tokenizer).__name__, "generated_by": "tools/reference/make_fixtures.py",
             "positions_note": "logits_positions index input_ids; greedy_margins[i] = top1 - top2 at greedy step i "
