@@ -253,21 +253,31 @@ ModelConfig parse_model_config(const json::Value& config, const json::Value* gen
     if (const json::Value* q = top.optional_object("quantization_config")) {
         ConfigReader qr(*q, "quantization_config", source);
         const std::string method = qr.optional_string("quant_method", "");
-        if (method != "fp8")
+        if (method == "qwen3vl") {
+            const std::string weights = qr.optional_string("weights", "");
+            if (weights != "q8")
+                qr.unsupported("weights", "'" + weights + "' is not a weight format of this engine (q8)");
+            const int64_t block = qr.optional_int("block_size", 32);
+            if (block != 32) qr.unsupported("block_size", std::to_string(block) + " (q8 blocks are 32)");
+            c.quantization.q8 = true;
+        } else if (method == "fp8") {
+            const std::string activations = qr.optional_string("activation_scheme", "dynamic");
+            if (activations != "dynamic")
+                qr.unsupported("activation_scheme", "'" + activations + "' (static activation scales) is not supported; "
+                                                                        "only dynamic");
+            if (const json::Value* block = qr.get("weight_block_size")) {
+                const std::vector<int64_t> b = qr.int_list("weight_block_size", *block);
+                if (b.size() != 2) qr.bad("weight_block_size", "expected [rows, columns]");
+                c.quantization.block_rows = qr.size("weight_block_size", b[0], kMaxSize);
+                c.quantization.block_cols = qr.size("weight_block_size", b[1], kMaxSize);
+            }
+            c.quantization.fp8 = true;
+        } else {
             qr.unsupported("quant_method", "'" + method +
                                                "' is not supported: this engine reads fine-grained FP8 checkpoints "
-                                               "(quant_method fp8, e.g. Qwen's -FP8 releases) and dense bf16/f16/f32 ones");
-        const std::string activations = qr.optional_string("activation_scheme", "dynamic");
-        if (activations != "dynamic")
-            qr.unsupported("activation_scheme", "'" + activations + "' (static activation scales) is not supported; "
-                                                                    "only dynamic");
-        if (const json::Value* block = qr.get("weight_block_size")) {
-            const std::vector<int64_t> b = qr.int_list("weight_block_size", *block);
-            if (b.size() != 2) qr.bad("weight_block_size", "expected [rows, columns]");
-            c.quantization.block_rows = qr.size("weight_block_size", b[0], kMaxSize);
-            c.quantization.block_cols = qr.size("weight_block_size", b[1], kMaxSize);
+                                               "(quant_method fp8, e.g. Qwen's -FP8 releases), its own q8 ones "
+                                               "(qwen3vl quantize) and dense bf16/f16/f32 ones");
         }
-        c.quantization.fp8 = true;
     }
 
     if (top.get("tie_word_embeddings")) c.tie_word_embeddings = top.optional_bool("tie_word_embeddings", false);
@@ -318,7 +328,7 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config) {
     };
 
     const std::string lm = "model.language_model.";
-    add(lm + "embed_tokens.weight", {t.vocab_size, t.hidden_size});
+    out.push_back(ExpectedTensor{lm + "embed_tokens.weight", {t.vocab_size, t.hidden_size}, false, false, true});
     for (int64_t i = 0; i < t.num_hidden_layers; ++i) {
         const std::string p = lm + "layers." + std::to_string(i) + ".";
         add(p + "input_layernorm.weight", {t.hidden_size});
@@ -406,6 +416,48 @@ void validate_tensors(const ModelConfig& config, const std::vector<const TensorV
             problems.push_back("tensor '" + e.name + "' has shape " + t.shape_string() + ", expected " +
                                shape_text(e.shape) + " (" + t.file + ")");
             structural = true;
+        }
+        if ((e.linear || e.table) && t.dtype == SafetensorsDType::I8) {
+            if (!config.quantization.q8) {
+                problems.push_back("tensor '" + e.name + "' is I8 but config.json has no qwen3vl q8 quantization_config (" +
+                                   t.file + ")");
+                structural = true;
+                continue;
+            }
+            const std::string sname = q8_scale_name(e.name);
+            expected_names.insert(sname);
+            if (e.shape.size() != 2 || e.shape[1] % 32 != 0) {
+                problems.push_back("tensor '" + e.name + "' is I8 but its rows are not whole blocks of 32 (" + t.file + ")");
+                structural = true;
+                continue;
+            }
+            const std::vector<int64_t> sshape = {e.shape[0], e.shape[1] / 32};
+            auto st = present.find(sname);
+            if (st == present.end()) {
+                problems.push_back("missing tensor '" + sname + "' " + shape_text(sshape) +
+                                   " (the f16 scales of the q8 weight '" + e.name + "')");
+                structural = true;
+                continue;
+            }
+            const TensorView& sv = *st->second;
+            if (sv.shape != sshape || sv.dtype != SafetensorsDType::F16) {
+                problems.push_back("tensor '" + sname + "' is " + dtype_name(sv.dtype) + " " + sv.shape_string() +
+                                   ", expected F16 " + shape_text(sshape) + " (" + sv.file + ")");
+                structural = true;
+                continue;
+            }
+            for (uint64_t i = 0; i < sv.element_count(); ++i) {
+                uint16_t h;
+                std::memcpy(&h, sv.data + 2 * i, 2);
+                if ((h & 0x7c00) == 0x7c00) {
+                    problems.push_back("tensor '" + sname + "' holds a non-finite scale at [" +
+                                       std::to_string(i / uint64_t(sshape[1])) + ", " +
+                                       std::to_string(i % uint64_t(sshape[1])) + "] (" + sv.file + ")");
+                    structural = true;
+                    break;
+                }
+            }
+            continue;
         }
         if (e.linear && t.dtype == SafetensorsDType::F8_E4M3) {
             if (!config.quantization.fp8) {
@@ -585,6 +637,12 @@ const TensorView* Checkpoint::find(const std::string& name) const {
 const TensorView& Checkpoint::scale_inv(const TensorView& weight) const {
     const TensorView* s = find(scale_inv_name(weight.name));
     if (!s) fail(QWEN3VL_STATUS_INTERNAL_ERROR, directory_ + ": no block scales for '" + weight.name + "'");
+    return *s;
+}
+
+const TensorView& Checkpoint::q8_scale(const TensorView& weight) const {
+    const TensorView* s = find(q8_scale_name(weight.name));
+    if (!s) fail(QWEN3VL_STATUS_INTERNAL_ERROR, directory_ + ": no q8 scales for '" + weight.name + "'");
     return *s;
 }
 

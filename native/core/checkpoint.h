@@ -55,10 +55,14 @@ struct VisionConfig {
 // read: an nn.Linear weight [N, K] may then be F8_E4M3 with an F32 (or BF16) "<name>_scale_inv" of shape
 // [ceil(N / block_rows), ceil(K / block_cols)], w = fp8 * scale_inv per block; the rest stays dense. Other methods and
 // static activation scales are UNSUPPORTED by name.
+// The engine's own quantized checkpoints (written by `qwen3vl quantize`): quant_method "qwen3vl" with "weights": "q8";
+// an nn.Linear weight [N, K] (K a multiple of 32) may then be I8 with an F16 "<name>_scale" [N, K / 32]: the Q8 planes
+// of core/quant.h as two tensors, loaded on the CPU as a view of the mapping.
 struct QuantizationConfig {
     bool fp8 = false;
     int64_t block_rows = 128;
     int64_t block_cols = 128;
+    bool q8 = false;
 };
 
 struct ModelConfig {
@@ -84,10 +88,13 @@ struct ExpectedTensor {
     std::vector<int64_t> shape;
     bool optional = false;  // lm_head.weight of a tied model: tolerated, never used
     bool linear = false;    // an nn.Linear weight: F8_E4M3 with its scale_inv allowed in an FP8 checkpoint
+    bool table = false;     // the token embedding: I8 with its scales allowed in a q8 checkpoint (as the linears)
 };
 
 // The name of an FP8 weight's block scales.
 inline std::string scale_inv_name(const std::string& weight) { return weight + "_scale_inv"; }
+// The name of a Q8 weight's f16 scales.
+inline std::string q8_scale_name(const std::string& weight) { return weight + "_scale"; }
 
 // The tensors a checkpoint of this configuration holds, with their shapes (transformers' Qwen3-VL layout).
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config);
@@ -115,6 +122,8 @@ public:
     const TensorView* find(const std::string& name) const;  // nullptr when absent
     // The block scales of an F8_E4M3 weight (validated at open: shape, dtype, every scale finite and >= 0).
     const TensorView& scale_inv(const TensorView& weight) const;
+    // The f16 scales of an I8 (Q8) weight (validated at open: shape, dtype, every scale finite).
+    const TensorView& q8_scale(const TensorView& weight) const;
     const TensorView& tensor(const std::string& name) const;  // throws INVALID_ARGUMENT when absent
 
 private:

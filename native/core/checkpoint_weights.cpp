@@ -2,6 +2,7 @@
 #include "checkpoint_weights.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -42,10 +43,57 @@ void load_fp8(Tensor& t, const Checkpoint& ck, const TensorView& v) {
 }  // namespace
 
 qwen3vl_dtype stored_dtype(const TensorView& v) {
-    return v.dtype == SafetensorsDType::F8_E4M3 ? QWEN3VL_DTYPE_BF16 : weight_dtype(v);
+    if (v.dtype == SafetensorsDType::F8_E4M3) return QWEN3VL_DTYPE_BF16;
+    if (v.dtype == SafetensorsDType::I8) return QWEN3VL_DTYPE_Q8;  // validated at open: a q8 weight with its scales
+    return weight_dtype(v);
 }
 
+namespace {
+
+// A q8 weight of the engine's own format (I8 values + F16 <name>_scale, validated at open) as dtype: a view of both
+// planes in the mapping (the CPU, Q8), the planes uploaded (Q8 elsewhere), or dequantized (another float dtype).
+Tensor load_q8(const std::shared_ptr<Checkpoint>& checkpoint, Backend& b, const TensorView& v, qwen3vl_dtype dtype) {
+    const TensorView& s = checkpoint->q8_scale(v);
+    if (dtype != QWEN3VL_DTYPE_Q8 && !dtype_is_float(dtype))
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "weight " + v.name + " (q8) cannot be loaded as " + dtype_name(dtype));
+    Tensor t;
+    if (dtype == QWEN3VL_DTYPE_Q8 && b.host_memory()) {
+        t.backend = &b;
+        t.dtype = dtype;
+        t.ndim = 2;
+        t.shape[0] = v.shape[0];
+        t.shape[1] = v.shape[1];
+        t.data = const_cast<uint8_t*>(v.data);  // read-only by contract
+        t.scales = const_cast<uint8_t*>(s.data);
+        t.bytes = v.bytes + s.bytes;
+        t.storage = checkpoint;
+        return t;
+    }
+    const int64_t shape[2] = {v.shape[0], v.shape[1]};
+    t = make_tensor(b, dtype, 2, shape);
+    if (dtype == QWEN3VL_DTYPE_Q8) {
+        b.upload_bytes(t.data, v.data, static_cast<size_t>(v.bytes));
+        b.upload_bytes(t.scales, s.data, static_cast<size_t>(s.bytes));
+        return t;
+    }
+    // Dequantized a group of rows at a time (f32 on the host, then converted on the backend).
+    const int64_t K = v.shape[1];
+    const int64_t chunk = std::max<int64_t>(1, (int64_t(64) << 20) / (4 * K));
+    std::vector<float> rows(size_t(std::min(chunk, v.shape[0]) * K));
+    std::vector<uint16_t> d(size_t(std::min(chunk, v.shape[0]) * (K / kQ8Block)));
+    for (int64_t r0 = 0; r0 < v.shape[0]; r0 += chunk) {
+        const int64_t n = std::min(chunk, v.shape[0] - r0);
+        std::memcpy(d.data(), s.data + size_t(r0 * (K / kQ8Block)) * 2, size_t(n * (K / kQ8Block)) * 2);
+        dequantize_q8(reinterpret_cast<const int8_t*>(v.data) + r0 * K, d.data(), n * K, rows.data());
+        write_tensor_rows(t, r0, n, QWEN3VL_DTYPE_F32, rows.data());
+    }
+    return t;
+}
+
+}  // namespace
+
 Tensor load_weight(const std::shared_ptr<Checkpoint>& checkpoint, Backend& b, const TensorView& v, qwen3vl_dtype dtype) {
+    if (v.dtype == SafetensorsDType::I8) return load_q8(checkpoint, b, v, dtype);
     const std::string& name = v.name;
     const bool fp8 = v.dtype == SafetensorsDType::F8_E4M3;
     const qwen3vl_dtype stored = fp8 ? QWEN3VL_DTYPE_F32 : weight_dtype(v);  // FP8 converts like f32 data

@@ -297,3 +297,92 @@ TEST(Fp8Checkpoint, MalformedCheckpointsAreRefusedByName) {
         EXPECT_NE(std::string(e.what()).find("fp8: weight [3, 5] is NaN"), std::string::npos) << e.what();
     }
 }
+
+// ---- The engine's own q8 checkpoints (qwen3vl quantize): I8 values + F16 <name>_scale per linear / the embedding.
+namespace {
+
+std::vector<Blob> q8_tensors(std::map<std::string, std::pair<std::vector<int8_t>, std::vector<uint16_t>>>* planes) {
+    const Checkpoint src = Checkpoint::open(fixture_model());
+    std::map<std::string, bool> quantizable;
+    for (const ExpectedTensor& e : expected_tensors(src.config())) quantizable[e.name] = e.linear || e.table;
+    std::vector<Blob> out;
+    for (const SafetensorsFile& f : src.files())
+        for (const TensorView& v : f.tensors()) {
+            if (!quantizable[v.name] || v.shape[1] % kQ8Block != 0 || v.name.find("language_model") == std::string::npos) {
+                out.push_back({{v.name, dtype_name(v.dtype), v.shape}, std::string(reinterpret_cast<const char*>(v.data), v.bytes)});
+                continue;
+            }
+            const size_t n = size_t(v.shape[0] * v.shape[1]);
+            std::vector<float> w(n);
+            for (size_t i = 0; i < n; ++i) {
+                uint16_t h;
+                std::memcpy(&h, v.data + 2 * i, 2);
+                w[i] = bf16_to_f32(h);
+            }
+            auto& [q, d] = (*planes)[v.name];
+            q.resize(n);
+            d.resize(n / kQ8Block);
+            quantize_q8(w.data(), int64_t(n), q.data(), d.data());
+            out.push_back({{v.name, "I8", v.shape}, std::string(reinterpret_cast<const char*>(q.data()), n)});
+            out.push_back({{q8_scale_name(v.name), "F16", {v.shape[0], v.shape[1] / kQ8Block}},
+                           std::string(reinterpret_cast<const char*>(d.data()), d.size() * 2)});
+        }
+    return out;
+}
+
+const char* kQ8Quantization = "{\"quant_method\": \"qwen3vl\", \"weights\": \"q8\", \"block_size\": 32}";
+
+}  // namespace
+
+TEST(Q8Checkpoint, LoadsAsAViewOfTheMappingOrDequantized) {
+    std::map<std::string, std::pair<std::vector<int8_t>, std::vector<uint16_t>>> planes;
+    TempDir dir;
+    write_checkpoint(dir, q8_tensors(&planes), fp8_config(kQ8Quantization));
+    auto ck = std::make_shared<Checkpoint>(Checkpoint::open(dir.path().string()));
+    EXPECT_TRUE(ck->config().quantization.q8);
+    auto be = create_cpu_backend(2);
+    ASSERT_EQ(planes.size(), 19u);
+    for (const auto& [name, p] : planes) {
+        const TensorView& v = ck->tensor(name);
+        EXPECT_EQ(stored_dtype(v), QWEN3VL_DTYPE_Q8);
+        const Tensor t = load_weight(ck, *be, v, QWEN3VL_DTYPE_Q8);
+        EXPECT_EQ(t.data, v.data) << name;  // no copy on the CPU
+        EXPECT_EQ(std::memcmp(t.scales, p.second.data(), p.second.size() * 2), 0) << name;
+        std::vector<float> want(p.first.size());
+        dequantize_q8(p.first.data(), p.second.data(), int64_t(want.size()), want.data());
+        EXPECT_EQ(read_f32(t), want) << name;
+        EXPECT_EQ(read_f32(load_weight(ck, *be, v, QWEN3VL_DTYPE_F32)), want) << name;
+    }
+}
+
+TEST(Q8Checkpoint, MalformedCheckpointsAreRefusedByName) {
+    std::map<std::string, std::pair<std::vector<int8_t>, std::vector<uint16_t>>> planes;
+    const std::vector<Blob> good = q8_tensors(&planes);
+    const std::string w = "model.language_model.layers.0.mlp.gate_proj.weight";
+    auto expect = [&](const std::vector<Blob>& blobs, const std::string& config, qwen3vl_status want,
+                      const std::string& text) {
+        TempDir dir;
+        write_checkpoint(dir, blobs, config);
+        qwen3vl_status status;
+        const std::string message = open_error(dir, &status);
+        EXPECT_EQ(status, want) << message;
+        EXPECT_NE(message.find(text), std::string::npos) << message;
+    };
+    const std::string config = fp8_config(kQ8Quantization);
+    std::vector<Blob> b;
+    for (const Blob& x : good)
+        if (x.spec.name != q8_scale_name(w)) b.push_back(x);
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "missing tensor '" + q8_scale_name(w) + "' [88, 1] (the f16 scales");
+    b = good;
+    for (Blob& x : b)
+        if (x.spec.name == q8_scale_name(w)) x.spec.dtype = "BF16";
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "'" + q8_scale_name(w) + "' is BF16 [88, 1], expected F16 [88, 1]");
+    b = good;
+    for (Blob& x : b)
+        if (x.spec.name == q8_scale_name(w)) x.bytes[2 * 7 + 1] = char(0x7c);  // scale [7, 0] = inf
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "'" + q8_scale_name(w) + "' holds a non-finite scale at [7, 0]");
+    expect(good, read_file(fixture_model() + "/config.json"), QWEN3VL_STATUS_BAD_FORMAT,
+           "is I8 but config.json has no qwen3vl q8 quantization_config");
+    expect(good, fp8_config("{\"quant_method\": \"qwen3vl\", \"weights\": \"q4\"}"), QWEN3VL_STATUS_UNSUPPORTED,
+           "quantization_config.weights: 'q4' is not a weight format of this engine");
+}

@@ -8,13 +8,14 @@ namespace Qwen3VL.Cli;
 internal static class Program
 {
     private const string Usage =
-        "usage: qwen3vl [info [--json] [--model DIR] | run [options] | chat [options] | bench [options] | serve [options]]\n" +
+        "usage: qwen3vl [info [--json] [--model DIR] | run [options] | chat [options] | bench [options] | serve [options] | quantize [options]]\n" +
         "  info         print the native build and device report (--model DIR adds a checkpoint summary)\n" +
         "  info --json  the same report as JSON\n" +
         "  run          answer a prompt (with images) from a Qwen3-VL checkpoint; 'qwen3vl run --help' for options\n" +
         "  chat         talk with a checkpoint interactively (/image PATH, /reset, /exit); 'qwen3vl chat --help'\n" +
         "  bench        prefill/decode/image-encode speed on a checkpoint; 'qwen3vl bench --help' for options\n" +
         "  serve        OpenAI-compatible HTTP server (/v1/chat/completions, /v1/models, /health); 'qwen3vl serve --help'\n" +
+        "  quantize     write a checkpoint with the text decoder in q8, loaded later with no quantization step\n" +
         "  --version    print the version\n" +
         "  --help       print this help\n" +
         "environment: QWEN3VL_NATIVE_LIBRARY=<path>, QWEN3VL_DEVICE=cpu, QWEN3VL_LOG=1, QWEN3VL_NO_GRAPHS=1 (as --no-graphs)\n" +
@@ -30,7 +31,7 @@ internal static class Program
         catch (Exception e)
         {
             (int code, string text) = Describe(e);
-            string command = args.Length > 0 && args[0] is "run" or "chat" or "info" or "serve" or "bench" ? args[0] + ": " : "";
+            string command = args.Length > 0 && args[0] is "run" or "chat" or "info" or "serve" or "bench" or "quantize" ? args[0] + ": " : "";
             Console.Error.WriteLine($"qwen3vl {command}{text}");
             return code;
         }
@@ -108,6 +109,8 @@ internal static class Program
                 return Subcommand(args, ServeCommand.Usage, ServeCommand.Run);
             case "bench":
                 return Subcommand(args, BenchCommand.Usage, BenchCommand.Run);
+            case "quantize":
+                return Subcommand(args, QuantizeCommand.Usage, QuantizeCommand.Run);
             default:
                 return UsageError("unknown command: " + args[0]);
         }

@@ -38,7 +38,11 @@ public sealed record Qwen3VLModelOptions
 /// <summary>The form of the text decoder's weight matrices (<see cref="Qwen3VLModelOptions.Weights"/>).</summary>
 public enum WeightFormat
 {
-    /// <summary>As the checkpoint stores them (bf16 for Qwen's published folders): on the CPU read in place from the mapped files.</summary>
+    /// <summary>
+    /// As the checkpoint stores them (bf16 for Qwen's published folders): on the CPU read in place from the mapped files. For a
+    /// fine-grained FP8 checkpoint (Qwen's -FP8 folders) the text decoder runs in the engine's 8-bit format, as with
+    /// <see cref="Q8"/> (its FP8 blocks dequantized and requantized to Q8 while loading), and the vision tower in bf16.
+    /// </summary>
     Stored = 0,
     /// <summary>bf16, converted while loading where the checkpoint stores another float type (f32, f16).</summary>
     BF16 = 1,

@@ -123,6 +123,9 @@ public sealed class Tensor : IDisposable
     /// <summary>Copies the tensor into <paramref name="destination"/> as bfloat16 raw bits.</summary>
     public void ReadBFloat16(Span<ushort> destination) => ReadBytes(Dtype.Bf16, MemoryMarshal.AsBytes(destination));
 
+    /// <summary>Copies the tensor's own bytes (<see cref="ByteCount"/> of them: a Q8 tensor's int8 values then its f16 scales).</summary>
+    internal void ReadStored(Span<byte> destination) => ReadBytes((Dtype)DType, destination);
+
     private unsafe void WriteBytes(Dtype source, ReadOnlySpan<byte> bytes)
     {
         fixed (byte* p = bytes) Native.TensorWrite(Handle, source, p, (nuint)bytes.Length);

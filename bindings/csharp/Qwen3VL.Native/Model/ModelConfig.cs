@@ -68,6 +68,9 @@ public sealed record ModelConfig
     public int VisionEndTokenId { get; init; }
     /// <summary>Token ids that end generation (generation_config.json, else config.json).</summary>
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+    /// <summary>Whether the checkpoint is a fine-grained FP8 one (quantization_config quant_method fp8): its nn.Linear weights
+    /// may be F8_E4M3 with block scales.</summary>
+    public bool Fp8 { get; init; }
 
     /// <summary>Vision head dimension (hidden / heads).</summary>
     public int VisionHeadDim => VisionHiddenSize / VisionNumHeads;
@@ -119,6 +122,7 @@ public sealed record ModelConfig
             VisionStartTokenId = checked((int)c.VisionStartTokenId),
             VisionEndTokenId = checked((int)c.VisionEndTokenId),
             EosTokenIds = eos,
+            Fp8 = c.Fp8 != 0,
         };
         config.Validate();
         return config;

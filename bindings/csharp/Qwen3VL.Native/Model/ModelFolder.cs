@@ -7,11 +7,17 @@ namespace Qwen3VL.Native.Model;
 /// Checks a checkpoint folder before the native loader sees it, so a wrong or incomplete folder is reported by what it
 /// lacks, and counts its weights (from the safetensors headers) for progress reporting.
 /// </summary>
+/// <summary>A tensor as a safetensors header describes it: its bytes are at <paramref name="Offset"/> of <paramref name="File"/>.</summary>
+internal sealed record StoredTensor(string Name, string DType, long[] Shape, string File, long Offset, long Bytes);
+
 internal sealed class ModelFolder
 {
-    private ModelFolder(string directory, int tensorCount, long totalBytes, Dictionary<string, long> storedBytes)
+    private ModelFolder(string directory, int tensorCount, long totalBytes, Dictionary<string, long> storedBytes,
+        List<StoredTensor> tensors, List<string> shards)
     {
         StoredBytes = storedBytes;
+        Tensors = tensors;
+        Shards = shards;
         Directory = directory;
         TensorCount = tensorCount;
         TotalBytes = totalBytes;
@@ -22,6 +28,10 @@ internal sealed class ModelFolder
     internal long TotalBytes { get; }
     /// <summary>Bytes of each tensor as stored, by name (progress counts these whatever form a weight is loaded in).</summary>
     internal IReadOnlyDictionary<string, long> StoredBytes { get; }
+    /// <summary>Every tensor of the weight files, in file order then data order.</summary>
+    internal IReadOnlyList<StoredTensor> Tensors { get; }
+    /// <summary>The weight files (full paths).</summary>
+    internal IReadOnlyList<string> Shards { get; }
 
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">config.json, tokenizer.json or the weights are missing (the message says which).</exception>
@@ -57,13 +67,14 @@ internal sealed class ModelFolder
         int count = 0;
         long bytes = 0;
         var stored = new Dictionary<string, long>(StringComparer.Ordinal);
+        var tensors = new List<StoredTensor>();
         foreach (string shard in shards)
         {
-            (int c, long b) = ReadHeader(shard, stored);
+            (int c, long b) = ReadHeader(shard, stored, tensors);
             count += c;
             bytes += b;
         }
-        return new ModelFolder(full, count, bytes, stored);
+        return new ModelFolder(full, count, bytes, stored, tensors, shards);
     }
 
     private static void Require(string directory, string file, string consequence)
@@ -88,7 +99,7 @@ internal sealed class ModelFolder
     }
 
     /// <summary>Number of tensors and their bytes, from a safetensors header (u64 length, then a JSON object).</summary>
-    private static (int Count, long Bytes) ReadHeader(string path, Dictionary<string, long> stored)
+    private static (int Count, long Bytes) ReadHeader(string path, Dictionary<string, long> stored, List<StoredTensor> tensors)
     {
         using FileStream f = File.OpenRead(path);
         Span<byte> prefix = stackalloc byte[8];
@@ -106,9 +117,11 @@ internal sealed class ModelFolder
             {
                 if (p.Name == "__metadata__") continue;
                 JsonElement offsets = p.Value.GetProperty("data_offsets");
-                long size = offsets[1].GetInt64() - offsets[0].GetInt64();
+                long begin = offsets[0].GetInt64(), size = offsets[1].GetInt64() - begin;
                 bytes += size;
                 stored[p.Name] = size;
+                long[] shape = p.Value.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+                tensors.Add(new StoredTensor(p.Name, p.Value.GetProperty("dtype").GetString() ?? "", shape, path, 8 + (long)length + begin, size));
                 count++;
             }
             return (count, bytes);

@@ -55,13 +55,15 @@ internal sealed class WeightLoader : IDisposable
     /// A projection matrix or embedding table [<paramref name="rows"/>, <paramref name="cols"/>] of the text decoder in
     /// <see cref="Format"/>: as stored, converted to bf16, or quantized to Q8 — where the row length is whole blocks of 32 (every
     /// matrix of the published Qwen3-VL sizes); a matrix with a ragged row (only in tiny test shapes) stays as stored.
+    /// In an FP8 checkpoint "as stored" is Q8 too (the engine's 8-bit format: FP8 tensor-core kernels are not there yet), and
+    /// a ragged FP8 matrix is dequantized to bf16.
     /// </summary>
     internal Tensor GetMatrix(string name, long rows, long cols)
     {
         TensorDType? dtype = Format switch
         {
             WeightFormat.BF16 => TensorDType.BF16,
-            WeightFormat.Q8 when cols % 32 == 0 => TensorDType.Q8,
+            WeightFormat.Q8 or WeightFormat.Stored when cols % 32 == 0 && (Format == WeightFormat.Q8 || Config.Fp8) => TensorDType.Q8,
             _ => null,
         };
         if (dtype is null) return Get(name, rows, cols);
@@ -74,6 +76,14 @@ internal sealed class WeightLoader : IDisposable
         }
         return Keep(name, t);
     }
+
+    /// <summary>Whether <paramref name="name"/> is one of the matrices <see cref="GetMatrix"/> serves: a decoder layer's projections,
+    /// the token embedding, lm_head.</summary>
+    internal static bool IsTextMatrix(string name) =>
+        name is "model.language_model.embed_tokens.weight" or "lm_head.weight"
+        || (name.StartsWith("model.language_model.layers.", StringComparison.Ordinal)
+            && (name.EndsWith("_proj.weight", StringComparison.Ordinal)
+                && (name.Contains(".self_attn.", StringComparison.Ordinal) || name.Contains(".mlp.", StringComparison.Ordinal))));
 
     private Tensor Keep(string name, Tensor t)
     {

@@ -81,3 +81,70 @@ public sealed class QuantizedWeightsTests(ITestOutputHelper output)
         Assert.InRange(q.MaxRelativeL2, 1e-4, bound);
     }
 }
+
+/// <summary>
+/// <see cref="Qwen3VLCheckpoint.Quantize"/>: the written q8 folder loads with no quantization step and computes exactly what
+/// the source computes with <see cref="WeightFormat.Q8"/> (the same planes, the same kernels: bit-equal logits); refusals.
+/// </summary>
+public sealed class QuantizeCheckpointTests
+{
+    private static string Fixture(string name) => Path.Combine(TestPaths.RepoRoot, "tests", "fixtures", name);
+
+    [Fact]
+    public void TheWrittenFolderComputesWhatQuantizeOnLoadComputes()
+    {
+        string dst = Path.Combine(Path.GetTempPath(), "qwen3vl-q8-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var reports = new List<LoadProgress>();
+            QuantizeResult r = Qwen3VLCheckpoint.Quantize(Path.Combine(Fixture("tiny-tied"), "model"), dst, WeightFormat.Q8,
+                new SyncProgress(reports.Add), TestContext.Current.CancellationToken);
+            Assert.Equal(19, r.QuantizedTensors);  // 6 per layer x 3 + the tied embedding
+            Assert.True(r.WrittenBytes < r.SourceBytes);
+            Assert.Equal(1.0, reports[^1].Fraction);
+            Assert.True(File.Exists(Path.Combine(dst, "tokenizer.json")));
+            Assert.Contains("\"qwen3vl\"", File.ReadAllText(Path.Combine(dst, "config.json")));
+
+            using Qwen3VLModel written = Qwen3VLModel.Load(dst, TestModels.Backend, new Qwen3VLModelOptions());
+            using Qwen3VLModel onLoad = Qwen3VLModel.Load(Path.Combine(Fixture("tiny-tied"), "model"), TestModels.Backend,
+                new Qwen3VLModelOptions { Weights = WeightFormat.Q8 });
+            Assert.Equal(TensorDType.Q8, written.Text.Layers[2].GateProjWeight.DType);
+            Assert.Equal(TensorDType.BF16, written.Text.Layers[2].DownProjWeight.DType);  // ragged rows: copied as stored
+            Assert.Equal(TensorDType.Q8, written.Text.EmbedTokensWeight.DType);
+            FixtureCase c = FixtureCatalog.LoadCases(Fixture("tiny-tied")).First(x => x.Name == "one_image");
+            int[] positions = TestModels.LogitPositions(c);
+            using Qwen3VLContext a = written.CreateContext(c.InputIds.Length + 1);
+            using Qwen3VLContext b = onLoad.CreateContext(c.InputIds.Length + 1);
+            Assert.Equal(b.Prefill(c.InputIds, TestModels.FixtureVision(c), positions), a.Prefill(c.InputIds, TestModels.FixtureVision(c), positions));
+            Assert.Equal(b.Decode(198), a.Decode(198));
+
+            // Already q8: refused; a destination that is not empty: refused, and left as it was.
+            Assert.Throws<Qwen3VLUnsupportedException>(() => Qwen3VLCheckpoint.Quantize(dst, dst + "-again", WeightFormat.Q8, null, TestContext.Current.CancellationToken));
+            Assert.False(Directory.Exists(dst + "-again"));
+            int before = Directory.GetFiles(dst).Length;
+            Assert.Throws<ArgumentException>(() => Qwen3VLCheckpoint.Quantize(Path.Combine(Fixture("tiny-tied"), "model"), dst, WeightFormat.Q8, null, TestContext.Current.CancellationToken));
+            Assert.Equal(before, Directory.GetFiles(dst).Length);
+            Assert.Throws<ArgumentException>(() => Qwen3VLCheckpoint.Quantize(Path.Combine(Fixture("tiny-tied"), "model"), dst + "-bf16", WeightFormat.BF16, null, TestContext.Current.CancellationToken));
+        }
+        finally
+        {
+            if (Directory.Exists(dst)) Directory.Delete(dst, true);
+        }
+    }
+
+    [Fact]
+    public void ACancelledQuantizeLeavesNothing()
+    {
+        string dst = Path.Combine(Path.GetTempPath(), "qwen3vl-q8-" + Guid.NewGuid().ToString("N"));
+        using var cts = new CancellationTokenSource();
+        int n = 0;
+        Assert.ThrowsAny<OperationCanceledException>(() => Qwen3VLCheckpoint.Quantize(Path.Combine(Fixture("tiny-tied"), "model"), dst,
+            WeightFormat.Q8, new SyncProgress(_ => { if (++n == 10) cts.Cancel(); }), cts.Token));
+        Assert.False(Directory.Exists(dst));
+    }
+
+    private sealed class SyncProgress(Action<LoadProgress> report) : IProgress<LoadProgress>
+    {
+        public void Report(LoadProgress value) => report(value);
+    }
+}
