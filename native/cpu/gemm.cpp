@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "dtype.h"
+#include "error.h"
 
 namespace qwen3vl {
 namespace cpu {
@@ -93,20 +95,48 @@ void scalar_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_
     });
 }
 
-// x in the layout gemv_avx2 expects for weights of dtype d.
-const float* gemv_x(std::vector<float>& buf, const float* x, int64_t M, int64_t K, qwen3vl_dtype d) {
-    if (d != QWEN3VL_DTYPE_BF16) return x;
-    buf.resize(size_t(M * K));
-    for (int64_t m = 0; m < M; ++m) gemv_permute_x_avx2(buf.data() + m * K, x + m * K, K);
-    return buf.data();
-}
+// x in the forms gemv_avx2 reads for the weight dtypes of one call, each made once (before the threads split N):
+// permuted for bf16, quantized per block for Q8 (a gate and an up of one dtype share it).
+class GemvInputs {
+public:
+    GemvInputs(const float* x, int64_t M, int64_t K) : x_(x), M_(M), K_(K) {}
+
+    GemvX operator()(qwen3vl_dtype d) {
+        GemvX r;
+        if (d == QWEN3VL_DTYPE_Q8) {
+            if (q_.empty()) {
+                q_.resize(size_t(M_ * K_));
+                dq_.resize(size_t(M_ * (K_ / 32)));
+                for (int64_t m = 0; m < M_; ++m)
+                    gemv_quantize_x_avx2(q_.data() + m * K_, dq_.data() + m * (K_ / 32), x_ + m * K_, K_);
+            }
+            r.q = q_.data();
+            r.d = dq_.data();
+        } else if (d == QWEN3VL_DTYPE_BF16) {
+            if (perm_.empty()) {
+                perm_.resize(size_t(M_ * K_));
+                for (int64_t m = 0; m < M_; ++m) gemv_permute_x_avx2(perm_.data() + m * K_, x_ + m * K_, K_);
+            }
+            r.f = perm_.data();
+        } else {
+            r.f = x_;
+        }
+        return r;
+    }
+
+private:
+    const float* x_;
+    int64_t M_, K_;
+    std::vector<float> perm_, dq_;
+    std::vector<int8_t> q_;
+};
 
 void gemv_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
                Weight up, const float* bias) {
-    std::vector<float> xw_buf, xu_buf;
-    const float* xw = gemv_x(xw_buf, x, M, K, w.dtype);
+    GemvInputs inputs(x, M, K);
+    const GemvX xw = inputs(w.dtype);
     const bool swiglu = up.data != nullptr;
-    const float* xu = swiglu ? gemv_x(xu_buf, x, M, K, up.dtype) : nullptr;
+    const GemvX xu = swiglu ? inputs(up.dtype) : GemvX{};
     // Each task reads chunk * K weights; >= 64 rows keeps a task well above the pool's dispatch cost.
     const int64_t chunk = chunk_rows(N, pool.size(), 16, 64);
     pool.parallel_for(size_t(ceil_div(N, chunk)), [&](size_t task, int) {
@@ -169,8 +199,11 @@ void run(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int
             for (int64_t n = 0; n < N; ++n) out[m * N + n] = bp ? bp[n] : 0.0f;
         return;
     }
-    if (kernels == CpuKernels::Scalar || w.dtype == QWEN3VL_DTYPE_Q8)
-        return scalar_path(pool, out, x, M, K, N, w, up, bp);
+    for (const Weight* v : {&w, &up})  // the C API's tensors guarantee it; the AVX2 kernels assume it
+        if (v->dtype == QWEN3VL_DTYPE_Q8)
+            require(K % 32 == 0 && v->scales != nullptr,
+                    "q8 linear: K = " + std::to_string(K) + " must be whole blocks of 32, with the scale plane");
+    if (kernels == CpuKernels::Scalar) return scalar_path(pool, out, x, M, K, N, w, up, bp);
     if (M <= kGemvMaxRows) return gemv_path(pool, out, x, M, K, N, w, up, bp);
     gemm_path(pool, out, x, M, K, N, w, up, bp);
 }

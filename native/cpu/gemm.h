@@ -1,6 +1,7 @@
 // Linear layers on the CPU: out[M, N] = x[M, K] * W[N, K]^T (+ bias), and the fused gated-MLP half
-// out = silu(x Wg^T) * (x Wu^T). x and out are f32 row-major; W is f32, f16 or bf16, row-major and may be unaligned
-// (a view into a memory-mapped checkpoint).
+// out = silu(x Wg^T) * (x Wu^T). x and out are f32 row-major; W is f32, f16, bf16 or Q8 (core/quant.h: int8 blocks
+// of 32 along a row with an f16 scale each; K a multiple of 32), row-major and may be unaligned (a view into a
+// memory-mapped checkpoint).
 //
 // Two regimes, chosen by M:
 //  - decode (M <= kGemvMaxRows): memory-bound GEMV. Each weight row is streamed once for all M rows of x,
@@ -8,8 +9,10 @@
 //  - prefill / vision: BLIS-style GEMM. Per tile of out, blocks of W (KC x NT) and of x (MT x KC) are packed into
 //    f32 micro-panels (which converts W once per block and fixes alignment), and a 6x16 register-blocked FMA
 //    micro-kernel runs over them; tiles of out are the parallel tasks.
+// Q8 weights: the GEMV quantizes x too (per row and block of 32, once per call) and takes int8 dot products, so it
+// reads 1.06 bytes per weight instead of 2; the GEMM dequantizes W exactly into the same f32 micro-panels.
 // CpuKernels::Scalar runs plain C++ (any CPU; QWEN3VL_CPU_KERNELS=scalar forces it): per chunk of N, weight rows
-// widened to f32 and dotted with every row of x.
+// widened to f32 (Q8: dequantized, x not quantized) and dotted with every row of x. It is the portable reference.
 #pragma once
 
 #include <cstddef>
@@ -39,9 +42,22 @@ constexpr int64_t kGemvMaxRows = 8;
 // ---- AVX2 + FMA + F16C kernels (gemv_avx2.cpp, gemm_avx2.cpp, compiled with those flags). Call only when
 // cpu_kernels() allows. They compute plain products; gemm.cpp splits the work and applies bias / swiglu.
 
-// out[m * ldo + n - n0] = dot(x row m, w row n) for m < M, n in [n0, n1). x rows have stride K; when w is bf16,
-// x must be in the layout of gemv_permute_x_avx2.
-void gemv_avx2(float* out, int64_t ldo, const float* x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1);
+// x as the GEMV of one weight dtype reads it, prepared once per call (gemm.cpp): f32 rows of stride K (for bf16
+// weights in the layout of gemv_permute_x_avx2), or for Q8 weights the rows quantized by gemv_quantize_x_avx2.
+struct GemvX {
+    const float* f = nullptr;   // f32 / f16 / bf16 weights: [M, K]
+    const int8_t* q = nullptr;  // Q8 weights: [M, K]
+    const float* d = nullptr;   // Q8 weights: [M, K / 32]
+};
+
+// out[m * ldo + n - n0] = dot(x row m, w row n) for m < M, n in [n0, n1). For Q8 weights the dot is
+// sum_b f32(f16 dw[n, b] * dx[m, b]) * sum_{k in block b} qw[n, k] qx[m, k], the block sums exact in int32.
+void gemv_avx2(float* out, int64_t ldo, const GemvX& x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1);
+// One row of x (K a multiple of 32) quantized for the Q8 GEMV, per block b of 32: d[b] = max|x_b| / 127 (an IEEE
+// f32 division), q = nearbyint(x / d[b]) (f32 division, round to nearest even) clamped to +-127, q = 0 where
+// d[b] == 0. |x - d q| <= d / 2 (+ the division's rounding, u |x|). A block holding a NaN or an infinity gets
+// d[b] = NaN and q = 0, so that the row's outputs are NaN as with dense weights.
+void gemv_quantize_x_avx2(int8_t* q, float* d, const float* x, int64_t K);
 // bf16 weights are widened two at a time (even elements by a shift, odd ones by a mask), which needs x's
 // even and odd elements of every 16 grouped: dst[16b + i] = src[16b + 2i], dst[16b + 8 + i] = src[16b + 2i + 1].
 // The K % 16 tail is copied unchanged.

@@ -2,7 +2,8 @@
 //
 // For one tile of out (<= kGemmTileRows x kGemmTileCols) and each KC-deep slice of K:
 //  - pack x[MT, KC] into 6-row micro-panels (A[k][6]) and W[NT, KC] into 16-column micro-panels (B[k][16]), both by
-//    8x8 register transposes since x and W are both K-contiguous; W is widened to f32 here, once per block;
+//    8x8 register transposes since x and W are both K-contiguous; W is widened (Q8: dequantized) to f32 here, once
+//    per block;
 //  - for each B micro-panel (16 KiB, stays in L1) run the 6x16 micro-kernel over every A micro-panel (from L2):
 //    12 accumulators, per k two B loads, six broadcasts and twelve FMAs.
 // KC = 256 keeps one A and one B micro-panel (6 + 16 KiB) within the 32 KiB L1 of the targets (Zen 2/3, Skylake and
@@ -80,6 +81,50 @@ void pack_b(float* dst, const uint8_t* w, int64_t K, int64_t n0, int64_t nc, int
             for (int64_t k = kc8; k < kc; ++k)
                 for (int64_t i = 0; i < 8; ++i)
                     panel[k * NR + half * 8 + i] = i < rows ? load_f32<D>(src + size_t(i) * ldw + size_t(k) * es) : 0.0f;
+        }
+    }
+}
+
+// pack_b for Q8 weights (core/quant.h): 8 int8 -> vpmovsxbd -> vcvtdq2ps, times the f16 scale of their block, which
+// is the exact f32 weight (an 11-bit scale times an 8-bit integer) as dequantize_q8 gives it, so the micro-kernel
+// and its error bound are those of an f32 weight. The K slices are whole blocks (KC and k0 multiples of 32, K too),
+// so every 8 columns lie in one block; a half-panel's scales for the slice (<= KC / 32 per row) are widened first.
+static_assert(KC % 32 == 0 && KC / 32 <= 8, "a K slice is at most 8 whole Q8 blocks");
+
+void pack_b_q8(float* dst, const int8_t* w, const uint8_t* scales, int64_t K, int64_t n0, int64_t nc, int64_t k0,
+               int64_t kc) {
+    const size_t nb = size_t(K) / 32;
+    const int64_t kc8 = kc & ~int64_t(7), blocks = (kc + 31) / 32;
+    for (int64_t p = 0; p * NR < nc; ++p) {
+        float* panel = dst + p * kc * NR;
+        for (int64_t half = 0; half < 2; ++half) {
+            const int64_t r0 = p * NR + half * 8;
+            const int64_t rows = std::max<int64_t>(0, std::min<int64_t>(8, nc - r0));
+            const int8_t* src = w + size_t(n0 + r0) * size_t(K) + size_t(k0);
+            alignas(32) float sc[8][8];  // [row][block of the slice]
+            for (int64_t i = 0; i < rows; ++i) {
+                alignas(16) uint16_t h[8] = {};
+                std::memcpy(h, scales + (size_t(n0 + r0 + i) * nb + size_t(k0 / 32)) * 2, size_t(blocks) * 2);
+                _mm256_store_ps(sc[i], _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h))));
+            }
+            for (int64_t k = 0; k < kc8; k += 8) {
+                __m256 r[8];
+                for (int64_t i = 0; i < 8; ++i) {
+                    if (i >= rows) {
+                        r[i] = _mm256_setzero_ps();
+                        continue;
+                    }
+                    const int8_t* q = src + size_t(i) * size_t(K) + size_t(k);
+                    const __m256i qi = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
+                    r[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(qi), _mm256_broadcast_ss(&sc[i][k / 32]));
+                }
+                transpose8(r);
+                for (int64_t j = 0; j < 8; ++j) _mm256_storeu_ps(panel + (k + j) * NR + half * 8, r[j]);
+            }
+            for (int64_t k = kc8; k < kc; ++k)  // not reached while K is whole blocks; kept for any kc
+                for (int64_t i = 0; i < 8; ++i)
+                    panel[k * NR + half * 8 + i] =
+                        i < rows ? sc[i][k / 32] * float(src[size_t(i) * size_t(K) + size_t(k)]) : 0.0f;
         }
     }
 }
@@ -169,6 +214,9 @@ void macro_kernel(const float* Ap, const float* Bp, int64_t mc, int64_t nc, int6
 void pack_weight(float* dst, Weight w, int64_t K, int64_t n0, int64_t nc, int64_t k0, int64_t kc) {
     const auto* p = static_cast<const uint8_t*>(w.data);
     switch (w.dtype) {
+        case QWEN3VL_DTYPE_Q8:
+            return pack_b_q8(dst, static_cast<const int8_t*>(w.data), static_cast<const uint8_t*>(w.scales), K, n0, nc,
+                             k0, kc);
         case QWEN3VL_DTYPE_BF16: return pack_b<QWEN3VL_DTYPE_BF16>(dst, p, K, n0, nc, k0, kc);
         case QWEN3VL_DTYPE_F16: return pack_b<QWEN3VL_DTYPE_F16>(dst, p, K, n0, nc, k0, kc);
         default: return pack_b<QWEN3VL_DTYPE_F32>(dst, p, K, n0, nc, k0, kc);

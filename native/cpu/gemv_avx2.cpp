@@ -2,13 +2,21 @@
 // after CPU detection. The loop is bound by memory bandwidth: every weight row is read once per call, 16 elements
 // (32 bytes of bf16 / f16) per step, widened in registers and FMA'd against every row of x, four weight rows at a
 // time so that four independent streams are in flight, with the next four rows prefetched. x stays in L1.
+//
+// Q8 weights (core/quant.h) are not widened: x is quantized the same way (per row and block of 32, once per call,
+// gemv_quantize_x_avx2) and each block is one int8 dot product of 32 pairs, exact in int32, scaled by the product of
+// the two block scales into an f32 accumulator. That reads 34 bytes per 32 weights (bf16: 64) with about as many
+// instructions per byte as the bf16 loop, so the loop stays bandwidth-bound at M = 1.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "dtype.h"
 #include "gemm.h"
+#include "simd_avx2.h"
 
 namespace qwen3vl {
 namespace cpu {
@@ -147,13 +155,166 @@ void gemv(float* out, int64_t ldo, const float* x, int64_t M, int64_t K, const v
         for (int64_t m = 0; m < M; ++m) out[m * ldo + (n - n0)] = row1_x1<D>(x + m * K, K, w + size_t(n) * ldw);
 }
 
+// ---- Q8. A block is 32 int8 of a weight row (one unaligned 256-bit load) against the 32 int8 of x's block.
+// vpmaddubsw multiplies unsigned by signed bytes, so the signs move onto x: |w| * (x * sign(w)), pairs summed to
+// int16, then vpmaddwd by ones sums pairs to 8 int32 lanes. No step saturates: |qx| <= 127 and |qw| <= 128 (the
+// quantizer writes +-127, a raw plane may hold -128, whose vpsignb |w| is 128 read as unsigned), so a pair is at
+// most 2 * 128 * 127 = 32512 < 2^15; a lane (4 products, <= 65024) converts to f32 exactly. qx is never -128, whose
+// vpsignb negation would wrap.
+
+// Per lane, the sum of the 4 products of its bytes: 8 int32 lanes whose sum is the block's dot product.
+inline __m256i block_dot(__m256i abs_w, __m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
+}
+
+inline __m256i load32(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+// The combined scales of up to 8 consecutive blocks: s[j] = f16(dw[j]) * dx[j] (one f32 rounding; 0 beyond count).
+// dw may be unaligned (a memory-mapped scale plane).
+inline __m256 scales8(const uint8_t* dw, const float* dx, int64_t count) {
+    if (count == 8)
+        return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dw))),
+                             _mm256_loadu_ps(dx));
+    alignas(16) uint16_t h[8] = {};
+    alignas(32) float f[8] = {};
+    std::memcpy(h, dw, size_t(count) * 2);
+    std::memcpy(f, dx, size_t(count) * 4);
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h))), _mm256_load_ps(f));
+}
+
+// The weight planes of one group of rows: int8 rows of stride K bytes, f16 scale rows of stride nb * 2 bytes.
+struct Q8Rows {
+    const int8_t* q;
+    const uint8_t* d;
+    int64_t K, nb;
+};
+
+// X x rows (1 or 2) against kRows weight rows. The combined scales of a chunk of blocks are formed first (vcvtph2ps of
+// 8 weight scales times 8 x scales) into a stack array, from which each block broadcasts its own (a load, not a
+// shuffle); the block loop then has a fixed shape with every accumulator in a register.
+constexpr int64_t kScaleChunk = 64;  // blocks (2048 weights) per chunk of combined scales: 2 KiB of stack at X = 2
+
+template <int X>
+void q8_rows4(float* out, int64_t ldo, const int8_t* xq, const float* xd, Q8Rows w, bool prefetch) {
+    static_assert(X == 1 || X == 2, "one or two rows of x");
+    const size_t ldw = size_t(w.K), lds = size_t(w.nb) * 2;
+    // One accumulator array per x row, each indexed only by the weight row: GCC keeps them in registers then.
+    __m256 acc0[kRows], acc1[kRows];
+    for (int r = 0; r < kRows; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+    alignas(32) float s[X][kRows][kScaleChunk];
+    for (int64_t c0 = 0; c0 < w.nb; c0 += kScaleChunk) {
+        const int64_t cn = std::min(kScaleChunk, w.nb - c0);
+        for (int r = 0; r < kRows; ++r) {
+            const uint8_t* dw = w.d + r * lds + size_t(c0) * 2;
+            // The next group's scales, as far ahead as its int8 rows (a stream 1/16 as long).
+            if (prefetch)
+                for (int64_t j = 0; j < cn * 2; j += 64)
+                    _mm_prefetch(reinterpret_cast<const char*>(dw + kRows * lds + size_t(j)), _MM_HINT_T0);
+            for (int m = 0; m < X; ++m)
+                for (int64_t j = 0; j < cn; j += 8)
+                    _mm256_store_ps(s[m][r] + j,
+                                    scales8(dw + j * 2, xd + m * w.nb + c0 + j, std::min<int64_t>(8, cn - j)));
+        }
+        const int8_t* xc = xq + c0 * 32;
+        const int8_t* wc = w.q + c0 * 32;
+        for (int64_t j = 0; j < cn; ++j) {
+            const __m256i x0 = load32(xc + j * 32);
+            const __m256i x1 = X == 2 ? load32(xc + w.K + j * 32) : x0;
+            for (int r = 0; r < kRows; ++r) {
+                const int8_t* p = wc + r * ldw + size_t(j) * 32;
+                // Every block, so that the body has no branch: a 64-byte line is asked for twice, the second time
+                // while it is already on its way.
+                if (prefetch) prefetch_next_group(reinterpret_cast<const uint8_t*>(p), ldw);
+                const __m256i wv = load32(p);
+                const __m256i aw = _mm256_sign_epi8(wv, wv);
+                acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(aw, wv, x0)), _mm256_broadcast_ss(&s[0][r][j]),
+                                          acc0[r]);
+                if (X == 2)
+                    acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(aw, wv, x1)),
+                                              _mm256_broadcast_ss(&s[X - 1][r][j]), acc1[r]);
+            }
+        }
+    }
+    _mm_storeu_ps(out, hsum4(acc0[0], acc0[1], acc0[2], acc0[3]));
+    if (X == 2) _mm_storeu_ps(out + ldo, hsum4(acc1[0], acc1[1], acc1[2], acc1[3]));
+}
+
+// One x row against one weight row (the N % 4 tail).
+float q8_row1(const int8_t* xq, const float* xd, const int8_t* wq, const uint8_t* dw, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    alignas(32) float s[8];
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        const int64_t count = std::min<int64_t>(8, nb - b0);
+        _mm256_store_ps(s, scales8(dw + b0 * 2, xd + b0, count));
+        for (int64_t j = 0; j < count; ++j) {
+            const int64_t k = (b0 + j) * 32;
+            const __m256i wv = load32(wq + k);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(_mm256_sign_epi8(wv, wv), wv, load32(xq + k))),
+                                  _mm256_broadcast_ss(&s[j]), acc);
+        }
+    }
+    return hsum(acc);
+}
+
+void gemv_q8(float* out, int64_t ldo, const int8_t* xq, const float* xd, int64_t M, int64_t K, Weight w, int64_t n0,
+             int64_t n1) {
+    const int64_t nb = K / 32;
+    const auto* q = static_cast<const int8_t*>(w.data);
+    const auto* d = static_cast<const uint8_t*>(w.scales);
+    int64_t n = n0;
+    for (; n + kRows <= n1; n += kRows) {
+        const Q8Rows rows{q + n * K, d + n * nb * 2, K, nb};
+        float* o = out + (n - n0);
+        bool prefetch = n + 2 * kRows <= n1;
+        int64_t m = 0;
+        for (; m + 2 <= M; m += 2, prefetch = false)
+            q8_rows4<2>(o + m * ldo, ldo, xq + m * K, xd + m * nb, rows, prefetch);
+        if (m < M) q8_rows4<1>(o + m * ldo, ldo, xq + m * K, xd + m * nb, rows, prefetch);
+    }
+    for (; n < n1; ++n)
+        for (int64_t m = 0; m < M; ++m)
+            out[m * ldo + (n - n0)] = q8_row1(xq + m * K, xd + m * nb, q + n * K, d + n * nb * 2, nb);
+}
+
 }  // namespace
 
-void gemv_avx2(float* out, int64_t ldo, const float* x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1) {
+void gemv_avx2(float* out, int64_t ldo, const GemvX& x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1) {
     switch (w.dtype) {
-        case QWEN3VL_DTYPE_BF16: return gemv<QWEN3VL_DTYPE_BF16>(out, ldo, x, M, K, w.data, n0, n1);
-        case QWEN3VL_DTYPE_F16: return gemv<QWEN3VL_DTYPE_F16>(out, ldo, x, M, K, w.data, n0, n1);
-        default: return gemv<QWEN3VL_DTYPE_F32>(out, ldo, x, M, K, w.data, n0, n1);
+        case QWEN3VL_DTYPE_Q8: return gemv_q8(out, ldo, x.q, x.d, M, K, w, n0, n1);
+        case QWEN3VL_DTYPE_BF16: return gemv<QWEN3VL_DTYPE_BF16>(out, ldo, x.f, M, K, w.data, n0, n1);
+        case QWEN3VL_DTYPE_F16: return gemv<QWEN3VL_DTYPE_F16>(out, ldo, x.f, M, K, w.data, n0, n1);
+        default: return gemv<QWEN3VL_DTYPE_F32>(out, ldo, x.f, M, K, w.data, n0, n1);
+    }
+}
+
+void gemv_quantize_x_avx2(int8_t* q, float* d, const float* x, int64_t K) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+    const __m256i lim = _mm256_set1_epi32(127), neg_lim = _mm256_set1_epi32(-127);
+    // vpackssdw / vpacksswb interleave 128-bit lanes: dwords 0, 4, 1, 5, 2, 6, 3, 7 restore the element order.
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < K / 32; ++b) {
+        const float* xb = x + b * 32;
+        __m256 v[4], amax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+        for (int i = 0; i < 4; ++i) {
+            v[i] = _mm256_loadu_ps(xb + 8 * i);
+            const __m256 a = _mm256_and_ps(v[i], abs_mask);
+            amax = _mm256_max_ps(amax, a);
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ));  // infinity or NaN (max_ps drops NaNs)
+        }
+        const float dx = _mm256_movemask_ps(bad) ? std::numeric_limits<float>::quiet_NaN() : avx2::hmax(amax) / 127.0f;
+        d[b] = dx;
+        if (!(dx > 0.0f)) {  // zero (all x zero, or so small that max / 127 underflows) or NaN: q = 0
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * 32), _mm256_setzero_si256());
+            continue;
+        }
+        const __m256 dv = _mm256_set1_ps(dx);
+        __m256i qi[4];
+        for (int i = 0; i < 4; ++i)  // vcvtps2dq rounds by MXCSR: to nearest even, as nearbyint
+            qi[i] = _mm256_max_epi32(neg_lim, _mm256_min_epi32(lim, _mm256_cvtps_epi32(_mm256_div_ps(v[i], dv))));
+        const __m256i packed =
+            _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * 32), _mm256_permutevar8x32_epi32(packed, order));
     }
 }
 

@@ -3,6 +3,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -23,21 +26,24 @@ ThreadPool& pool_of(int threads) {
 namespace {
 
 // Ceiling 1: read bandwidth. Each thread streams its share of a 1 GiB buffer (32x a 32 MiB L3) once per iteration.
+constexpr size_t kReadFloats = size_t(1) << 28;
+
+void read_pass(const float* p, int threads, std::vector<float>& sink) {
+    const size_t share = kReadFloats / size_t(threads);
+    pool_of(threads).parallel_for(size_t(threads), [&](size_t t, int) {
+        sink[t] = read_stream_avx2(p + t * share, share);
+    });
+    benchmark::DoNotOptimize(sink.data());
+}
+
 void BM_ReadBandwidth(benchmark::State& state) {
     if (cpu_kernels() != CpuKernels::Avx2) return state.SkipWithError("needs AVX2");
     const int threads = int(state.range(0));
-    const size_t floats = size_t(1) << 28;
-    const std::vector<float> buf(floats, 0.0f);  // written once: the pages are faulted in before timing
-    const float* p = buf.data();
-    const size_t share = floats / size_t(threads);
+    const std::vector<float> buf(kReadFloats, 0.0f);  // written once: the pages are faulted in before timing
     std::vector<float> sink(static_cast<size_t>(threads), 0.0f);
-    for (auto _ : state) {
-        pool_of(threads).parallel_for(size_t(threads), [&](size_t t, int) {
-            sink[t] = read_stream_avx2(p + t * share, share);
-        });
-        benchmark::DoNotOptimize(sink.data());
-    }
-    state.counters["GB/s"] = benchmark::Counter(double(floats) * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    for (auto _ : state) read_pass(buf.data(), threads, sink);
+    state.counters["GB/s"] =
+        benchmark::Counter(double(kReadFloats) * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Ceiling 2: FMA throughput, every thread running independent FMA chains.
@@ -57,6 +63,24 @@ void BM_FmaPeak(benchmark::State& state) {
 }
 
 }  // namespace
+
+double read_ceiling_gbs(int threads) {
+    static std::map<int, double> measured;
+    auto it = measured.find(threads);
+    if (it != measured.end()) return it->second;
+    if (cpu_kernels() != CpuKernels::Avx2) return measured[threads] = 0.0;
+    const std::vector<float> buf(kReadFloats, 0.0f);
+    std::vector<float> sink(static_cast<size_t>(threads), 0.0f);
+    read_pass(buf.data(), threads, sink);
+    double best = 0.0;
+    for (int pass = 0; pass < 3; ++pass) {
+        const auto t0 = std::chrono::steady_clock::now();
+        read_pass(buf.data(), threads, sink);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        best = std::max(best, double(kReadFloats) * 4 * 1e-9 / s);
+    }
+    return measured[threads] = best;
+}
 
 void register_cpu_ceilings(const std::vector<int>& thread_counts) {
     for (int t : thread_counts) {

@@ -23,4 +23,8 @@ float fma_peak_avx2(int64_t iterations);
 // Registers ceiling/read_bandwidth and ceiling/fma_peak for each thread count.
 void register_cpu_ceilings(const std::vector<int>& thread_counts);
 
+// The read bandwidth of ceiling/read_bandwidth on this many threads, in GB/s: measured on the first call (best of 3
+// passes over the 1 GiB buffer, after one to fault it in) and remembered, for rows that print their share of it.
+double read_ceiling_gbs(int threads);
+
 }  // namespace qwen3vl_bench

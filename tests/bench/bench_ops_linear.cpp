@@ -2,15 +2,18 @@
 // (M = 1024) sizes, through cpu::linear / cpu::linear_swiglu on a pool of all logical processors, and the two
 // ceilings they are judged against: streaming read bandwidth and FMA peak, per thread count.
 //
-// Counters: GFLOP/s = 2 M N K (x2 for swiglu) per call; GB/s = weight + x + out bytes per call. Decode weights are
-// rotated over copies totalling >= 256 MiB, so every call reads its weights from DRAM as in a real forward pass,
-// not from the last-level cache.
+// Counters: GFLOP/s = 2 M N K (x2 for swiglu) per call; GB/s = weight + x + out bytes per call; wGB/s = the weight
+// bytes alone (bf16: 2 N K; q8: N K + N K / 32 * 2, the int8 plane and the f16 scales) and %read = wGB/s against
+// the read ceiling measured at the same thread count (read_ceiling_gbs). Decode weights are rotated over copies
+// totalling >= 256 MiB, so every call reads its weights from DRAM as in a real forward pass, not from the last-level
+// cache. The .../q8 rows run the same shapes on Q8 weights (random int8 and scales).
 //
 //   cmake --preset bench && cmake --build --preset bench -j2 --target qwen3vl_bench_linear
 //   build/bench/tests/bench/qwen3vl_bench_linear   (QWEN3VL_BENCH_THREADS=n: pool size, default all)
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -67,6 +70,40 @@ void fill_random(void* dst, qwen3vl_dtype dtype, size_t count, uint64_t seed) {
     }
 }
 
+// A random Q8 weight [N, K]: int8 in [-127, 127], then the f16 scales (about 0.5 / 127, as a layer in [-0.5, 0.5]).
+void fill_random_q8(uint8_t* dst, int64_t N, int64_t K, uint64_t seed) {
+    uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+    auto next = [&s] {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        return s;
+    };
+    const size_t values = size_t(N * K);
+    for (size_t i = 0; i < values; ++i) dst[i] = uint8_t(int8_t(int(next() % 255) - 127));
+    auto* scales = reinterpret_cast<uint16_t*>(dst + values);
+    for (size_t b = 0; b < values / 32; ++b)
+        scales[b] = f32_to_f16((0.25f + float(next() >> 40) * (0.25f / 16777216.0f)) / 127.0f);
+}
+
+// Bytes of a weight [N, K] of this dtype, scales included.
+size_t weight_bytes(qwen3vl_dtype dtype, int64_t N, int64_t K) {
+    return dtype == QWEN3VL_DTYPE_Q8 ? size_t(N * K) + size_t(N * K / 32) * 2 : size_t(N * K) * dtype_size(dtype);
+}
+
+Weight weight_view(const uint8_t* p, qwen3vl_dtype dtype, int64_t N, int64_t K) {
+    Weight w{p, dtype};
+    if (dtype == QWEN3VL_DTYPE_Q8) {
+        w.rows = N;
+        w.cols = K;
+        w.scales = p + size_t(N * K);
+        w.scale_dtype = QWEN3VL_DTYPE_F16;
+        w.block_rows = 1;
+        w.block_cols = 32;
+    }
+    return w;
+}
+
 struct Spec {
     std::string name;
     int64_t M, N, K;
@@ -79,23 +116,28 @@ void BM_Linear(benchmark::State& state, Spec spec) {
     ThreadPool& pool = pool_of(threads);
     const int64_t M = spec.M, N = spec.N, K = spec.K;
     const int mats = spec.swiglu ? 2 : 1;
-    const size_t wbytes = size_t(N * K) * dtype_size(spec.dtype);
+    const size_t wbytes = weight_bytes(spec.dtype, N, K);
     const size_t per_call = wbytes * size_t(mats);
     const size_t copies = M <= cpu::kGemvMaxRows ? std::max<size_t>(1, ((size_t(256) << 20) + per_call - 1) / per_call) : 1;
     std::vector<std::unique_ptr<Aligned>> weights;
     for (size_t c = 0; c < copies * size_t(mats); ++c) {
         weights.push_back(std::make_unique<Aligned>(wbytes));
-        fill_random(weights.back()->p, spec.dtype, size_t(N * K), c + 1);
+        if (spec.dtype == QWEN3VL_DTYPE_Q8)
+            fill_random_q8(weights.back()->p, N, K, c + 1);
+        else
+            fill_random(weights.back()->p, spec.dtype, size_t(N * K), c + 1);
     }
     Aligned x(size_t(M * K) * 4), out(size_t(M * N) * 4);
     fill_random(x.p, QWEN3VL_DTYPE_F32, size_t(M * K), 99);
+    const double ceiling = qwen3vl_bench::read_ceiling_gbs(threads);
     size_t c = 0;
+    const auto start = std::chrono::steady_clock::now();
     for (auto _ : state) {
-        const Weight w{weights[c * size_t(mats)]->p, spec.dtype};
+        const Weight w = weight_view(weights[c * size_t(mats)]->p, spec.dtype, N, K);
         float* o = reinterpret_cast<float*>(out.p);
         const float* xf = reinterpret_cast<const float*>(x.p);
         if (spec.swiglu)
-            cpu::linear_swiglu(pool, o, xf, M, K, N, w, {weights[c * 2 + 1]->p, spec.dtype});
+            cpu::linear_swiglu(pool, o, xf, M, K, N, w, weight_view(weights[c * 2 + 1]->p, spec.dtype, N, K));
         else
             cpu::linear(pool, o, xf, M, K, N, w, Weight{});
         benchmark::ClobberMemory();
@@ -105,6 +147,11 @@ void BM_Linear(benchmark::State& state, Spec spec) {
     const double bytes = double(per_call) + 4.0 * double(M * K + M * N);
     state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
     state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["wGB/s"] = benchmark::Counter(double(per_call) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    // A plain number (a rate counter would print "/s"), from the loop's own wall time.
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (ceiling > 0 && seconds > 0)
+        state.counters["%read"] = 100.0 * double(per_call) * double(state.iterations()) * 1e-9 / seconds / ceiling;
     state.counters["threads"] = threads;
     state.SetLabel(std::string(cpu_kernels_name(cpu_kernels())) + ", " + dtype_name(spec.dtype));
 }
@@ -134,12 +181,22 @@ void register_all() {
                          {"v_proj", 1024, 2048, false},     {"o_proj", 2048, 2048, false},
                          {"gate_up_swiglu", 6144, 2048, true}, {"down_proj", 2048, 6144, false},
                          {"lm_head", 151936, 2048, false}};
+    const qwen3vl_dtype q8 = QWEN3VL_DTYPE_Q8;
     std::vector<Spec> specs;
-    for (const Proj& p : text) specs.push_back({std::string("decode/") + p.name, 1, p.N, p.K, p.swiglu, bf16});
-    for (int64_t M : {2, 4, 8}) specs.push_back({"decode/q_proj/M" + std::to_string(M), M, 2048, 2048, false, bf16});
+    for (const Proj& p : text) {
+        specs.push_back({std::string("decode/") + p.name, 1, p.N, p.K, p.swiglu, bf16});
+        specs.push_back({std::string("decode/") + p.name + "/q8", 1, p.N, p.K, p.swiglu, q8});
+    }
+    for (int64_t M : {2, 4, 8}) {
+        specs.push_back({"decode/q_proj/M" + std::to_string(M), M, 2048, 2048, false, bf16});
+        specs.push_back({"decode/q_proj/q8/M" + std::to_string(M), M, 2048, 2048, false, q8});
+    }
     specs.push_back({"decode/q_proj/f16", 1, 2048, 2048, false, QWEN3VL_DTYPE_F16});
     specs.push_back({"decode/q_proj/f32", 1, 2048, 2048, false, QWEN3VL_DTYPE_F32});
-    for (const Proj& p : text) specs.push_back({std::string("prefill/") + p.name, 512, p.N, p.K, p.swiglu, bf16});
+    for (const Proj& p : text) {
+        specs.push_back({std::string("prefill/") + p.name, 512, p.N, p.K, p.swiglu, bf16});
+        specs.push_back({std::string("prefill/") + p.name + "/q8", 512, p.N, p.K, p.swiglu, q8});
+    }
     specs.push_back({"vision/qkv", 1024, 3072, 1024, false, bf16});
     specs.push_back({"vision/fc1", 1024, 4096, 1024, false, bf16});
     for (const Spec& s : specs) {

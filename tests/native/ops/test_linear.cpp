@@ -1,7 +1,8 @@
 // The linear ops (native/core/ops.h, QWEN3VL_LINEAR_OPS, and the C API's linear_swiglu): linear and linear_swiglu on
 // both CPU code paths (scalar, AVX2 GEMV and GEMM) against a double-precision reference on fresh random inputs in
-// [-1, 1], every weight dtype, unaligned weights, odd shapes, outputs poisoned with NaN; then the C API's argument
-// checks and a 3-D x through the exported functions; then the fused ops (norm_linear, norm_linear_swiglu,
+// [-1, 1], every weight dtype, unaligned weights, odd shapes, outputs poisoned with NaN; Q8 weights on every CPU path
+// (with the int8 GEMV's own bound and an exact emulation of it: "Q8 weights on the CPU paths"); then the C API's
+// argument checks and a 3-D x through the exported functions; then the fused ops (norm_linear, norm_linear_swiglu,
 // linear_residual and the vision blocks' linear_gelu, layer_norm_linear, mlp_gelu) through the C API against double
 // references of the whole chain (norm, projection, activation, residual: the projection and the residual here, the
 // norms and activations in reference_util.h); then every op on CUDA against the CPU. (On the CPU the fused ops are
@@ -20,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <vector>
@@ -27,6 +29,7 @@
 #include "dtype.h"
 #include "gemm.h"
 #include "op_test_util.h"
+#include "quant.h"
 #include "reference_util.h"
 #include "thread_pool.h"
 
@@ -232,6 +235,310 @@ TEST(LinearOps, EmptySumsGiveTheBiasOrZero) {
     }
 }
 
+// ---- Q8 weights on the CPU paths ---------------------------------------------------------------------------------
+// Q8 (core/quant.h) weights are made by quantize_q8 from random floats; the references are over the DEQUANTIZED
+// weights (dequantize_q8, exactly the values the blocks stand for), so the format's own error is not in them and the
+// bounds are those of the arithmetic:
+//  - scalar path, and the GEMM (M > 8): the weights are dequantized exactly to f32 (load_elem; pack_b_q8), so the f32
+//    bound of the header, gamma(K + 2) (sum_k |x_k w_k| + |bias|), holds unchanged, and NMSE <= 1e-9;
+//  - AVX2 GEMV (M <= 8): x is quantized too, per row and block b of 32 (gemv_quantize_x_avx2): dx_b = fl(max|x_b| /
+//    127) <= (max|x_b| / 127)(1 + u), qx = nearbyint(t), t = fl(x / dx_b) = (x / dx_b)(1 + e), |e| <= u, so
+//    |x - dx_b qx| <= dx_b |qx - t| + |x e| <= dx_b / 2 + u |x| (|t| <= 127 (1 + u)^2 < 127.5: the clamp never bites).
+//    The kernel sums c_b S_bl over blocks b and int32 lanes l, the S_bl exact integers (a lane of 4 products < 2^24
+//    converts to f32 exactly) and c_b = fl(f16(dw_b) dx_b): per term 1 rounding for c_b, at most nb = K / 32 in its
+//    lane's FMA chain, at most 4 in the tree over the lanes (8 or 16), 1 for the bias, so the f32 error is at most
+//    gamma(nb + 6) (sum_b |dw_b dx_b| T_b + |bias|), T_b = sum_{k in b} |qw_k qx_k| >= sum_l |S_bl| however the lanes
+//    split a block. With w_k = dw_b qw_k, |dw_b dx_b| T_b <= (1 + u) sum_{k in b} |x_k w_k| + Q_b, and in all
+//        |got - ref| <= Q + u A + gamma(nb + 6) ((1 + u) A + Q + |bias|),
+//        A = sum_k |x_k w_k|,  Q = sum_b Q_b = sum_b (dx_b / 2) sum_{k in b} |w_k|  (the activation quantization).
+//    Q is the worst case (every rounding of x at dx / 2, all of one sign); the typical error is a random walk well
+//    below it, and no NMSE bound follows from it: Q8GemvMatchesAnExactEmulationOfItsArithmetic checks the kernel
+//    against the same quantization done here, where only the f32 rounding (gamma(nb + 6) ...) and NMSE <= 1e-9 remain.
+// Weights and x get a magnitude 2^U(-3, 3) per block of 32, so that block scales differ and a scale (of w or of x)
+// taken from the wrong block fails; some x blocks are all zero (dx = 0).
+
+// A Q8 weight [N, K]: the int8 plane `misalign` bytes into its buffer, the f16 scale plane right after it (so both are
+// unaligned for an odd misalign, as in a memory-mapped file), the planes themselves and the dequantized values.
+struct StoredQ8 {
+    std::vector<uint8_t> bytes;
+    size_t offset = 0;
+    int64_t N = 0, K = 0;
+    std::vector<int8_t> q;
+    std::vector<uint16_t> d;
+    std::vector<float> values;
+    Weight view() const {
+        Weight w;
+        w.data = bytes.data() + offset;
+        w.dtype = QWEN3VL_DTYPE_Q8;
+        w.rows = N;
+        w.cols = K;
+        w.scales = bytes.data() + offset + size_t(N * K);
+        w.scale_dtype = QWEN3VL_DTYPE_F16;
+        w.block_rows = 1;
+        w.block_cols = 32;
+        return w;
+    }
+};
+
+// Values in [-1, 1] times 2^U(-3, 3) per block of 32 along each row.
+std::vector<float> block_scaled(Rng& rng, int64_t rows, int64_t K) {
+    std::vector<float> v = rng.vec(size_t(rows * K));
+    for (int64_t i = 0; i < rows * K; i += 32) {
+        const float s = std::exp2(rng.uniform(-3.0f, 3.0f));
+        for (int64_t k = i; k < std::min(i + 32, rows * K); ++k) v[size_t(k)] *= s;
+    }
+    return v;
+}
+
+StoredQ8 make_q8(Rng& rng, int64_t N, int64_t K, size_t misalign) {
+    StoredQ8 s;
+    s.N = N;
+    s.K = K;
+    s.offset = misalign;
+    const std::vector<float> f = block_scaled(rng, N, K);
+    s.q.resize(size_t(N * K));
+    s.d.resize(size_t(N * K / 32));
+    s.values.resize(size_t(N * K));
+    quantize_q8(f.data(), N * K, s.q.data(), s.d.data());
+    dequantize_q8(s.q.data(), s.d.data(), N * K, s.values.data());
+    s.bytes.assign(misalign + size_t(N * K) + s.d.size() * 2, 0);
+    std::memcpy(s.bytes.data() + misalign, s.q.data(), s.q.size());
+    std::memcpy(s.bytes.data() + misalign + s.q.size(), s.d.data(), s.d.size() * 2);
+    return s;
+}
+
+// Sets int8 weights (planes and dequantized values): -128, outside what the quantizer writes but possible in a raw
+// plane (tensor_write with src Q8), where the int8 products still must not saturate.
+void set_q(StoredQ8& s, std::initializer_list<size_t> at, int8_t q) {
+    for (size_t i : at) {
+        s.q[i] = q;
+        std::memcpy(s.bytes.data() + s.offset + i, &q, 1);
+        s.values[i] = f16_to_f32(s.d[i / 32]) * float(q);
+    }
+}
+
+// x [M, K] block-scaled, with block m % (K / 32) of every third row all zero.
+std::vector<float> q8_test_x(Rng& rng, int64_t M, int64_t K) {
+    std::vector<float> x = block_scaled(rng, M, K);
+    for (int64_t m = 1; m < M; m += 3) std::fill_n(x.begin() + m * K + (m % (K / 32)) * 32, 32, 0.0f);
+    return x;
+}
+
+// The AVX2 path of this call runs the int8 GEMV.
+bool runs_q8_gemv(CpuKernels kernels, int64_t M) { return kernels == CpuKernels::Avx2 && M <= cpu::kGemvMaxRows; }
+
+// sum_k x w (+ bias) over the dequantized weights, with the bound of the path that runs (see above).
+Ref q8_linear_ref(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>* bias, int64_t M,
+                  int64_t K, int64_t N, bool q8_gemv) {
+    Ref r;
+    std::vector<double> mag;  // A + |bias|
+    reference(x, w, bias, M, K, N, r.v, mag);
+    r.err.resize(r.v.size());
+    if (!q8_gemv) {
+        for (size_t i = 0; i < r.v.size(); ++i) r.err[i] = gamma_n(double(K + 2)) * mag[i];
+        return r;
+    }
+    const int64_t nb = K / 32;
+    std::vector<double> dx(size_t(M * nb)), wabs(size_t(N * nb), 0.0);  // dx_b upper bounds, sum_{k in b} |w_k|
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t b = 0; b < nb; ++b) {
+            double amax = 0.0;
+            for (int64_t k = b * 32; k < b * 32 + 32; ++k)
+                amax = std::max(amax, std::fabs(double(x[size_t(m * K + k)])));
+            dx[size_t(m * nb + b)] = amax / 127.0 * (1.0 + kU);
+        }
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) wabs[size_t(n * nb + k / 32)] += std::fabs(double(w[size_t(n * K + k)]));
+    const double g = gamma_n(double(nb + 6));
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            double q = 0.0;
+            for (int64_t b = 0; b < nb; ++b) q += dx[size_t(m * nb + b)] / 2 * wabs[size_t(n * nb + b)];
+            const double a = mag[size_t(m * N + n)];  // A + |bias| bounds both A and (1 + u) A + |bias| / (1 + u)
+            r.err[size_t(m * N + n)] = q + kU * a + g * ((1.0 + kU) * a + q);
+        }
+    return r;
+}
+
+// Elementwise within the bound (NaN fails), and NMSE <= 1e-9 where only f32 rounding is in the bound.
+::testing::AssertionResult q8_matches(const std::vector<float>& got, const Ref& want, bool q8_gemv) {
+    if (!q8_gemv) return matches(got, want);
+    for (size_t i = 0; i < got.size(); ++i)
+        if (!(std::fabs(got[i] - want.v[i]) <= want.err[i]))
+            return ::testing::AssertionFailure() << "element " << i << ": got " << got[i] << ", want " << want.v[i]
+                                                 << " (bound " << want.err[i] << ")";
+    return ::testing::AssertionSuccess();
+}
+
+// GEMV (M <= 8, N % 4 tails, K of 1 to 128 blocks, a group of 8 blocks with a tail), GEMM (M > 8: edge tiles, K
+// slices of 256 with a 32-wide tail) and odd N everywhere.
+std::vector<Shape> q8_shapes() {
+    std::vector<Shape> s;
+    for (int64_t M : {1, 2, 3, 4, 5, 7, 8, 9, 17, 130})
+        for (int64_t N : {1, 7, 33, 257})
+            for (int64_t K : {32, 96, 288}) s.push_back({M, K, N});
+    for (Shape sh : {Shape{1, 4096, 33}, Shape{8, 4096, 7}, Shape{3, 2080, 257}, Shape{2, 2048, 33},
+                     Shape{6, 1024, 257}, Shape{1, 2048, 258}, Shape{9, 4096, 5}, Shape{17, 4096, 33},
+                     Shape{64, 2048, 257}, Shape{130, 2080, 33}})
+        s.push_back(sh);
+    return s;
+}
+
+TEST(LinearOps, Q8MatchesDoubleReferenceOnAllPaths) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool pool(3);
+    size_t case_index = 0;
+    for (const Shape& sh : q8_shapes()) {
+        const int64_t M = sh.M, K = sh.K, N = sh.N;
+        const bool with_bias = case_index % 2 == 0;
+        const size_t misalign = case_index % 3;  // 0, 1 or 2 bytes off: the int8 plane and (odd) the scales
+        ++case_index;
+        const std::vector<float> x = q8_test_x(rng, M, K);
+        StoredQ8 w = make_q8(rng, N, K, misalign);
+        if (case_index % 4 == 1) set_q(w, {1, size_t(N * K) - 2}, -128);
+        const Stored bias = make_stored(rng, kWeightDtypes[case_index % 3], size_t(N), 1);
+        for (CpuKernels kernels : kernel_sets()) {
+            const bool gemv = runs_q8_gemv(kernels, M);
+            SCOPED_TRACE(shape_text(M, K, N) + (with_bias ? " +bias" : "") + " misalign " + std::to_string(misalign) +
+                         " kernels " + cpu_kernels_name(kernels));
+            std::vector<float> out(size_t(M * N), kNaN);
+            cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(), with_bias ? bias.view() : Weight{}, kernels);
+            ASSERT_TRUE(q8_matches(out, q8_linear_ref(x, w.values, with_bias ? &bias.values : nullptr, M, K, N, gemv),
+                                   gemv));
+        }
+    }
+}
+
+// gate and up both Q8 (one quantized x serves both in the GEMV), or one of them Q8 beside a dense dtype.
+TEST(LinearOps, Q8SwigluMatchesDoubleReferenceOnAllPaths) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool pool(2);
+    size_t case_index = 0;
+    for (const Shape& sh : q8_shapes()) {
+        const int64_t M = sh.M, K = sh.K, N = sh.N;
+        const int mix = int(case_index % 3);  // 0: both Q8; 1: Q8 gate, bf16 up; 2: f16 gate, Q8 up
+        const size_t misalign = (case_index / 3) % 2;
+        ++case_index;
+        const std::vector<float> x = q8_test_x(rng, M, K);
+        const StoredQ8 gq = make_q8(rng, N, K, misalign), uq = make_q8(rng, N, K, 1 - misalign);
+        const Stored gd = make_stored(rng, QWEN3VL_DTYPE_F16, size_t(N * K), 1);
+        const Stored ud = make_stored(rng, QWEN3VL_DTYPE_BF16, size_t(N * K), 0);
+        const bool g_q8 = mix != 2, u_q8 = mix != 1;
+        const Weight g = g_q8 ? gq.view() : gd.view(), u = u_q8 ? uq.view() : ud.view();
+        const std::vector<float>& gv = g_q8 ? gq.values : gd.values;
+        const std::vector<float>& uv = u_q8 ? uq.values : ud.values;
+        for (CpuKernels kernels : kernel_sets()) {
+            const bool gemv = runs_q8_gemv(kernels, M);
+            SCOPED_TRACE(shape_text(M, K, N) + " gate " + (g_q8 ? "q8" : "f16") + " up " + (u_q8 ? "q8" : "bf16") +
+                         " kernels " + cpu_kernels_name(kernels));
+            // A dense operand of the GEMV is the f32 sum of linear_ref.
+            const Ref gr = g_q8 ? q8_linear_ref(x, gv, nullptr, M, K, N, gemv)
+                                : linear_ref(exact(x), gv, nullptr, M, K, N);
+            const Ref ur = u_q8 ? q8_linear_ref(x, uv, nullptr, M, K, N, gemv)
+                                : linear_ref(exact(x), uv, nullptr, M, K, N);
+            std::vector<float> out(size_t(M * N), kNaN);
+            cpu::linear_swiglu(pool, out.data(), x.data(), M, K, N, g, u, kernels);
+            ASSERT_TRUE(q8_matches(out, swiglu_ref(gr, ur), gemv));
+        }
+    }
+}
+
+// The AVX2 GEMV against an emulation of its arithmetic: x quantized here as gemm.h specifies (f32 divisions,
+// nearbyint), the block dots exact in int64, the scales in double, so that only the f32 rounding of the scale products
+// and the sums remains: gamma(nb + 6) (sum_b |dw_b dx_b| T_b + |bias|) as derived above, and NMSE <= 1e-9. A wrong
+// integer dot, a scale of the wrong block or row, or a rounding that differs from the specified quantization fails.
+TEST(LinearOps, Q8GemvMatchesAnExactEmulationOfItsArithmetic) {
+    if (kernel_sets().size() < 2) GTEST_SKIP() << "no AVX2 on this CPU";
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool three(3), one(1);
+    size_t case_index = 0;
+    struct KN {
+        int64_t K, N;
+    };
+    for (int64_t M = 1; M <= cpu::kGemvMaxRows; ++M)
+        for (KN kn : {KN{32, 5}, KN{96, 6}, KN{288, 7}, KN{2080, 13}, KN{4096, 9}, KN{2048, 64}}) {
+            const int64_t K = kn.K, N = kn.N, nb = K / 32;
+            const bool with_bias = case_index % 2 == 1;
+            const size_t misalign = case_index % 4;
+            ThreadPool& pool = case_index % 3 == 0 ? one : three;
+            ++case_index;
+            SCOPED_TRACE(shape_text(M, K, N) + (with_bias ? " +bias" : "") + " misalign " + std::to_string(misalign));
+            std::vector<float> x = q8_test_x(rng, M, K);
+            if (case_index % 5 == 0) x[size_t(M * K - 1)] = 0.0f;  // ties and exact zeros inside a block too
+            StoredQ8 w = make_q8(rng, N, K, misalign);
+            if (case_index % 2 == 0) set_q(w, {0, size_t(N * K) / 2 + 3, size_t(N * K) - 1}, -128);
+            const std::vector<float> bias = rng.vec(size_t(N));
+            std::vector<int8_t> qx(size_t(M * K));
+            std::vector<float> dx(size_t(M * nb));
+            for (int64_t m = 0; m < M; ++m)
+                for (int64_t b = 0; b < nb; ++b) {
+                    const float* xb = x.data() + m * K + b * 32;
+                    float amax = 0.0f;
+                    for (int64_t i = 0; i < 32; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
+                    const float d = amax / 127.0f;
+                    dx[size_t(m * nb + b)] = d;
+                    for (int64_t i = 0; i < 32; ++i)
+                        qx[size_t(m * K + b * 32 + i)] =
+                            d == 0.0f ? 0 : int8_t(std::fmax(-127.0f, std::fmin(127.0f, std::nearbyint(xb[i] / d))));
+                }
+            Ref want{std::vector<double>(size_t(M * N)), std::vector<double>(size_t(M * N))};
+            for (int64_t m = 0; m < M; ++m)
+                for (int64_t n = 0; n < N; ++n) {
+                    double s = with_bias ? bias[size_t(n)] : 0.0, a = with_bias ? std::fabs(bias[size_t(n)]) : 0.0;
+                    for (int64_t b = 0; b < nb; ++b) {
+                        int64_t dot = 0, abs_dot = 0;
+                        for (int64_t k = b * 32; k < b * 32 + 32; ++k) {
+                            const int64_t p = int64_t(w.q[size_t(n * K + k)]) * qx[size_t(m * K + k)];
+                            dot += p;
+                            abs_dot += p < 0 ? -p : p;
+                        }
+                        const double c = double(f16_to_f32(w.d[size_t(n * nb + b)])) * double(dx[size_t(m * nb + b)]);
+                        s += c * double(dot);
+                        a += std::fabs(c) * double(abs_dot);
+                    }
+                    want.v[size_t(m * N + n)] = s;
+                    want.err[size_t(m * N + n)] = gamma_n(double(nb + 6)) * a;
+                }
+            std::vector<float> out(size_t(M * N), kNaN);
+            cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(), with_bias ? Weight{bias.data(), kF32} : Weight{},
+                        CpuKernels::Avx2);
+            ASSERT_TRUE(matches(out, want));
+        }
+}
+
+// A NaN or an infinity in a row of x makes that row's outputs non-finite on every path (the int8 GEMV gives its block
+// a NaN scale rather than quantizing it), and leaves the other rows as they were.
+TEST(LinearOps, Q8NonFiniteXPoisonsOnlyItsRow) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool pool(2);
+    const int64_t K = 96, N = 9;
+    const StoredQ8 w = make_q8(rng, N, K, 1);
+    for (int64_t M : {3, 12})
+        for (float bad : {kNaN, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()})
+            for (CpuKernels kernels : kernel_sets()) {
+                SCOPED_TRACE("M=" + std::to_string(M) + " x holds " + std::to_string(bad) + " kernels " +
+                             cpu_kernels_name(kernels));
+                std::vector<float> x = q8_test_x(rng, M, K);
+                const std::vector<float> clean = x;
+                x[size_t(1 * K + 70)] = bad;
+                std::vector<float> out(size_t(M * N), kNaN), ref(size_t(M * N), kNaN);
+                cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(), Weight{}, kernels);
+                cpu::linear(pool, ref.data(), clean.data(), M, K, N, w.view(), Weight{}, kernels);
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t n = 0; n < N; ++n) {
+                        const size_t i = size_t(m * N + n);
+                        if (m == 1)
+                            EXPECT_FALSE(std::isfinite(out[i])) << "row 1, column " << n << ": " << out[i];
+                        else
+                            EXPECT_EQ(out[i], ref[i]) << "row " << m << ", column " << n;
+                    }
+            }
+}
+
 // ---- C API: the exported functions (the shared library links its own copy of the engine) --------------------
 
 TEST(LinearOpsCApi, ThreeDimensionalXWithBf16WeightAndBias) {
@@ -258,6 +565,41 @@ TEST(LinearOpsCApi, ThreeDimensionalXWithBf16WeightAndBias) {
     TensorPtr up = tensor(b.get(), QWEN3VL_DTYPE_BF16, {N, K}, wv);
     ASSERT_EQ(qwen3vl_op_linear_swiglu(out.get(), x.get(), w.get(), up.get()), QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
+}
+
+// A Q8 weight through the C API: written as f32 (the backend quantizes it), read back dequantized, and used by linear
+// (with a bf16 bias) and by linear_swiglu (Q8 gate, bf16 up) at decode and prefill sizes, against the double
+// reference over the values read back with the bound of the path the library runs (Q8 section above).
+TEST(LinearOpsCApi, Q8WeightEndToEnd) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    BackendPtr b = cpu_backend();
+    const int64_t K = 320, N = 37;
+    const std::vector<float> wf = block_scaled(rng, N, K), bv = make_stored(rng, kBF16, size_t(N)).values;
+    TensorPtr w = tensor(b.get(), QWEN3VL_DTYPE_Q8, {N, K}, wf);
+    std::vector<float> wv(size_t(N * K));
+    ASSERT_EQ(qwen3vl_tensor_read(w.get(), QWEN3VL_DTYPE_F32, wv.data(), wv.size() * 4), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    TensorPtr bias = tensor(b.get(), kBF16, {N}, bv);
+    const Stored uv = make_stored(rng, kBF16, size_t(N * K));
+    TensorPtr up = tensor(b.get(), kBF16, {N, K}, uv.values);
+    for (int64_t M : {1, 5, 20}) {
+        SCOPED_TRACE("M=" + std::to_string(M));
+        const bool gemv = runs_q8_gemv(cpu_kernels(), M);
+        const std::vector<float> xv = q8_test_x(rng, M, K);
+        TensorPtr x = tensor(b.get(), kF32, {M, K}, xv);
+        TensorPtr out = nan_tensor(b.get(), {M, N});
+        ASSERT_EQ(qwen3vl_op_linear(out.get(), x.get(), w.get(), bias.get()), QWEN3VL_STATUS_OK)
+            << qwen3vl_last_error();
+        ASSERT_TRUE(q8_matches(read(out.get()), q8_linear_ref(xv, wv, &bv, M, K, N, gemv), gemv));
+        TensorPtr h = nan_tensor(b.get(), {M, N});
+        ASSERT_EQ(qwen3vl_op_linear_swiglu(h.get(), x.get(), w.get(), up.get()), QWEN3VL_STATUS_OK)
+            << qwen3vl_last_error();
+        ASSERT_TRUE(q8_matches(read(h.get()),
+                               swiglu_ref(q8_linear_ref(xv, wv, nullptr, M, K, N, gemv),
+                                          linear_ref(exact(xv), uv.values, nullptr, M, K, N)),
+                               gemv));
+    }
 }
 
 TEST(LinearOpsCApi, BadArgumentsNameTheTensor) {
