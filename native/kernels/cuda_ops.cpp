@@ -20,12 +20,18 @@
 namespace qwen3vl {
 namespace {
 
-// The weight formats this backend has kernels for: the dense ones. A Q8 weight is refused by name (UNSUPPORTED).
-void require_dense(const Weight& w, const char* what) {
+// The weight formats this backend has kernels for: the dense ones everywhere, and Q8 (int8 blocks of 32 along a row,
+// f16 scales: core/quant.h) for projections (linear.cuh: every linear op) and embedding tables. Anything else is
+// refused by name (UNSUPPORTED); the C API lets block formats into those arguments only (OpArgs::matrix).
+void require_kernel(const Weight& w, const char* what, bool q8) {
     if (!w.present() || w.dense()) return;
+    if (q8 && w.dtype == QWEN3VL_DTYPE_Q8 && w.scales && w.scale_dtype == QWEN3VL_DTYPE_F16 && w.block_rows == 1 &&
+        w.block_cols == 32 && !w.zeros)
+        return;
     fail(QWEN3VL_STATUS_UNSUPPORTED, std::string("the CUDA backend has no kernel for ") + dtype_name(w.dtype) + " " +
-                                         what + " yet (use the CPU backend, or bf16 weights)");
+                                         what + " (use the CPU backend, or bf16 weights)");
 }
+void require_projection(const Weight& w) { require_kernel(w, "weights", true); }
 
 }  // namespace
 
@@ -61,46 +67,46 @@ void CudaBackend::layer_norm(float* out, const float* x, const Weight& w, const 
 
 void CudaBackend::linear(float* out, const float* x, int64_t M, int64_t K, int64_t N, const Weight& w,
                          const Weight& bias) {
-    require_dense(w, "weights");
+    require_projection(w);
     cuda::linear(*this, out, x, M, K, N, w, bias);
 }
 
 void CudaBackend::norm_linear(const Projection* proj, int count, const float* x, int64_t M, int64_t K,
                               const Weight& norm, float eps) {
-    for (int i = 0; i < count; ++i) require_dense(proj[i].w, "weights");
+    for (int i = 0; i < count; ++i) require_projection(proj[i].w);
     cuda::norm_linear(*this, proj, count, x, M, K, norm, eps);
 }
 
 void CudaBackend::norm_linear_swiglu(float* out, const float* x, int64_t M, int64_t K, int64_t N, const Weight& norm,
                                      float eps, const Weight& gate, const Weight& up) {
-    require_dense(gate, "weights");
-    require_dense(up, "weights");
+    require_projection(gate);
+    require_projection(up);
     cuda::norm_linear_swiglu(*this, out, x, M, K, N, norm, eps, gate, up);
 }
 
 void CudaBackend::linear_residual(float* out, const float* x, int64_t M, int64_t K, int64_t N, const Weight& w,
                                   const Weight& bias, const float* residual) {
-    require_dense(w, "weights");
+    require_projection(w);
     cuda::linear_residual(*this, out, x, M, K, N, w, bias, residual);
 }
 
 void CudaBackend::linear_gelu(float* out, const float* x, int64_t M, int64_t K, int64_t N, const Weight& w,
                               const Weight& bias, bool tanh_approximation) {
-    require_dense(w, "weights");
+    require_projection(w);
     cuda::linear_gelu(*this, out, x, M, K, N, w, bias, tanh_approximation);
 }
 
 void CudaBackend::layer_norm_linear(float* out, const float* x, int64_t M, int64_t K, int64_t N,
                                     const Weight& norm_weight, const Weight& norm_bias, float eps, const Weight& w,
                                     const Weight& bias) {
-    require_dense(w, "weights");
+    require_projection(w);
     cuda::layer_norm_linear(*this, out, x, M, K, N, norm_weight, norm_bias, eps, w, bias);
 }
 
 void CudaBackend::mlp_gelu(float* out, const float* x, int64_t M, int64_t K, const MlpGelu& mlp,
                            const float* residual) {
-    require_dense(mlp.fc1, "weights");
-    require_dense(mlp.fc2, "weights");
+    require_projection(mlp.fc1);
+    require_projection(mlp.fc2);
     cuda::mlp_gelu(*this, out, x, M, K, mlp, residual);
 }
 
@@ -138,8 +144,8 @@ void CudaBackend::qk_norm_rope_attention(const QkNormRopeKv& rope, const Attenti
 // ---- EmbeddingOps
 
 void CudaBackend::embedding(float* out, const Weight& table, const int32_t* ids, int64_t tokens) {
-    require_dense(table, "embedding tables");
-    cuda::embedding(*this, out, table.data, table.dtype, table.rows, ids, tokens, table.cols);
+    require_kernel(table, "embedding tables", true);
+    cuda::embedding(*this, out, table.data, table.dtype, table.scales, table.rows, ids, tokens, table.cols);
 }
 
 void CudaBackend::scatter_rows(float* x, int64_t x_rows, const int32_t* rows, const float* src, int64_t count,
@@ -149,6 +155,7 @@ void CudaBackend::scatter_rows(float* x, int64_t x_rows, const int32_t* rows, co
 
 void CudaBackend::position_embedding(float* out, const Weight& table, int64_t side, int64_t grid_h,
                                      int64_t grid_w, int64_t merge) {
+    require_kernel(table, "position embedding tables", false);
     cuda::position_embedding(*this, out, table.data, table.dtype, side, table.cols, grid_h, grid_w, merge);
 }
 

@@ -12,8 +12,9 @@ constexpr unsigned kBlock = 256;
 
 // Ids are checked here rather than on the host (a host check would wait for the ids and cannot run inside a
 // captured graph): an id outside the table zeroes its row and raises the backend's device error flag.
-__global__ void embedding_kernel(float* out, const void* table, qwen3vl_dtype tt, const int32_t* ids, int64_t tokens,
-                                 int64_t width, int64_t rows, int32_t* error_flag) {
+// A Q8 table (tt Q8, scales its f16 block scales) gives d * q, exact in f32.
+__global__ void embedding_kernel(float* out, const void* table, qwen3vl_dtype tt, const void* scales,
+                                 const int32_t* ids, int64_t tokens, int64_t width, int64_t rows, int32_t* error_flag) {
     for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
         const int32_t id = ids[t];
         if (id < 0 || id >= rows) {
@@ -22,6 +23,13 @@ __global__ void embedding_kernel(float* out, const void* table, qwen3vl_dtype tt
             continue;
         }
         const size_t base = size_t(id) * size_t(width);
+        if (tt == QWEN3VL_DTYPE_Q8) {
+            const auto* q = static_cast<const int8_t*>(table) + base;
+            const auto* d = static_cast<const __half*>(scales) + base / 32;
+            for (int64_t c = threadIdx.x; c < width; c += blockDim.x)
+                out[t * width + c] = __half2float(d[c / 32]) * static_cast<float>(q[c]);
+            continue;
+        }
         for (int64_t c = threadIdx.x; c < width; c += blockDim.x) out[t * width + c] = load_f32(table, tt, base + size_t(c));
     }
 }
@@ -94,12 +102,12 @@ __global__ void position_embedding_kernel(float* out, const void* table, qwen3vl
 
 }  // namespace
 
-void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, int64_t rows, const int32_t* ids,
-               int64_t tokens, int64_t width) {
+void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, const void* scales, int64_t rows,
+               const int32_t* ids, int64_t tokens, int64_t width) {
     if (tokens <= 0 || width <= 0) return;
     be.activate();
-    embedding_kernel<<<grid_rows(tokens), row_block(width, kBlock), 0, be.stream()>>>(out, table, tt, ids, tokens,
-                                                                                       width, rows, be.device_error_flag());
+    embedding_kernel<<<grid_rows(tokens), row_block(width, kBlock), 0, be.stream()>>>(
+        out, table, tt, scales, ids, tokens, width, rows, be.device_error_flag());
     QWEN3VL_CUDA_CHECK_LAUNCH();
 }
 

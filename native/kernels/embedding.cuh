@@ -13,8 +13,10 @@
 namespace qwen3vl {
 namespace cuda {
 
-void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, int64_t rows, const int32_t* ids,
-               int64_t tokens, int64_t width);
+// table [rows, width] of dtype tt; a Q8 table (width a multiple of 32) with its f16 scales [rows, width / 32]
+// (else scales is unused) gives the dequantized rows d * q, exact in f32.
+void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, const void* scales, int64_t rows,
+               const int32_t* ids, int64_t tokens, int64_t width);
 void scatter_rows(CudaBackend& be, float* x, int64_t x_rows, const int32_t* rows, const float* src, int64_t count,
                   int64_t width, bool accumulate);
 void position_embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, int64_t side, int64_t width,

@@ -26,10 +26,15 @@
 //  - Rows that are not 16-byte aligned (K * size not a multiple of 16, unaligned views) or an x too large for shared
 //    memory take a scalar kernel: one element per thread per row, x in shared memory when it fits, else read from
 //    global memory (normalised beforehand into scratch when the op has a norm).
+//  - Q8 weights (int8 blocks of 32 with an f16 scale) take their own kernel of the same structure with x quantized
+//    per block into shared memory and dp4a dot products (gemv_q8_kernel below; its comment has the details and the
+//    rounding of x). Its rows are always 16-byte aligned; an x whose quantized copy does not fit in shared memory
+//    is split into groups of rows, one launch each.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 #include "common.cuh"
@@ -147,6 +152,13 @@ struct GemvParams {
     qwen3vl_dtype bias_dtype;
     const float* residual;  // [M, rows] or NULL (one segment); may be out0
     bool x_shared;      // scalar kernel: x staged in shared memory (the vector kernel always stages it)
+    // Q8 only: the f16 scales [n_s, K / 32] of w0..w2 and of up (w0..w2 and up are then the int8 planes), and
+    // whether x is 16-byte aligned (read as float4s while it is quantized).
+    const void* s0;
+    const void* s1;
+    const void* s2;
+    const void* up_scales;
+    bool x_vec;
 };
 
 template <class W>
@@ -470,6 +482,265 @@ __global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_scalar_kern
     }
 }
 
+// ---- Q8 weights (core/quant.h: int8 blocks of 32 along a row, one f16 scale each)
+//
+// The same tiles, pipeline and reduction as the vector kernel, with integer dot products: x is quantized like the
+// weights, per block of 32 and per row, once per block of threads into shared memory (stage_x_q8), and each 16-byte
+// load of a weight row (16 int8, half a block: lanes 2i and 2i + 1 of a row group read the two halves of one block,
+// so consecutive lanes read consecutive 16 bytes) meets the 16 matching int8 of each x row in four dp4a, whose exact
+// int32 sum is scaled once: acc += float(sum) * (dw * dx), dw the weight block's f16 scale (a 2-byte load beside the
+// 16 bytes) and dx the x block's f32 scale (per half block: the same sum as per block, one more rounding).
+// kQ8Rows = 4 rows per group at every M: a row is half as many bytes as in bf16, so tiles of 8 rows at K = 2048
+// (256 of them for a 2048-row matrix, about one per resident block of an H100/H200) with 2 x 4 loads of 16 bytes in
+// flight per thread (64 KB per SM at two blocks). 8 rows per group at M = 1, as the bf16 kernel, would need 32 more
+// registers for the row and scale pointers and spills at the 128 that two blocks per SM allow.
+//
+// The quantization of x (the contract the tests reproduce): per row m and block b of 32, amax = max |y|
+// over the block, dx = amax / 127 (f32, rounded to nearest), q = rint(y / dx) (f32 division rounded to nearest, then
+// to nearest even integer), clamped to +-127, q = 0 where dx = 0; y = x, or with the norm y = (x * inv_rms) * w as
+// in stage_x. A block holding a NaN or an infinity gets dx = NaN (and q = 0), so its row's outputs are NaN as the
+// dense kernels' would be non-finite. Per element |y - dx q| <= dx / 2 (1 + 2^-16) (the division's rounding; dx in
+// f32's normal range, max |y| above ~2e-36), so an output moves by at most sum_b dx_b / 2 sum_{k in b} |w_k| from
+// the product with unquantized y: the activation's rounding, ~0.4% relative RMS for blocks of uniform values, the
+// same order as the weights' own.
+constexpr int kQ8Rows = 4;
+constexpr int kQ8Chunk = 16;  // int8 weights per 16-byte load
+
+// sum of the four int8 products of a and b, plus c (dp4a on sm_61+, which every architecture of the build has).
+__device__ __forceinline__ int dot4(unsigned a, unsigned b, int c) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 610
+    return __dp4a(int(a), int(b), c);
+#else
+#pragma unroll
+    for (int i = 0; i < 4; ++i) c += int(int8_t(a >> (8 * i))) * int(int8_t(b >> (8 * i)));
+    return c;
+#endif
+}
+
+__device__ __forceinline__ unsigned short load_scale(const unsigned short* p) { return __ldg(p); }
+__device__ __forceinline__ float f16_bits(unsigned short h) { return __half2float(__ushort_as_half(h)); }
+
+// Row n of the virtual matrix: its int8 row and its scales.
+__device__ __forceinline__ void q8_row(const GemvParams& p, int64_t n, const int8_t*& q, const unsigned short*& s) {
+    const void* w;
+    const void* sc;
+    int64_t r;
+    if (n < p.end0) {
+        w = p.w0;
+        sc = p.s0;
+        r = n;
+    } else if (n < p.end1) {
+        w = p.w1;
+        sc = p.s1;
+        r = n - p.end0;
+    } else {
+        w = p.w2;
+        sc = p.s2;
+        r = n - p.end1;
+    }
+    q = static_cast<const int8_t*>(w) + r * p.K;
+    s = static_cast<const unsigned short*>(sc) + r * (p.K / 32);
+}
+
+// The NR rows a row group streams for tile `tile` (as tile_rows): R output rows, for swiglu their up rows after them.
+template <int NR, bool kSwiglu>
+__device__ __forceinline__ void q8_tile_rows(const GemvParams& p, int64_t tile, int g, const int8_t* (&q)[NR],
+                                             const unsigned short* (&s)[NR]) {
+    constexpr int R = kSwiglu ? NR / 2 : NR;
+    const int groups = kGemvThreads / p.tk;
+    const int64_t n0 = (tile * groups + g) * R;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int64_t n = n0 + r;
+        q[r] = nullptr;
+        s[r] = nullptr;
+        if (n < p.rows) q8_row(p, n, q[r], s[r]);
+        if constexpr (kSwiglu) {
+            q[R + r] = n < p.rows ? static_cast<const int8_t*>(p.up) + n * p.K : nullptr;
+            s[R + r] = n < p.rows ? static_cast<const unsigned short*>(p.up_scales) + n * (p.K / 32) : nullptr;
+        }
+    }
+}
+
+// Quantizes the M rows of x (normalised first when the op has a norm, as stage_x) into xq (int8 [M, K]) and xd (f32
+// [M, K / 32]), by the contract above. Four threads per block of 32, 8 elements each (two float4 loads when x is
+// 16-byte aligned); a thread's tasks are loaded two at a time before they are reduced, so their loads overlap.
+// `red` holds kGemvWarps * MT floats. Ends with a barrier.
+template <int MT>
+__device__ void stage_x_q8(const GemvParams& p, int8_t* xq, float* xd, float* red) {
+    __shared__ float inv_rms[kGemvMaxRows];
+    const int64_t K = p.K;
+    const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+    if (p.norm) {
+        float ss[MT];
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+            ss[m] = 0.0f;
+            if (m < p.M)
+#pragma unroll 4
+                for (int64_t k = threadIdx.x; k < K; k += kGemvThreads) {
+                    const float v = p.x[int64_t(m) * K + k];
+                    ss[m] += v * v;
+                }
+            ss[m] = warp_sum(ss[m]);
+            if (lane == 0) red[warp * MT + m] = ss[m];
+        }
+        __syncthreads();
+        if (int(threadIdx.x) < p.M) {
+            float total = 0.0f;
+            for (int w = 0; w < kGemvWarps; ++w) total += red[w * MT + int(threadIdx.x)];
+            inv_rms[threadIdx.x] = 1.0f / sqrtf(total / static_cast<float>(K) + p.eps);
+        }
+        __syncthreads();
+    }
+    constexpr int kBatch = 2;
+    const int64_t tasks = int64_t(p.M) * K / 8;  // a multiple of 4: every quad of lanes holds one whole block
+    for (int64_t t0 = 0; t0 < tasks; t0 += kBatch * kGemvThreads) {
+        float v[kBatch][8];
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+            const int64_t t = t0 + i * kGemvThreads + threadIdx.x;
+            if (t >= tasks) {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) v[i][e] = 0.0f;
+            } else if (p.x_vec) {
+                const float4 a = reinterpret_cast<const float4*>(p.x)[2 * t];
+                const float4 b = reinterpret_cast<const float4*>(p.x)[2 * t + 1];
+                v[i][0] = a.x, v[i][1] = a.y, v[i][2] = a.z, v[i][3] = a.w;
+                v[i][4] = b.x, v[i][5] = b.y, v[i][6] = b.z, v[i][7] = b.w;
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) v[i][e] = p.x[8 * t + e];
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+            const int64_t t = t0 + i * kGemvThreads + threadIdx.x;
+            const bool mine = t < tasks;  // the same for the four lanes of a quad (tasks is a multiple of 4)
+            if (p.norm && mine) {
+                const int m = int((8 * t) / K);
+                const int64_t k = 8 * t - int64_t(m) * K;
+                const float inv = inv_rms[m];
+#pragma unroll
+                for (int e = 0; e < 8; ++e) v[i][e] = (v[i][e] * inv) * load_f32(p.norm, p.norm_dtype, size_t(k + e));
+            }
+            float amax = 0.0f;
+            unsigned bad = 0;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                amax = fmaxf(amax, fabsf(v[i][e]));
+                bad |= isfinite(v[i][e]) ? 0u : 1u;
+            }
+            // The quad's max and non-finite flag (lanes 4j .. 4j + 3 hold one block; every lane takes part).
+#pragma unroll
+            for (int o = 1; o <= 2; o <<= 1) {
+                amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+                bad |= __shfl_xor_sync(0xffffffffu, bad, o);
+            }
+            if (!mine) continue;
+            const float dx = __fdiv_rn(amax, 127.0f);
+            unsigned packed[2] = {0u, 0u};
+            if (!bad && dx > 0.0f) {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) {
+                    const float q = fminf(fmaxf(rintf(__fdiv_rn(v[i][e], dx)), -127.0f), 127.0f);
+                    packed[e / 4] |= (unsigned(int(q)) & 0xffu) << (8 * (e % 4));
+                }
+            }
+            *reinterpret_cast<uint2*>(xq + 8 * t) = make_uint2(packed[0], packed[1]);
+            if ((threadIdx.x & 3u) == 0) xd[(8 * t) / 32] = bad ? __int_as_float(0x7fc00000) : dx;
+        }
+    }
+    __syncthreads();
+}
+
+// The Q8 kernel, M <= MT (every Q8 row is 16-byte aligned: K is a multiple of 32 and the planes start aligned).
+template <int MT, bool kSwiglu>
+__global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_q8_kernel(const GemvParams p) {
+    constexpr int NR = kQ8Rows, V = NR * MT;
+    static_assert(V <= 32 && (V & (V - 1)) == 0, "the reduction takes a power of two up to 32 values");
+    extern __shared__ float4 x_shared[];
+    __shared__ float red[2 * kGemvWarps * V];
+    int8_t* xq = reinterpret_cast<int8_t*>(x_shared);
+    float* xd = reinterpret_cast<float*>(xq + int64_t(p.M) * p.K);  // M K is a multiple of 32
+
+    const int tk = p.tk, g = int(threadIdx.x) / tk;
+    const int64_t j = int64_t(threadIdx.x) % tk;
+    const int64_t chunks = p.K / kQ8Chunk, nb = p.K / 32;
+    const int64_t steps = chunks > tk ? (chunks + tk - 1) / tk : 1;
+
+    const int8_t* qp[NR];
+    const unsigned short* sp[NR];
+    uint4 a[NR], b[NR];
+    unsigned short sa[NR], sb[NR];
+    float acc[NR][MT];
+#pragma unroll
+    for (int r = 0; r < NR; ++r)
+#pragma unroll
+        for (int m = 0; m < MT; ++m) acc[r][m] = 0.0f;
+
+    int64_t lt = blockIdx.x, ls = 0;
+    auto load_step = [&](uint4(&buf)[NR], unsigned short(&sc)[NR]) {
+        if (lt >= p.tiles) return;
+        if (ls == 0) q8_tile_rows<NR, kSwiglu>(p, lt, g, qp, sp);
+        const int64_t c = j + ls * tk;
+#pragma unroll
+        for (int r = 0; r < NR; ++r) {
+            const bool live = qp[r] != nullptr && c < chunks;
+            buf[r] = live ? load_weights(qp[r] + c * kQ8Chunk) : make_uint4(0u, 0u, 0u, 0u);
+            sc[r] = live ? load_scale(sp[r] + (c >> 1)) : static_cast<unsigned short>(0);
+        }
+        if (++ls == steps) {
+            ls = 0;
+            lt += gridDim.x;
+        }
+    };
+    int64_t ct = blockIdx.x, cs = 0;
+    int parity = 0;
+    auto compute_step = [&](const uint4(&buf)[NR], const unsigned short(&sc)[NR]) {
+        const int64_t c = j + cs * tk;
+        if (c < chunks) {
+            float dw[NR];
+#pragma unroll
+            for (int r = 0; r < NR; ++r) dw[r] = f16_bits(sc[r]);
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                if (m >= p.M) continue;
+                const uint4 xv = *reinterpret_cast<const uint4*>(xq + int64_t(m) * p.K + c * kQ8Chunk);
+                const float dx = xd[int64_t(m) * nb + (c >> 1)];
+#pragma unroll
+                for (int r = 0; r < NR; ++r) {
+                    int s = dot4(buf[r].x, xv.x, 0);
+                    s = dot4(buf[r].y, xv.y, s);
+                    s = dot4(buf[r].z, xv.z, s);
+                    s = dot4(buf[r].w, xv.w, s);
+                    acc[r][m] = fmaf(static_cast<float>(s), dw[r] * dx, acc[r][m]);
+                }
+            }
+        }
+        if (++cs == steps) {
+            finish_tile<NR, MT, kSwiglu>(p, acc, red + parity * (kGemvWarps * V), ct);
+            parity ^= 1;
+            cs = 0;
+            ct += gridDim.x;
+        }
+        return ct < p.tiles;
+    };
+
+    pdl_launch_dependents();
+    // As the vector kernel: the first two steps' weights (and scales) are requested before x is read.
+    load_step(a, sa);
+    load_step(b, sb);
+    pdl_wait();
+    stage_x_q8<MT>(p, xq, xd, red);
+    for (;;) {
+        if (!compute_step(a, sa)) break;
+        load_step(a, sa);
+        if (!compute_step(b, sb)) break;
+        load_step(b, sb);
+    }
+}
+
 using GemvKernel = void (*)(GemvParams);
 
 template <class W, bool kSwiglu>
@@ -595,12 +866,103 @@ void launch_gemv(CudaBackend& be, const GemvJob& job) {
                dim3(kGemvThreads), smem, p);
 }
 
+
+template <bool kSwiglu>
+GemvKernel q8_kernel(int MT) {
+    switch (MT) {
+        case 1: return gemv_q8_kernel<1, kSwiglu>;
+        case 2: return gemv_q8_kernel<2, kSwiglu>;
+        case 4: return gemv_q8_kernel<4, kSwiglu>;
+        default: return gemv_q8_kernel<8, kSwiglu>;
+    }
+}
+
+int padded_rows(int64_t M) { return M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8; }
+
+// Shared memory of the Q8 kernel for M rows of x: their int8 values and f32 block scales.
+size_t q8_x_bytes(int64_t M, int64_t K) { return size_t(M * K) + size_t(M * (K / 32)) * sizeof(float); }
+
+void launch_gemv_q8(CudaBackend& be, const GemvJob& job) {
+    const bool swiglu = job.up.data != nullptr;
+    const int64_t M = job.M, K = job.K;
+    require(K % 32 == 0, "q8 GEMV: K = " + std::to_string(K) + " is not whole blocks of 32");
+    auto check_planes = [&](const Weight& w, const char* what) {
+        if (!aligned16(w.data) || w.scales == nullptr || reinterpret_cast<uintptr_t>(w.scales) % 2 != 0)
+            fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
+                 std::string("q8 GEMV: the ") + what + " planes are not aligned (int8 plane 16 bytes, scales 2)");
+    };
+    for (int i = 0; i < job.count; ++i) check_planes(job.proj[i].w, "weight");
+    if (swiglu) check_planes(job.up, "up weight");
+
+    GemvParams p{};
+    p.K = K;
+    p.end0 = job.proj[0].n;
+    p.end1 = p.end0 + (job.count > 1 ? job.proj[1].n : 0);
+    p.rows = p.end1 + (job.count > 2 ? job.proj[2].n : 0);
+    if (job.count < 2) p.end1 = p.rows;
+    p.w0 = job.proj[0].w.data;
+    p.s0 = job.proj[0].w.scales;
+    if (job.count > 1) {
+        p.w1 = job.proj[1].w.data;
+        p.s1 = job.proj[1].w.scales;
+    }
+    if (job.count > 2) {
+        p.w2 = job.proj[2].w.data;
+        p.s2 = job.proj[2].w.scales;
+    }
+    p.up = job.up.data;
+    p.up_scales = job.up.scales;
+    p.norm = job.norm.data;
+    p.norm_dtype = job.norm.dtype;
+    p.eps = job.eps;
+    p.bias = job.bias.data;
+    p.bias_dtype = job.bias.dtype;
+
+    // Rows of x per launch: all of them when their quantized copy fits in shared memory (always, for the model's
+    // K), else as many as fit, one launch (one pass over the weights) per group of rows.
+    int64_t rows_per_launch = M;
+    for (; rows_per_launch > 0; --rows_per_launch) {
+        const int MT = padded_rows(rows_per_launch);
+        GemvKernel k = swiglu ? q8_kernel<true>(MT) : q8_kernel<false>(MT);
+        if (resident_blocks(be, k, q8_x_bytes(rows_per_launch, K)) > 0) break;
+    }
+    if (rows_per_launch == 0)
+        fail(QWEN3VL_STATUS_UNSUPPORTED, "q8 GEMV: one row of x (K = " + std::to_string(K) +
+                                             ") does not fit in shared memory once quantized");
+    const int64_t chunks = K / kQ8Chunk;
+    int tk = int(kWarp);
+    while (tk < kGemvThreads && tk < chunks) tk *= 2;
+    p.tk = tk;
+    const int64_t tile_rows = int64_t(kGemvThreads / tk) * (kQ8Rows / (swiglu ? 2 : 1));
+    p.tiles = (p.rows + tile_rows - 1) / tile_rows;
+    const int64_t n1 = p.end1 - p.end0, n2 = p.rows - p.end1;
+    for (int64_t m0 = 0; m0 < M; m0 += rows_per_launch) {
+        const int64_t mc = std::min(rows_per_launch, M - m0);
+        const int MT = padded_rows(mc);
+        const size_t smem = q8_x_bytes(mc, K);
+        GemvKernel k = swiglu ? q8_kernel<true>(MT) : q8_kernel<false>(MT);
+        const int res = resident_blocks(be, k, smem);
+        GemvParams q = p;
+        q.M = int(mc);
+        q.x = job.x + m0 * K;
+        q.x_vec = aligned16(q.x);
+        q.out0 = job.proj[0].out + m0 * p.end0;
+        if (job.count > 1) q.out1 = job.proj[1].out + m0 * n1;
+        if (job.count > 2) q.out2 = job.proj[2].out + m0 * n2;
+        q.residual = job.residual ? job.residual + m0 * p.rows : nullptr;
+        const int64_t blocks = std::min<int64_t>(q.tiles, int64_t(be.multiprocessors()) * std::max(res, 1));
+        launch_pdl(be.compute_capability(), be.stream(), k, dim3(unsigned(std::max<int64_t>(blocks, 1))),
+                   dim3(kGemvThreads), smem, q);
+    }
+}
+
 }  // namespace
 
 void gemv(CudaBackend& be, const GemvJob& job) {
     switch (job.proj[0].w.dtype) {
         case QWEN3VL_DTYPE_BF16: launch_gemv<__nv_bfloat16>(be, job); break;
         case QWEN3VL_DTYPE_F16: launch_gemv<__half>(be, job); break;
+        case QWEN3VL_DTYPE_Q8: launch_gemv_q8(be, job); break;
         default: launch_gemv<float>(be, job); break;
     }
 }

@@ -19,6 +19,8 @@
 #include "gemv.cuh"
 #include "linear.cuh"
 #include "norm.cuh"
+#include "quant.cuh"
+#include "quant.h"
 
 namespace qwen3vl {
 namespace cuda {
@@ -160,9 +162,60 @@ bool lt_matmul_epilogue(CudaBackend& be, LtProduct p, const Epilogue& e) {
     return true;
 }
 
+// Q8 weights for M > kGemvMaxRows: blocks of weight rows dequantized into scratch (at most kWidenBytes, so one block
+// for every decoder projection of the 2B and several for lm_head), each multiplied by cuBLASLt as a dense weight of
+// that dtype: bf16 on tensor cores where bf16 weights would take them (x rounded to bf16 as for bf16 weights; d * q
+// rounded to bf16, a relative error of up to 2^-8 per weight), else f32 (d * q exactly) and the fp32 GEMM. A single
+// block has the epilogue fused like a dense weight; several run the epilogue after the last (the fused forms and
+// the epilogue kernels address out as [M, n], a block's columns are [M, n] with leading dimension N). A block
+// cuBLASLt has no bf16 algorithm for is redone in f32. The dequantization costs a pass over the weight (write 2
+// bytes per weight, read them back in the GEMM) next to the GEMM's own read; an int8 tensor-core GEMM (x quantized
+// per block as the GEMV does, dp4a-equivalent IMMA with per-block scales) is the later step that removes it.
+void gemm_q8(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w,
+             const float* residual, const Epilogue& e) {
+    const bool tc = tensor_cores(be, QWEN3VL_DTYPE_BF16);
+    const qwen3vl_dtype wt = tc ? QWEN3VL_DTYPE_BF16 : QWEN3VL_DTYPE_F32;
+    const size_t esize = dtype_size(wt);
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, int64_t(kWidenBytes / (size_t(K) * esize))));
+    const bool single = chunk >= N;
+    CudaBackend::Scratch wd(be, size_t(chunk * K) * esize);
+    std::unique_ptr<CudaBackend::Scratch> wf;  // f32 block for a product cuBLASLt has no bf16 algorithm for
+    const auto* q = static_cast<const int8_t*>(w.data);
+    const auto* d = static_cast<const uint16_t*>(w.scales);
+    auto multiply = [&](LtProduct& block) { return single ? lt_matmul_epilogue(be, block, e) : lt_matmul(be, block); };
+    for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+        const int64_t rows = std::min(chunk, N - n0);
+        const int8_t* qb = q + size_t(n0 * K);
+        const uint16_t* db = d + size_t(n0 * (K / kQ8Block));
+        dequantize_q8(be, wd.as<void>(), wt, qb, db, size_t(rows * K));
+        LtProduct block;
+        block.d = out + n0;
+        block.ldd = N;
+        block.c = residual ? residual + n0 : nullptr;
+        block.w = wd.as<void>();
+        block.x = tc ? x.rounded(QWEN3VL_DTYPE_BF16) : x.f32();
+        block.ab = cuda_type(wt);
+        block.n = rows;
+        block.M = M;
+        block.K = K;
+        bool done = multiply(block);
+        if (!done && tc) {
+            if (!wf) wf = std::make_unique<CudaBackend::Scratch>(be, size_t(chunk * K) * 4);
+            dequantize_q8(be, wf->as<void>(), QWEN3VL_DTYPE_F32, qb, db, size_t(rows * K));
+            block.w = wf->as<void>();
+            block.x = x.f32();
+            block.ab = CUDA_R_32F;
+            done = multiply(block);
+        }
+        if (!done) fail(QWEN3VL_STATUS_DEVICE_ERROR, "qwen3vl_op_linear: cuBLASLt has no fp32 GEMM for this shape");
+    }
+    if (!single) epilogue_kernels(be, out, M, N, e);
+}
+
 // out[M, N] = x W^T (+ residual) then the epilogue e through cuBLASLt (M > kGemvMaxRows, K > 0).
 void gemm(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w,
           const float* residual, const Epilogue& e) {
+    if (w.dtype == QWEN3VL_DTYPE_Q8) return gemm_q8(be, out, x, M, K, N, w, residual, e);
     LtProduct p;
     p.d = out;
     p.ldd = N;

@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
 #include <string>
 
 #include "common.cuh"
@@ -50,6 +51,40 @@ __global__ void quantize_q8_kernel(int8_t* q, __half* scales, const void* src, q
     }
 }
 
+// The bits of bf16(v), rounded to nearest even (through the raw struct: __bfloat16_as_ushort is sm_80+ in CUDA 11).
+__device__ __forceinline__ unsigned bf16_bits(float v) {
+    const __nv_bfloat16_raw r = __float2bfloat16_rn(v);
+    return r.x;
+}
+
+// out[i] = d[i / 32] * q[i] (exact in f32: an f16 times an int8 has at most 18 significant bits) stored as f32 or
+// rounded to nearest even into bf16. One thread per 16 weights (a 16-byte load, half a block) and its scale.
+__global__ void dequantize_q8_kernel(void* out, qwen3vl_dtype ot, const int8_t* q, const unsigned short* d,
+                                     size_t chunks) {
+    const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+    for (size_t c = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < chunks; c += stride) {
+        const uint4 u = __ldg(reinterpret_cast<const uint4*>(q) + c);
+        const float s = __half2float(__ushort_as_half(__ldg(d + c / 2)));
+        const unsigned words[4] = {u.x, u.y, u.z, u.w};
+        float v[16];
+#pragma unroll
+        for (int i = 0; i < 16; ++i) v[i] = s * static_cast<float>(static_cast<int8_t>(words[i / 4] >> (8 * (i % 4))));
+        if (ot == QWEN3VL_DTYPE_BF16) {
+            unsigned packed[8];
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+                packed[i] = bf16_bits(v[2 * i]) | (bf16_bits(v[2 * i + 1]) << 16);
+            uint4* o = reinterpret_cast<uint4*>(out) + 2 * c;
+            o[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+            o[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+        } else {
+            float4* o = reinterpret_cast<float4*>(out) + 4 * c;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) o[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
+        }
+    }
+}
+
 std::string at(size_t index, int64_t cols) {
     return "[" + std::to_string(index / static_cast<size_t>(cols)) + ", " +
            std::to_string(index % static_cast<size_t>(cols)) + "]";
@@ -76,6 +111,21 @@ void quantize_q8(CudaBackend& be, int8_t* q, uint16_t* scales, const Weight& src
     if (host[0] != ~0ull) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q8: weight " + at(host[0], src.cols) + " is not finite");
     if (host[1] != ~0ull)
         fail(QWEN3VL_STATUS_INVALID_ARGUMENT, q8_overflow_message(at(host[1], src.cols / kQ8Block)));
+}
+
+void dequantize_q8(CudaBackend& be, void* out, qwen3vl_dtype ot, const int8_t* q, const uint16_t* scales, size_t n) {
+    require(ot == QWEN3VL_DTYPE_BF16 || ot == QWEN3VL_DTYPE_F32,
+            std::string("q8: dequantizing into ") + dtype_name(ot) + " (bf16 or f32 only)");
+    require(n % kQ8Block == 0, "q8: " + std::to_string(n) + " weights are not whole blocks");
+    require(reinterpret_cast<uintptr_t>(q) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                reinterpret_cast<uintptr_t>(scales) % 2 == 0,
+            "q8: dequantizing unaligned planes");
+    if (n == 0) return;
+    constexpr unsigned threads = 256;
+    const size_t chunks = n / 16;
+    dequantize_q8_kernel<<<grid_for(chunks, threads), threads, 0, be.stream()>>>(
+        out, ot, q, reinterpret_cast<const unsigned short*>(scales), chunks);
+    QWEN3VL_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace cuda

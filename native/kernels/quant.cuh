@@ -14,5 +14,10 @@ namespace cuda {
 // order, with the host reference's message. Not capturable (it reads its result back).
 void quantize_q8(CudaBackend& be, int8_t* q, uint16_t* scales, const Weight& src);
 
+// The weights n (a multiple of 32) Q8 weights stand for, d * q, into out as f32 (exact) or rounded to nearest even
+// into bf16 (relative error up to 2^-8: d * q has up to 18 significant bits, bf16 8): q and out 16-byte aligned,
+// scales 2-byte aligned. Launches on be.stream(); capture-safe.
+void dequantize_q8(CudaBackend& be, void* out, qwen3vl_dtype ot, const int8_t* q, const uint16_t* scales, size_t n);
+
 }  // namespace cuda
 }  // namespace qwen3vl

@@ -5,7 +5,7 @@
 // heuristics); the linear ops are also replayed from a captured graph (GPU time only, as in a captured decode step).
 // Memory-bound ops print GB/s of the bytes they must read (weights or the KV cache) and its share of the copy
 // bandwidth, GEMMs TFLOP/s and its share of the GEMM ceiling.
-// Usage: qwen3vl_bench_cuda [iterations] [family ...]   families: linear fused select attention decode vision
+// Usage: qwen3vl_bench_cuda [iterations] [family ...]   families: linear fused q8 select attention decode vision
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -422,6 +422,65 @@ void bench_fused_linear(int iters) {
     }
 }
 
+// Linear family with Q8 weights (int8 blocks of 32 with f16 scales, quantized on the device by tensor_write): the
+// decoder's projections of the 2B in decode (the fused forms as the layer runs them, and a plain linear) and in
+// prefill, each next to the same op with bf16 weights. GB/s counts the weight bytes the op must read, N K 17/16 for
+// Q8 (int8 values and one f16 scale per 32) and N K 2 for bf16.
+void bench_q8(int iters) {
+    const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32, q8 = QWEN3VL_DTYPE_Q8;
+    enum class Kind { Linear, NormQkv, NormSwiglu, Residual, NormLmHead };
+    struct Case {
+        const char* what;
+        Kind kind;
+        int64_t M, K, N;  // N: output rows (q/k/v: all three together)
+    };
+    for (Case c : {Case{"linear q_proj decode", Kind::Linear, 1, 2048, 2048},
+                   Case{"norm_linear q/k/v decode", Kind::NormQkv, 1, 2048, 4096},
+                   Case{"linear_residual o_proj decode", Kind::Residual, 1, 2048, 2048},
+                   Case{"norm_linear_swiglu gate/up decode", Kind::NormSwiglu, 1, 2048, 6144},
+                   Case{"linear_residual down_proj decode", Kind::Residual, 1, 6144, 2048},
+                   Case{"norm_linear lm_head decode", Kind::NormLmHead, 1, 2048, 151936},
+                   Case{"norm_linear_swiglu gate/up M=8", Kind::NormSwiglu, 8, 2048, 6144},
+                   Case{"linear_residual down_proj M=8", Kind::Residual, 8, 6144, 2048},
+                   Case{"norm_linear q/k/v prefill 512", Kind::NormQkv, 512, 2048, 4096},
+                   Case{"norm_linear_swiglu prefill 512", Kind::NormSwiglu, 512, 2048, 6144},
+                   Case{"linear prefill 512", Kind::Linear, 512, 2048, 6144}})
+        for (qwen3vl_dtype wt : {q8, bf16}) {
+            const size_t keep = g_tensors.size();
+            const bool swiglu = c.kind == Kind::NormSwiglu;
+            const double elements = double(c.N) * c.K * (swiglu ? 2 : 1);
+            const double weight_bytes = wt == q8 ? elements * 17.0 / 16.0 : elements * 2.0;
+            const double flops = 2.0 * c.M * elements;
+            const int copies = c.M <= 8 ? weight_copies(weight_bytes) : 1;
+            qwen3vl_tensor* x = tensor(f32, {c.M, c.K});
+            qwen3vl_tensor* nw = tensor(bf16, {c.K});
+            qwen3vl_tensor* out = tensor(f32, {c.M, c.kind == Kind::NormQkv ? c.N / 2 : c.N});
+            qwen3vl_tensor* out_k = c.kind == Kind::NormQkv ? tensor(f32, {c.M, c.N / 4}) : nullptr;
+            qwen3vl_tensor* out_v = c.kind == Kind::NormQkv ? tensor(f32, {c.M, c.N / 4}) : nullptr;
+            std::vector<std::vector<qwen3vl_tensor*>> w(static_cast<size_t>(copies));
+            for (auto& set : w) {
+                if (c.kind == Kind::NormQkv)
+                    set = {tensor(wt, {c.N / 2, c.K}), tensor(wt, {c.N / 4, c.K}), tensor(wt, {c.N / 4, c.K})};
+                else if (swiglu)
+                    set = {tensor(wt, {c.N, c.K}), tensor(wt, {c.N, c.K})};
+                else
+                    set = {tensor(wt, {c.N, c.K})};
+            }
+            const std::string what = std::string(wt == q8 ? "q8   " : "bf16 ") + c.what;
+            report_linear(what.c_str(), c.M, c.K, c.N, weight_bytes, flops, iters, copies, x, [&](int i) {
+                const std::vector<qwen3vl_tensor*>& ws = w[size_t(i)];
+                switch (c.kind) {
+                    case Kind::Linear: return qwen3vl_op_linear(out, x, ws[0], nullptr);
+                    case Kind::NormQkv: return norm_linear(out, ws[0], out_k, ws[1], out_v, ws[2], x, nw, 1e-6f);
+                    case Kind::NormSwiglu: return qwen3vl_op_norm_linear_swiglu(out, x, nw, 1e-6f, ws[0], ws[1]);
+                    case Kind::Residual: return qwen3vl_op_linear_residual(out, x, ws[0], nullptr, out);
+                    default: return norm_linear(out, ws[0], nullptr, nullptr, nullptr, nullptr, x, nw, 1e-6f);
+                }
+            });
+            release_after(keep);
+        }
+}
+
 // Reduce family: selections over one decoding step's logits.
 void bench_select(int iters) {
     [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
@@ -626,6 +685,7 @@ int main(int argc, char** argv) {
         std::printf("ceilings: not measured (see the message above); shares print as n/a\n");
     if (wanted("linear")) bench_linear(iters);
     if (wanted("fused")) bench_fused_linear(iters);
+    if (wanted("q8")) bench_q8(iters);
     if (wanted("select")) bench_select(iters);
     if (wanted("attention")) bench_attention(iters);
     if (wanted("decode")) bench_decode_layer(iters);

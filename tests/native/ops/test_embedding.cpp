@@ -10,13 +10,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "dtype.h"
 #include "embedding.h"
 #include "op_test_util.h"
+#include "quant.h"
 #include "reference_util.h"
 
 namespace {
@@ -251,6 +254,52 @@ TEST_F(CudaEmbeddingOps, EmbeddingAndScatterRows) {
         EXPECT_EQ(QWEN3VL_STATUS_OK, qwen3vl_tensor_read(x.gpu, kF32, got.data(), got.size() * sizeof(float)))
             << "the error is reported once: " << qwen3vl_last_error();
     }
+}
+
+// A Q8 table (the same raw planes on both backends: blocks of several magnitudes, f16-subnormal scales, zero
+// blocks): each row is its weights d * q, exact in f32, as the host reference dequantizes them; a bad id zeroes its
+// row and is reported, as for dense tables.
+TEST_F(CudaEmbeddingOps, Q8Table) {
+    const int64_t vocab = 1000, width = 160, T = 23;
+    std::vector<float> w(size_t(vocab * width));
+    for (size_t b = 0; b < w.size() / 32; ++b) {
+        const int kind = randint(0, 7);
+        const float m = kind == 0 ? 0.0f : kind == 1 ? 3e-4f : kind == 2 ? 50.0f : 1.0f;
+        for (size_t i = 0; i < 32; ++i) w[b * 32 + i] = m * rng_.uniform();
+    }
+    std::vector<int8_t> q(w.size());
+    std::vector<uint16_t> d(w.size() / 32);
+    quantize_q8(w.data(), int64_t(w.size()), q.data(), d.data());
+    std::vector<float> deq(w.size());
+    dequantize_q8(q.data(), d.data(), int64_t(w.size()), deq.data());
+    std::vector<uint8_t> planes(q.size() + d.size() * 2);
+    std::memcpy(planes.data(), q.data(), q.size());
+    std::memcpy(planes.data() + q.size(), d.data(), d.size() * 2);
+    Pair table{create(cpu_, QWEN3VL_DTYPE_Q8, {vocab, width}), create(gpu_, QWEN3VL_DTYPE_Q8, {vocab, width})};
+    for (qwen3vl_tensor* t : {table.cpu, table.gpu})
+        check(qwen3vl_tensor_write(t, QWEN3VL_DTYPE_Q8, planes.data(), planes.size()), "tensor_write q8");
+    std::vector<int32_t> ids(T);
+    for (int32_t& id : ids) id = randint(0, vocab - 1);
+    ids[0] = 0;
+    ids[1] = vocab - 1;
+    ids[2] = ids[3];
+    Pair tid = ints({T}, ids), out = tensor(kF32, {T, width});
+    both("embedding", [&](bool c) { return qwen3vl_op_embedding(on(out, c), on(table, c), on(tid, c)); });
+    const std::vector<float> got = read(out.gpu);
+    std::vector<float> want(size_t(T * width));
+    for (int64_t t = 0; t < T; ++t)
+        std::copy_n(deq.begin() + ids[size_t(t)] * width, width, want.begin() + t * width);
+    EXPECT_EQ(got, want) << "embedding q8 (" << seed() << ")";
+    expect_equal(out, "embedding q8 against the CPU");
+
+    Pair bad = ints({2}, {3, int32_t(vocab)}), out2 = tensor(kF32, {2, width});
+    ASSERT_EQ(QWEN3VL_STATUS_OK, qwen3vl_op_embedding(out2.gpu, table.gpu, bad.gpu)) << qwen3vl_last_error();
+    std::vector<float> got2(size_t(2 * width), 1.0f);
+    EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT, qwen3vl_tensor_read(out2.gpu, kF32, got2.data(), got2.size() * 4));
+    EXPECT_NE(std::string(qwen3vl_last_error()).find("token id was outside the table"), std::string::npos)
+        << qwen3vl_last_error();
+    EXPECT_TRUE(std::equal(got2.begin(), got2.begin() + width, deq.begin() + 3 * width)) << "row of the good id";
+    for (int64_t c = width; c < 2 * width; ++c) EXPECT_EQ(got2[size_t(c)], 0.0f) << "row of the bad id, column " << c;
 }
 
 TEST_F(CudaEmbeddingOps, PositionEmbedding) {

@@ -5,7 +5,9 @@
 // argument checks and a 3-D x through the exported functions; then the fused ops (norm_linear, norm_linear_swiglu,
 // linear_residual and the vision blocks' linear_gelu, layer_norm_linear, mlp_gelu) through the C API against double
 // references of the whole chain (norm, projection, activation, residual: the projection and the residual here, the
-// norms and activations in reference_util.h); then every op on CUDA against the CPU. (On the CPU the fused ops are
+// norms and activations in reference_util.h); then every op on CUDA against the CPU; then every op with Q8 weights on
+// CUDA against double references (CudaLinearOpsQ8; LinearOpsQ8Reference checks those bounds on any machine against
+// a host model of the kernels' arithmetic) and the CUDA quantizer against the host's. (On the CPU the fused ops are
 // built from the unfused kernels, so comparing them with the op sequence proves nothing.) The suites and helpers are
 // described in op_test_util.h.
 //
@@ -23,7 +25,9 @@
 #include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dtype.h"
@@ -1541,6 +1545,841 @@ TEST_F(CudaLinearOps, VisionModelShapes) {
                                        0, on(w2, c), on(b2, c), nullptr);
         });
         expect_close(features, threshold(T / 4, kBF16, true), "DeepStack merger");
+    }
+}
+
+
+// ---- Q8 weights on CUDA against double references --------------------------------------------------------------
+//
+// Q8 planes are built on the host (qwen3vl::quantize_q8 of random blocks of three kinds: values in [-1, 1], blocks of
+// magnitude 1e-3 whose f16 scales are subnormal, and all-zero blocks; lm_head's planes are drawn directly) and
+// written raw to the GPU (qwen3vl_tensor_write with QWEN3VL_DTYPE_Q8); every reference is over the weights they stand
+// for (d * q, exact in f32), in double. The CPU backend is not the reference here: it does not quantize x, the
+// GPU's GEMV does. Bounds, derived (u = 2^-24):
+//  - GEMV (M <= 8): the kernel quantizes its input y' (x itself, or the f32 norm output, within err_k of the
+//    reference y) per block b of 32: dx = f32(max |y'| / 127) and |y' - dx q| <= dx / 2 (1 + 2^-16) (gemv.cu). With
+//    A_b = max over the block of |y_k| + err_k, dx <= A_b / 127 (1 + u), so qerr_b = A_b / 254 (1 + u) (1 + 2^-16)
+//    bounds every element's rounding, and an output is within sum_b qerr_b sum_{k in b} |w_k| (the quantization of
+//    y) + sum_k |w_k| err_k (y's own error) + gamma(K + 2) (sum_k |w_k| (|y_k| + err_k + qerr_b) + |bias|) (the f32
+//    products float(dot) * (dw * dx) and their sums, in any order) of sum_k w_k y_k + bias.
+//  - GEMM (M > 8): w' = bf16(d q) and x' = bf16(y') on tensor cores, each within u_b = 2^-8 of the value (bf16 has 8
+//    significant bits: half an ulp is up to 2^-8 of the value; note 2^-9 would be too tight), the products exact in
+//    f32, the sums in fp32 (which tensor cores may truncate rather than round: 2 gamma(K + 2)). An output is within
+//    (1 + u_b) sum |w| err + u_b (2 + u_b) sum |w| (|y| + err) + 2 gamma(K + 2) ((1 + u_b)^2 sum |w| (|y| + err) +
+//    |bias|). The same bound holds without bf16 tensor cores (f32 weights exactly, x unrounded).
+//  - Those are worst cases, far above the typical error (independent roundings add as a random walk: at K = 2048
+//    the quantization bound is ~40 times the RMS error), so each case also checks the error in aggregate: sum (got
+//    - ref)^2 <= 4 sum rms^2 over the outputs, rms bounding the RMS of an output's error when the element roundings
+//    are independent and of mean zero (each bounded by its worst case): GEMV sqrt(sum_b qerr_b^2 sum_{k in b} w_k^2),
+//    GEMM u_b (1 + u_b) sqrt(2 sum w^2 (|y| + err)^2), plus the input's error sum |w| rms_k (upstream noise: added
+//    as if fully correlated) and the f32 terms above as they are. The worst cases are at least 3 times the RMS of a
+//    uniform rounding, and the factor 4 covers the fluctuation of a sum of >= 16 squares (checked from 16 outputs,
+//    as matches()): a lost block, the scale of another block or row, a shifted half block fail it many times over.
+//  - Where x enters the GEMV's quantizer as it is (no norm), the test quantizes x itself by the kernel's contract
+//    (gemv.cu: dx = f32(amax / 127), q = rint(f32(x / dx)) clamped to +-127, 0 where dx = 0) and also requires the
+//    plain f32 bound against sum_k w_k dx_b q_k with NMSE <= 1e-9 (matches()): that pins the rounding of x
+//    (truncation, a scale an ulp off, a neighbour's scale) where the aggregate check above could not.
+//  - Chains: swiglu, GELU and the residual as swiglu_ref, gelu_ref and add_ref, the rms like err. cuBLASLt's tanh
+//    GELU above 8 rows may use tanh.approx.f32 (relative 2^-11): + 0.5 |z| 2^-11 (as with_epilogue_gelu above).
+
+// Up to this M the linear ops run as GEMV on CUDA (kGemvMaxRows, native/kernels/linear.cuh), above as GEMM.
+constexpr int64_t kGemvRows = 8;
+
+// Q8 planes on the host and the weights they stand for.
+struct Q8Host {
+    int64_t N = 0, K = 0;
+    std::vector<int8_t> q;
+    std::vector<uint16_t> d;
+    float scale(int64_t n, int64_t b) const { return f16_to_f32(d[size_t(n * (K / kQ8Block) + b)]); }
+    // The planes as qwen3vl_tensor_write takes them (QWEN3VL_DTYPE_Q8): the int8 values, then the scales.
+    std::vector<uint8_t> planes() const {
+        std::vector<uint8_t> p(q.size() + d.size() * 2);
+        std::memcpy(p.data(), q.data(), q.size());
+        std::memcpy(p.data() + q.size(), d.data(), d.size() * 2);
+        return p;
+    }
+};
+
+// Blocks of uniform [-1, 1) values, 1 in 16 all zero and 1 in 16 of magnitude 1e-3 (max |w| / 127 ~ 8e-6: an
+// f16-subnormal scale), quantized by the host reference.
+Q8Host random_q8(Rng& rng, int64_t N, int64_t K) {
+    Q8Host w{N, K, std::vector<int8_t>(size_t(N * K)), std::vector<uint16_t>(size_t(N * K / kQ8Block))};
+    std::vector<float> v(size_t(N * K));
+    for (size_t b = 0; b < v.size() / kQ8Block; ++b) {
+        const int kind = rng.integer(0, 15);
+        const float m = kind == 0 ? 0.0f : kind == 1 ? 1e-3f : 1.0f;
+        for (size_t i = 0; i < size_t(kQ8Block); ++i) v[b * kQ8Block + i] = m * rng.uniform();
+    }
+    quantize_q8(v.data(), N * K, w.q.data(), w.d.data());
+    return w;
+}
+
+// Planes drawn directly (a matrix too large to stage as f32: lm_head's 311M weights): q uniform in [-127, 127], d an
+// f16 in [2^-9, 2^-8) (weights up to ~0.5).
+Q8Host direct_q8(Rng& rng, int64_t N, int64_t K) {
+    Q8Host w{N, K, std::vector<int8_t>(size_t(N * K)), std::vector<uint16_t>(size_t(N * K / kQ8Block))};
+    uint64_t s = (uint64_t(rng.gen()) << 32) | rng.gen() | 1u;
+    auto next = [&s] {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        return s;
+    };
+    for (int8_t& x : w.q) x = int8_t(int(next() % 255) - 127);
+    for (uint16_t& x : w.d) x = f32_to_f16(std::ldexp(1.0f + float(next() % 1024) / 1024.0f, -9));
+    return w;
+}
+
+// Inputs for the Q8 cases: rows of different scales (kRowScale: a norm's eps and each row's own x scales matter),
+// each block of 32 scaled again by a factor in [1/4, 1], so that blocks of x have clearly different scales (a
+// kernel that took another block's scale would be off by up to 4 times).
+std::vector<float> q8_rows(Rng& rng, int64_t M, int64_t K) {
+    std::vector<float> x = scaled_rows(rng, M, K);
+    for (size_t b = 0; b < x.size() / kQ8Block; ++b) {
+        const float f = rng.uniform(0.25f, 1.0f);
+        for (size_t i = 0; i < size_t(kQ8Block); ++i) x[b * kQ8Block + i] *= f;
+    }
+    return x;
+}
+
+ThreadPool& reference_pool() {
+    static ThreadPool p(int(std::max(2u, std::thread::hardware_concurrency())));
+    return p;
+}
+
+// A double reference with its elementwise bound err and rms, a bound on the RMS of the error (header above).
+struct QRef {
+    std::vector<double> v, err, rms;
+};
+
+QRef exact_q(const std::vector<float>& x) {
+    return {std::vector<double>(x.begin(), x.end()), std::vector<double>(x.size(), 0.0),
+            std::vector<double>(x.size(), 0.0)};
+}
+QRef from_ref(const Ref& r) { return {r.v, r.err, r.err}; }
+
+// The sums of one output over k that the bounds need (y as the kernel's input; xhat the test's own quantization of
+// x, or NULL).
+struct ProjSums {
+    double v = 0, my = 0, mag = 0, prop = 0, prop_rms = 0, quant = 0, qvar = 0, sq = 0, vq = 0, magq = 0;
+};
+
+std::vector<ProjSums> projection_sums(const Q8Host& w, const QRef& y, int64_t M, const std::vector<double>* xhat) {
+    const int64_t K = w.K, N = w.N, nb = K / kQ8Block;
+    std::vector<double> qerr(size_t(M * nb));
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t b = 0; b < nb; ++b) {
+            double a = 0.0;
+            for (int64_t i = 0; i < kQ8Block; ++i) {
+                const size_t k = size_t(m * K + b * kQ8Block + i);
+                a = std::max(a, std::fabs(y.v[k]) + y.err[k]);
+            }
+            qerr[size_t(m * nb + b)] = a / 254.0 * (1 + kU) * (1 + std::ldexp(1.0, -16));
+        }
+    std::vector<ProjSums> s(size_t(M * N));
+    const int64_t rows_per_task = 64;
+    reference_pool().parallel_for(size_t((N + rows_per_task - 1) / rows_per_task), [&](size_t task, int) {
+        for (int64_t n = int64_t(task) * rows_per_task; n < std::min(N, int64_t(task + 1) * rows_per_task); ++n)
+            for (int64_t m = 0; m < M; ++m) {
+                ProjSums t;
+                for (int64_t b = 0; b < nb; ++b) {
+                    const double ds = w.scale(n, b), qe = qerr[size_t(m * nb + b)];
+                    double sa = 0.0, s2 = 0.0;
+                    for (int64_t i = 0; i < kQ8Block; ++i) {
+                        const int64_t k = b * kQ8Block + i;
+                        const size_t yi = size_t(m * K + k);
+                        const double wk = ds * w.q[size_t(n * K + k)], a = std::fabs(wk);
+                        const double ay = std::fabs(y.v[yi]) + y.err[yi];
+                        t.v += wk * y.v[yi];
+                        t.my += a * ay;
+                        t.mag += a * (ay + qe);
+                        t.prop += a * y.err[yi];
+                        t.prop_rms += a * y.rms[yi];
+                        t.sq += wk * wk * ay * ay;
+                        sa += a;
+                        s2 += wk * wk;
+                        if (xhat) {
+                            t.vq += wk * (*xhat)[yi];
+                            t.magq += std::fabs(wk * (*xhat)[yi]);
+                        }
+                    }
+                    t.quant += qe * sa;
+                    t.qvar += qe * qe * s2;
+                }
+                s[size_t(m * N + n)] = t;
+            }
+    });
+    return s;
+}
+
+// y [M, K] (the projection's input) times the Q8 weight, + bias, as the GPU computes it: as GEMM or GEMV (by default
+// as at this M; rows of a larger M are passed with gemm set).
+QRef q8_projection(const QRef& y, const Q8Host& w, const std::vector<float>* bias, int64_t M, bool gemm) {
+    const std::vector<ProjSums> s = projection_sums(w, y, M, nullptr);
+    const double g = gamma_n(double(w.K + 2)), ub = std::ldexp(1.0, -8);
+    QRef r{std::vector<double>(s.size()), std::vector<double>(s.size()), std::vector<double>(s.size())};
+    for (size_t i = 0; i < s.size(); ++i) {
+        const double b = bias ? (*bias)[i % size_t(w.N)] : 0.0;
+        r.v[i] = s[i].v + b;
+        if (!gemm) {
+            const double f32 = g * (s[i].mag + std::fabs(b));
+            r.err[i] = s[i].quant + s[i].prop + f32;
+            r.rms[i] = std::sqrt(s[i].qvar) + s[i].prop_rms + f32;
+        } else {
+            const double f32 = 2 * g * ((1 + ub) * (1 + ub) * s[i].my + std::fabs(b));
+            r.err[i] = (1 + ub) * s[i].prop + ub * (2 + ub) * s[i].my + f32;
+            r.rms[i] = ub * (1 + ub) * std::sqrt(2 * s[i].sq) + (1 + ub) * s[i].prop_rms + f32;
+        }
+    }
+    return r;
+}
+
+QRef q8_projection(const QRef& y, const Q8Host& w, const std::vector<float>* bias, int64_t M) {
+    return q8_projection(y, w, bias, M, M > kGemvRows);
+}
+
+// The kernel's quantization of x (gemv.cu's contract), as the values dx q it stands for.
+std::vector<double> quantize_like_gemv(const std::vector<float>& x, int64_t M, int64_t K) {
+    std::vector<double> xq(x.size());
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t b = 0; b < K / kQ8Block; ++b) {
+            const float* xb = x.data() + m * K + b * kQ8Block;
+            float amax = 0.0f;
+            for (int64_t i = 0; i < kQ8Block; ++i) amax = std::max(amax, std::fabs(xb[i]));
+            const float dx = amax / 127.0f;
+            for (int64_t i = 0; i < kQ8Block; ++i) {
+                float q = 0.0f;
+                if (dx > 0.0f) {
+                    const float r = xb[i] / dx;
+                    q = std::min(127.0f, std::max(-127.0f, std::nearbyint(r)));
+                }
+                xq[size_t(m * K + b * kQ8Block + i)] = double(dx) * double(q);
+            }
+        }
+    return xq;
+}
+
+// The GEMV's result over the test's own quantization of x: plain f32 bounds (header above).
+Ref q8_quantized_projection(const std::vector<float>& x, const Q8Host& w, const std::vector<float>* bias, int64_t M) {
+    const std::vector<double> xq = quantize_like_gemv(x, M, w.K);
+    const std::vector<ProjSums> s = projection_sums(w, exact_q(x), M, &xq);
+    const double g = gamma_n(double(w.K + 2));
+    Ref r{std::vector<double>(s.size()), std::vector<double>(s.size())};
+    for (size_t i = 0; i < s.size(); ++i) {
+        const double b = bias ? (*bias)[i % size_t(w.N)] : 0.0;
+        r.v[i] = s[i].vq + b;
+        r.err[i] = g * (s[i].magq + std::fabs(b));
+    }
+    return r;
+}
+
+QRef q8_swiglu(const QRef& g, const QRef& u) {
+    const Ref e = swiglu_ref(Ref{g.v, g.err}, Ref{u.v, u.err});
+    QRef r{e.v, e.err, std::vector<double>(e.v.size())};
+    for (size_t i = 0; i < r.v.size(); ++i) {
+        const double silu = g.v[i] / (1.0 + std::exp(-g.v[i]));
+        r.rms[i] = 1.1 * g.rms[i] * (std::fabs(u.v[i]) + u.err[i]) + std::fabs(silu) * u.rms[i] + 8 * kU * std::fabs(r.v[i]);
+    }
+    return r;
+}
+
+QRef q8_gelu(const QRef& z, bool tanh_form, bool approximate_tanh) {
+    const Ref e = gelu_ref(Ref{z.v, z.err}, tanh_form);
+    QRef r{e.v, e.err, std::vector<double>(e.v.size())};
+    for (size_t i = 0; i < r.v.size(); ++i) {
+        const double extra = approximate_tanh ? 0.5 * (std::fabs(z.v[i]) + z.err[i]) * std::ldexp(1.0, -11) : 0.0;
+        r.err[i] += extra;
+        r.rms[i] = 1.13 * z.rms[i] + 10 * kU * (std::fabs(z.v[i]) + z.err[i]) + extra;
+    }
+    return r;
+}
+
+QRef q8_add(const QRef& a, const std::vector<float>& residual) {
+    QRef r = a;
+    for (size_t i = 0; i < r.v.size(); ++i) {
+        r.v[i] += residual[i];
+        r.err[i] = a.err[i] * (1 + kU) + kU * std::fabs(r.v[i]);
+        r.rms[i] = a.rms[i] * (1 + kU) + kU * std::fabs(r.v[i]);
+    }
+    return r;
+}
+
+// Every element within its bound (NaN fails) and, from 16 outputs on, sum (got - v)^2 <= 4 sum rms^2.
+::testing::AssertionResult q8_matches(const std::vector<float>& got, const QRef& want) {
+    if (got.size() != want.v.size())
+        return ::testing::AssertionFailure() << got.size() << " elements, want " << want.v.size();
+    double e2 = 0.0, r2 = 0.0;
+    for (size_t i = 0; i < got.size(); ++i) {
+        const double d = double(got[i]) - want.v[i];
+        if (!(std::fabs(d) <= want.err[i]))
+            return ::testing::AssertionFailure() << "element " << i << ": got " << got[i] << ", want " << want.v[i]
+                                                 << " (bound " << want.err[i] << ")";
+        e2 += d * d;
+        r2 += want.rms[i] * want.rms[i];
+    }
+    if (got.size() >= 16 && !(e2 <= 4 * r2))
+        return ::testing::AssertionFailure() << "sum of squared errors " << e2 << " > 4 x " << r2
+                                             << " (the RMS bound's sum of squares)";
+    return ::testing::AssertionSuccess();
+}
+
+// ---- The references above against a host model of the kernels' arithmetic (runs without a GPU) ------------------
+//
+// The CUDA cases can only run on a GPU; this checks on any machine that their bounds hold for the arithmetic the
+// kernels are specified to do (the GEMV: x quantized by gemv.cu's contract, exact int32 sums per half block, f32
+// products float(sum) * (dw * dx) and sums; the GEMM: bf16 x and bf16 d q, f32 sums), and that they fail models of
+// mistakes: x rounded by truncation or with a neighbouring block's scale (the quantized-x check), a lost block (both).
+enum class Q8Fault { kNone, kTruncate, kNeighbourScale, kLostBlock };
+
+std::vector<float> model_q8_gemv(const std::vector<float>& y, const Q8Host& w, const std::vector<float>* bias,
+                                 int64_t M, Q8Fault fault) {
+    const int64_t K = w.K, N = w.N, nb = K / kQ8Block;
+    std::vector<int> qx(y.size());
+    std::vector<float> dx(size_t(M * nb));
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t b = 0; b < nb; ++b) {
+            const float* yb = y.data() + m * K + b * kQ8Block;
+            float amax = 0.0f;
+            for (int64_t i = 0; i < kQ8Block; ++i) amax = std::max(amax, std::fabs(yb[i]));
+            const float d = amax / 127.0f;
+            dx[size_t(m * nb + b)] = d;
+            for (int64_t i = 0; i < kQ8Block; ++i) {
+                const float r = d > 0.0f ? yb[i] / d : 0.0f;
+                const float q = fault == Q8Fault::kTruncate ? std::trunc(r) : std::nearbyint(r);
+                qx[size_t(m * K + b * kQ8Block + i)] = int(std::min(127.0f, std::max(-127.0f, q)));
+            }
+        }
+    std::vector<float> out(size_t(M * N));
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; ++b) {
+                if (fault == Q8Fault::kLostBlock && b == nb - 1) continue;
+                const float d = dx[size_t(m * nb + (fault == Q8Fault::kNeighbourScale ? (b + 1) % nb : b))];
+                const float c = w.scale(n, b) * d;
+                for (int64_t h = 0; h < 2; ++h) {
+                    int s = 0;
+                    for (int64_t i = 0; i < 16; ++i) {
+                        const int64_t k = b * kQ8Block + h * 16 + i;
+                        s += int(w.q[size_t(n * K + k)]) * qx[size_t(m * K + k)];
+                    }
+                    acc = std::fma(float(s), c, acc);
+                }
+            }
+            out[size_t(m * N + n)] = acc + (bias ? (*bias)[size_t(n)] : 0.0f);
+        }
+    return out;
+}
+
+std::vector<float> model_q8_gemm(const std::vector<float>& y, const Q8Host& w, const std::vector<float>* bias,
+                                 int64_t M) {
+    const int64_t K = w.K, N = w.N;
+    std::vector<float> out(size_t(M * N));
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; ++k) {
+                const float wb = bf16_to_f32(f32_to_bf16(w.scale(n, k / kQ8Block) * float(w.q[size_t(n * K + k)])));
+                acc = std::fma(bf16_to_f32(f32_to_bf16(y[size_t(m * K + k)])), wb, acc);
+            }
+            out[size_t(m * N + n)] = acc + (bias ? (*bias)[size_t(n)] : 0.0f);
+        }
+    return out;
+}
+
+// The f32 RMSNorm as the kernels compute it (sum of squares in f32, then (x * inv) * w).
+std::vector<float> model_rms_norm(const std::vector<float>& x, const std::vector<float>& nw, int64_t M, int64_t K,
+                                  float eps) {
+    std::vector<float> y(x.size());
+    for (int64_t m = 0; m < M; ++m) {
+        float ss = 0.0f;
+        for (int64_t k = 0; k < K; ++k) ss += x[size_t(m * K + k)] * x[size_t(m * K + k)];
+        const float inv = 1.0f / std::sqrt(ss / float(K) + eps);
+        for (int64_t k = 0; k < K; ++k) y[size_t(m * K + k)] = (x[size_t(m * K + k)] * inv) * nw[size_t(k)];
+    }
+    return y;
+}
+
+TEST(LinearOpsQ8Reference, BoundsHoldForAModelOfTheKernelsAndFailModelsOfMistakes) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    const int64_t N = 64;
+    for (int64_t M : {1, 5, 8})
+        for (int64_t K : {64, 96, 2048}) {
+            SCOPED_TRACE(shape_text(M, K, N));
+            const std::vector<float> x = q8_rows(rng, M, K), bias = rng.vec(size_t(N)), nw = rng.vec(size_t(K));
+            const Q8Host w = random_q8(rng, N, K);
+            const QRef loose = q8_projection(exact_q(x), w, &bias, M);
+            const Ref tight = q8_quantized_projection(x, w, &bias, M);
+            const std::vector<float> got = model_q8_gemv(x, w, &bias, M, Q8Fault::kNone);
+            EXPECT_TRUE(q8_matches(got, loose));
+            EXPECT_TRUE(matches(got, tight));
+            // With the norm: the kernel quantizes its own f32 y, within rms_norm_ref's bound of the exact one.
+            const std::vector<float> y = model_rms_norm(x, nw, M, K, 1e-6f);
+            EXPECT_TRUE(q8_matches(model_q8_gemv(y, w, &bias, M, Q8Fault::kNone),
+                                   q8_projection(from_ref(rms_norm_ref(x, nw, M, K, 1e-6f)), w, &bias, M)))
+                << "with the norm";
+            EXPECT_FALSE(matches(model_q8_gemv(x, w, &bias, M, Q8Fault::kTruncate), tight)) << "truncation";
+            EXPECT_FALSE(matches(model_q8_gemv(x, w, &bias, M, Q8Fault::kNeighbourScale), tight)) << "neighbour's scale";
+            const std::vector<float> lost = model_q8_gemv(x, w, &bias, M, Q8Fault::kLostBlock);
+            EXPECT_FALSE(q8_matches(lost, loose)) << "lost block";
+            EXPECT_FALSE(matches(lost, tight)) << "lost block";
+        }
+    for (int64_t K : {64, 2048}) {
+        const int64_t M = 9;
+        SCOPED_TRACE(shape_text(M, K, N));
+        const std::vector<float> x = q8_rows(rng, M, K), bias = rng.vec(size_t(N));
+        const Q8Host w = random_q8(rng, N, K);
+        EXPECT_TRUE(q8_matches(model_q8_gemm(x, w, &bias, M), q8_projection(exact_q(x), w, &bias, M)));
+        // Without the bf16 rounding of d q (the fp32 path): inside the same bound.
+        std::vector<float> exact_w(size_t(N * K));
+        dequantize_q8(w.q.data(), w.d.data(), N * K, exact_w.data());
+        std::vector<double> ref, mag;
+        reference(x, exact_w, &bias, M, K, N, ref, mag);
+        std::vector<float> f32(ref.begin(), ref.end());
+        EXPECT_TRUE(q8_matches(f32, q8_projection(exact_q(x), w, &bias, M)));
+    }
+}
+
+class CudaLinearOpsQ8 : public CudaOpsTest {
+protected:
+    // f32 [shape] on the GPU holding values (NaN when none are given).
+    qwen3vl_tensor* gpu(const std::vector<int64_t>& shape, std::vector<float> values = {}) {
+        if (values.empty()) values.assign(element_count(shape), kNaN);
+        qwen3vl_tensor* t = create(gpu_, kF32, shape);
+        check(qwen3vl_tensor_write(t, kF32, values.data(), values.size() * 4), "tensor_write");
+        return t;
+    }
+    // A dense tensor of dtype dt holding `values`, which are rounded to dt in place (what the tensor holds).
+    qwen3vl_tensor* gpu_dense(qwen3vl_dtype dt, const std::vector<int64_t>& shape, std::vector<float>& values) {
+        for (float& f : values)
+            f = dt == kBF16 ? bf16_to_f32(f32_to_bf16(f)) : dt == kF16 ? f16_to_f32(f32_to_f16(f)) : f;
+        qwen3vl_tensor* t = create(gpu_, dt, shape);
+        check(qwen3vl_tensor_write(t, kF32, values.data(), values.size() * 4), "tensor_write");
+        return t;
+    }
+    qwen3vl_tensor* gpu_q8(const Q8Host& w) {
+        qwen3vl_tensor* t = create(gpu_, QWEN3VL_DTYPE_Q8, {w.N, w.K});
+        const std::vector<uint8_t> p = w.planes();
+        check(qwen3vl_tensor_write(t, QWEN3VL_DTYPE_Q8, p.data(), p.size()), "tensor_write q8");
+        return t;
+    }
+    std::vector<float> rows(int64_t M, int64_t K) { return q8_rows(rng_, M, K); }
+    Q8Host weight(int64_t N, int64_t K) { return random_q8(rng_, N, K); }
+
+    std::string at(int64_t M, int64_t K, int64_t N) const {
+        return " M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N) + " (" + seed() + ")";
+    }
+};
+
+// Every M of both regimes (GEMV up to kGemvRows, then the GEMM), K of one block, of an odd number of blocks and of
+// the model, rows that fill no whole tile; bias in two dtypes, and without.
+TEST_F(CudaLinearOpsQ8, Linear) {
+    struct Case {
+        int64_t K, N;
+        std::vector<int64_t> Ms;
+    };
+    const std::vector<int64_t> all = {1, 2, 5, 8, 9, 64, 300};
+    size_t case_index = 0;
+    // K = 32768 at M = 8: x's quantized copy (288 KB) exceeds shared memory, so the GEMV runs in groups of rows.
+    for (const Case& c : {Case{32, 7, all}, Case{96, 33, all}, Case{2048, 2048, all}, Case{6144, 2048, {1, 8, 64}},
+                          Case{2048, 6144, {2, 9}}, Case{32768, 64, {8}}})
+        for (int64_t M : c.Ms) {
+            const bool with_bias = case_index % 3 != 2;
+            const qwen3vl_dtype bt = case_index % 2 ? kBF16 : kF32;
+            ++case_index;
+            const std::string where = at(M, c.K, c.N) + (with_bias ? std::string(" bias ") + dtype_name(bt) : "");
+            const std::vector<float> xv = rows(M, c.K);
+            const Q8Host w = weight(c.N, c.K);
+            std::vector<float> bv = random(size_t(c.N));
+            qwen3vl_tensor *x = gpu({M, c.K}, xv), *wt = gpu_q8(w), *b = gpu_dense(bt, {c.N}, bv), *out = gpu({M, c.N});
+            check(qwen3vl_op_linear(out, x, wt, with_bias ? b : nullptr), "linear q8");
+            const std::vector<float> got = read(out);
+            const std::vector<float>* bias = with_bias ? &bv : nullptr;
+            EXPECT_TRUE(q8_matches(got, q8_projection(exact_q(xv), w, bias, M))) << "linear" << where;
+            if (M <= kGemvRows)
+                EXPECT_TRUE(matches(got, q8_quantized_projection(xv, w, bias, M))) << "linear, x quantized" << where;
+        }
+}
+
+// Several blocks of weight rows in the GEMM (bf16 blocks of at most 64 MB: 16384 rows of 2048): the residual as each
+// block's C, the bias and the GELU applied after the last block.
+TEST_F(CudaLinearOpsQ8, GemmInBlocksOfRows) {
+    const int64_t M = 9, K = 2048, N = 20000;
+    const std::vector<float> xv = rows(M, K), rv = random(size_t(M * N));
+    const Q8Host w = weight(N, K);
+    std::vector<float> bv = random(size_t(N));
+    qwen3vl_tensor *x = gpu({M, K}, xv), *wt = gpu_q8(w), *b = gpu_dense(kBF16, {N}, bv);
+    qwen3vl_tensor *res = gpu({M, N}, rv), *out = gpu({M, N});
+    const QRef z = q8_projection(exact_q(xv), w, &bv, M);
+    check(qwen3vl_op_linear_residual(out, x, wt, b, res), "linear_residual q8");
+    EXPECT_TRUE(q8_matches(read(out), q8_add(z, rv))) << "linear_residual" << at(M, K, N);
+    for (int tanh_form : {0, 1}) {
+        check(qwen3vl_op_linear_gelu(out, x, wt, b, tanh_form), "linear_gelu q8");
+        // Several blocks: the GELU is the elementwise kernel (exact tanh), not cuBLASLt's epilogue.
+        EXPECT_TRUE(q8_matches(read(out), q8_gelu(z, tanh_form == 1, false)))
+            << "linear_gelu tanh=" << tanh_form << at(M, K, N);
+    }
+}
+
+TEST_F(CudaLinearOpsQ8, LinearResidual) {
+    size_t case_index = 0;
+    for (int64_t M : {1, 2, 5, 8, 9, 64})
+        for (int64_t K : {96, 2048}) {
+            const int64_t N = 70;
+            const bool in_place = case_index % 2 == 0, with_bias = case_index % 3 == 0;
+            ++case_index;
+            const std::string where = at(M, K, N) + (in_place ? " in place" : "") + (with_bias ? " bias" : "");
+            const std::vector<float> xv = rows(M, K), rv = random(size_t(M * N));
+            const Q8Host w = weight(N, K);
+            std::vector<float> bv = random(size_t(N));
+            qwen3vl_tensor *x = gpu({M, K}, xv), *wt = gpu_q8(w), *b = gpu_dense(kF16, {N}, bv), *res = gpu({M, N}, rv);
+            qwen3vl_tensor* out = in_place ? res : gpu({M, N});
+            check(qwen3vl_op_linear_residual(out, x, wt, with_bias ? b : nullptr, res), "linear_residual q8");
+            const std::vector<float> got = read(out);
+            const std::vector<float>* bias = with_bias ? &bv : nullptr;
+            EXPECT_TRUE(q8_matches(got, q8_add(q8_projection(exact_q(xv), w, bias, M), rv))) << "linear_residual" << where;
+            if (M <= kGemvRows)
+                EXPECT_TRUE(matches(got, add_ref(q8_quantized_projection(xv, w, bias, M), rv)))
+                    << "linear_residual, x quantized" << where;
+            if (!in_place) EXPECT_EQ(read(res), rv) << "the residual input is left alone" << where;
+        }
+}
+
+TEST_F(CudaLinearOpsQ8, LinearSwiglu) {
+    for (int64_t M : {1, 2, 5, 8, 9, 64})
+        for (int64_t K : {64, 2048}) {
+            const int64_t N = 257;
+            const std::vector<float> xv = rows(M, K);
+            const Q8Host g = weight(N, K), u = weight(N, K);
+            qwen3vl_tensor *x = gpu({M, K}, xv), *gt = gpu_q8(g), *ut = gpu_q8(u), *out = gpu({M, N});
+            check(qwen3vl_op_linear_swiglu(out, x, gt, ut), "linear_swiglu q8");
+            const std::vector<float> got = read(out);
+            EXPECT_TRUE(q8_matches(got, q8_swiglu(q8_projection(exact_q(xv), g, nullptr, M),
+                                                  q8_projection(exact_q(xv), u, nullptr, M))))
+                << "linear_swiglu" << at(M, K, N);
+            if (M <= kGemvRows)
+                EXPECT_TRUE(matches(got, swiglu_ref(q8_quantized_projection(xv, g, nullptr, M),
+                                                    q8_quantized_projection(xv, u, nullptr, M))))
+                    << "linear_swiglu, x quantized" << at(M, K, N);
+        }
+    // A Q8 gate with a bf16 up: no single launch (two projections and the elementwise swiglu).
+    const int64_t M = 3, K = 96, N = 40;
+    const std::vector<float> xv = rows(M, K);
+    const Q8Host g = weight(N, K);
+    std::vector<float> uv = random(size_t(N * K));
+    qwen3vl_tensor *x = gpu({M, K}, xv), *gt = gpu_q8(g), *ut = gpu_dense(kBF16, {N, K}, uv), *out = gpu({M, N});
+    check(qwen3vl_op_linear_swiglu(out, x, gt, ut), "linear_swiglu q8 gate, bf16 up");
+    const Ref up = linear_ref(exact(xv), uv, nullptr, M, K, N);
+    EXPECT_TRUE(q8_matches(read(out), q8_swiglu(q8_projection(exact_q(xv), g, nullptr, M), from_ref(up))))
+        << "linear_swiglu q8 gate, bf16 up" << at(M, K, N);
+}
+
+// One to three Q8 weights of one input (one launch up to 8 rows: segments that fill no whole tile), with and without
+// the norm; and a bf16 weight among Q8 ones (a projection each).
+TEST_F(CudaLinearOpsQ8, NormLinear) {
+    const int64_t Ns[3] = {50, 16, 33};
+    size_t case_index = 0;
+    for (int64_t M : {1, 2, 5, 8, 9, 64})
+        for (int64_t K : {64, 2048})
+            for (int count = 1; count <= 3; ++count) {
+                const bool with_norm = case_index % 4 != 3, mixed = count > 1 && case_index % 5 == 4;
+                const qwen3vl_dtype nt = case_index % 3 == 0 ? kF32 : kBF16;
+                ++case_index;
+                const std::string where = at(M, K, Ns[0]) + " x" + std::to_string(count) +
+                                          (with_norm ? std::string(" norm ") + dtype_name(nt) : "") +
+                                          (mixed ? " weight1 bf16" : "");
+                const std::vector<float> xv = rows(M, K);
+                std::vector<float> nv = random(size_t(K));
+                qwen3vl_tensor *x = gpu({M, K}, xv), *nw = gpu_dense(nt, {K}, nv);
+                std::vector<Q8Host> w;
+                std::vector<qwen3vl_tensor*> wt, out;
+                std::vector<float> dense_w1;
+                for (int i = 0; i < count; ++i) {
+                    w.push_back(weight(Ns[i], K));
+                    if (mixed && i == 1) {
+                        dense_w1 = random(size_t(Ns[i] * K));
+                        wt.push_back(gpu_dense(kBF16, {Ns[i], K}, dense_w1));
+                    } else {
+                        wt.push_back(gpu_q8(w.back()));
+                    }
+                    out.push_back(gpu({M, Ns[i]}));
+                }
+                auto o = [&](int i) { return i < count ? out[size_t(i)] : nullptr; };
+                auto ww = [&](int i) { return i < count ? wt[size_t(i)] : nullptr; };
+                check(op::norm_linear(o(0), ww(0), o(1), ww(1), o(2), ww(2), x, with_norm ? nw : nullptr, 1e-6f),
+                      "norm_linear q8");
+                const Ref y = with_norm ? rms_norm_ref(xv, nv, M, K, 1e-6f) : exact(xv);
+                for (int i = 0; i < count; ++i) {
+                    const std::vector<float> got = read(out[size_t(i)]);
+                    const std::string what = "norm_linear out" + std::to_string(i) + where;
+                    if (mixed && i == 1) {  // bf16: the dense GEMV (fp32) or the tensor-core GEMM
+                        if (M <= kGemvRows) EXPECT_TRUE(matches(got, linear_ref(y, dense_w1, nullptr, M, K, Ns[i]))) << what;
+                        else EXPECT_LE(nmse(got, linear_ref(y, dense_w1, nullptr, M, K, Ns[i]).v), 1e-5) << what;
+                        continue;
+                    }
+                    EXPECT_TRUE(q8_matches(got, q8_projection(from_ref(y), w[size_t(i)], nullptr, M))) << what;
+                    if (M <= kGemvRows && !with_norm)
+                        EXPECT_TRUE(matches(got, q8_quantized_projection(xv, w[size_t(i)], nullptr, M)))
+                            << what << ", x quantized";
+                }
+            }
+}
+
+TEST_F(CudaLinearOpsQ8, NormLinearSwiglu) {
+    for (int64_t M : {1, 2, 5, 8, 9, 64})
+        for (int64_t K : {64, 2048})
+            for (bool with_norm : {true, false}) {
+                const int64_t N = 45;
+                const std::string where = at(M, K, N) + (with_norm ? " norm" : "");
+                const std::vector<float> xv = rows(M, K);
+                std::vector<float> nv = random(size_t(K));
+                const Q8Host g = weight(N, K), u = weight(N, K);
+                qwen3vl_tensor *x = gpu({M, K}, xv), *nw = gpu_dense(kBF16, {K}, nv), *gt = gpu_q8(g), *ut = gpu_q8(u);
+                qwen3vl_tensor* out = gpu({M, N});
+                check(qwen3vl_op_norm_linear_swiglu(out, x, with_norm ? nw : nullptr, 1e-6f, gt, ut),
+                      "norm_linear_swiglu q8");
+                const std::vector<float> got = read(out);
+                const QRef y = with_norm ? from_ref(rms_norm_ref(xv, nv, M, K, 1e-6f)) : exact_q(xv);
+                EXPECT_TRUE(q8_matches(got, q8_swiglu(q8_projection(y, g, nullptr, M), q8_projection(y, u, nullptr, M))))
+                    << "norm_linear_swiglu" << where;
+                if (M <= kGemvRows && !with_norm)
+                    EXPECT_TRUE(matches(got, swiglu_ref(q8_quantized_projection(xv, g, nullptr, M),
+                                                        q8_quantized_projection(xv, u, nullptr, M))))
+                        << "norm_linear_swiglu, x quantized" << where;
+            }
+}
+
+// The vision forms with Q8 weights (the vision tower stays bf16 in the model, but the ops take Q8 like any
+// projection): GELU after the product (the elementwise kernel up to 8 rows, cuBLASLt's epilogue above), LayerNorm
+// before it, the whole GELU MLP (f32 intermediate).
+TEST_F(CudaLinearOpsQ8, LinearGelu) {
+    size_t case_index = 0;
+    for (int64_t M : {1, 5, 8, 9, 64})
+        for (int64_t K : {64, 1024})
+            for (int tanh_form : {0, 1}) {
+                const int64_t N = 257;
+                const bool with_bias = case_index++ % 3 != 2;
+                const std::string where = at(M, K, N) + " tanh=" + std::to_string(tanh_form) + (with_bias ? " bias" : "");
+                const std::vector<float> xv = rows(M, K);
+                const Q8Host w = weight(N, K);
+                std::vector<float> bv = random(size_t(N));
+                qwen3vl_tensor *x = gpu({M, K}, xv), *wt = gpu_q8(w), *b = gpu_dense(kBF16, {N}, bv), *out = gpu({M, N});
+                check(qwen3vl_op_linear_gelu(out, x, wt, with_bias ? b : nullptr, tanh_form), "linear_gelu q8");
+                const std::vector<float> got = read(out);
+                const std::vector<float>* bias = with_bias ? &bv : nullptr;
+                EXPECT_TRUE(q8_matches(got, q8_gelu(q8_projection(exact_q(xv), w, bias, M), tanh_form == 1,
+                                                    tanh_form == 1 && M > kGemvRows)))
+                    << "linear_gelu" << where;
+                if (M <= kGemvRows)
+                    EXPECT_TRUE(matches(got, gelu_ref(q8_quantized_projection(xv, w, bias, M), tanh_form == 1)))
+                        << "linear_gelu, x quantized" << where;
+            }
+}
+
+TEST_F(CudaLinearOpsQ8, LayerNormLinear) {
+    for (int64_t M : {1, 5, 8, 9, 64})
+        for (int64_t K : {64, 1024}) {
+            const int64_t N = 70;
+            const std::vector<float> xv = rows(M, K);
+            std::vector<float> nwv = random(size_t(K)), nbv = random(size_t(K)), bv = random(size_t(N));
+            const Q8Host w = weight(N, K);
+            qwen3vl_tensor *x = gpu({M, K}, xv), *nw = gpu_dense(kBF16, {K}, nwv), *nb = gpu_dense(kBF16, {K}, nbv);
+            qwen3vl_tensor *wt = gpu_q8(w), *b = gpu_dense(kBF16, {N}, bv), *out = gpu({M, N});
+            check(op::layer_norm_linear(out, x, nw, nb, 1e-6f, wt, b), "layer_norm_linear q8");
+            const QRef y = from_ref(layer_norm_ref(xv, nwv, nbv, M, K, 1e-6f));
+            EXPECT_TRUE(q8_matches(read(out), q8_projection(y, w, &bv, M))) << "layer_norm_linear" << at(M, K, N);
+        }
+}
+
+TEST_F(CudaLinearOpsQ8, MlpGelu) {
+    size_t case_index = 0;
+    for (int64_t M : {1, 5, 8, 9, 64})
+        for (int tanh_form : {0, 1}) {
+            const int64_t K = 96, I = 256;
+            const bool in_place = case_index % 2 == 0, with_norm = case_index % 3 != 2;
+            ++case_index;
+            const int64_t N = in_place ? K : 64;
+            const std::string where = at(M, K, N) + " tanh=" + std::to_string(tanh_form) + (in_place ? " in place" : "") +
+                                      (with_norm ? " norm" : "");
+            const std::vector<float> xv = rows(M, K), rv = in_place ? xv : random(size_t(M * N));
+            std::vector<float> nwv = random(size_t(K)), nbv = random(size_t(K)), b1 = random(size_t(I)),
+                               b2 = random(size_t(N));
+            const Q8Host w1 = weight(I, K), w2 = weight(N, I);
+            qwen3vl_tensor *x = gpu({M, K}, xv), *nw = gpu_dense(kBF16, {K}, nwv), *nb = gpu_dense(kBF16, {K}, nbv);
+            qwen3vl_tensor *fc1 = gpu_q8(w1), *fc2 = gpu_q8(w2), *b1t = gpu_dense(kBF16, {I}, b1), *b2t = gpu_dense(kF32, {N}, b2);
+            qwen3vl_tensor *res = in_place ? x : gpu({M, N}, rv), *out = in_place ? x : gpu({M, N});
+            check(op::mlp_gelu(out, x, with_norm ? nw : nullptr, with_norm ? nb : nullptr, 1e-6f, fc1, b1t, tanh_form,
+                               fc2, b2t, res),
+                  "mlp_gelu q8");
+            const QRef y = with_norm ? from_ref(layer_norm_ref(xv, nwv, nbv, M, K, 1e-6f)) : exact_q(xv);
+            const QRef h = q8_gelu(q8_projection(y, w1, &b1, M), tanh_form == 1, tanh_form == 1 && M > kGemvRows);
+            EXPECT_TRUE(q8_matches(read(out), q8_add(q8_projection(h, w2, &b2, M), rv))) << "mlp_gelu" << where;
+        }
+}
+
+// The decoder's projections of Qwen3-VL-2B in Q8: a decode step's q/k/v (one launch), gate/up + swiglu at M = 1 and
+// 8, down_proj and o_proj with the residual, the final norm + lm_head (151936 x 2048, planes drawn directly); and
+// prefill (M = 300) q/k and o_proj on the GEMM.
+TEST_F(CudaLinearOpsQ8, ModelShapes) {
+    const float eps = 1e-6f;
+    {
+        const int64_t M = 1, H = 2048;
+        const std::vector<float> xv = rows(M, H);
+        std::vector<float> nv = random(size_t(H));
+        const Q8Host wq = weight(2048, H), wk = weight(1024, H), wv = weight(1024, H);
+        qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv);
+        qwen3vl_tensor *q = gpu({M, 2048}), *k = gpu({M, 1024}), *v = gpu({M, 1024});
+        check(op::norm_linear(q, gpu_q8(wq), k, gpu_q8(wk), v, gpu_q8(wv), x, nw, eps), "norm_linear q/k/v q8");
+        const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
+        EXPECT_TRUE(q8_matches(read(q), q8_projection(y, wq, nullptr, M))) << "q_proj" << seed();
+        EXPECT_TRUE(q8_matches(read(k), q8_projection(y, wk, nullptr, M))) << "k_proj" << seed();
+        EXPECT_TRUE(q8_matches(read(v), q8_projection(y, wv, nullptr, M))) << "v_proj" << seed();
+    }
+    for (int64_t M : {1, 8}) {
+        const int64_t H = 2048, I = 6144;
+        const std::vector<float> xv = rows(M, H), rv = random(size_t(M * H));
+        std::vector<float> nv = random(size_t(H));
+        const Q8Host g = weight(I, H), u = weight(I, H), wd = weight(H, I), wo = weight(H, H);
+        qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv), *h = gpu({M, I});
+        check(qwen3vl_op_norm_linear_swiglu(h, x, nw, eps, gpu_q8(g), gpu_q8(u)), "norm_linear_swiglu q8");
+        const std::vector<float> hv = read(h);
+        const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
+        EXPECT_TRUE(q8_matches(hv, q8_swiglu(q8_projection(y, g, nullptr, M), q8_projection(y, u, nullptr, M))))
+            << "gate/up swiglu M=" << M << " " << seed();
+        // down_proj on the GPU's own h (exact input from here on), in place on the residual.
+        qwen3vl_tensor* res = gpu({M, H}, rv);
+        check(qwen3vl_op_linear_residual(res, h, gpu_q8(wd), nullptr, res), "down_proj q8");
+        EXPECT_TRUE(q8_matches(read(res), q8_add(q8_projection(exact_q(hv), wd, nullptr, M), rv)))
+            << "down_proj + residual M=" << M << " " << seed();
+        EXPECT_TRUE(matches(read(res), add_ref(q8_quantized_projection(hv, wd, nullptr, M), rv)))
+            << "down_proj + residual, x quantized M=" << M << " " << seed();
+        qwen3vl_tensor* res2 = gpu({M, H}, rv);
+        check(qwen3vl_op_linear_residual(res2, x, gpu_q8(wo), nullptr, res2), "o_proj q8");
+        EXPECT_TRUE(q8_matches(read(res2), q8_add(q8_projection(exact_q(xv), wo, nullptr, M), rv)))
+            << "o_proj + residual M=" << M << " " << seed();
+    }
+    {
+        const int64_t M = 1, H = 2048, V = 151936;
+        const std::vector<float> xv = rows(M, H);
+        std::vector<float> nv = random(size_t(H));
+        const Q8Host w = direct_q8(rng_, V, H);
+        qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv), *logits = gpu({M, V});
+        check(op::norm_linear(logits, gpu_q8(w), nullptr, nullptr, nullptr, nullptr, x, nw, eps), "lm_head q8");
+        EXPECT_TRUE(q8_matches(read(logits), q8_projection(from_ref(rms_norm_ref(xv, nv, M, H, eps)), w, nullptr, M)))
+            << "final norm + lm_head " << seed();
+    }
+    {
+        const int64_t M = 300, H = 2048;
+        const std::vector<float> xv = rows(M, H), rv = random(size_t(M * H));
+        std::vector<float> nv = random(size_t(H));
+        const Q8Host wq = weight(2048, H), wk = weight(1024, H);
+        qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv), *q = gpu({M, 2048}), *k = gpu({M, 1024});
+        qwen3vl_tensor* wqt = gpu_q8(wq);
+        check(op::norm_linear(q, wqt, k, gpu_q8(wk), nullptr, nullptr, x, nw, eps), "prefill q/k q8");
+        const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
+        EXPECT_TRUE(q8_matches(read(q), q8_projection(y, wq, nullptr, M))) << "prefill q_proj " << seed();
+        EXPECT_TRUE(q8_matches(read(k), q8_projection(y, wk, nullptr, M))) << "prefill k_proj " << seed();
+        qwen3vl_tensor* res = gpu({M, H}, rv);
+        check(qwen3vl_op_linear_residual(res, x, wqt, nullptr, res), "prefill o_proj q8");
+        EXPECT_TRUE(q8_matches(read(res), q8_add(q8_projection(exact_q(xv), wq, nullptr, M), rv)))
+            << "prefill o_proj + residual " << seed();
+    }
+}
+
+// A NaN or an infinity in x makes its row's outputs non-finite (the GEMV gives the block scale NaN: no silent zero),
+// and leaves the other rows as they were; both regimes.
+TEST_F(CudaLinearOpsQ8, NonFiniteInputsGiveNonFiniteRows) {
+    for (int64_t M : {3, 9}) {
+        const int64_t K = 64, N = 40;
+        std::vector<float> xv = rows(M, K);
+        xv[size_t(1 * K + 37)] = std::numeric_limits<float>::quiet_NaN();
+        xv[size_t(2 * K + 5)] = std::numeric_limits<float>::infinity();
+        const Q8Host w = weight(N, K);
+        qwen3vl_tensor *x = gpu({M, K}, xv), *out = gpu({M, N});
+        check(qwen3vl_op_linear(out, x, gpu_q8(w), nullptr), "linear q8");
+        const std::vector<float> got = read(out);
+        std::vector<float> x0(xv.begin(), xv.begin() + K), got0(got.begin(), got.begin() + N);
+        EXPECT_TRUE(q8_matches(got0, q8_projection(exact_q(x0), w, nullptr, 1, M > kGemvRows))) << "row 0, M=" << M;
+        for (int64_t m = 1; m <= 2; ++m)
+            for (int64_t n = 0; n < N; ++n)
+                EXPECT_FALSE(std::isfinite(got[size_t(m * N + n)])) << "row " << m << " column " << n << " M=" << M;
+        for (int64_t m = 3; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) EXPECT_TRUE(std::isfinite(got[size_t(m * N + n)])) << "row " << m;
+    }
+}
+
+// tensor_write of f32 / f16 / bf16 weights into a Q8 tensor quantizes on the device (native/kernels/quant.cu): the
+// planes read back raw are the host reference's (quantize_q8 of the values the source dtype holds), bit for bit, on
+// blocks of every magnitude (f16-subnormal scales included), all-zero blocks, blocks whose quotients are ties
+// (rint's half-even rounding) and of the largest magnitude; a bad weight is refused with the reference's message.
+TEST_F(CudaLinearOpsQ8, QuantizeOnWriteMatchesTheHostReference) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (qwen3vl_dtype src : {kF32, kF16, kBF16})
+        for (const std::vector<int64_t>& shape : {std::vector<int64_t>{37, 96}, std::vector<int64_t>{300, 2048}}) {
+            const int64_t N = shape[0], K = shape[1], blocks = N * K / kQ8Block;
+            // Block magnitudes 10^(e / 2): from f16-subnormal scales to ~1e5 (f16: within its range).
+            const float lo = src == kF16 ? -9.0f : -12.0f, hi = src == kF16 ? 7.0f : 10.0f;
+            std::vector<float> v(size_t(N * K));
+            for (int64_t b = 0; b < blocks; ++b) {
+                float* wb = v.data() + b * kQ8Block;
+                const int kind = int(b % 8);
+                if (kind == 0) continue;  // all zero
+                if (kind == 1) {          // ties: with max 127 the scale is 1 and w / d = w, halves go to even
+                    for (int64_t i = 0; i < kQ8Block; ++i) wb[i] = float(i) - 15.5f;
+                    wb[kQ8Block - 1] = 127.0f;
+                    continue;
+                }
+                if (kind == 2) {  // f16-subnormal scale: max |w| / 127 < 2^-14
+                    for (int64_t i = 0; i < kQ8Block; ++i) wb[i] = 4e-4f * rng_.uniform();
+                    continue;
+                }
+                const float m = std::pow(10.0f, rng_.uniform(lo, hi) / 2.0f);
+                for (int64_t i = 0; i < kQ8Block; ++i) wb[i] = m * normal(rng_.gen);
+            }
+            // The values the source holds, and the bytes written.
+            std::vector<uint16_t> half(v.size());
+            for (size_t i = 0; i < v.size(); ++i) {
+                if (src == kF32) continue;
+                half[i] = src == kBF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+                v[i] = src == kBF16 ? bf16_to_f32(half[i]) : f16_to_f32(half[i]);
+            }
+            Q8Host want{N, K, std::vector<int8_t>(v.size()), std::vector<uint16_t>(v.size() / kQ8Block)};
+            quantize_q8(v.data(), N * K, want.q.data(), want.d.data());
+            const std::vector<uint8_t> want_planes = want.planes();
+            const std::string what = std::string("quantize from ") + dtype_name(src) + " [" + std::to_string(N) + ", " +
+                                     std::to_string(K) + "] (" + seed() + ")";
+            for (qwen3vl_backend* be : {gpu_, cpu_}) {
+                qwen3vl_tensor* t = create(be, QWEN3VL_DTYPE_Q8, shape);
+                if (src == kF32) check(qwen3vl_tensor_write(t, kF32, v.data(), v.size() * 4), "tensor_write");
+                else check(qwen3vl_tensor_write(t, src, half.data(), half.size() * 2), "tensor_write");
+                std::vector<uint8_t> got(want_planes.size());
+                check(qwen3vl_tensor_read(t, QWEN3VL_DTYPE_Q8, got.data(), got.size()), "tensor_read q8");
+                size_t first = 0;
+                while (first < got.size() && got[first] == want_planes[first]) ++first;
+                EXPECT_EQ(first, got.size()) << what << (be == gpu_ ? " on CUDA" : " on the CPU") << ": byte " << first
+                                             << (first < want.q.size() ? " of the int8 plane" : " of the scales");
+            }
+        }
+    // Refusals, with the host reference's messages on both backends: the first non-finite weight by [row, column], a
+    // block whose scale overflows f16 by [row, block].
+    const int64_t N = 9, K = 96;
+    struct Bad {
+        int64_t row, col;
+        float value;
+        std::string message;
+    };
+    for (const Bad& bad : {Bad{5, 70, std::numeric_limits<float>::quiet_NaN(), "q8: weight [5, 70] is not finite"},
+                           Bad{0, 3, -std::numeric_limits<float>::infinity(), "q8: weight [0, 3] is not finite"},
+                           Bad{8, 95, std::numeric_limits<float>::quiet_NaN(), "q8: weight [8, 95] is not finite"},
+                           Bad{2, 40, 1e7f, "q8: block [2, 1] overflows the f16 scale"}}) {
+        std::vector<float> v = random(size_t(N * K));
+        v[size_t(bad.row * K + bad.col)] = bad.value;
+        for (qwen3vl_backend* be : {gpu_, cpu_}) {
+            qwen3vl_tensor* t = create(be, QWEN3VL_DTYPE_Q8, {N, K});
+            EXPECT_TRUE(invalid_argument(qwen3vl_tensor_write(t, kF32, v.data(), v.size() * 4), bad.message))
+                << (be == gpu_ ? "CUDA" : "CPU");
+        }
     }
 }
 
