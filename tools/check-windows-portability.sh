@@ -10,7 +10,10 @@ out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 n=0
 for f in native/core/*.cpp native/cpu/*.cpp native/capi/*.cpp; do
   flags=(-std=c++17 -Wall -Wextra -Werror -DQWEN3VL_BUILD -Inative/capi -Inative/core -Inative/cpu -Inative/kernels)
-  case "$f" in *_avx2.cpp) flags+=(-mavx2 -mfma -mf16c) ;; esac
+  case "$f" in
+    *_avx2.cpp) flags+=(-mavx2 -mfma -mf16c) ;;
+    *_avx512.cpp) flags+=(-mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni) ;;
+  esac
   "$cxx" "${flags[@]}" -c "$f" -o "$out/$(basename "$f").o"
   n=$((n + 1))
 done

@@ -31,6 +31,12 @@ uint32_t detect_cpu_features() {
     return f;
 }
 
+bool cpu_has_avx512_vnni() {
+    const uint32_t need = QWEN3VL_CPU_AVX512F | QWEN3VL_CPU_AVX512BW | QWEN3VL_CPU_AVX512VL;
+    if ((detect_cpu_features() & need) != need) return false;  // includes the OS's ZMM state
+    return (cpuid(7, 0).ecx & (1u << 11)) != 0;                 // CPUID.(7, 0):ECX.AVX512_VNNI
+}
+
 static CpuKernels choose() {
     const uint32_t f = detect_cpu_features();
     const uint32_t avx2_set = QWEN3VL_CPU_AVX2 | QWEN3VL_CPU_FMA | QWEN3VL_CPU_F16C;

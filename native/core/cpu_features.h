@@ -16,4 +16,8 @@ uint32_t detect_cpu_features();
 CpuKernels cpu_kernels();
 const char* cpu_kernels_name(CpuKernels k);
 
+// AVX-512 F + BW + VL + VNNI with the OS saving the ZMM state: the CPU can run the AVX-512 VNNI int8 GEMV of Q8
+// weights (cpu/gemv_avx512.cpp, cpu/gemm.h Q8Gemv). Not a qwen3vl_cpu_feature bit: the C API does not report it.
+bool cpu_has_avx512_vnni();
+
 }  // namespace qwen3vl

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -99,7 +100,7 @@ void scalar_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_
 // permuted for bf16, quantized per block for Q8 (a gate and an up of one dtype share it).
 class GemvInputs {
 public:
-    GemvInputs(const float* x, int64_t M, int64_t K) : x_(x), M_(M), K_(K) {}
+    GemvInputs(const float* x, int64_t M, int64_t K, Q8Gemv q8) : x_(x), M_(M), K_(K), q8_(q8) {}
 
     GemvX operator()(qwen3vl_dtype d) {
         GemvX r;
@@ -112,6 +113,7 @@ public:
             }
             r.q = q_.data();
             r.d = dq_.data();
+            r.q8 = q8_;
         } else if (d == QWEN3VL_DTYPE_BF16) {
             if (perm_.empty()) {
                 perm_.resize(size_t(M_ * K_));
@@ -127,13 +129,14 @@ public:
 private:
     const float* x_;
     int64_t M_, K_;
+    Q8Gemv q8_;
     std::vector<float> perm_, dq_;
     std::vector<int8_t> q_;
 };
 
 void gemv_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
-               Weight up, const float* bias) {
-    GemvInputs inputs(x, M, K);
+               Weight up, const float* bias, Q8Gemv q8) {
+    GemvInputs inputs(x, M, K, q8);
     const GemvX xw = inputs(w.dtype);
     const bool swiglu = up.data != nullptr;
     const GemvX xu = swiglu ? inputs(up.dtype) : GemvX{};
@@ -190,7 +193,7 @@ void gemm_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t 
 }
 
 void run(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w, Weight up,
-         Weight bias, CpuKernels kernels) {
+         Weight bias, CpuKernels kernels, Q8Gemv q8) {
     if (M <= 0 || N <= 0) return;
     const std::vector<float> b = widen_bias(bias, N);
     const float* bp = b.empty() ? nullptr : b.data();
@@ -204,20 +207,33 @@ void run(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int
             require(K % 32 == 0 && v->scales != nullptr,
                     "q8 linear: K = " + std::to_string(K) + " must be whole blocks of 32, with the scale plane");
     if (kernels == CpuKernels::Scalar) return scalar_path(pool, out, x, M, K, N, w, up, bp);
-    if (M <= kGemvMaxRows) return gemv_path(pool, out, x, M, K, N, w, up, bp);
+    if (M <= kGemvMaxRows) return gemv_path(pool, out, x, M, K, N, w, up, bp, q8);
     gemm_path(pool, out, x, M, K, N, w, up, bp);
+}
+
+Q8Gemv choose_q8_gemv() {
+    const char* requested = std::getenv("QWEN3VL_CPU_Q8_GEMV");
+    if (requested && std::strcmp(requested, "avx2") == 0) return Q8Gemv::Avx2;
+    return cpu_has_avx512_vnni() ? Q8Gemv::Avx512Vnni : Q8Gemv::Avx2;
 }
 
 }  // namespace
 
+Q8Gemv q8_gemv_default() {
+    static const Q8Gemv chosen = choose_q8_gemv();
+    return chosen;
+}
+
+const char* q8_gemv_name(Q8Gemv g) { return g == Q8Gemv::Avx512Vnni ? "avx512-vnni" : "avx2"; }
+
 void linear(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
-            Weight bias, CpuKernels kernels) {
-    run(pool, out, x, M, K, N, w, Weight{}, bias, kernels);
+            Weight bias, CpuKernels kernels, Q8Gemv q8) {
+    run(pool, out, x, M, K, N, w, Weight{}, bias, kernels, q8);
 }
 
 void linear_swiglu(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight gate,
-                   Weight up, CpuKernels kernels) {
-    run(pool, out, x, M, K, N, gate, up, Weight{}, kernels);
+                   Weight up, CpuKernels kernels, Q8Gemv q8) {
+    run(pool, out, x, M, K, N, gate, up, Weight{}, kernels, q8);
 }
 
 }  // namespace cpu

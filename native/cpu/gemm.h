@@ -26,14 +26,24 @@
 namespace qwen3vl {
 namespace cpu {
 
+// The int8 GEMV of Q8 weights under CpuKernels::Avx2 comes in two instruction sets: AVX2 (vpmaddubsw, 32 weights an
+// instruction; gemv_avx2.cpp) and AVX-512 VNNI (vpdpbusd, 64; gemv_avx512.cpp, where cpu_has_avx512_vnni()).
+// q8_gemv_default() is the best this CPU has, lowered to AVX2 by the environment variable QWEN3VL_CPU_Q8_GEMV=avx2
+// (decided once per process); the tests run every one the CPU has. Both give the same result up to the order of
+// the f32 sums.
+enum class Q8Gemv { Avx2, Avx512Vnni };
+Q8Gemv q8_gemv_default();
+const char* q8_gemv_name(Q8Gemv g);
+
 // out[M, N] = x[M, K] * w[N, K]^T + bias[N] (bias.data may be NULL). out must not overlap x or w.
-// kernels selects the code path (tests run both); Avx2 requires a CPU with AVX2, FMA and F16C.
+// kernels selects the code path (tests run both); Avx2 requires a CPU with AVX2, FMA and F16C. q8 picks the int8
+// GEMV's instruction set (Avx512Vnni requires cpu_has_avx512_vnni()).
 void linear(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
-            Weight bias, CpuKernels kernels = cpu_kernels());
+            Weight bias, CpuKernels kernels = cpu_kernels(), Q8Gemv q8 = q8_gemv_default());
 
 // out[M, N] = silu(x * gate^T) * (x * up^T), gate and up [N, K].
 void linear_swiglu(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight gate,
-                   Weight up, CpuKernels kernels = cpu_kernels());
+                   Weight up, CpuKernels kernels = cpu_kernels(), Q8Gemv q8 = q8_gemv_default());
 
 // Up to this many rows of x the AVX2 path runs as GEMV (weights streamed once); above, as packed GEMM. At M = 8
 // the GEMV still beats packing W (q_proj 2048x2048 bf16, one thread: 1.6 ms against 2.7 ms).
@@ -48,6 +58,7 @@ struct GemvX {
     const float* f = nullptr;   // f32 / f16 / bf16 weights: [M, K]
     const int8_t* q = nullptr;  // Q8 weights: [M, K]
     const float* d = nullptr;   // Q8 weights: [M, K / 32]
+    Q8Gemv q8 = Q8Gemv::Avx2;   // Q8 weights: the int8 GEMV that runs
 };
 
 // out[m * ldo + n - n0] = dot(x row m, w row n) for m < M, n in [n0, n1). For Q8 weights the dot is
@@ -58,6 +69,17 @@ void gemv_avx2(float* out, int64_t ldo, const GemvX& x, int64_t M, int64_t K, We
 // d[b] == 0. |x - d q| <= d / 2 (+ the division's rounding, u |x|). A block holding a NaN or an infinity gets
 // d[b] = NaN and q = 0, so that the row's outputs are NaN as with dense weights.
 void gemv_quantize_x_avx2(int8_t* q, float* d, const float* x, int64_t K);
+// The order in which the Q8 GEMVs take weight rows: kRows = 4 rows at a time (four streams), those rows rs apart,
+// so that for rows shorter than 4 KiB (K < 4096) each stream runs in a page of its own, as bf16 rows of K = 2048 do.
+// Two streams through one page (consecutive 2 KiB rows) left the single-thread read rate 25% below bf16's at
+// K = 2048 while equal at K = 4096 and 6144 (min of 15 alternating runs). rs rows of a group are taken one group
+// after the other: rows n + i + j rs for j < 4, for i < rs.
+inline int64_t q8_row_step(int64_t K) { return K >= 4096 ? 1 : K >= 512 ? (4096 + K - 1) / K : 8; }
+
+// The AVX-512 VNNI int8 GEMV (gemv_avx512.cpp), out as gemv_avx2's for Q8 weights; gemv_avx2 calls it for
+// GemvX::q8 == Avx512Vnni.
+void gemv_q8_avx512(float* out, int64_t ldo, const int8_t* xq, const float* xd, int64_t M, int64_t K, Weight w,
+                    int64_t n0, int64_t n1);
 // bf16 weights are widened two at a time (even elements by a shift, odd ones by a mask), which needs x's
 // even and odd elements of every 16 grouped: dst[16b + i] = src[16b + 2i], dst[16b + 8 + i] = src[16b + 2i + 1].
 // The K % 16 tail is copied unchanged.

@@ -182,14 +182,16 @@ inline __m256 scales8(const uint8_t* dw, const float* dx, int64_t count) {
     return _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h))), _mm256_load_ps(f));
 }
 
-// The weight planes of one group of rows: int8 rows of stride K bytes, f16 scale rows of stride nb * 2 bytes.
+// The weight planes of one group of kRows rows, rs rows apart (gemm.h, q8_row_step): int8 rows of K bytes, f16
+// scale rows of nb * 2 bytes.
 struct Q8Rows {
     const int8_t* q;
     const uint8_t* d;
-    int64_t K, nb;
+    int64_t K, nb, rs;
 };
 
-// X x rows (1 or 2) against kRows weight rows. The combined scales of a chunk of blocks are formed first (vcvtph2ps of
+// X x rows (1 or 2) against kRows weight rows (out[m * ldo + r * rs]); prefetch: the rows kRows * rs further on, the
+// next group of this row order. The combined scales of a chunk of blocks are formed first (vcvtph2ps of
 // 8 weight scales times 8 x scales) into a stack array, from which each block broadcasts its own (a load, not a
 // shuffle); the block loop then has a fixed shape with every accumulator in a register.
 constexpr int64_t kScaleChunk = 64;  // blocks (2048 weights) per chunk of combined scales: 2 KiB of stack at X = 2
@@ -197,7 +199,7 @@ constexpr int64_t kScaleChunk = 64;  // blocks (2048 weights) per chunk of combi
 template <int X>
 void q8_rows4(float* out, int64_t ldo, const int8_t* xq, const float* xd, Q8Rows w, bool prefetch) {
     static_assert(X == 1 || X == 2, "one or two rows of x");
-    const size_t ldw = size_t(w.K), lds = size_t(w.nb) * 2;
+    const size_t ldw = size_t(w.K) * size_t(w.rs), lds = size_t(w.nb) * 2 * size_t(w.rs);
     // One accumulator array per x row, each indexed only by the weight row: GCC keeps them in registers then.
     __m256 acc0[kRows], acc1[kRows];
     for (int r = 0; r < kRows; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
@@ -235,8 +237,11 @@ void q8_rows4(float* out, int64_t ldo, const int8_t* xq, const float* xd, Q8Rows
             }
         }
     }
-    _mm_storeu_ps(out, hsum4(acc0[0], acc0[1], acc0[2], acc0[3]));
-    if (X == 2) _mm_storeu_ps(out + ldo, hsum4(acc1[0], acc1[1], acc1[2], acc1[3]));
+    alignas(16) float sums[2][kRows];
+    _mm_store_ps(sums[0], hsum4(acc0[0], acc0[1], acc0[2], acc0[3]));
+    if (X == 2) _mm_store_ps(sums[1], hsum4(acc1[0], acc1[1], acc1[2], acc1[3]));
+    for (int m = 0; m < X; ++m)
+        for (int r = 0; r < kRows; ++r) out[m * ldo + r * w.rs] = sums[m][r];
 }
 
 // One x row against one weight row (the N % 4 tail).
@@ -261,16 +266,21 @@ void gemv_q8(float* out, int64_t ldo, const int8_t* xq, const float* xd, int64_t
     const int64_t nb = K / 32;
     const auto* q = static_cast<const int8_t*>(w.data);
     const auto* d = static_cast<const uint8_t*>(w.scales);
-    int64_t n = n0;
-    for (; n + kRows <= n1; n += kRows) {
-        const Q8Rows rows{q + n * K, d + n * nb * 2, K, nb};
+    // All rows of x against the group of rows from n on.
+    auto group = [&](int64_t n, int64_t rs, bool prefetch) {
+        const Q8Rows rows{q + n * K, d + n * nb * 2, K, nb, rs};
         float* o = out + (n - n0);
-        bool prefetch = n + 2 * kRows <= n1;
         int64_t m = 0;
         for (; m + 2 <= M; m += 2, prefetch = false)
             q8_rows4<2>(o + m * ldo, ldo, xq + m * K, xd + m * nb, rows, prefetch);
         if (m < M) q8_rows4<1>(o + m * ldo, ldo, xq + m * K, xd + m * nb, rows, prefetch);
-    }
+    };
+    const int64_t rs = q8_row_step(K), span = kRows * rs;
+    int64_t n = n0;
+    // Groups rs rows apart, rs of them per span; then the rest in plain groups.
+    for (; n + span <= n1; n += span)
+        for (int64_t i = 0; i < rs; ++i) group(n + i, rs, n + 2 * span <= n1);
+    for (; n + kRows <= n1; n += kRows) group(n, 1, n + 2 * kRows <= n1);
     for (; n < n1; ++n)
         for (int64_t m = 0; m < M; ++m)
             out[m * ldo + (n - n0)] = q8_row1(xq + m * K, xd + m * nb, q + n * K, d + n * nb * 2, nb);
@@ -280,7 +290,9 @@ void gemv_q8(float* out, int64_t ldo, const int8_t* xq, const float* xd, int64_t
 
 void gemv_avx2(float* out, int64_t ldo, const GemvX& x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1) {
     switch (w.dtype) {
-        case QWEN3VL_DTYPE_Q8: return gemv_q8(out, ldo, x.q, x.d, M, K, w, n0, n1);
+        case QWEN3VL_DTYPE_Q8:
+            if (x.q8 == Q8Gemv::Avx512Vnni) return gemv_q8_avx512(out, ldo, x.q, x.d, M, K, w, n0, n1);
+            return gemv_q8(out, ldo, x.q, x.d, M, K, w, n0, n1);
         case QWEN3VL_DTYPE_BF16: return gemv<QWEN3VL_DTYPE_BF16>(out, ldo, x.f, M, K, w.data, n0, n1);
         case QWEN3VL_DTYPE_F16: return gemv<QWEN3VL_DTYPE_F16>(out, ldo, x.f, M, K, w.data, n0, n1);
         default: return gemv<QWEN3VL_DTYPE_F32>(out, ldo, x.f, M, K, w.data, n0, n1);

@@ -109,6 +109,7 @@ struct Spec {
     int64_t M, N, K;
     bool swiglu;
     qwen3vl_dtype dtype;
+    cpu::Q8Gemv q8 = cpu::q8_gemv_default();  // q8 decode: the int8 GEMV's instruction set
 };
 
 void BM_Linear(benchmark::State& state, Spec spec) {
@@ -137,9 +138,10 @@ void BM_Linear(benchmark::State& state, Spec spec) {
         float* o = reinterpret_cast<float*>(out.p);
         const float* xf = reinterpret_cast<const float*>(x.p);
         if (spec.swiglu)
-            cpu::linear_swiglu(pool, o, xf, M, K, N, w, weight_view(weights[c * 2 + 1]->p, spec.dtype, N, K));
+            cpu::linear_swiglu(pool, o, xf, M, K, N, w, weight_view(weights[c * 2 + 1]->p, spec.dtype, N, K),
+                               cpu_kernels(), spec.q8);
         else
-            cpu::linear(pool, o, xf, M, K, N, w, Weight{});
+            cpu::linear(pool, o, xf, M, K, N, w, Weight{}, cpu_kernels(), spec.q8);
         benchmark::ClobberMemory();
         c = (c + 1) % copies;
     }
@@ -153,7 +155,10 @@ void BM_Linear(benchmark::State& state, Spec spec) {
     if (ceiling > 0 && seconds > 0)
         state.counters["%read"] = 100.0 * double(per_call) * double(state.iterations()) * 1e-9 / seconds / ceiling;
     state.counters["threads"] = threads;
-    state.SetLabel(std::string(cpu_kernels_name(cpu_kernels())) + ", " + dtype_name(spec.dtype));
+    std::string label = std::string(cpu_kernels_name(cpu_kernels())) + ", " + dtype_name(spec.dtype);
+    if (spec.dtype == QWEN3VL_DTYPE_Q8 && M <= cpu::kGemvMaxRows)
+        label += std::string(" ") + cpu::q8_gemv_name(spec.q8);
+    state.SetLabel(label);
 }
 
 // What a parallel_for costs with nothing to do: the floor under every small op.
@@ -190,6 +195,14 @@ void register_all() {
     for (int64_t M : {2, 4, 8}) {
         specs.push_back({"decode/q_proj/M" + std::to_string(M), M, 2048, 2048, false, bf16});
         specs.push_back({"decode/q_proj/q8/M" + std::to_string(M), M, 2048, 2048, false, q8});
+    }
+    // The AVX2 int8 GEMV where the default is the AVX-512 VNNI one.
+    if (cpu::q8_gemv_default() != cpu::Q8Gemv::Avx2) {
+        for (int64_t M : {1, 2, 4, 8})
+            specs.push_back(
+                {"decode/q_proj/q8-avx2/M" + std::to_string(M), M, 2048, 2048, false, q8, cpu::Q8Gemv::Avx2});
+        specs.push_back({"decode/down_proj/q8-avx2", 1, 2048, 6144, false, q8, cpu::Q8Gemv::Avx2});
+        specs.push_back({"decode/gate_up_swiglu/q8-avx2", 1, 6144, 2048, true, q8, cpu::Q8Gemv::Avx2});
     }
     specs.push_back({"decode/q_proj/f16", 1, 2048, 2048, false, QWEN3VL_DTYPE_F16});
     specs.push_back({"decode/q_proj/f32", 1, 2048, 2048, false, QWEN3VL_DTYPE_F32});

@@ -331,6 +331,32 @@ std::vector<float> q8_test_x(Rng& rng, int64_t M, int64_t K) {
 // The AVX2 path of this call runs the int8 GEMV.
 bool runs_q8_gemv(CpuKernels kernels, int64_t M) { return kernels == CpuKernels::Avx2 && M <= cpu::kGemvMaxRows; }
 
+// Every CPU path of a Q8 weight this CPU has: the scalar one, and under AVX2 the int8 GEMV in each instruction set
+// (gemm.h Q8Gemv; the GEMM of M > 8 is the same for both).
+struct Q8Path {
+    CpuKernels kernels;
+    cpu::Q8Gemv gemv;
+    std::string name() const {
+        return std::string(cpu_kernels_name(kernels)) +
+               (kernels == CpuKernels::Avx2 ? std::string(" int8 GEMV ") + cpu::q8_gemv_name(gemv) : "");
+    }
+};
+
+std::vector<Q8Path> q8_paths() {
+    std::vector<Q8Path> p;
+    for (CpuKernels k : kernel_sets()) p.push_back({k, cpu::Q8Gemv::Avx2});
+    if (kernel_sets().size() > 1 && cpu_has_avx512_vnni()) p.push_back({CpuKernels::Avx2, cpu::Q8Gemv::Avx512Vnni});
+    return p;
+}
+
+// The int8 GEMVs this CPU has.
+std::vector<cpu::Q8Gemv> q8_gemvs() {
+    std::vector<cpu::Q8Gemv> g;
+    for (const Q8Path& p : q8_paths())
+        if (p.kernels == CpuKernels::Avx2) g.push_back(p.gemv);
+    return g;
+}
+
 // sum_k x w (+ bias) over the dequantized weights, with the bound of the path that runs (see above).
 Ref q8_linear_ref(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>* bias, int64_t M,
                   int64_t K, int64_t N, bool q8_gemv) {
@@ -402,12 +428,13 @@ TEST(LinearOps, Q8MatchesDoubleReferenceOnAllPaths) {
         StoredQ8 w = make_q8(rng, N, K, misalign);
         if (case_index % 4 == 1) set_q(w, {1, size_t(N * K) - 2}, -128);
         const Stored bias = make_stored(rng, kWeightDtypes[case_index % 3], size_t(N), 1);
-        for (CpuKernels kernels : kernel_sets()) {
-            const bool gemv = runs_q8_gemv(kernels, M);
+        for (const Q8Path& path : q8_paths()) {
+            const bool gemv = runs_q8_gemv(path.kernels, M);
             SCOPED_TRACE(shape_text(M, K, N) + (with_bias ? " +bias" : "") + " misalign " + std::to_string(misalign) +
-                         " kernels " + cpu_kernels_name(kernels));
+                         " kernels " + path.name());
             std::vector<float> out(size_t(M * N), kNaN);
-            cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(), with_bias ? bias.view() : Weight{}, kernels);
+            cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(), with_bias ? bias.view() : Weight{},
+                        path.kernels, path.gemv);
             ASSERT_TRUE(q8_matches(out, q8_linear_ref(x, w.values, with_bias ? &bias.values : nullptr, M, K, N, gemv),
                                    gemv));
         }
@@ -433,17 +460,17 @@ TEST(LinearOps, Q8SwigluMatchesDoubleReferenceOnAllPaths) {
         const Weight g = g_q8 ? gq.view() : gd.view(), u = u_q8 ? uq.view() : ud.view();
         const std::vector<float>& gv = g_q8 ? gq.values : gd.values;
         const std::vector<float>& uv = u_q8 ? uq.values : ud.values;
-        for (CpuKernels kernels : kernel_sets()) {
-            const bool gemv = runs_q8_gemv(kernels, M);
+        for (const Q8Path& path : q8_paths()) {
+            const bool gemv = runs_q8_gemv(path.kernels, M);
             SCOPED_TRACE(shape_text(M, K, N) + " gate " + (g_q8 ? "q8" : "f16") + " up " + (u_q8 ? "q8" : "bf16") +
-                         " kernels " + cpu_kernels_name(kernels));
+                         " kernels " + path.name());
             // A dense operand of the GEMV is the f32 sum of linear_ref.
             const Ref gr = g_q8 ? q8_linear_ref(x, gv, nullptr, M, K, N, gemv)
                                 : linear_ref(exact(x), gv, nullptr, M, K, N);
             const Ref ur = u_q8 ? q8_linear_ref(x, uv, nullptr, M, K, N, gemv)
                                 : linear_ref(exact(x), uv, nullptr, M, K, N);
             std::vector<float> out(size_t(M * N), kNaN);
-            cpu::linear_swiglu(pool, out.data(), x.data(), M, K, N, g, u, kernels);
+            cpu::linear_swiglu(pool, out.data(), x.data(), M, K, N, g, u, path.kernels, path.gemv);
             ASSERT_TRUE(q8_matches(out, swiglu_ref(gr, ur), gemv));
         }
     }
@@ -453,6 +480,7 @@ TEST(LinearOps, Q8SwigluMatchesDoubleReferenceOnAllPaths) {
 // nearbyint), the block dots exact in int64, the scales in double, so that only the f32 rounding of the scale products
 // and the sums remains: gamma(nb + 6) (sum_b |dw_b dx_b| T_b + |bias|) as derived above, and NMSE <= 1e-9. A wrong
 // integer dot, a scale of the wrong block or row, or a rounding that differs from the specified quantization fails.
+// Each int8 GEMV this CPU has (AVX2; AVX-512 VNNI: 16 lanes, so the tree over the lanes has 4 levels, as allowed).
 TEST(LinearOps, Q8GemvMatchesAnExactEmulationOfItsArithmetic) {
     if (kernel_sets().size() < 2) GTEST_SKIP() << "no AVX2 on this CPU";
     Rng rng;
@@ -506,10 +534,13 @@ TEST(LinearOps, Q8GemvMatchesAnExactEmulationOfItsArithmetic) {
                     want.v[size_t(m * N + n)] = s;
                     want.err[size_t(m * N + n)] = gamma_n(double(nb + 6)) * a;
                 }
-            std::vector<float> out(size_t(M * N), kNaN);
-            cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(), with_bias ? Weight{bias.data(), kF32} : Weight{},
-                        CpuKernels::Avx2);
-            ASSERT_TRUE(matches(out, want));
+            for (cpu::Q8Gemv isa : q8_gemvs()) {
+                SCOPED_TRACE(std::string("int8 GEMV ") + cpu::q8_gemv_name(isa));
+                std::vector<float> out(size_t(M * N), kNaN);
+                cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(),
+                            with_bias ? Weight{bias.data(), kF32} : Weight{}, CpuKernels::Avx2, isa);
+                ASSERT_TRUE(matches(out, want));
+            }
         }
 }
 
@@ -523,15 +554,15 @@ TEST(LinearOps, Q8NonFiniteXPoisonsOnlyItsRow) {
     const StoredQ8 w = make_q8(rng, N, K, 1);
     for (int64_t M : {3, 12})
         for (float bad : {kNaN, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()})
-            for (CpuKernels kernels : kernel_sets()) {
+            for (const Q8Path& path : q8_paths()) {
                 SCOPED_TRACE("M=" + std::to_string(M) + " x holds " + std::to_string(bad) + " kernels " +
-                             cpu_kernels_name(kernels));
+                             path.name());
                 std::vector<float> x = q8_test_x(rng, M, K);
                 const std::vector<float> clean = x;
                 x[size_t(1 * K + 70)] = bad;
                 std::vector<float> out(size_t(M * N), kNaN), ref(size_t(M * N), kNaN);
-                cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(), Weight{}, kernels);
-                cpu::linear(pool, ref.data(), clean.data(), M, K, N, w.view(), Weight{}, kernels);
+                cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(), Weight{}, path.kernels, path.gemv);
+                cpu::linear(pool, ref.data(), clean.data(), M, K, N, w.view(), Weight{}, path.kernels, path.gemv);
                 for (int64_t m = 0; m < M; ++m)
                     for (int64_t n = 0; n < N; ++n) {
                         const size_t i = size_t(m * N + n);
