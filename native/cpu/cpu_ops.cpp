@@ -15,6 +15,8 @@
 #include "norm.h"
 #include "op_checks.h"
 #include "quant.h"
+#include "quant_cpu.h"
+#include "cpu_features.h"
 #include "reduce.h"
 #include "rope.h"
 
@@ -193,6 +195,7 @@ void CpuBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src) {
     if (rows <= 0 || cols <= 0) return;
     const size_t es = dtype_size(src.dtype);
     const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / cols);  // >= 64k weights per task
+    const bool avx2 = cpu_kernels() == CpuKernels::Avx2;
     threads_.parallel_for(size_t((rows + chunk - 1) / chunk), [&](size_t task, int) {
         thread_local std::vector<float> row;
         row.resize(size_t(cols));
@@ -200,7 +203,10 @@ void CpuBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src) {
         for (int64_t r = r0; r < r1; ++r) {
             cpu::convert(row.data(), QWEN3VL_DTYPE_F32, static_cast<const uint8_t*>(src.data) + size_t(r * cols) * es,
                          src.dtype, size_t(cols));
-            qwen3vl::quantize_q8_row(row.data(), cols, r, q + r * cols, scales + r * (cols / kQ8Block));
+            int8_t* qr = q + r * cols;
+            uint16_t* dr = scales + r * (cols / kQ8Block);
+            if (!(avx2 && cpu::quantize_q8_row_avx2(row.data(), cols, qr, dr)))
+                qwen3vl::quantize_q8_row(row.data(), cols, r, qr, dr);
         }
     });
 }

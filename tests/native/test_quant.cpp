@@ -13,7 +13,9 @@
 
 #include "dtype.h"
 #include "error.h"
+#include "cpu_features.h"
 #include "quant.h"
+#include "quant_cpu.h"
 
 using namespace qwen3vl;
 
@@ -131,4 +133,46 @@ TEST(Q8Format, BadWeightsAreRefusedByName) {
     w[37] = 1e7f;  // 1e7 / 127 > 65504: the f16 scale overflows
     EXPECT_NE(status_message(w).find("q8: block 1"), std::string::npos) << status_message(w);
     EXPECT_NE(status_message(std::vector<float>(40, 1.0f)).find("not whole blocks of 32"), std::string::npos);
+}
+
+// The CPU's AVX2 quantizer (cpu/quant_avx2.cpp) against the reference, bit for bit: blocks of every magnitude, blocks of
+// exact ties (amax = 127 * 2^e makes the scale 2^e exactly, so w = (n + 1/2) 2^e divides to a tie, which must round to
+// even), zero blocks; and the rows it hands back to the reference (non-finite weights, overflowing scales).
+TEST(Q8Format, Avx2QuantizerIsTheReferenceBitForBit) {
+    if (qwen3vl::cpu_kernels() != qwen3vl::CpuKernels::Avx2) GTEST_SKIP() << "SKIPPED: no AVX2 on this CPU";
+    SCOPED_TRACE("QWEN3VL_TEST_SEED=" + std::to_string(seed()));
+    std::mt19937 rng(seed());
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_real_distribution<float> exponent(-12.0f, 6.0f);
+    std::uniform_int_distribution<int> code(-127, 126);
+    const int64_t cols = 32 * 64;
+    for (int row = 0; row < 64; ++row) {
+        std::vector<float> w(static_cast<size_t>(cols));
+        for (int64_t b = 0; b < cols / 32; ++b) {
+            const int kind = int(b % 4);
+            const float mag = std::pow(10.0f, exponent(rng));
+            for (int64_t i = 0; i < 32; ++i) {
+                float v = normal(rng) * mag;
+                if (kind == 1) v = (float(code(rng)) + 0.5f) * std::ldexp(1.0f, int(b % 9) - 4);  // ties at scale 2^e
+                if (kind == 2) v = 0.0f;
+                w[size_t(b * 32 + i)] = v;
+            }
+            if (kind == 1) w[size_t(b * 32)] = 127.0f * std::ldexp(1.0f, int(b % 9) - 4);  // amax: scale exactly 2^e
+        }
+        std::vector<int8_t> q0(w.size()), q1(w.size());
+        std::vector<uint16_t> d0(w.size() / 32), d1(w.size() / 32);
+        quantize_q8(w.data(), cols, q0.data(), d0.data());
+        ASSERT_TRUE(qwen3vl::cpu::quantize_q8_row_avx2(w.data(), cols, q1.data(), d1.data()));
+        ASSERT_EQ(q0, q1) << "row " << row;
+        ASSERT_EQ(d0, d1) << "row " << row;
+    }
+    std::vector<float> w(64, 1.0f);
+    std::vector<int8_t> q(64);
+    std::vector<uint16_t> d(2);
+    w[40] = std::nanf("");
+    EXPECT_FALSE(qwen3vl::cpu::quantize_q8_row_avx2(w.data(), 64, q.data(), d.data()));
+    w[40] = INFINITY;
+    EXPECT_FALSE(qwen3vl::cpu::quantize_q8_row_avx2(w.data(), 64, q.data(), d.data()));
+    w[40] = 1e7f;  // 1e7 / 127 > 65504
+    EXPECT_FALSE(qwen3vl::cpu::quantize_q8_row_avx2(w.data(), 64, q.data(), d.data()));
 }
