@@ -204,6 +204,7 @@ const Entry kEntries[] = {
     QWEN3VL_ENUM(qwen3vl_dtype, QWEN3VL_DTYPE_BF16),
     QWEN3VL_ENUM(qwen3vl_dtype, QWEN3VL_DTYPE_I32),
     QWEN3VL_ENUM(qwen3vl_dtype, QWEN3VL_DTYPE_Q8),
+    QWEN3VL_ENUM(qwen3vl_dtype, QWEN3VL_DTYPE_Q4),
 
     QWEN3VL_SIZE(qwen3vl_backend_type),
     QWEN3VL_ENUM(qwen3vl_backend_type, QWEN3VL_BACKEND_CPU),

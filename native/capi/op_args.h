@@ -51,6 +51,12 @@ inline Weight weight_of(const Tensor& t) {
         w.block_rows = 1;
         w.block_cols = 32;
     }
+    if (t.dtype == QWEN3VL_DTYPE_Q4) {  // scales: the 16-byte super-block headers (f16 d, dmin, packed 6-bit groups)
+        w.scales = t.scales;
+        w.scale_dtype = QWEN3VL_DTYPE_F16;
+        w.block_rows = 1;
+        w.block_cols = 256;
+    }
     return w;
 }
 inline Weight weight_of(const Tensor* t) { return t ? weight_of(*t) : Weight{}; }
@@ -112,10 +118,10 @@ public:
     Tensor& weight(qwen3vl_tensor* h, const char* name) {
         return const_cast<Tensor&>(weight(static_cast<const qwen3vl_tensor*>(h), name));
     }
-    // A projection matrix or embedding table: a weight, or block-quantized (Q8).
+    // A projection matrix or embedding table: a weight, or block-quantized (Q8, Q4).
     const Tensor& matrix(const qwen3vl_tensor* h, const char* name) {
         const Tensor& t = tensor(h, name);
-        dtype(t, name, {QWEN3VL_DTYPE_F32, QWEN3VL_DTYPE_F16, QWEN3VL_DTYPE_BF16, QWEN3VL_DTYPE_Q8});
+        dtype(t, name, {QWEN3VL_DTYPE_F32, QWEN3VL_DTYPE_F16, QWEN3VL_DTYPE_BF16, QWEN3VL_DTYPE_Q8, QWEN3VL_DTYPE_Q4});
         return t;
     }
     // An optional weight vector [n] (a bias, a norm's weight): nullptr for NULL.

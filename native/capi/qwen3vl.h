@@ -114,7 +114,17 @@ typedef enum qwen3vl_dtype {
      * N * K int8 values row-major, then the N * K / 32 f16 scales row-major (N * K * 17 / 16 bytes). Written from
      * f32, f16 or bf16 data (quantized: d = max|w| / 127 rounded to f16, q = round(w / d)) or as these raw bytes
      * (src_dtype Q8); read back as f32, f16 or bf16 (d * q) or as the raw bytes. No views. */
-    QWEN3VL_DTYPE_Q8 = 4
+    QWEN3VL_DTYPE_Q8 = 4,
+    /** Block-quantized 4-bit weights with a minimum (a weight matrix only: 2-D [N, K], K a multiple of 256), 4.5 bits
+     * per weight. Each row is cut into super-blocks of 256 and those into 8 groups of 32; group g of a super-block
+     * stands for w = (d * sc[g]) * q - (dmin * mn[g]), q in [0, 15], with 6-bit sc and mn and f16 d and dmin per
+     * super-block. Memory: the N * K / 2 bytes of q row-major (per group 16 bytes: byte j holds element j in its low
+     * and element j + 16 in its high nibble), then N * K / 256 headers of 16 bytes row-major (little-endian f16 d, f16
+     * dmin; bytes 4 + g: sc[g] | (mn[g] & 3) << 6; bytes 12 + g / 2: mn[g] >> 2 in the low (g even) or high nibble),
+     * N * K * 9 / 16 bytes in all. Written from f32, f16 or bf16 data (quantized: per group a least-squares scale and
+     * min over a few grids, then the super-block's d and dmin; core/quant.h) or as these raw bytes (src_dtype Q4);
+     * read back as f32, f16 or bf16 or as the raw bytes. No views. */
+    QWEN3VL_DTYPE_Q4 = 5
 } qwen3vl_dtype;
 
 /** Kinds of compute backend. */

@@ -10,10 +10,10 @@
 
 namespace qwen3vl {
 
-inline bool dtype_valid(int d) { return d >= QWEN3VL_DTYPE_F32 && d <= QWEN3VL_DTYPE_Q8; }
+inline bool dtype_valid(int d) { return d >= QWEN3VL_DTYPE_F32 && d <= QWEN3VL_DTYPE_Q4; }
 
 // A block-quantized weight format (core/quant.h): stored as planes, never converted element by element.
-inline bool dtype_is_block(qwen3vl_dtype d) { return d == QWEN3VL_DTYPE_Q8; }
+inline bool dtype_is_block(qwen3vl_dtype d) { return d == QWEN3VL_DTYPE_Q8 || d == QWEN3VL_DTYPE_Q4; }
 
 inline size_t dtype_size(qwen3vl_dtype d) {
     switch (d) {
@@ -22,6 +22,7 @@ inline size_t dtype_size(qwen3vl_dtype d) {
         case QWEN3VL_DTYPE_BF16: return 2;
         case QWEN3VL_DTYPE_I32: return 4;
         case QWEN3VL_DTYPE_Q8: return 1;  // the int8 plane's element; the scales follow (tensor_bytes)
+        case QWEN3VL_DTYPE_Q4: return 0;  // half a byte per weight plus headers: only tensor_bytes sizes it
     }
     return 0;
 }
@@ -33,6 +34,7 @@ inline const char* dtype_name(qwen3vl_dtype d) {
         case QWEN3VL_DTYPE_BF16: return "bf16";
         case QWEN3VL_DTYPE_I32: return "i32";
         case QWEN3VL_DTYPE_Q8: return "q8";
+        case QWEN3VL_DTYPE_Q4: return "q4";
     }
     return "?";
 }

@@ -8,6 +8,7 @@
 
 #include "dtype.h"
 #include "error.h"
+#include "quant_q4_impl.h"
 
 namespace qwen3vl {
 
@@ -46,7 +47,63 @@ void quantize_blocks(const float* w, int64_t n, int64_t row, int8_t* q, uint16_t
     }
 }
 
+// The host side of the Q4 arithmetic: plain IEEE f32 operations (this file is compiled without FMA contraction).
+struct HostArith {
+    static float add(float a, float b) { return a + b; }
+    static float sub(float a, float b) { return a - b; }
+    static float mul(float a, float b) { return a * b; }
+    static float div(float a, float b) { return a / b; }
+    static float neg(float a) { return -a; }
+    static uint16_t to_f16(float v) { return f32_to_f16(v); }
+    static float from_f16(uint16_t h) { return f16_to_f32(h); }
+};
+
+void quantize_q4_blocks(const float* w, int64_t n, int64_t row, uint8_t* nib, uint8_t* headers) {
+    require(n >= 0 && n % kQ4Super == 0,
+            "q4: " + std::to_string(n) + " weights are not whole super-blocks of " + std::to_string(kQ4Super));
+    for (int64_t b = 0; b < n / kQ4Super; ++b) {
+        const float* wb = w + b * kQ4Super;
+        for (int64_t i = 0; i < kQ4Super; ++i)
+            if (!std::isfinite(wb[i]))
+                fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q4: weight " + where(row, b * kQ4Super + i) + " is not finite");
+        if (q4impl::quantize_super<HostArith>(wb, nib + b * (kQ4Super / 2), headers + b * kQ4HeaderBytes))
+            fail(QWEN3VL_STATUS_INVALID_ARGUMENT, q4_overflow_message(where(row, b)));
+    }
+}
+
 }  // namespace
+
+std::string q4_overflow_message(const std::string& superblock) {
+    return "q4: super-block " + superblock + " overflows the f16 scale (a group's scale or min / 63 above 65504)";
+}
+
+void quantize_q4(const float* w, int64_t n, uint8_t* nib, uint8_t* headers) {
+    quantize_q4_blocks(w, n, -1, nib, headers);
+}
+
+void quantize_q4_row(const float* w, int64_t cols, int64_t row, uint8_t* nib, uint8_t* headers) {
+    quantize_q4_blocks(w, cols, row, nib, headers);
+}
+
+void dequantize_q4(const uint8_t* nib, const uint8_t* headers, int64_t n, float* out) {
+    require(n >= 0 && n % kQ4Super == 0,
+            "q4: " + std::to_string(n) + " weights are not whole super-blocks of " + std::to_string(kQ4Super));
+    for (int64_t b = 0; b < n / kQ4Super; ++b) {
+        const uint8_t* h = headers + b * kQ4HeaderBytes;
+        const float d = f16_to_f32(uint16_t(h[0] | (h[1] << 8))), dmin = f16_to_f32(uint16_t(h[2] | (h[3] << 8)));
+        for (int g = 0; g < 8; ++g) {
+            int sc, mn;
+            q4_group_scale_min(h, g, &sc, &mn);
+            const float a = d * float(sc), m = dmin * float(mn);
+            const uint8_t* ng = nib + b * (kQ4Super / 2) + g * 16;
+            float* o = out + b * kQ4Super + g * kQ4Group;
+            for (int j = 0; j < 16; ++j) {
+                o[j] = a * float(ng[j] & 15) - m;
+                o[j + 16] = a * float(ng[j] >> 4) - m;
+            }
+        }
+    }
+}
 
 std::string q8_overflow_message(const std::string& block) {
     return "q8: block " + block + " overflows the f16 scale (max |w| / 127 above 65504)";

@@ -33,9 +33,11 @@ uint64_t tensor_bytes(qwen3vl_dtype dtype, int ndim, const int64_t* shape) {
     if (!dtype_is_block(dtype)) return count * dtype_size(dtype);
     require(ndim == 2, std::string(dtype_name(dtype)) + " tensors are 2-D weight matrices [N, K], got " +
                            std::to_string(ndim) + " dimensions");
-    require(shape[1] % kQ8Block == 0, std::string(dtype_name(dtype)) + " rows are whole blocks of " +
-                                          std::to_string(kQ8Block) + " weights: K = " + std::to_string(shape[1]) +
-                                          " is not a multiple");
+    const int64_t block = dtype == QWEN3VL_DTYPE_Q4 ? kQ4Super : kQ8Block;
+    require(shape[1] % block == 0, std::string(dtype_name(dtype)) + " rows are whole blocks of " +
+                                       std::to_string(block) + " weights: K = " + std::to_string(shape[1]) +
+                                       " is not a multiple");
+    if (dtype == QWEN3VL_DTYPE_Q4) return count / 2 + count / kQ4Super * kQ4HeaderBytes;
     return count + count / kQ8Block * 2;
 }
 
@@ -56,12 +58,12 @@ Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_
         backend.deallocate(t.data);
         throw;
     }
-    if (dtype_is_block(dtype)) t.scales = static_cast<uint8_t*>(t.data) + q8_values_bytes(t);
+    if (dtype_is_block(dtype)) t.scales = static_cast<uint8_t*>(t.data) + block_values_bytes(t);
     return t;
 }
 
 uint64_t host_bytes(const Tensor& t, qwen3vl_dtype host_dtype) {
-    return host_dtype == QWEN3VL_DTYPE_Q8 ? t.bytes : t.elements() * dtype_size(host_dtype);
+    return dtype_is_block(host_dtype) ? t.bytes : t.elements() * dtype_size(host_dtype);
 }
 
 // A copy from dtype `from` to dtype `to`, one of them the tensor's.
@@ -72,6 +74,17 @@ void require_pair(qwen3vl_dtype from, qwen3vl_dtype to, qwen3vl_dtype tensor_dty
     require(ok, std::string("cannot convert ") + dtype_name(from) + " to " + dtype_name(to));
 }
 
+namespace {
+
+// The backend's quantizer for the tensor's block format, rows of w into the planes at (values, scales).
+void quantize_into(Backend& be, qwen3vl_dtype dtype, void* values, void* scales, const Weight& w) {
+    if (dtype == QWEN3VL_DTYPE_Q4)
+        be.quantize_q4(static_cast<uint8_t*>(values), static_cast<uint8_t*>(scales), w);
+    else
+        be.quantize_q8(static_cast<int8_t*>(values), static_cast<uint16_t*>(scales), w);
+}
+
+}  // namespace
 
 void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src) {
     require_pair(src_dtype, t.dtype, t.dtype);
@@ -80,8 +93,8 @@ void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src) {
         be.upload(t.data, t.dtype, src, src_dtype, static_cast<size_t>(t.elements()));
         return;
     }
-    const uint64_t values = q8_values_bytes(t);
-    if (src_dtype == QWEN3VL_DTYPE_Q8) {
+    const uint64_t values = block_values_bytes(t);
+    if (src_dtype == t.dtype) {
         be.upload_bytes(t.data, src, static_cast<size_t>(values));
         be.upload_bytes(t.scales, static_cast<const uint8_t*>(src) + values, static_cast<size_t>(t.bytes - values));
         return;
@@ -92,13 +105,13 @@ void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src) {
     w.cols = t.shape[1];
     if (be.host_memory()) {
         w.data = src;
-        be.quantize_q8(static_cast<int8_t*>(t.data), static_cast<uint16_t*>(t.scales), w);
+        quantize_into(be, t.dtype, t.data, t.scales, w);
         return;
     }
     const Tensor staged = make_tensor(be, src_dtype, t.ndim, t.shape.data());
     be.upload(staged.data, src_dtype, src, src_dtype, static_cast<size_t>(t.elements()));
     w.data = staged.data;
-    be.quantize_q8(static_cast<int8_t*>(t.data), static_cast<uint16_t*>(t.scales), w);
+    quantize_into(be, t.dtype, t.data, t.scales, w);
 }
 
 void write_tensor_rows(Tensor& t, int64_t r0, int64_t rows, qwen3vl_dtype src_dtype, const void* src) {
@@ -116,18 +129,19 @@ void write_tensor_rows(Tensor& t, int64_t r0, int64_t rows, qwen3vl_dtype src_dt
     w.dtype = src_dtype;
     w.rows = rows;
     w.cols = K;
-    int8_t* q = static_cast<int8_t*>(t.data) + r0 * K;
-    uint16_t* d = static_cast<uint16_t*>(t.scales) + r0 * (K / kQ8Block);
+    const bool q4 = t.dtype == QWEN3VL_DTYPE_Q4;
+    void* q = static_cast<uint8_t*>(t.data) + (q4 ? r0 * K / 2 : r0 * K);
+    void* d = static_cast<uint8_t*>(t.scales) + (q4 ? r0 * (K / kQ4Super) * kQ4HeaderBytes : r0 * (K / kQ8Block) * 2);
     if (be.host_memory()) {
         w.data = src;
-        be.quantize_q8(q, d, w);
+        quantize_into(be, t.dtype, q, d, w);
         return;
     }
     const int64_t shape[2] = {rows, K};
     const Tensor staged = make_tensor(be, src_dtype, 2, shape);
     be.upload(staged.data, src_dtype, src, src_dtype, static_cast<size_t>(rows * K));
     w.data = staged.data;
-    be.quantize_q8(q, d, w);
+    quantize_into(be, t.dtype, q, d, w);
 }
 
 void read_tensor(const Tensor& t, qwen3vl_dtype dst_dtype, void* dst) {
@@ -137,25 +151,30 @@ void read_tensor(const Tensor& t, qwen3vl_dtype dst_dtype, void* dst) {
         be.download(dst, dst_dtype, t.data, t.dtype, static_cast<size_t>(t.elements()));
         return;
     }
-    const uint64_t values = q8_values_bytes(t);
+    const uint64_t values = block_values_bytes(t);
     std::vector<uint8_t> raw;
     uint8_t* planes = static_cast<uint8_t*>(dst);
-    if (dst_dtype != QWEN3VL_DTYPE_Q8) {
+    if (dst_dtype != t.dtype) {
         raw.resize(static_cast<size_t>(t.bytes));
         planes = raw.data();
     }
     be.download_bytes(planes, t.data, static_cast<size_t>(values));
     be.download_bytes(planes + values, t.scales, static_cast<size_t>(t.bytes - values));
-    if (dst_dtype == QWEN3VL_DTYPE_Q8) return;
-    const auto* q = reinterpret_cast<const int8_t*>(planes);
-    const auto* d = reinterpret_cast<const uint16_t*>(planes + values);
+    if (dst_dtype == t.dtype) return;
     const int64_t n = static_cast<int64_t>(t.elements());
+    auto dequantize = [&](float* out) {
+        if (t.dtype == QWEN3VL_DTYPE_Q4)
+            dequantize_q4(planes, planes + values, n, out);
+        else
+            dequantize_q8(reinterpret_cast<const int8_t*>(planes), reinterpret_cast<const uint16_t*>(planes + values), n,
+                          out);
+    };
     if (dst_dtype == QWEN3VL_DTYPE_F32) {
-        dequantize_q8(q, d, n, static_cast<float*>(dst));
+        dequantize(static_cast<float*>(dst));
         return;
     }
     std::vector<float> f(static_cast<size_t>(n));
-    dequantize_q8(q, d, n, f.data());
+    dequantize(f.data());
     auto* out = static_cast<uint16_t*>(dst);
     for (int64_t i = 0; i < n; ++i)
         out[i] = dst_dtype == QWEN3VL_DTYPE_BF16 ? f32_to_bf16(f[static_cast<size_t>(i)]) : f32_to_f16(f[static_cast<size_t>(i)]);

@@ -37,17 +37,20 @@ Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_
 // Bytes of a tensor of this dtype and shape (both planes for a block format, which must be 2-D with whole blocks:
 // INVALID_ARGUMENT otherwise). Throws as checked_element_count.
 uint64_t tensor_bytes(qwen3vl_dtype dtype, int ndim, const int64_t* shape);
-// Bytes of the int8 plane of a Q8 tensor of this shape (where its scale plane starts).
-inline uint64_t q8_values_bytes(const Tensor& t) { return t.elements(); }
+// Bytes of the value plane of a block-format tensor (where its scale plane starts): Q8 one per weight, Q4 half.
+inline uint64_t block_values_bytes(qwen3vl_dtype dtype, uint64_t elements) {
+    return dtype == QWEN3VL_DTYPE_Q4 ? elements / 2 : elements;
+}
+inline uint64_t block_values_bytes(const Tensor& t) { return block_values_bytes(t.dtype, t.elements()); }
 
-// Host data of src_dtype (count elements; for src_dtype Q8 the tensor's raw planes) into the tensor, converted or
-// quantized to its dtype (a Q8 tensor from f32/f16/bf16 through the backend's quantize_q8, after staging the data in
+// Host data of src_dtype (count elements; for a block src_dtype the tensor's raw planes) into the tensor, converted
+// or quantized to its dtype (a Q8 / Q4 tensor from f32/f16/bf16 through the backend's quantize_q8 / q4, after staging the data in
 // backend memory when the backend's memory is not the host's). INVALID_ARGUMENT for a pair that does not convert.
 void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src);
-// Rows [r0, r0 + rows) of a 2-D tensor (dense or Q8) from host data of a float dtype (rows * shape[1] elements),
+// Rows [r0, r0 + rows) of a 2-D tensor (dense or block-quantized) from host data of a float dtype (rows * shape[1] elements),
 // converted or quantized as write_tensor does: for weights written in pieces (dequantized from another format).
 void write_tensor_rows(Tensor& t, int64_t r0, int64_t rows, qwen3vl_dtype src_dtype, const void* src);
-// The tensor into host memory as dst_dtype (a Q8 tensor dequantized, or its raw planes for dst_dtype Q8).
+// The tensor into host memory as dst_dtype (a block tensor dequantized, or its raw planes for dst_dtype its dtype).
 void read_tensor(const Tensor& t, qwen3vl_dtype dst_dtype, void* dst);
 // INVALID_ARGUMENT "cannot convert <from> to <to>" unless a copy between them exists for a tensor of tensor_dtype.
 void require_pair(qwen3vl_dtype from, qwen3vl_dtype to, qwen3vl_dtype tensor_dtype);

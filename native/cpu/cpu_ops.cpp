@@ -211,6 +211,24 @@ void CpuBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src) {
     });
 }
 
+void CpuBackend::quantize_q4(uint8_t* nib, uint8_t* headers, const Weight& src) {
+    const int64_t rows = src.rows, cols = src.cols;
+    if (rows <= 0 || cols <= 0) return;
+    const size_t es = dtype_size(src.dtype);
+    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 14) / cols);  // >= 16k weights per task
+    threads_.parallel_for(size_t((rows + chunk - 1) / chunk), [&](size_t task, int) {
+        thread_local std::vector<float> row;
+        row.resize(size_t(cols));
+        const int64_t r0 = int64_t(task) * chunk, r1 = std::min(rows, r0 + chunk);
+        for (int64_t r = r0; r < r1; ++r) {
+            cpu::convert(row.data(), QWEN3VL_DTYPE_F32, static_cast<const uint8_t*>(src.data) + size_t(r * cols) * es,
+                         src.dtype, size_t(cols));
+            qwen3vl::quantize_q4_row(row.data(), cols, r, nib + r * (cols / 2),
+                                     headers + r * (cols / kQ4Super) * kQ4HeaderBytes);
+        }
+    });
+}
+
 // ---- ReduceOps
 
 void CpuBackend::softmax(float* out, const float* x, int64_t rows, int64_t n) { cpu::softmax(threads_, out, x, rows, n); }

@@ -23,6 +23,16 @@ void embedding(ThreadPool& pool, float* out, const void* table, qwen3vl_dtype tt
         });
         return;
     }
+    if (tt == QWEN3VL_DTYPE_Q4) {  // each row is its nibbles and its super-block headers
+        const auto* q = static_cast<const uint8_t*>(table);
+        const auto* h = static_cast<const uint8_t*>(scales);
+        parallel_rows(pool, tokens, width, [&](int64_t b, int64_t e, int) {
+            for (int64_t t = b; t < e; ++t)
+                dequantize_q4(q + int64_t(ids[t]) * (width / 2), h + int64_t(ids[t]) * (width / kQ4Super) * kQ4HeaderBytes,
+                              width, out + t * width);
+        });
+        return;
+    }
     parallel_rows(pool, tokens, width, [&](int64_t b, int64_t e, int) {
         for (int64_t t = b; t < e; ++t)
             convert(out + t * width, QWEN3VL_DTYPE_F32, static_cast<const char*>(table) + row_bytes * ids[t], tt,

@@ -10,6 +10,7 @@
 
 #include "dtype.h"
 #include "error.h"
+#include "quant.h"
 
 namespace qwen3vl {
 namespace cpu {
@@ -25,6 +26,16 @@ float load_elem(Weight v, size_t i) {
         uint16_t d;
         std::memcpy(&d, static_cast<const uint8_t*>(v.scales) + (i / 32) * 2, 2);
         return f16_to_f32(d) * float(static_cast<const int8_t*>(v.data)[i]);
+    }
+    if (v.dtype == QWEN3VL_DTYPE_Q4) {  // super-block i / 256 of the header plane, group (i % 256) / 32
+        const uint8_t* h = static_cast<const uint8_t*>(v.scales) + (i / 256) * 16;
+        const int g = int((i % 256) / 32), j = int(i % 32);
+        int sc, mn;
+        q4_group_scale_min(h, g, &sc, &mn);
+        const uint8_t byte = p[(i / 32) * 16 + size_t(j % 16)];
+        const float q = float(j < 16 ? (byte & 15) : (byte >> 4));
+        return (f16_to_f32(uint16_t(h[0] | (h[1] << 8))) * float(sc)) * q -
+               f16_to_f32(uint16_t(h[2] | (h[3] << 8))) * float(mn);
     }
     if (v.dtype == QWEN3VL_DTYPE_F32) {
         float f;
@@ -208,7 +219,12 @@ void run(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int
         if (v->dtype == QWEN3VL_DTYPE_Q8)
             require(K % 32 == 0 && v->scales != nullptr,
                     "q8 linear: K = " + std::to_string(K) + " must be whole blocks of 32, with the scale plane");
-    if (kernels == CpuKernels::Scalar) return scalar_path(pool, out, x, M, K, N, w, up, bp);
+        else if (v->dtype == QWEN3VL_DTYPE_Q4)
+            require(K % 256 == 0 && v->scales != nullptr,
+                    "q4 linear: K = " + std::to_string(K) + " must be whole super-blocks of 256, with the header plane");
+    // Q4: the portable path until the AVX2 kernels exist.
+    if (kernels == CpuKernels::Scalar || w.dtype == QWEN3VL_DTYPE_Q4 || up.dtype == QWEN3VL_DTYPE_Q4)
+        return scalar_path(pool, out, x, M, K, N, w, up, bp);
     if (M <= kGemvMaxRows) return gemv_path(pool, out, x, M, K, N, w, up, bp, q8);
     gemm_path(pool, out, x, M, K, N, w, up, bp);
 }

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "quant.cuh"
 #include "quant.h"
+#include "quant_q4_impl.h"
 
 namespace qwen3vl {
 namespace cuda {
@@ -90,7 +91,114 @@ std::string at(size_t index, int64_t cols) {
            std::to_string(index % static_cast<size_t>(cols)) + "]";
 }
 
+// The device side of the Q4 arithmetic (core/quant_q4_impl.h): the _rn intrinsics are never contracted into FMAs, so
+// each operation rounds on its own as on the host.
+struct DeviceArith {
+    __device__ static float add(float a, float b) { return __fadd_rn(a, b); }
+    __device__ static float sub(float a, float b) { return __fsub_rn(a, b); }
+    __device__ static float mul(float a, float b) { return __fmul_rn(a, b); }
+    __device__ static float div(float a, float b) { return __fdiv_rn(a, b); }
+    __device__ static float neg(float a) { return -a; }
+    __device__ static uint16_t to_f16(float v) { return __half_as_ushort(__float2half_rn(v)); }
+    __device__ static float from_f16(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+};
+
+// One thread per super-block of 256 (quantization runs once per load; the search per group dominates, not the loads).
+// bad[0]: the smallest flat index of a non-finite weight; bad[1]: the smallest super-block whose scale overflows.
+__global__ void quantize_q4_kernel(uint8_t* nib, uint8_t* headers, const void* src, qwen3vl_dtype st, size_t supers,
+                                   unsigned long long* bad) {
+    const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+    for (size_t b = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < supers; b += stride) {
+        float w[256];
+        bool finite = true;
+        for (int i = 0; i < 256; ++i) {
+            w[i] = load_weight(src, b * 256 + i, st);
+            if (!isfinite(w[i]) && finite) {
+                atomicMin(&bad[0], static_cast<unsigned long long>(b * 256 + i));
+                finite = false;
+            }
+        }
+        if (!finite) continue;
+        if (q4impl::quantize_super<DeviceArith>(w, nib + b * 128, headers + b * 16))
+            atomicMin(&bad[1], static_cast<unsigned long long>(b));
+    }
+}
+
+// out[i] = (d * sc) * q - dmin * mn as core/quant.cpp computes it, f32 or rounded to bf16. One thread per group of 32
+// (16 bytes of nibbles).
+__global__ void dequantize_q4_kernel(void* out, qwen3vl_dtype ot, const uint8_t* nib, const uint8_t* headers,
+                                     size_t groups) {
+    const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+    for (size_t c = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < groups; c += stride) {
+        const uint8_t* h = headers + (c / 8) * 16;
+        const int g = static_cast<int>(c % 8);
+        const float d = __half2float(__ushort_as_half(static_cast<unsigned short>(h[0] | (h[1] << 8))));
+        const float dmin = __half2float(__ushort_as_half(static_cast<unsigned short>(h[2] | (h[3] << 8))));
+        const int sc = h[4 + g] & 63;
+        const int mn = (h[4 + g] >> 6) | (((h[12 + g / 2] >> (4 * (g & 1))) & 15) << 2);
+        const float a = __fmul_rn(d, static_cast<float>(sc)), m = __fmul_rn(dmin, static_cast<float>(mn));
+        const uint4 u = __ldg(reinterpret_cast<const uint4*>(nib) + c);
+        const unsigned words[4] = {u.x, u.y, u.z, u.w};
+        float v[32];
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const unsigned byte = (words[j / 4] >> (8 * (j % 4))) & 0xffu;
+            v[j] = __fsub_rn(__fmul_rn(a, static_cast<float>(byte & 15u)), m);
+            v[j + 16] = __fsub_rn(__fmul_rn(a, static_cast<float>(byte >> 4)), m);
+        }
+        if (ot == QWEN3VL_DTYPE_BF16) {
+            uint4* o = reinterpret_cast<uint4*>(out) + 4 * c;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                unsigned p[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) p[i] = bf16_bits(v[8 * k + 2 * i]) | (bf16_bits(v[8 * k + 2 * i + 1]) << 16);
+                o[k] = make_uint4(p[0], p[1], p[2], p[3]);
+            }
+        } else {
+            float4* o = reinterpret_cast<float4*>(out) + 8 * c;
+#pragma unroll
+            for (int k = 0; k < 8; ++k) o[k] = make_float4(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]);
+        }
+    }
+}
+
 }  // namespace
+
+void quantize_q4(CudaBackend& be, uint8_t* nib, uint8_t* headers, const Weight& src) {
+    if (be.capturing()) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q4: quantizing a weight is not recorded in a graph");
+    require(src.cols % kQ4Super == 0, "q4: rows of " + std::to_string(src.cols) + " weights are not whole super-blocks");
+    const size_t n = static_cast<size_t>(src.rows) * static_cast<size_t>(src.cols);
+    if (n == 0) return;
+    cudaStream_t stream = be.stream();
+    CudaBackend::Scratch bad(be, 2 * sizeof(unsigned long long));
+    QWEN3VL_CUDA_CHECK(cudaMemsetAsync(bad.as<void>(), 0xff, 2 * sizeof(unsigned long long), stream));
+    const size_t supers = n / kQ4Super;
+    constexpr unsigned threads = 128;
+    quantize_q4_kernel<<<grid_for(supers, threads), threads, 0, stream>>>(nib, headers, src.data, src.dtype, supers,
+                                                                         bad.as<unsigned long long>());
+    QWEN3VL_CUDA_CHECK(cudaGetLastError());
+    unsigned long long host[2];
+    QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(host, bad.as<void>(), sizeof(host), cudaMemcpyDeviceToHost, stream));
+    QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (host[0] != ~0ull) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q4: weight " + at(host[0], src.cols) + " is not finite");
+    if (host[1] != ~0ull)
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, q4_overflow_message(at(host[1], src.cols / kQ4Super)));
+}
+
+void dequantize_q4(CudaBackend& be, void* out, qwen3vl_dtype ot, const uint8_t* nib, const uint8_t* headers,
+                   size_t n) {
+    require(ot == QWEN3VL_DTYPE_BF16 || ot == QWEN3VL_DTYPE_F32,
+            std::string("q4: dequantizing into ") + dtype_name(ot) + " (bf16 or f32 only)");
+    require(n % kQ4Super == 0, "q4: " + std::to_string(n) + " weights are not whole super-blocks");
+    require(reinterpret_cast<uintptr_t>(nib) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0,
+            "q4: dequantizing unaligned planes");
+    if (n == 0) return;
+    constexpr unsigned threads = 256;
+    const size_t groups = n / kQ4Group;
+    dequantize_q4_kernel<<<grid_for(groups, threads), threads, 0, be.stream()>>>(out, ot, nib, headers, groups);
+    QWEN3VL_CUDA_CHECK_LAUNCH();
+}
 
 void quantize_q8(CudaBackend& be, int8_t* q, uint16_t* scales, const Weight& src) {
     if (be.capturing()) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q8: quantizing a weight is not recorded in a graph");

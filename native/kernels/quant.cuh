@@ -19,5 +19,13 @@ void quantize_q8(CudaBackend& be, int8_t* q, uint16_t* scales, const Weight& src
 // scales 2-byte aligned. Launches on be.stream(); capture-safe.
 void dequantize_q8(CudaBackend& be, void* out, qwen3vl_dtype ot, const int8_t* q, const uint16_t* scales, size_t n);
 
+// The Q4 planes of the dense src [rows, cols] (cols a multiple of 256): nibbles [rows, cols / 2], 16-byte headers
+// [rows, cols / 256], the host reference's bits; errors as quantize_q8's. Not capturable.
+void quantize_q4(CudaBackend& be, uint8_t* nib, uint8_t* headers, const Weight& src);
+
+// The weights n (a multiple of 256) Q4 weights stand for into out, f32 (as dequantize_q4 computes them) or rounded to
+// bf16: nib and out 16-byte aligned. Launches on be.stream(); capture-safe.
+void dequantize_q4(CudaBackend& be, void* out, qwen3vl_dtype ot, const uint8_t* nib, const uint8_t* headers, size_t n);
+
 }  // namespace cuda
 }  // namespace qwen3vl

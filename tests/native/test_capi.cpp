@@ -584,3 +584,121 @@ TEST(CApiQ8, CheckpointWeightsLoadQuantizedOrConverted) {
     }
     qwen3vl_checkpoint_free(ck);
 }
+
+// ---- Q4 tensors through the exported functions: the layout as qwen3vl.h documents it (dequantized here from the raw
+// planes by an implementation written from that comment), CUDA's quantization equal to the CPU's bit for bit (the
+// CPU's is checked against the reference in test_quant.cpp), raw planes, refusals.
+namespace {
+
+TensorPtr q4_tensor(qwen3vl_backend* b, int64_t N, int64_t K) {
+    const int64_t shape[2] = {N, K};
+    qwen3vl_tensor* raw = nullptr;
+    EXPECT_EQ(qwen3vl_tensor_create(b, QWEN3VL_DTYPE_Q4, 2, shape, &raw), QWEN3VL_STATUS_OK) << last_error();
+    return TensorPtr(raw);
+}
+
+// qwen3vl.h's QWEN3VL_DTYPE_Q4: w = (d * sc[g]) * q - dmin * mn[g].
+std::vector<float> documented_q4_values(const std::vector<uint8_t>& planes, int64_t N, int64_t K) {
+    std::vector<float> w(size_t(N * K));
+    const uint8_t* headers = planes.data() + size_t(N * K / 2);
+    for (int64_t r = 0; r < N; ++r)
+        for (int64_t k = 0; k < K; ++k) {
+            const uint8_t* h = headers + size_t((r * (K / 256) + k / 256) * 16);
+            const int g = int((k % 256) / 32), j = int(k % 32);
+            const int sc = h[4 + g] & 63;
+            const int mn = (h[4 + g] >> 6) | (((g % 2 == 0 ? h[12 + g / 2] : h[12 + g / 2] >> 4) & 15) << 2);
+            const uint8_t byte = planes[size_t(r * K / 2 + (k / 32) * 16 + j % 16)];
+            const int q = j < 16 ? byte & 15 : byte >> 4;
+            const float d = f16_value(uint16_t(h[0] | (h[1] << 8))), dmin = f16_value(uint16_t(h[2] | (h[3] << 8)));
+            w[size_t(r * K + k)] = (d * float(sc)) * float(q) - dmin * float(mn);
+        }
+    return w;
+}
+
+}  // namespace
+
+TEST(CApiQ4, ShapesAndBytes) {
+    BackendPtr b = make_cpu_backend();
+    TensorPtr t = q4_tensor(b.get(), 3, 512);
+    qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
+    ASSERT_EQ(qwen3vl_tensor_describe(t.get(), &d), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(d.dtype, QWEN3VL_DTYPE_Q4);
+    EXPECT_EQ(d.bytes, 3u * 512 / 2 + 3 * 2 * 16);  // the nibbles and one 16-byte header per 256
+    qwen3vl_tensor* raw = nullptr;
+    const int64_t one[1] = {256}, partial[2] = {3, 288};
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_Q4, 1, one, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("2-D"), std::string::npos) << last_error();
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_Q4, 2, partial, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("whole blocks of 256 weights: K = 288 is not a multiple"), std::string::npos)
+        << last_error();
+    EXPECT_EQ(raw, nullptr);
+    const int64_t view_shape[2] = {1, 512};
+    EXPECT_EQ(qwen3vl_tensor_view(t.get(), 0, 2, view_shape, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("no views"), std::string::npos) << last_error();
+}
+
+TEST(CApiQ4, WriteQuantizesAlikeOnEveryBackendAndReadsTheDocumentedValues) {
+    std::mt19937 rng(std::random_device{}());
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const int64_t N = 7, K = 768;
+    std::vector<float> w(size_t(N * K));
+    for (int64_t n = 0; n < N; ++n)  // rows of very different magnitudes, groups off centre
+        for (int64_t k = 0; k < K; ++k)
+            w[size_t(n * K + k)] = (normal(rng) + 0.3f * float((k / 32) % 3)) * std::ldexp(1.0f, int(n) * 3 - 14);
+    for (int64_t k = 256; k < 288; ++k) w[size_t(3 * K + k)] = 0.0f;
+    const size_t bytes = size_t(N * K / 2 + N * (K / 256) * 16);
+    std::vector<uint8_t> first;
+    for (BackendPtr& b : q8_backends()) {
+        TensorPtr t = q4_tensor(b.get(), N, K);
+        ASSERT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, w.data(), w.size() * 4), QWEN3VL_STATUS_OK)
+            << last_error();
+        std::vector<uint8_t> planes(bytes, 0xcd);
+        ASSERT_EQ(qwen3vl_tensor_read(t.get(), QWEN3VL_DTYPE_Q4, planes.data(), bytes), QWEN3VL_STATUS_OK) << last_error();
+        if (first.empty())
+            first = planes;
+        else
+            ASSERT_EQ(planes, first) << "the CUDA quantizer differs from the CPU's";
+        const std::vector<float> expect = documented_q4_values(planes, N, K);
+        std::vector<float> back(w.size(), NAN);
+        ASSERT_EQ(qwen3vl_tensor_read(t.get(), QWEN3VL_DTYPE_F32, back.data(), back.size() * 4), QWEN3VL_STATUS_OK);
+        for (size_t i = 0; i < w.size(); ++i) ASSERT_EQ(back[i], expect[i]) << i;
+        double err2 = 0, ref2 = 0;
+        for (size_t i = 0; i < w.size(); ++i) {
+            err2 += (double(w[i]) - back[i]) * (double(w[i]) - back[i]);
+            ref2 += double(w[i]) * w[i];
+        }
+        EXPECT_LT(std::sqrt(err2 / ref2), 0.1);  // 4-bit levels: ~7% RMS (test_quant.cpp measures it precisely)
+        TensorPtr u = q4_tensor(b.get(), N, K);
+        ASSERT_EQ(qwen3vl_tensor_write(u.get(), QWEN3VL_DTYPE_Q4, planes.data(), bytes), QWEN3VL_STATUS_OK);
+        std::vector<uint8_t> again(bytes);
+        ASSERT_EQ(qwen3vl_tensor_read(u.get(), QWEN3VL_DTYPE_Q4, again.data(), bytes), QWEN3VL_STATUS_OK);
+        EXPECT_EQ(again, planes);
+    }
+}
+
+TEST(CApiQ4, BadDataAndPairsAreRefusedByName) {
+    const int64_t N = 4, K = 512;
+    std::vector<float> w(size_t(N * K), 0.5f);
+    for (BackendPtr& b : q8_backends()) {
+        TensorPtr t = q4_tensor(b.get(), N, K);
+        w[size_t(2 * K + 300)] = NAN;
+        EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, w.data(), w.size() * 4), QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("q4: weight [2, 300] is not finite"), std::string::npos) << last_error();
+        w[size_t(2 * K + 300)] = 1e9f;
+        EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, w.data(), w.size() * 4), QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("super-block [2, 1] overflows"), std::string::npos) << last_error();
+        w[size_t(2 * K + 300)] = 0.5f;
+        EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_Q8, w.data(), 10), QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("cannot convert q8 to q4"), std::string::npos) << last_error();
+        EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_Q4, w.data(), 10), QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("needs 1152 bytes"), std::string::npos) << last_error();
+        const int64_t shape[2] = {N, K};
+        qwen3vl_tensor* raw = nullptr;
+        ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, shape, &raw), QWEN3VL_STATUS_OK);
+        TensorPtr f(raw);
+        std::vector<uint8_t> planes(1152);
+        EXPECT_EQ(qwen3vl_tensor_write(f.get(), QWEN3VL_DTYPE_Q4, planes.data(), planes.size()),
+                  QWEN3VL_STATUS_INVALID_ARGUMENT);
+        EXPECT_NE(last_error().find("cannot convert q4 to f32"), std::string::npos) << last_error();
+    }
+}
