@@ -400,9 +400,11 @@ QWEN3VL_API qwen3vl_status qwen3vl_checkpoint_config(const qwen3vl_checkpoint* c
  * of the memory-mapped file (no copy); on a GPU it is uploaded once. INVALID_ARGUMENT when absent. */
 QWEN3VL_API qwen3vl_status qwen3vl_checkpoint_tensor(qwen3vl_checkpoint* checkpoint, qwen3vl_backend* backend, const char* name, qwen3vl_tensor** tensor);
 /** The weight called name as a tensor of dtype on backend: its stored dtype (as qwen3vl_checkpoint_tensor), another of
- * f32, f16 and bf16 (converted), or QWEN3VL_DTYPE_Q8 for a 2-D weight whose rows are whole blocks of 32 (quantized
- * on the backend, multi-threaded on the CPU, on the device for CUDA). A weight that cannot take dtype (I32, a vector as
- * Q8, a row length that is not a multiple of 32) is INVALID_ARGUMENT naming it; nothing is allocated then. */
+ * f32, f16 and bf16 (converted), QWEN3VL_DTYPE_Q8 for a 2-D weight whose rows are whole blocks of 32 or
+ * QWEN3VL_DTYPE_Q4 for one whose rows are whole super-blocks of 256 (quantized on the backend, multi-threaded on the
+ * CPU, on the device for CUDA). A weight that cannot take dtype (I32, a vector as Q8, a row length that is not a
+ * multiple of the block) is INVALID_ARGUMENT naming it; an FP8 weight as Q4 or a weight stored in q4 as Q8 (two
+ * roundings compounded) is UNSUPPORTED naming it; nothing is allocated then. */
 QWEN3VL_API qwen3vl_status qwen3vl_checkpoint_tensor_as(qwen3vl_checkpoint* checkpoint, qwen3vl_backend* backend, const char* name, qwen3vl_dtype dtype, qwen3vl_tensor** tensor);
 
 /*

@@ -255,11 +255,14 @@ ModelConfig parse_model_config(const json::Value& config, const json::Value* gen
         const std::string method = qr.optional_string("quant_method", "");
         if (method == "qwen3vl") {
             const std::string weights = qr.optional_string("weights", "");
-            if (weights != "q8")
-                qr.unsupported("weights", "'" + weights + "' is not a weight format of this engine (q8)");
-            const int64_t block = qr.optional_int("block_size", 32);
-            if (block != 32) qr.unsupported("block_size", std::to_string(block) + " (q8 blocks are 32)");
-            c.quantization.q8 = true;
+            if (weights != "q8" && weights != "q4")
+                qr.unsupported("weights", "'" + weights + "' is not a weight format of this engine (q8, q4)");
+            const bool q4 = weights == "q4";
+            const int64_t block = qr.optional_int("block_size", q4 ? 256 : 32);
+            if (block != (q4 ? 256 : 32))
+                qr.unsupported("block_size", std::to_string(block) + (q4 ? " (q4 super-blocks are 256)" : " (q8 blocks are 32)"));
+            c.quantization.q8 = true;  // a q4 checkpoint holds its embedding table and lm_head in q8
+            c.quantization.q4 = q4;
         } else if (method == "fp8") {
             const std::string activations = qr.optional_string("activation_scheme", "dynamic");
             if (activations != "dynamic")
@@ -390,6 +393,58 @@ std::string shape_text(const std::vector<int64_t>& shape) {
     return s + "]";
 }
 
+// A U8 weight of a q4 checkpoint: the nibble plane [N, K / 2] of an [N, K] matrix (K a multiple of 256) and its
+// "<name>_header" U8 [N, K / 256, 16], every super-block's d and dmin finite and not negative.
+void check_q4_weight(const ModelConfig& config, const ExpectedTensor& e, const TensorView& t,
+                     const std::unordered_map<std::string, const TensorView*>& present,
+                     std::set<std::string>& expected_names, std::vector<std::string>& problems, bool& structural) {
+    auto problem = [&](const std::string& p) {  // every problem of a q4 weight is structural
+        problems.push_back(p);
+        structural = true;
+    };
+    if (!config.quantization.q4) {
+        problem("tensor '" + e.name + "' is U8 but config.json has no qwen3vl q4 quantization_config (" +
+                           t.file + ")");
+        return;
+    }
+    const std::string hname = q4_header_name(e.name);
+    expected_names.insert(hname);
+    if (e.shape.size() != 2 || e.shape[1] % 256 != 0) {
+        problem("tensor '" + e.name + "' is U8 but its rows are not whole super-blocks of 256 (" + t.file + ")");
+        return;
+    }
+    const std::vector<int64_t> vshape = {e.shape[0], e.shape[1] / 2}, hshape = {e.shape[0], e.shape[1] / 256, 16};
+    if (t.shape != vshape) {
+        problem("tensor '" + e.name + "' (q4 values) has shape " + t.shape_string() + ", expected " +
+                           shape_text(vshape) + " (two weights a byte of the " + shape_text(e.shape) + " matrix) (" +
+                           t.file + ")");
+        return;
+    }
+    auto ht = present.find(hname);
+    if (ht == present.end()) {
+        problem("missing tensor '" + hname + "' " + shape_text(hshape) + " (the super-block headers of the q4 " +
+                           "weight '" + e.name + "')");
+        return;
+    }
+    const TensorView& hv = *ht->second;
+    if (hv.shape != hshape || hv.dtype != SafetensorsDType::U8) {
+        problem("tensor '" + hname + "' is " + dtype_name(hv.dtype) + " " + hv.shape_string() + ", expected U8 " +
+                           shape_text(hshape) + " (" + hv.file + ")");
+        return;
+    }
+    for (uint64_t i = 0; i < hv.element_count() / 16; ++i)
+        for (int j = 0; j < 2; ++j) {
+            uint16_t h;
+            std::memcpy(&h, hv.data + 16 * i + 2 * j, 2);
+            if ((h & 0x7c00) == 0x7c00 || (h & 0x8000) != 0) {
+                problem("tensor '" + hname + "' holds a non-finite or negative " + (j ? "dmin" : "d") +
+                                   " in super-block [" + std::to_string(i / uint64_t(hshape[1])) + ", " +
+                                   std::to_string(i % uint64_t(hshape[1])) + "] (" + hv.file + ")");
+                return;
+            }
+        }
+}
+
 }  // namespace
 
 void validate_tensors(const ModelConfig& config, const std::vector<const TensorView*>& tensors,
@@ -412,6 +467,10 @@ void validate_tensors(const ModelConfig& config, const std::vector<const TensorV
             continue;
         }
         const TensorView& t = *it->second;
+        if ((e.linear || e.table) && t.dtype == SafetensorsDType::U8) {
+            check_q4_weight(config, e, t, present, expected_names, problems, structural);
+            continue;
+        }
         if (t.shape != e.shape) {
             problems.push_back("tensor '" + e.name + "' has shape " + t.shape_string() + ", expected " +
                                shape_text(e.shape) + " (" + t.file + ")");
@@ -643,6 +702,12 @@ const TensorView& Checkpoint::scale_inv(const TensorView& weight) const {
 const TensorView& Checkpoint::q8_scale(const TensorView& weight) const {
     const TensorView* s = find(q8_scale_name(weight.name));
     if (!s) fail(QWEN3VL_STATUS_INTERNAL_ERROR, directory_ + ": no q8 scales for '" + weight.name + "'");
+    return *s;
+}
+
+const TensorView& Checkpoint::q4_header(const TensorView& weight) const {
+    const TensorView* s = find(q4_header_name(weight.name));
+    if (!s) fail(QWEN3VL_STATUS_INTERNAL_ERROR, directory_ + ": no q4 headers for '" + weight.name + "'");
     return *s;
 }
 

@@ -57,12 +57,15 @@ struct VisionConfig {
 // static activation scales are UNSUPPORTED by name.
 // The engine's own quantized checkpoints (written by `qwen3vl quantize`): quant_method "qwen3vl" with "weights": "q8";
 // an nn.Linear weight [N, K] (K a multiple of 32) may then be I8 with an F16 "<name>_scale" [N, K / 32]: the Q8 planes
-// of core/quant.h as two tensors, loaded on the CPU as a view of the mapping.
+// of core/quant.h as two tensors, loaded on the CPU as a view of the mapping. With "weights": "q4" (block_size 256) a
+// weight [N, K] (K a multiple of 256) may also be U8 [N, K / 2] (the nibbles) with a U8 "<name>_header" [N, K / 256,
+// 16] (the super-block headers), and I8 Q8 ones stay allowed (its embedding table and lm_head).
 struct QuantizationConfig {
     bool fp8 = false;
     int64_t block_rows = 128;
     int64_t block_cols = 128;
     bool q8 = false;
+    bool q4 = false;
 };
 
 struct ModelConfig {
@@ -95,6 +98,8 @@ struct ExpectedTensor {
 inline std::string scale_inv_name(const std::string& weight) { return weight + "_scale_inv"; }
 // The name of a Q8 weight's f16 scales.
 inline std::string q8_scale_name(const std::string& weight) { return weight + "_scale"; }
+// The name of a Q4 weight's super-block headers.
+inline std::string q4_header_name(const std::string& weight) { return weight + "_header"; }
 
 // The tensors a checkpoint of this configuration holds, with their shapes (transformers' Qwen3-VL layout).
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config);
@@ -124,6 +129,8 @@ public:
     const TensorView& scale_inv(const TensorView& weight) const;
     // The f16 scales of an I8 (Q8) weight (validated at open: shape, dtype, every scale finite).
     const TensorView& q8_scale(const TensorView& weight) const;
+    // The super-block headers of a U8 (Q4) weight (validated at open: shape, dtype, every d and dmin finite, >= 0).
+    const TensorView& q4_header(const TensorView& weight) const;
     const TensorView& tensor(const std::string& name) const;  // throws INVALID_ARGUMENT when absent
 
 private:

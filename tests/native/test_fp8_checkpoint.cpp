@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -22,6 +23,7 @@
 #include "checkpoint_weights.h"
 #include "dtype.h"
 #include "error.h"
+#include "json.h"
 #include "quant.h"
 #include "safetensors_test_util.h"
 
@@ -383,6 +385,221 @@ TEST(Q8Checkpoint, MalformedCheckpointsAreRefusedByName) {
     expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "'" + q8_scale_name(w) + "' holds a non-finite scale at [7, 0]");
     expect(good, read_file(fixture_model() + "/config.json"), QWEN3VL_STATUS_BAD_FORMAT,
            "is I8 but config.json has no qwen3vl q8 quantization_config");
-    expect(good, fp8_config("{\"quant_method\": \"qwen3vl\", \"weights\": \"q4\"}"), QWEN3VL_STATUS_UNSUPPORTED,
-           "quantization_config.weights: 'q4' is not a weight format of this engine");
+    expect(good, fp8_config("{\"quant_method\": \"qwen3vl\", \"weights\": \"q2\"}"), QWEN3VL_STATUS_UNSUPPORTED,
+           "quantization_config.weights: 'q2' is not a weight format of this engine (q8, q4)");
+    expect(good, fp8_config("{\"quant_method\": \"qwen3vl\", \"weights\": \"q4\", \"block_size\": 32}"),
+           QWEN3VL_STATUS_UNSUPPORTED, "quantization_config.block_size: 32 (q4 super-blocks are 256)");
+}
+
+// ---- The engine's own q4 checkpoints: U8 nibbles [N, K / 2] + U8 <name>_header [N, K / 256, 16] for the decoder
+// layers' linears, I8 + F16 scales (q8) for the embedding table. tests/fixtures/random-256's shapes (rows of whole
+// super-blocks), random weights written here from the engine's expected tensors.
+namespace {
+
+std::string random256_config(const std::string& quantization) {
+    std::string config = read_file(std::string(QWEN3VL_SOURCE_DIR) + "/tests/fixtures/random-256/config.json");
+    const size_t brace = config.find('{');
+    if (quantization.empty()) return config;
+    return config.substr(0, brace + 1) + "\"quantization_config\": " + quantization + ", " + config.substr(brace + 1);
+}
+
+const char* kQ4Quantization = "{\"quant_method\": \"qwen3vl\", \"weights\": \"q4\", \"block_size\": 256}";
+
+struct Q4Planes {
+    std::vector<uint8_t> nib, headers;
+};
+
+// Random-256's tensors: decoder-layer linears as q4 planes (into *planes), the embedding as q8, the rest random bf16.
+std::vector<Blob> q4_tensors(std::map<std::string, Q4Planes>* planes) {
+    const json::Value cfg = json::parse(random256_config(""), "random-256/config.json");
+    const json::Value gen = json::parse(read_file(fixture_model() + "/generation_config.json"), "generation_config.json");
+    const ModelConfig config = parse_model_config(cfg, &gen, "random-256/config.json");
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 0.05f);
+    std::vector<Blob> out;
+    for (const ExpectedTensor& e : expected_tensors(config)) {
+        if (e.optional) continue;
+        size_t n = 1;
+        for (int64_t d : e.shape) n *= size_t(d);
+        std::vector<float> w(n);
+        for (float& x : w) x = normal(rng);
+        const bool layer = e.linear && e.name.find("language_model.layers.") != std::string::npos;
+        if (layer && e.shape[1] % kQ4Super == 0) {
+            Q4Planes& p = (*planes)[e.name];
+            p.nib.resize(n / 2);
+            p.headers.resize(n / kQ4Super * kQ4HeaderBytes);
+            quantize_q4(w.data(), int64_t(n), p.nib.data(), p.headers.data());
+            out.push_back({{e.name, "U8", {e.shape[0], e.shape[1] / 2}}, std::string(p.nib.begin(), p.nib.end())});
+            out.push_back({{q4_header_name(e.name), "U8", {e.shape[0], e.shape[1] / kQ4Super, 16}},
+                           std::string(p.headers.begin(), p.headers.end())});
+        } else if (e.table) {
+            std::vector<int8_t> q(n);
+            std::vector<uint16_t> d(n / kQ8Block);
+            quantize_q8(w.data(), int64_t(n), q.data(), d.data());
+            out.push_back({{e.name, "I8", e.shape}, std::string(reinterpret_cast<const char*>(q.data()), n)});
+            out.push_back({{q8_scale_name(e.name), "F16", {e.shape[0], e.shape[1] / kQ8Block}},
+                           std::string(reinterpret_cast<const char*>(d.data()), d.size() * 2)});
+        } else {
+            std::string bytes(n * 2, '\0');
+            for (size_t i = 0; i < n; ++i) {
+                const uint16_t h = f32_to_bf16(e.name.find("norm") != std::string::npos ? 1.0f + w[i] : w[i]);
+                std::memcpy(&bytes[2 * i], &h, 2);
+            }
+            out.push_back({{e.name, "BF16", e.shape}, bytes});
+        }
+    }
+    return out;
+}
+
+void write_q4_checkpoint(const TempDir& dir, const std::vector<Blob>& blobs, const std::string& config) {
+    write_file(dir.file("config.json"), config);
+    write_file(dir.file("generation_config.json"), read_file(fixture_model() + "/generation_config.json"));
+    write_file(dir.file("model.safetensors"), file_of(blobs));
+}
+
+}  // namespace
+
+TEST(Q4Checkpoint, LoadsAsAViewOfTheMappingOrDequantized) {
+    std::map<std::string, Q4Planes> planes;
+    TempDir dir;
+    write_q4_checkpoint(dir, q4_tensors(&planes), random256_config(kQ4Quantization));
+    auto ck = std::make_shared<Checkpoint>(Checkpoint::open(dir.path().string()));
+    EXPECT_TRUE(ck->config().quantization.q4);
+    EXPECT_TRUE(ck->config().quantization.q8);
+    auto be = create_cpu_backend(2);
+    ASSERT_EQ(planes.size(), 14u);  // 7 linears x 2 layers
+    for (const auto& [name, p] : planes) {
+        const TensorView& v = ck->tensor(name);
+        EXPECT_EQ(stored_dtype(v), QWEN3VL_DTYPE_Q4);
+        const Tensor t = load_weight(ck, *be, v, QWEN3VL_DTYPE_Q4);
+        EXPECT_EQ(t.data, v.data) << name;  // no copy on the CPU
+        EXPECT_EQ(t.shape[1], v.shape[1] * 2) << name;
+        EXPECT_EQ(std::memcmp(t.scales, p.headers.data(), p.headers.size()), 0) << name;
+        std::vector<float> want(p.nib.size() * 2);
+        dequantize_q4(p.nib.data(), p.headers.data(), int64_t(want.size()), want.data());
+        EXPECT_EQ(read_f32(t), want) << name;
+        EXPECT_EQ(read_f32(load_weight(ck, *be, v, QWEN3VL_DTYPE_F32)), want) << name;
+        try {
+            load_weight(ck, *be, v, QWEN3VL_DTYPE_Q8);
+            ADD_FAILURE() << "a q4 weight loaded as q8";
+        } catch (const Error& e) {
+            EXPECT_EQ(e.status(), QWEN3VL_STATUS_UNSUPPORTED);
+            EXPECT_NE(std::string(e.what()).find(name + " is stored in q4 and cannot be loaded as q8"), std::string::npos)
+                << e.what();
+        }
+    }
+    const TensorView& table = ck->tensor("model.language_model.embed_tokens.weight");
+    EXPECT_EQ(stored_dtype(table), QWEN3VL_DTYPE_Q8);
+    try {
+        load_weight(ck, *be, table, QWEN3VL_DTYPE_Q4);
+        ADD_FAILURE() << "a q8 weight loaded as q4";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.status(), QWEN3VL_STATUS_UNSUPPORTED);
+        EXPECT_NE(std::string(e.what()).find("(q8) cannot be loaded as q4 (re-quantizing"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Q4Checkpoint, Bf16WeightsQuantizeOnLoadToTheSamePlanes) {
+    // The same random weights, stored as bf16, quantized by load_weight: equal to the planes written from the f32 values
+    // rounded to bf16 (what the loader reads), so a written q4 folder and quantize-on-load agree bit for bit.
+    std::map<std::string, Q4Planes> planes;
+    std::vector<Blob> blobs = q4_tensors(&planes);
+    std::vector<Blob> dense;
+    std::map<std::string, std::vector<float>> values;
+    for (const Blob& b : blobs) {
+        if (b.spec.dtype != "U8" || b.spec.name.find("_header") != std::string::npos) {
+            if (b.spec.dtype == "U8") continue;
+            if (b.spec.dtype == "I8") continue;
+            if (b.spec.dtype == "F16") continue;
+            dense.push_back(b);
+            continue;
+        }
+        const Q4Planes& p = planes[b.spec.name];
+        std::vector<float> w(p.nib.size() * 2);
+        dequantize_q4(p.nib.data(), p.headers.data(), int64_t(w.size()), w.data());
+        std::string bytes(w.size() * 2, '\0');
+        for (size_t i = 0; i < w.size(); ++i) {
+            w[i] = bf16_to_f32(f32_to_bf16(w[i]));
+            const uint16_t h = f32_to_bf16(w[i]);
+            std::memcpy(&bytes[2 * i], &h, 2);
+        }
+        values[b.spec.name] = w;
+        dense.push_back({{b.spec.name, "BF16", {b.spec.shape[0], b.spec.shape[1] * 2}}, bytes});
+    }
+    std::string table(size_t(151936) * 256 * 2, '\0');
+    dense.push_back({{"model.language_model.embed_tokens.weight", "BF16", {151936, 256}}, table});
+    TempDir dir;
+    write_q4_checkpoint(dir, dense, random256_config(""));
+    auto ck = std::make_shared<Checkpoint>(Checkpoint::open(dir.path().string()));
+    auto be = create_cpu_backend(2);
+    for (const auto& [name, w] : values) {
+        const Tensor t = load_weight(ck, *be, ck->tensor(name), QWEN3VL_DTYPE_Q4);
+        std::vector<uint8_t> nib(w.size() / 2), h(w.size() / kQ4Super * kQ4HeaderBytes);
+        quantize_q4(w.data(), int64_t(w.size()), nib.data(), h.data());
+        EXPECT_EQ(std::memcmp(t.data, nib.data(), nib.size()), 0) << name;
+        EXPECT_EQ(std::memcmp(t.scales, h.data(), h.size()), 0) << name;
+    }
+}
+
+TEST(Q4Checkpoint, MalformedCheckpointsAreRefusedByName) {
+    std::map<std::string, Q4Planes> planes;
+    const std::vector<Blob> good = q4_tensors(&planes);
+    const std::string w = "model.language_model.layers.1.mlp.down_proj.weight";  // [256, 768]
+    const std::string h = q4_header_name(w);
+    auto expect = [&](const std::vector<Blob>& blobs, const std::string& config, qwen3vl_status want,
+                      const std::string& text) {
+        TempDir dir;
+        write_q4_checkpoint(dir, blobs, config);
+        qwen3vl_status status;
+        const std::string message = open_error(dir, &status);
+        EXPECT_EQ(status, want) << message;
+        EXPECT_NE(message.find(text), std::string::npos) << message;
+    };
+    const std::string config = random256_config(kQ4Quantization);
+    {
+        TempDir dir;
+        write_q4_checkpoint(dir, good, config);
+        qwen3vl_status status;
+        EXPECT_EQ(open_error(dir, &status), "");
+    }
+    std::vector<Blob> b;
+    for (const Blob& x : good)
+        if (x.spec.name != h) b.push_back(x);
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "missing tensor '" + h + "' [256, 3, 16] (the super-block headers");
+    b = good;
+    for (Blob& x : b)
+        if (x.spec.name == h) x.spec.shape = {256, 48}, x.bytes.resize(256 * 48);
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "'" + h + "' is U8 [256, 48], expected U8 [256, 3, 16]");
+    b = good;
+    for (Blob& x : b)
+        if (x.spec.name == w) x.spec.shape = {256, 768}, x.bytes.resize(256 * 768);
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "'" + w + "' (q4 values) has shape [256, 768], expected [256, 384]");
+    b = good;
+    for (Blob& x : b)
+        if (x.spec.name == h) x.bytes[16 * 5 + 1] = char(0x7e);  // super-block [1, 2]: d = NaN
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "'" + h + "' holds a non-finite or negative d in super-block [1, 2]");
+    b = good;
+    for (Blob& x : b)
+        if (x.spec.name == h) x.bytes[16 * 4 + 3] = char(0xbc);  // super-block [1, 1]: dmin = -1
+    expect(b, config, QWEN3VL_STATUS_BAD_FORMAT, "'" + h + "' holds a non-finite or negative dmin in super-block [1, 1]");
+    expect(good, random256_config("{\"quant_method\": \"qwen3vl\", \"weights\": \"q8\"}"),
+           QWEN3VL_STATUS_BAD_FORMAT, "is U8 but config.json has no qwen3vl q4 quantization_config");
+}
+
+TEST(Fp8Checkpoint, Q4OfAnFp8WeightIsRefused) {
+    std::map<std::string, std::vector<float>> deq;
+    TempDir dir;
+    write_checkpoint(dir, fp8_tensors(Fp8Options{}, &deq), fp8_config(kQuantization));
+    auto ck = std::make_shared<Checkpoint>(Checkpoint::open(dir.path().string()));
+    auto be = create_cpu_backend(1);
+    const std::string name = "model.language_model.layers.0.mlp.up_proj.weight";
+    try {
+        load_weight(ck, *be, ck->tensor(name), QWEN3VL_DTYPE_Q4);
+        ADD_FAILURE() << "an FP8 weight loaded as q4";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.status(), QWEN3VL_STATUS_UNSUPPORTED);
+        EXPECT_NE(std::string(e.what()).find(name + " is FP8 (an -FP8 checkpoint): re-quantizing it to q4"),
+                  std::string::npos)
+            << e.what();
+    }
 }

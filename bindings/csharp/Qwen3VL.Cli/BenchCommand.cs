@@ -25,7 +25,7 @@ internal static class BenchCommand
         "  the backend and, for comparison, from the whole logits row copied to the host\n" +
         "  --no-graphs: CUDA: decode with eager ops instead of replaying each step as a CUDA graph (the before/after of the\n" +
         "  graphs); env QWEN3VL_NO_GRAPHS=1 does the same\n" +
-        "  --weights stored|bf16|q8: the form of the text decoder's matrices (see qwen3vl run --help)";
+        "  --weights stored|bf16|q8|q4: the form of the text decoder's matrices (see qwen3vl run --help)";
 
     internal static int Run(string[] args)
     {

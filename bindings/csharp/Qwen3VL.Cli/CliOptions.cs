@@ -21,8 +21,9 @@ internal sealed class CliOptions
         "  --threads N          CPU threads (default: all)\n" +
         "  --context N          tokens of context (prompt + answer; the whole conversation in chat), default 4096\n" +
         "  --min-pixels N, --max-pixels N   image token budget (pixels after resizing; one token per 32x32)\n" +
-        "  --weights W          the text decoder's matrices: stored (default: as the checkpoint holds them), bf16, or q8\n" +
+        "  --weights W          the text decoder's matrices: stored (default: as the checkpoint holds them), bf16, q8\n" +
         "                       (8-bit blocks quantized while loading: ~1.9x fewer bytes per token, ~0.5% weight error)\n" +
+        "                       or q4 (4.5-bit groups for the layers, q8 embedding/lm_head: ~3.2x fewer bytes, ~7% error)\n" +
         "  --no-graphs          CUDA: run each decoding step as eager ops instead of replaying it as a CUDA graph (slower;\n" +
         "                       for before/after measurements); env QWEN3VL_NO_GRAPHS=1 does the same";
 
@@ -141,8 +142,8 @@ internal sealed class CliOptions
         "stored" => WeightFormat.Stored,
         "bf16" => WeightFormat.BF16,
         "q8" => WeightFormat.Q8,
-        "q4" => throw new ArgumentException("--weights q4 is not implemented yet; use q8 (8-bit) or bf16."),
-        _ => throw new ArgumentException($"--weights: '{value}' is not one of stored, bf16, q8."),
+        "q4" => WeightFormat.Q4,
+        _ => throw new ArgumentException($"--weights: '{value}' is not one of stored, bf16, q8, q4."),
     };
 
     /// <summary>The checkpoint folder: --model, else the repository's tiny test checkpoint (with a note on stderr).</summary>

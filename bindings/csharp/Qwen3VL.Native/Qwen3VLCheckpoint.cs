@@ -19,9 +19,10 @@ public static class Qwen3VLCheckpoint
 {
     /// <summary>
     /// Writes <paramref name="source"/> (a Hugging Face Qwen3-VL folder: bf16/f16/f32, or fine-grained FP8) to
-    /// <paramref name="destination"/> with the text decoder's matrices in <paramref name="weights"/> (<see cref="WeightFormat.Q8"/>:
-    /// the same matrices and the same bits as <see cref="Qwen3VLModelOptions.Weights"/> quantizes while loading), one
-    /// model.safetensors that later loads memory-mapped with no quantization step (on the CPU the 8-bit planes are used where
+    /// <paramref name="destination"/> with the text decoder's matrices in <paramref name="weights"/> (<see cref="WeightFormat.Q8"/> or
+    /// <see cref="WeightFormat.Q4"/>: the same matrices and the same bits as <see cref="Qwen3VLModelOptions.Weights"/> quantizes
+    /// while loading), one
+    /// model.safetensors that later loads memory-mapped with no quantization step (on the CPU the quantized planes are used where
     /// they lie in the file). Everything else is copied (FP8 vision weights dequantized to bf16); config.json gets the
     /// engine's quantization_config; the tokenizer and processor files come along. The destination must not exist or be
     /// empty; on any failure what was written is removed.
@@ -33,13 +34,14 @@ public static class Qwen3VLCheckpoint
     {
         ArgumentException.ThrowIfNullOrEmpty(source);
         ArgumentException.ThrowIfNullOrEmpty(destination);
-        if (weights != WeightFormat.Q8) throw new ArgumentException($"Quantize writes q8 checkpoints; {weights} is not a quantized format.", nameof(weights));
+        if (weights is not (WeightFormat.Q8 or WeightFormat.Q4))
+            throw new ArgumentException($"Quantize writes q8 or q4 checkpoints; {weights} is not a quantized format.", nameof(weights));
         ModelFolder folder = ModelFolder.Inspect(source);
         string dst = Path.GetFullPath(destination);
         if (Directory.Exists(dst) && Directory.EnumerateFileSystemEntries(dst).Any())
             throw new ArgumentException($"'{destination}' exists and is not empty.", nameof(destination));
-        if (folder.Tensors.Any(t => t.DType == "I8"))
-            throw new Qwen3VLUnsupportedException($"'{source}' is already a q8 checkpoint (it holds I8 weights).");
+        if (folder.Tensors.Any(t => t.DType is "I8" or "U8"))
+            throw new Qwen3VLUnsupportedException($"'{source}' is already a quantized checkpoint of this engine (it holds I8/U8 weights).");
 
         bool created = !Directory.Exists(dst);
         Directory.CreateDirectory(dst);
@@ -48,16 +50,19 @@ public static class Qwen3VLCheckpoint
             using Backend backend = Backend.CreateCpu();
             using Checkpoint checkpoint = Checkpoint.Open(folder.Directory);
             ModelConfig config = ModelConfig.FromCheckpoint(checkpoint);
-            var plan = Plan(folder, config);
+            if (config.Fp8 && weights == WeightFormat.Q4)
+                throw new Qwen3VLUnsupportedException($"'{source}' is a fine-grained FP8 checkpoint: re-quantizing its 8-bit blocks to q4 "
+                    + "compounds two roundings; quantize the original bf16 checkpoint to q4 (or this one to q8).");
+            var plan = Plan(folder, config, weights);
             long written = WriteWeights(Path.Combine(dst, "model.safetensors"), plan, backend, checkpoint, folder, progress, cancellationToken);
-            WriteConfig(folder.Directory, dst);
+            WriteConfig(folder.Directory, dst, weights);
             foreach (string file in Directory.EnumerateFiles(folder.Directory))
             {
                 string name = Path.GetFileName(file);
                 if (name.EndsWith(".safetensors", StringComparison.Ordinal) || name == "model.safetensors.index.json" || name == "config.json") continue;
                 File.Copy(file, Path.Combine(dst, name));
             }
-            return new QuantizeResult(dst, plan.Count(p => p.Kind == EntryKind.Q8Values), folder.TotalBytes, written);
+            return new QuantizeResult(dst, plan.Count(p => p.Kind == EntryKind.Values), folder.TotalBytes, written);
         }
         catch
         {
@@ -67,13 +72,17 @@ public static class Qwen3VLCheckpoint
         }
     }
 
-    private enum EntryKind { Copy, Q8Values, Q8Scales, Dequantized }
+    private enum EntryKind { Copy, Values, Scales, Dequantized }
 
-    private sealed record Entry(string Name, string DType, long[] Shape, long Bytes, EntryKind Kind, StoredTensor Source);
+    // Format: for EntryKind.Values, the quantized dtype whose planes it writes.
+    private sealed record Entry(string Name, string DType, long[] Shape, long Bytes, EntryKind Kind, StoredTensor Source,
+        TensorDType Format = TensorDType.Q8);
 
-    /// <summary>The output tensors in order: each quantized matrix as its I8 values and F16 scales; FP8 weights outside the
-    /// decoder as bf16; their scale_inv tensors dropped; the rest as stored.</summary>
-    private static List<Entry> Plan(ModelFolder folder, ModelConfig config)
+    /// <summary>The output tensors in order: each quantized matrix as its value plane and its scales (Q8: I8 values [N, K] and F16
+    /// "_scale" [N, K / 32]; Q4: U8 nibbles [N, K / 2] and U8 "_header" [N, K / 256, 16]), chosen per matrix as loading with
+    /// <paramref name="weights"/> chooses (<see cref="WeightLoader.MatrixDType"/>); FP8 weights outside the decoder as bf16;
+    /// their scale_inv tensors dropped; the rest as stored.</summary>
+    private static List<Entry> Plan(ModelFolder folder, ModelConfig config, WeightFormat weights)
     {
         var fp8 = folder.Tensors.Where(t => t.DType == "F8_E4M3").Select(t => t.Name + "_scale_inv").ToHashSet(StringComparer.Ordinal);
         var plan = new List<Entry>();
@@ -81,11 +90,20 @@ public static class Qwen3VLCheckpoint
         {
             if (fp8.Contains(t.Name)) continue;
             if (t.Name == "lm_head.weight" && config.TieWordEmbeddings) continue;  // unused: the embedding serves
-            if (WeightLoader.IsTextMatrix(t.Name) && t.Shape.Length == 2 && t.Shape[1] % 32 == 0)
+            TensorDType? q = WeightLoader.IsTextMatrix(t.Name) && t.Shape.Length == 2
+                ? WeightLoader.MatrixDType(weights, WeightLoader.IsTable(t.Name), t.Shape[1], config.Fp8)
+                : null;
+            if (q == TensorDType.Q4)
             {
                 long n = t.Shape[0] * t.Shape[1];
-                plan.Add(new Entry(t.Name, "I8", t.Shape, n, EntryKind.Q8Values, t));
-                plan.Add(new Entry(t.Name + "_scale", "F16", [t.Shape[0], t.Shape[1] / 32], n / 32 * 2, EntryKind.Q8Scales, t));
+                plan.Add(new Entry(t.Name, "U8", [t.Shape[0], t.Shape[1] / 2], n / 2, EntryKind.Values, t, TensorDType.Q4));
+                plan.Add(new Entry(t.Name + "_header", "U8", [t.Shape[0], t.Shape[1] / 256, 16], n / 16, EntryKind.Scales, t));
+            }
+            else if (q == TensorDType.Q8)
+            {
+                long n = t.Shape[0] * t.Shape[1];
+                plan.Add(new Entry(t.Name, "I8", t.Shape, n, EntryKind.Values, t));
+                plan.Add(new Entry(t.Name + "_scale", "F16", [t.Shape[0], t.Shape[1] / 32], n / 32 * 2, EntryKind.Scales, t));
             }
             else if (t.DType == "F8_E4M3")
             {
@@ -136,15 +154,15 @@ public static class Qwen3VLCheckpoint
                         CopyExactly(input, output, e.Bytes);
                     }
                     break;
-                case EntryKind.Q8Values:
-                    using (Tensor q = checkpoint.GetTensor(backend, e.Name, TensorDType.Q8))
+                case EntryKind.Values:
+                    using (Tensor q = checkpoint.GetTensor(backend, e.Name, e.Format))
                     {
                         planes = new byte[checked((int)q.ByteCount)];
                         q.ReadStored(planes);
                     }
                     output.Write(planes, 0, checked((int)e.Bytes));
                     break;
-                case EntryKind.Q8Scales:
+                case EntryKind.Scales:
                     output.Write(planes!, checked((int)(planes!.Length - e.Bytes)), checked((int)e.Bytes));
                     planes = null;
                     break;
@@ -157,7 +175,7 @@ public static class Qwen3VLCheckpoint
                     }
                     break;
             }
-            if (e.Kind != EntryKind.Q8Scales)
+            if (e.Kind != EntryKind.Scales)
             {
                 done++;
                 doneBytes += e.Source.Bytes;
@@ -181,11 +199,13 @@ public static class Qwen3VLCheckpoint
     }
 
     /// <summary>config.json with the engine's quantization_config in place of any other.</summary>
-    private static void WriteConfig(string source, string destination)
+    private static void WriteConfig(string source, string destination, WeightFormat weights)
     {
         JsonNode config = JsonNode.Parse(File.ReadAllBytes(Path.Combine(source, "config.json")))
             ?? throw new InvalidDataException("config.json is null.");
-        config["quantization_config"] = new JsonObject { ["quant_method"] = "qwen3vl", ["weights"] = "q8", ["block_size"] = 32 };
+        config["quantization_config"] = weights == WeightFormat.Q4
+            ? new JsonObject { ["quant_method"] = "qwen3vl", ["weights"] = "q4", ["block_size"] = 256 }
+            : new JsonObject { ["quant_method"] = "qwen3vl", ["weights"] = "q8", ["block_size"] = 32 };
         File.WriteAllText(Path.Combine(destination, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
     }
 }

@@ -230,6 +230,12 @@ public sealed class Qwen3VLModel : IDisposable
     {
         using Checkpoint checkpoint = Checkpoint.Open(directory);
         ModelConfig config = ModelConfig.FromCheckpoint(checkpoint);
+        if (config.Fp8 && options.Weights == WeightFormat.Q4)
+        {
+            throw new Qwen3VLUnsupportedException($"'{directory}' is a fine-grained FP8 checkpoint: Weights = Q4 would re-quantize its 8-bit "
+                + "blocks to 4 bits (two roundings compounded). Load it as Stored (its decoder runs in the engine's 8-bit format) or "
+                + "quantize the original bf16 checkpoint to Q4.");
+        }
         var weights = new WeightLoader(checkpoint, backend, config, options.Weights, onLoaded);
         try
         {

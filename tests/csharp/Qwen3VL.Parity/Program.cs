@@ -8,7 +8,7 @@ using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Processing;
 
-// qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] [--weights stored|bf16|q8] FIXTURE_DIR...
+// qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] [--weights stored|bf16|q8|q4] FIXTURE_DIR...
 // For every case: the fixture's input_ids and pixel_values fed in, logits at logits_positions against the reference
 // (relative L2 <= 1e-4, the CPU criterion; a documented bf16 bound may replace it on GPUs), and greedy decoding equal to
 // greedy_tokens up to the first step whose reference margin is below 1e-2. Exit code 1 when any case fails.
@@ -17,7 +17,10 @@ using Qwen3VL.Native.Processing;
 // fp32 is within sqrt(n + 1) * 2 * 5.4e-3 for n quantized matrices (the per-matrix relative RMS error of the format on
 // Gaussian weights, doubled for the decode GEMV's activation rounding, over independent matrices: QuantizedWeightsTests)
 // and greedy decoding equals greedy_tokens up to the first step whose reference margin is below 5e-2.
-const double LogitTolerance = 1e-4, Q8RelativeRms = 5.4e-3;
+// With --weights q4 the same, each q4 matrix counted with the q4 format's relative RMS error on Gaussian weights (7.2e-2,
+// Q4Format.ErrorIsBelowQ4_0sAtTheSameBits) instead of q8's: the bound is 2 sqrt((n8 + 1) r8^2 + n4 r4^2), and the greedy
+// margin floor scales with the error, 5e-2 * r4 / r8.
+const double LogitTolerance = 1e-4, Q8RelativeRms = 5.4e-3, Q4RelativeRms = 7.2e-2;
 string device = "cpu";
 bool fp32Math = false;
 double tolerance = LogitTolerance;
@@ -34,17 +37,18 @@ for (int i = 0; i < args.Length; i++)
             "stored" => WeightFormat.Stored,
             "bf16" => WeightFormat.BF16,
             "q8" => WeightFormat.Q8,
-            string w => throw new ArgumentException($"--weights: '{w}' is not one of stored, bf16, q8"),
+            "q4" => WeightFormat.Q4,
+            string w => throw new ArgumentException($"--weights: '{w}' is not one of stored, bf16, q8, q4"),
         };
     else fixtures.Add(args[i]);
 }
 if (fixtures.Count == 0)
 {
-    Console.Error.WriteLine("usage: qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] [--weights stored|bf16|q8] FIXTURE_DIR...");
+    Console.Error.WriteLine("usage: qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] [--weights stored|bf16|q8|q4] FIXTURE_DIR...");
     return 2;
 }
-bool quantized = weights == WeightFormat.Q8;
-double MarginFloor = quantized ? 5e-2 : 1e-2;
+bool quantized = weights is WeightFormat.Q8 or WeightFormat.Q4;
+double MarginFloor = weights == WeightFormat.Q4 ? 5e-2 * Q4RelativeRms / Q8RelativeRms : quantized ? 5e-2 : 1e-2;
 
 using Backend backend = device.StartsWith("cuda", StringComparison.Ordinal)
     ? Backend.CreateCuda(device.Contains(':') ? int.Parse(device[(device.IndexOf(':') + 1)..], CultureInfo.InvariantCulture) : 0, fp32Math)
@@ -56,8 +60,8 @@ foreach (string dir in fixtures)
     using Qwen3VLModel model = Qwen3VLModel.Load(Path.Combine(dir, "model"), backend, new Qwen3VLModelOptions { Weights = weights });
     // The same checkpoint with its weights as stored: what the quantized model is compared with, besides transformers.
     using Qwen3VLModel? stored = quantized ? Qwen3VLModel.Load(Path.Combine(dir, "model"), backend, new Qwen3VLModelOptions()) : null;
-    int quantizedMatrices = QuantizedMatrices(model);
-    double quantizedBound = Math.Sqrt(quantizedMatrices + 1) * 2 * Q8RelativeRms;
+    (int n8, int n4) = QuantizedMatrices(model);
+    double quantizedBound = 2 * Math.Sqrt((n8 + 1) * Q8RelativeRms * Q8RelativeRms + n4 * Q4RelativeRms * Q4RelativeRms);
     using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir, "cases.json")));
     foreach (JsonElement c in doc.RootElement.GetProperty("cases").EnumerateArray())
     {
@@ -156,7 +160,7 @@ foreach (string dir in fixtures)
             var vsStored = Qwen3VL.Native.Tests.Shared.LogitQuality.Of(ours, ref16, vocab);
             if (vsFp32.MaxRelativeL2 > quantizedBound) ok = false;
             extra += $"\n      {weights} vs transformers-fp32: {vsFp32}\n      {weights} vs ours as stored:    {vsStored}\n" +
-                     $"      bound {quantizedBound:E2} ({quantizedMatrices} quantized matrices)";
+                     $"      bound {quantizedBound:E2} ({n8} q8 and {n4} q4 matrices)";
         }
         else if (c.TryGetProperty("logits_bf16_file", out JsonElement bf16File) && bf16File.ValueKind == JsonValueKind.String)
         {
@@ -190,13 +194,13 @@ foreach (string dir in fixtures)
 Console.WriteLine($"{cases - failures} passed, {failures} failed");
 return failures == 0 ? 0 : 1;
 
-static int QuantizedMatrices(Qwen3VLModel m)
+// Quantized matrices on the path from the embedding to the logits, per format.
+static (int Q8, int Q4) QuantizedMatrices(Qwen3VLModel m)
 {
-    int n = m.Text.LmHeadWeight.DType == TensorDType.Q8 ? 1 : 0;
+    var all = new List<Tensor> { m.Text.LmHeadWeight };
     foreach (DecoderLayer l in m.Text.Layers)
-        n += new[] { l.QProjWeight, l.KProjWeight, l.VProjWeight, l.OProjWeight, l.GateProjWeight, l.UpProjWeight, l.DownProjWeight }
-            .Count(t => t.DType == TensorDType.Q8);
-    return n;
+        all.AddRange([l.QProjWeight, l.KProjWeight, l.VProjWeight, l.OProjWeight, l.GateProjWeight, l.UpProjWeight, l.DownProjWeight]);
+    return (all.Count(t => t.DType == TensorDType.Q8), all.Count(t => t.DType == TensorDType.Q4));
 }
 
 static int[] Ints(JsonElement c, string key) => c.GetProperty(key).EnumerateArray().Select(e => e.GetInt32()).ToArray();

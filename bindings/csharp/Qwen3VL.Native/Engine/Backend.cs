@@ -18,6 +18,12 @@ public enum TensorDType
     /// per 32 (<c>QWEN3VL_DTYPE_Q8</c>). Written from f32/f16/bf16 (quantized) or as its raw bytes.
     /// </summary>
     Q8 = 4,
+    /// <summary>
+    /// Block-quantized 4-bit weights: a 2-D [N, K] matrix (K a multiple of 256) stored as N*K/2 bytes of nibbles then one 16-byte
+    /// header per 256 (<c>QWEN3VL_DTYPE_Q4</c>: f16 d and dmin, 6-bit scales and minimums of 8 groups of 32). Written from
+    /// f32/f16/bf16 (quantized) or as its raw bytes.
+    /// </summary>
+    Q4 = 5,
 }
 
 /// <summary>Allocation counters of a backend's memory pool.</summary>

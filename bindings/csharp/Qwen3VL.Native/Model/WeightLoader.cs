@@ -53,19 +53,15 @@ internal sealed class WeightLoader : IDisposable
 
     /// <summary>
     /// A projection matrix or embedding table [<paramref name="rows"/>, <paramref name="cols"/>] of the text decoder in
-    /// <see cref="Format"/>: as stored, converted to bf16, or quantized to Q8 — where the row length is whole blocks of 32 (every
-    /// matrix of the published Qwen3-VL sizes); a matrix with a ragged row (only in tiny test shapes) stays as stored.
+    /// <see cref="Format"/>: as stored, converted to bf16, or quantized to Q8 / Q4 (<see cref="MatrixDType"/>) — where the row
+    /// length is whole blocks (every matrix of the published Qwen3-VL sizes); a matrix with a ragged row (only in tiny test
+    /// shapes) stays as stored.
     /// In an FP8 checkpoint "as stored" is Q8 too (the engine's 8-bit format: FP8 tensor-core kernels are not there yet), and
     /// a ragged FP8 matrix is dequantized to bf16.
     /// </summary>
     internal Tensor GetMatrix(string name, long rows, long cols)
     {
-        TensorDType? dtype = Format switch
-        {
-            WeightFormat.BF16 => TensorDType.BF16,
-            WeightFormat.Q8 or WeightFormat.Stored when cols % 32 == 0 && (Format == WeightFormat.Q8 || Config.Fp8) => TensorDType.Q8,
-            _ => null,
-        };
+        TensorDType? dtype = MatrixDType(Format, IsTable(name), cols, Config.Fp8);
         if (dtype is null) return Get(name, rows, cols);
         Tensor t = Checkpoint.GetTensor(Backend, name, dtype.Value);
         if (t.Shape.Count != 2 || t.Shape[0] != rows || t.Shape[1] != cols)
@@ -76,6 +72,21 @@ internal sealed class WeightLoader : IDisposable
         }
         return Keep(name, t);
     }
+
+    /// <summary>The dtype <see cref="GetMatrix"/> asks for, or null for the stored one: bf16; Q8 where rows are whole blocks of 32
+    /// (<see cref="WeightFormat.Q8"/>, or an FP8 checkpoint as stored); Q4 for a decoder projection whose rows are whole
+    /// super-blocks of 256, Q8 for the embedding / lm_head and for rows of whole blocks of 32 only (<see cref="WeightFormat.Q4"/>).</summary>
+    internal static TensorDType? MatrixDType(WeightFormat format, bool table, long cols, bool fp8) => format switch
+    {
+        WeightFormat.BF16 => TensorDType.BF16,
+        WeightFormat.Q4 when !table && cols % 256 == 0 => TensorDType.Q4,
+        WeightFormat.Q4 or WeightFormat.Q8 when cols % 32 == 0 => TensorDType.Q8,
+        WeightFormat.Stored when fp8 && cols % 32 == 0 => TensorDType.Q8,
+        _ => null,
+    };
+
+    /// <summary>The token embedding or lm_head (kept 8-bit in <see cref="WeightFormat.Q4"/>).</summary>
+    internal static bool IsTable(string name) => name is "model.language_model.embed_tokens.weight" or "lm_head.weight";
 
     /// <summary>Whether <paramref name="name"/> is one of the matrices <see cref="GetMatrix"/> serves: a decoder layer's projections,
     /// the token embedding, lm_head.</summary>
