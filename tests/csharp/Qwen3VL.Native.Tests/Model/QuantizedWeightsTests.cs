@@ -148,3 +148,118 @@ public sealed class QuantizeCheckpointTests
         public void Report(LoadProgress value) => report(value);
     }
 }
+
+/// <summary>
+/// <see cref="WeightFormat.Q4"/> on a test-time random checkpoint of tests/fixtures/random-256's shapes (every decoder row
+/// is whole 256-weight super-blocks, as in every Qwen3-VL size; the tiny fixtures' rows are not, so on them Q4 is Q8):
+/// which matrices take which format, the logits against the same model with its bf16 weights, and the written q4 folder
+/// against quantize-on-load. There is no transformers reference for these shapes; the model-level Q4 comparison with
+/// transformers is the parity runner on the full-size fixture (GPU machine, docs/BENCHMARKS.md).
+/// </summary>
+public sealed class Q4WeightsTests(ITestOutputHelper output)
+{
+    private static readonly Lazy<string> Random256 = new(MakeRandom256);
+
+    /// <summary>Writes random bf16 weights for random-256's config (qwen3vl_make_random_checkpoint, built with the native
+    /// tests) with the Qwen tokenizer (TestPaths.TokenizerJson), once per test run.</summary>
+    private static string MakeRandom256()
+    {
+        string root = TestPaths.RepoRoot;
+        string tool = new[] { "cpu", "cuda", "debug-asan" }
+            .Select(p => Path.Combine(root, "build", p, "tests", "qwen3vl_make_random_checkpoint"))
+            .FirstOrDefault(File.Exists)
+            ?? throw new InvalidOperationException("qwen3vl_make_random_checkpoint is not built: run `cmake --build --preset cpu` first.");
+        string dir = Path.Combine(Path.GetTempPath(), "qwen3vl-random-256-" + Environment.ProcessId);
+        if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        Directory.CreateDirectory(dir);
+        var psi = new System.Diagnostics.ProcessStartInfo(tool)
+        {
+            ArgumentList = { dir, Path.Combine(root, "tests", "fixtures", "random-256", "config.json"), "--seed", "5" },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        string err = p.StandardError.ReadToEnd();
+        p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"{tool} failed ({p.ExitCode}): {err}");
+        File.Copy(TestPaths.TokenizerJson, Path.Combine(dir, "tokenizer.json"));
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
+        return dir;
+    }
+
+    private static Qwen3VLModel Load(string dir, WeightFormat w) =>
+        Qwen3VLModel.Load(dir, TestModels.Backend, new Qwen3VLModelOptions { Weights = w });
+
+    private static readonly int[] Prompt = Enumerable.Range(0, 24).Select(i => (i * 7919 + 13) % 151643).ToArray();
+
+    private static float[] PromptLogits(Qwen3VLModel m)
+    {
+        using Qwen3VLContext ctx = m.CreateContext(Prompt.Length + 4);
+        return ctx.Prefill(Prompt, null, [Prompt.Length - 3, Prompt.Length - 2, Prompt.Length - 1]);
+    }
+
+    [Fact]
+    public void Q4TakesTheLayersAndQ8TheTable()
+    {
+        using Qwen3VLModel q4 = Load(Random256.Value, WeightFormat.Q4);
+        using Qwen3VLModel q8 = Load(Random256.Value, WeightFormat.Q8);
+        using Qwen3VLModel stored = Load(Random256.Value, WeightFormat.Stored);
+        foreach (DecoderLayer l in q4.Text.Layers)
+            foreach (Tensor t in new[] { l.QProjWeight, l.KProjWeight, l.VProjWeight, l.OProjWeight, l.GateProjWeight, l.UpProjWeight, l.DownProjWeight })
+                Assert.Equal(TensorDType.Q4, t.DType);
+        Assert.Equal(TensorDType.Q8, q4.Text.EmbedTokensWeight.DType);
+        Assert.Same(q4.Text.EmbedTokensWeight, q4.Text.LmHeadWeight);
+        Assert.Equal(TensorDType.BF16, q4.Text.Layers[0].InputLayernormWeight.DType);
+        // Per layer 4.5 bits instead of 8.5 and 16; the 151936 x 256 table (q8 in both) dominates these small shapes.
+        long layers(Qwen3VLModel m) => m.Text.Layers.Sum(l => new[] { l.QProjWeight, l.KProjWeight, l.VProjWeight, l.OProjWeight,
+            l.GateProjWeight, l.UpProjWeight, l.DownProjWeight }.Sum(t => (long)t.ByteCount));
+        Assert.Equal(layers(stored) * 9 / 32, layers(q4));
+        Assert.Equal(layers(stored) * 17 / 32, layers(q8));
+    }
+
+    [Fact]
+    public void Q4LogitsAreWithinTheFormatsErrorOfTheBf16Model()
+    {
+        // Bound as the parity runner states it: 2 sqrt((n8 + 1) r8^2 + n4 r4^2) over the quantized matrices on the path
+        // (14 q4 layers' matrices, the q8 tied table), r4 = 7.2e-2 (Q4Format.ErrorIsBelowQ4_0sAtTheSameBits, Gaussian:
+        // these random weights are uniform, whose q4 error is lower). The lower end fails a load that quantized nothing.
+        using Qwen3VLModel q4 = Load(Random256.Value, WeightFormat.Q4);
+        using Qwen3VLModel q8 = Load(Random256.Value, WeightFormat.Q8);
+        using Qwen3VLModel stored = Load(Random256.Value, WeightFormat.Stored);
+        float[] reference = PromptLogits(stored);
+        int vocab = stored.Config.VocabSize;
+        var e4 = LogitQuality.Of(PromptLogits(q4), reference, vocab);
+        var e8 = LogitQuality.Of(PromptLogits(q8), reference, vocab);
+        double bound4 = 2 * Math.Sqrt(2 * 5.4e-3 * 5.4e-3 + 14 * 7.2e-2 * 7.2e-2), bound8 = 2 * Math.Sqrt(16 * 5.4e-3 * 5.4e-3);
+        output.WriteLine($"random-256 q4 vs bf16: {e4} (bound {bound4:E2}); q8 vs bf16: {e8} (bound {bound8:E2})");
+        Assert.InRange(e4.MaxRelativeL2, 1e-3, bound4);
+        Assert.InRange(e8.MaxRelativeL2, 1e-5, bound8);
+        Assert.True(e4.MaxRelativeL2 > e8.MaxRelativeL2, "4-bit weights must cost more than 8-bit ones");
+    }
+
+    [Fact]
+    public void TheWrittenQ4FolderComputesWhatQuantizeOnLoadComputes()
+    {
+        string dst = Path.Combine(Path.GetTempPath(), "qwen3vl-q4-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            QuantizeResult r = Qwen3VLCheckpoint.Quantize(Random256.Value, dst, WeightFormat.Q4, null, TestContext.Current.CancellationToken);
+            Assert.Equal(15, r.QuantizedTensors);  // 7 per layer x 2 in q4 + the tied embedding in q8
+            Assert.Contains("\"q4\"", File.ReadAllText(Path.Combine(dst, "config.json")));
+            using Qwen3VLModel written = Load(dst, WeightFormat.Stored);
+            using Qwen3VLModel onLoad = Load(Random256.Value, WeightFormat.Q4);
+            Assert.Equal(TensorDType.Q4, written.Text.Layers[1].DownProjWeight.DType);
+            Assert.Equal(TensorDType.Q8, written.Text.EmbedTokensWeight.DType);
+            Assert.Equal(PromptLogits(onLoad), PromptLogits(written));
+            // Loading the q4 folder as Q8 would re-quantize 4-bit weights: refused, by name.
+            var e = Assert.Throws<Qwen3VLUnsupportedException>(() => Load(dst, WeightFormat.Q8));
+            Assert.Contains("is stored in q4 and cannot be loaded as q8", e.Message);
+            Assert.Throws<Qwen3VLUnsupportedException>(() => Qwen3VLCheckpoint.Quantize(dst, dst + "-again", WeightFormat.Q8, null, TestContext.Current.CancellationToken));
+        }
+        finally
+        {
+            if (Directory.Exists(dst)) Directory.Delete(dst, true);
+        }
+    }
+}
