@@ -426,7 +426,7 @@ void bench_fused_linear(int iters) {
 // a plain linear. N: output rows (q/k/v: all three together, kv rows each for k and v).
 enum class BlockKind { Linear, NormQkv, NormSwiglu, Residual, NormLmHead };
 struct BlockCase {
-    const char* what;
+    std::string what;
     BlockKind kind;
     int64_t M, K, N;
     int64_t kv = 0;  // NormQkv: rows of k and of v (q: N - 2 kv); 0: N / 4 (the 2B's 2048 / 1024 / 1024)
@@ -477,28 +477,33 @@ void bench_block_case(int iters, const BlockCase& c, qwen3vl_dtype wt) {
     release_after(keep);
 }
 
-// The decoder's projections of the 2B (hidden 2048, q/k/v 2048 / 1024 / 1024, intermediate 6144) in decode (the
-// fused forms as the layer runs them, and a plain linear) and in prefill, and its lm_head.
-const std::vector<BlockCase>& cases_2b() {
-    static const std::vector<BlockCase> c = {
-        {"linear q_proj decode", BlockKind::Linear, 1, 2048, 2048},
-        {"norm_linear q/k/v decode", BlockKind::NormQkv, 1, 2048, 4096},
-        {"linear_residual o_proj decode", BlockKind::Residual, 1, 2048, 2048},
-        {"norm_linear_swiglu gate/up decode", BlockKind::NormSwiglu, 1, 2048, 6144},
-        {"linear_residual down_proj decode", BlockKind::Residual, 1, 6144, 2048},
-        {"norm_linear lm_head decode", BlockKind::NormLmHead, 1, 2048, 151936},
-        {"norm_linear_swiglu gate/up M=8", BlockKind::NormSwiglu, 8, 2048, 6144},
-        {"linear_residual down_proj M=8", BlockKind::Residual, 8, 6144, 2048},
-        {"norm_linear q/k/v prefill 512", BlockKind::NormQkv, 512, 2048, 4096},
-        {"norm_linear_swiglu prefill 512", BlockKind::NormSwiglu, 512, 2048, 6144},
-        {"linear prefill 512", BlockKind::Linear, 512, 2048, 6144}};
-    return c;
+// A decoder's projections (hidden H, q/k/v Q / KV / KV, intermediate I) in decode (the fused forms as the layer runs
+// them, and a plain linear) and in prefill, and its lm_head; names after `prefix`.
+struct DecoderShape {
+    const char* prefix;
+    int64_t H, Q, KV, I;
+};
+std::vector<BlockCase> decoder_cases(const DecoderShape& d) {
+    const std::string p = d.prefix;
+    const int64_t qkv = d.Q + 2 * d.KV;
+    return {{p + "linear q_proj decode", BlockKind::Linear, 1, d.H, d.Q},
+            {p + "norm_linear q/k/v decode", BlockKind::NormQkv, 1, d.H, qkv, d.KV},
+            {p + "linear_residual o_proj decode", BlockKind::Residual, 1, d.Q, d.H},
+            {p + "norm_linear_swiglu gate/up decode", BlockKind::NormSwiglu, 1, d.H, d.I},
+            {p + "linear_residual down_proj decode", BlockKind::Residual, 1, d.I, d.H},
+            {p + "norm_linear lm_head decode", BlockKind::NormLmHead, 1, d.H, 151936},
+            {p + "norm_linear_swiglu gate/up M=8", BlockKind::NormSwiglu, 8, d.H, d.I},
+            {p + "linear_residual down_proj M=8", BlockKind::Residual, 8, d.I, d.H},
+            {p + "norm_linear q/k/v prefill 512", BlockKind::NormQkv, 512, d.H, qkv, d.KV},
+            {p + "norm_linear_swiglu prefill 512", BlockKind::NormSwiglu, 512, d.H, d.I},
+            {p + "linear prefill 512", BlockKind::Linear, 512, d.H, d.I}};
 }
+const DecoderShape k2B{"", 2048, 2048, 1024, 6144}, k8B{"8B ", 4096, 4096, 1024, 12288};
 
 // Linear family with Q8 weights (int8 blocks of 32 with f16 scales, quantized on the device by tensor_write): the 2B's
 // cases, each next to the same op with bf16 weights. GB/s counts the weight bytes the op must read (bytes_per_weight).
 void bench_q8(int iters) {
-    for (const BlockCase& c : cases_2b())
+    for (const BlockCase& c : decoder_cases(k2B))
         for (qwen3vl_dtype wt : {QWEN3VL_DTYPE_Q8, QWEN3VL_DTYPE_BF16}) bench_block_case(iters, c, wt);
 }
 
@@ -507,26 +512,14 @@ void bench_q8(int iters) {
 // 4096 -> 4096, 4096 -> 12288 and 12288 -> 4096 shapes), each next to the same op with Q8 weights; lm_head stays
 // Q8 in the Q4 model, so its rows (2048 x 151936 and 4096 x 151936) are Q8 only.
 void bench_q4(int iters) {
-    std::vector<BlockCase> cases = cases_2b();
-    for (const BlockCase& c : std::vector<BlockCase>{
-             {"8B linear q_proj decode", BlockKind::Linear, 1, 4096, 4096},
-             {"8B norm_linear q/k/v decode", BlockKind::NormQkv, 1, 4096, 6144, 1024},
-             {"8B linear_residual o_proj decode", BlockKind::Residual, 1, 4096, 4096},
-             {"8B norm_linear_swiglu gate/up decode", BlockKind::NormSwiglu, 1, 4096, 12288},
-             {"8B linear_residual down_proj decode", BlockKind::Residual, 1, 12288, 4096},
-             {"8B norm_linear lm_head decode", BlockKind::NormLmHead, 1, 4096, 151936},
-             {"8B norm_linear_swiglu gate/up M=8", BlockKind::NormSwiglu, 8, 4096, 12288},
-             {"8B linear_residual down_proj M=8", BlockKind::Residual, 8, 12288, 4096},
-             {"8B norm_linear q/k/v prefill 512", BlockKind::NormQkv, 512, 4096, 6144, 1024},
-             {"8B norm_linear_swiglu prefill 512", BlockKind::NormSwiglu, 512, 4096, 12288}})
-        cases.push_back(c);
-    for (const BlockCase& c : cases) {
-        if (c.kind == BlockKind::NormLmHead) {
-            bench_block_case(iters, c, QWEN3VL_DTYPE_Q8);
-            continue;
+    for (const DecoderShape& d : {k2B, k8B})
+        for (const BlockCase& c : decoder_cases(d)) {
+            if (c.kind == BlockKind::NormLmHead) {
+                bench_block_case(iters, c, QWEN3VL_DTYPE_Q8);
+                continue;
+            }
+            for (qwen3vl_dtype wt : {QWEN3VL_DTYPE_Q4, QWEN3VL_DTYPE_Q8}) bench_block_case(iters, c, wt);
         }
-        for (qwen3vl_dtype wt : {QWEN3VL_DTYPE_Q4, QWEN3VL_DTYPE_Q8}) bench_block_case(iters, c, wt);
-    }
 }
 
 // Reduce family: selections over one decoding step's logits.

@@ -1650,6 +1650,7 @@ struct Q8Host {
         }
     }
     static Q8Host random(Rng& rng, int64_t N, int64_t K);
+    static Q8Host direct(Rng& rng, int64_t N, int64_t K);
     // The planes as qwen3vl_tensor_write takes them (QWEN3VL_DTYPE_Q8): the int8 values, then the scales.
     std::vector<uint8_t> planes() const {
         std::vector<uint8_t> p(q.size() + d.size() * 2);
@@ -1690,6 +1691,7 @@ Q8Host direct_q8(Rng& rng, int64_t N, int64_t K) {
 }
 
 Q8Host Q8Host::random(Rng& rng, int64_t N, int64_t K) { return random_q8(rng, N, K); }
+Q8Host Q8Host::direct(Rng& rng, int64_t N, int64_t K) { return direct_q8(rng, N, K); }
 
 // Q4 planes on the host (QWEN3VL_DTYPE_Q4: the nibbles [N, K / 2], then the 16-byte super-block headers [N, K / 256])
 // and the weights they stand for, as core/quant.h's dequantize_q4 computes them (the reference the kernels are held
@@ -1722,6 +1724,7 @@ struct Q4Host {
         return p;
     }
     static Q4Host random(Rng& rng, int64_t N, int64_t K);
+    static Q4Host direct(Rng& rng, int64_t N, int64_t K);
 };
 
 // Super-blocks of five kinds, quantized by the host reference: values in [-1, 1); groups shifted off zero (each
@@ -1773,6 +1776,8 @@ Q4Host direct_q4(Rng& rng, int64_t N, int64_t K) {
     }
     return w;
 }
+
+Q4Host Q4Host::direct(Rng& rng, int64_t N, int64_t K) { return direct_q4(rng, N, K); }
 
 // Inputs for the Q8 cases: rows of different scales (kRowScale: a norm's eps and each row's own x scales matter),
 // each block of 32 scaled again by a factor in [1/4, 1], so that blocks of x have clearly different scales (a
@@ -2053,6 +2058,24 @@ std::vector<float> model_rms_norm(const std::vector<float>& x, const std::vector
     return y;
 }
 
+// The GEMM regime (M = 9) of a block format: the model of the bf16 GEMM, and the exact product with the weights
+// as the host reference dequantizes them (the fp32 path, without the bf16 roundings), both inside the bound.
+template <class W>
+void expect_gemm_models_within_bounds(Rng& rng, int64_t K, int64_t N) {
+    const int64_t M = 9;
+    SCOPED_TRACE(shape_text(M, K, N));
+    const std::vector<float> x = q8_rows(rng, M, K), bias = rng.vec(size_t(N));
+    const W w = W::random(rng, N, K);
+    const QRef bound = block_projection(exact_q(x), w, &bias, M);
+    EXPECT_TRUE(q8_matches(model_block_gemm(x, w, &bias, M), bound));
+    std::vector<float> exact_w(size_t(N * K));
+    std::vector<double> mag(static_cast<size_t>(K));
+    for (int64_t n = 0; n < N; ++n) w.row(n, exact_w.data() + n * K, mag.data());
+    std::vector<double> ref, unused;
+    reference(x, exact_w, &bias, M, K, N, ref, unused);
+    EXPECT_TRUE(q8_matches(std::vector<float>(ref.begin(), ref.end()), bound));
+}
+
 TEST(LinearOpsQ8Reference, BoundsHoldForAModelOfTheKernelsAndFailModelsOfMistakes) {
     Rng rng;
     SCOPED_TRACE(rng.trace());
@@ -2078,20 +2101,7 @@ TEST(LinearOpsQ8Reference, BoundsHoldForAModelOfTheKernelsAndFailModelsOfMistake
             EXPECT_FALSE(q8_matches(lost, loose)) << "lost block";
             EXPECT_FALSE(matches(lost, tight)) << "lost block";
         }
-    for (int64_t K : {64, 2048}) {
-        const int64_t M = 9;
-        SCOPED_TRACE(shape_text(M, K, N));
-        const std::vector<float> x = q8_rows(rng, M, K), bias = rng.vec(size_t(N));
-        const Q8Host w = random_q8(rng, N, K);
-        EXPECT_TRUE(q8_matches(model_block_gemm(x, w, &bias, M), block_projection(exact_q(x), w, &bias, M)));
-        // Without the bf16 rounding of d q (the fp32 path): inside the same bound.
-        std::vector<float> exact_w(size_t(N * K));
-        dequantize_q8(w.q.data(), w.d.data(), N * K, exact_w.data());
-        std::vector<double> ref, mag;
-        reference(x, exact_w, &bias, M, K, N, ref, mag);
-        std::vector<float> f32(ref.begin(), ref.end());
-        EXPECT_TRUE(q8_matches(f32, block_projection(exact_q(x), w, &bias, M)));
-    }
+    for (int64_t K : {64, 2048}) expect_gemm_models_within_bounds<Q8Host>(rng, K, N);
 }
 
 // The same for Q4 (the GEMV's arithmetic per group is q4_arith.h's, the code the kernel runs, here on the host):
@@ -2214,20 +2224,7 @@ TEST(LinearOpsQ4Reference, BoundsHoldForAModelOfTheKernelsAndFailModelsOfMistake
                     EXPECT_FALSE(matches(bad, tight)) << "fault " << int(f);
                 }
             }
-    for (int64_t K : {256, 2048}) {
-        const int64_t M = 9;
-        SCOPED_TRACE(shape_text(M, K, N));
-        const std::vector<float> x = q8_rows(rng, M, K), bias = rng.vec(size_t(N));
-        const Q4Host w = random_q4(rng, N, K);
-        EXPECT_TRUE(q8_matches(model_block_gemm(x, w, &bias, M), block_projection(exact_q(x), w, &bias, M)));
-        // The fp32 path (the weights as dequantize_q4 gives them): inside the same bound.
-        std::vector<float> exact_w(size_t(N * K));
-        dequantize_q4(w.nib.data(), w.hdr.data(), N * K, exact_w.data());
-        std::vector<double> ref, mag;
-        reference(x, exact_w, &bias, M, K, N, ref, mag);
-        std::vector<float> f32(ref.begin(), ref.end());
-        EXPECT_TRUE(q8_matches(f32, block_projection(exact_q(x), w, &bias, M)));
-    }
+    for (int64_t K : {256, 2048}) expect_gemm_models_within_bounds<Q4Host>(rng, K, N);
 }
 
 // The cases of CudaLinearOpsQ8 and CudaLinearOpsQ4, written once over the host planes W (Q8Host or Q4Host): Ks in
@@ -2538,6 +2535,84 @@ protected:
                 for (int64_t n = 0; n < N; ++n) EXPECT_TRUE(std::isfinite(got[size_t(m * N + n)])) << "row " << m;
         }
     }
+
+    // A decoder's projections: hidden H, q/k/v Q / KV / KV, intermediate I; planes quantized by the host or drawn
+    // directly (the 8B's, too large to quantize here), and M = 8 besides M = 1 for the gated MLP where m8.
+    struct Model {
+        const char* name;
+        int64_t H, Q, KV, I;
+        bool direct, m8;
+    };
+    static constexpr Model kModel2B{"2B", 2048, 2048, 1024, 6144, false, true};
+    static constexpr Model kModel8B{"8B", 4096, 4096, 1024, 12288, true, false};
+
+    // The decode step's projections: q/k/v after the norm (one launch), gate/up + swiglu after the norm, down_proj
+    // and o_proj with the residual in place.
+    void decoder_step(const Model& mdl) {
+        const float eps = 1e-6f;
+        auto planes = [&](int64_t N, int64_t K) { return mdl.direct ? W::direct(rng_, N, K) : weight(N, K); };
+        const std::string where = std::string(" ") + mdl.name + " " + seed();
+        const int64_t H = mdl.H, I = mdl.I;
+        {
+            const int64_t M = 1;
+            const std::vector<float> xv = rows(M, H);
+            std::vector<float> nv = random(size_t(H));
+            const W wq = planes(mdl.Q, H), wk = planes(mdl.KV, H), wv = planes(mdl.KV, H);
+            qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv);
+            qwen3vl_tensor *q = gpu({M, mdl.Q}), *k = gpu({M, mdl.KV}), *v = gpu({M, mdl.KV});
+            check(op::norm_linear(q, gpu_w(wq), k, gpu_w(wk), v, gpu_w(wv), x, nw, eps), fmt("norm_linear q/k/v").c_str());
+            const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
+            EXPECT_TRUE(q8_matches(read(q), block_projection(y, wq, nullptr, M))) << "q_proj" << where;
+            EXPECT_TRUE(q8_matches(read(k), block_projection(y, wk, nullptr, M))) << "k_proj" << where;
+            EXPECT_TRUE(q8_matches(read(v), block_projection(y, wv, nullptr, M))) << "v_proj" << where;
+        }
+        for (int64_t M : {1, 8}) {
+            if (M > 1 && !mdl.m8) continue;
+            const std::vector<float> xv = rows(M, H), rv = random(size_t(M * H));
+            std::vector<float> nv = random(size_t(H));
+            const W g = planes(I, H), u = planes(I, H), wd = planes(H, I), wo = planes(H, mdl.Q);
+            qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv), *h = gpu({M, I});
+            check(qwen3vl_op_norm_linear_swiglu(h, x, nw, eps, gpu_w(g), gpu_w(u)), fmt("norm_linear_swiglu").c_str());
+            const std::vector<float> hv = read(h);
+            const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
+            EXPECT_TRUE(q8_matches(hv, q8_swiglu(block_projection(y, g, nullptr, M), block_projection(y, u, nullptr, M))))
+                << "gate/up swiglu M=" << M << where;
+            // down_proj on the GPU's own h (exact input from here on), in place on the residual.
+            qwen3vl_tensor* res = gpu({M, H}, rv);
+            check(qwen3vl_op_linear_residual(res, h, gpu_w(wd), nullptr, res), fmt("down_proj").c_str());
+            EXPECT_TRUE(q8_matches(read(res), q8_add(block_projection(exact_q(hv), wd, nullptr, M), rv)))
+                << "down_proj + residual M=" << M << where;
+            EXPECT_TRUE(matches(read(res), add_ref(block_quantized_projection(hv, wd, nullptr, M), rv)))
+                << "down_proj + residual, x quantized M=" << M << where;
+            // o_proj: attention's output [M, Q] (rows of that width).
+            const std::vector<float> av = rows(M, mdl.Q);
+            qwen3vl_tensor *attn = gpu({M, mdl.Q}, av), *res2 = gpu({M, H}, rv);
+            check(qwen3vl_op_linear_residual(res2, attn, gpu_w(wo), nullptr, res2), fmt("o_proj").c_str());
+            EXPECT_TRUE(q8_matches(read(res2), q8_add(block_projection(exact_q(av), wo, nullptr, M), rv)))
+                << "o_proj + residual M=" << M << where;
+            EXPECT_TRUE(matches(read(res2), add_ref(block_quantized_projection(av, wo, nullptr, M), rv)))
+                << "o_proj + residual, x quantized M=" << M << where;
+        }
+    }
+
+    // The 2B's prefill (M = 300) q/k after the norm and o_proj with the residual, on the GEMM.
+    void prefill() {
+        const float eps = 1e-6f;
+        const int64_t M = 300, H = 2048;
+        const std::vector<float> xv = rows(M, H), rv = random(size_t(M * H));
+        std::vector<float> nv = random(size_t(H));
+        const W wq = weight(2048, H), wk = weight(1024, H);
+        qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv), *q = gpu({M, 2048}), *k = gpu({M, 1024});
+        qwen3vl_tensor* wqt = gpu_w(wq);
+        check(op::norm_linear(q, wqt, k, gpu_w(wk), nullptr, nullptr, x, nw, eps), fmt("prefill q/k").c_str());
+        const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
+        EXPECT_TRUE(q8_matches(read(q), block_projection(y, wq, nullptr, M))) << "prefill q_proj " << seed();
+        EXPECT_TRUE(q8_matches(read(k), block_projection(y, wk, nullptr, M))) << "prefill k_proj " << seed();
+        qwen3vl_tensor* res = gpu({M, H}, rv);
+        check(qwen3vl_op_linear_residual(res, x, wqt, nullptr, res), fmt("prefill o_proj").c_str());
+        EXPECT_TRUE(q8_matches(read(res), q8_add(block_projection(exact_q(xv), wq, nullptr, M), rv)))
+            << "prefill o_proj + residual " << seed();
+    }
 };
 
 class CudaLinearOpsQ8 : public CudaBlockLinearOps<Q8Host> {};
@@ -2565,49 +2640,13 @@ TEST_F(CudaLinearOpsQ4, LayerNormLinear) { layer_norm_linear(); }
 TEST_F(CudaLinearOpsQ4, MlpGelu) { mlp_gelu(); }
 TEST_F(CudaLinearOpsQ4, NonFiniteInputsGiveNonFiniteRows) { non_finite_inputs(); }
 
-// The decoder's projections of Qwen3-VL-2B in Q8: a decode step's q/k/v (one launch), gate/up + swiglu at M = 1 and
-// 8, down_proj and o_proj with the residual, the final norm + lm_head (151936 x 2048, planes drawn directly); and
-// prefill (M = 300) q/k and o_proj on the GEMM.
+// Q8: the 2B's decode step and prefill (decoder_step, prefill above) and its final norm + lm_head (151936 x 2048,
+// planes drawn directly).
 TEST_F(CudaLinearOpsQ8, ModelShapes) {
-    const float eps = 1e-6f;
-    {
-        const int64_t M = 1, H = 2048;
-        const std::vector<float> xv = rows(M, H);
-        std::vector<float> nv = random(size_t(H));
-        const Q8Host wq = weight(2048, H), wk = weight(1024, H), wv = weight(1024, H);
-        qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv);
-        qwen3vl_tensor *q = gpu({M, 2048}), *k = gpu({M, 1024}), *v = gpu({M, 1024});
-        check(op::norm_linear(q, gpu_w(wq), k, gpu_w(wk), v, gpu_w(wv), x, nw, eps), "norm_linear q/k/v q8");
-        const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
-        EXPECT_TRUE(q8_matches(read(q), block_projection(y, wq, nullptr, M))) << "q_proj" << seed();
-        EXPECT_TRUE(q8_matches(read(k), block_projection(y, wk, nullptr, M))) << "k_proj" << seed();
-        EXPECT_TRUE(q8_matches(read(v), block_projection(y, wv, nullptr, M))) << "v_proj" << seed();
-    }
-    for (int64_t M : {1, 8}) {
-        const int64_t H = 2048, I = 6144;
-        const std::vector<float> xv = rows(M, H), rv = random(size_t(M * H));
-        std::vector<float> nv = random(size_t(H));
-        const Q8Host g = weight(I, H), u = weight(I, H), wd = weight(H, I), wo = weight(H, H);
-        qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv), *h = gpu({M, I});
-        check(qwen3vl_op_norm_linear_swiglu(h, x, nw, eps, gpu_w(g), gpu_w(u)), "norm_linear_swiglu q8");
-        const std::vector<float> hv = read(h);
-        const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
-        EXPECT_TRUE(q8_matches(hv, q8_swiglu(block_projection(y, g, nullptr, M), block_projection(y, u, nullptr, M))))
-            << "gate/up swiglu M=" << M << " " << seed();
-        // down_proj on the GPU's own h (exact input from here on), in place on the residual.
-        qwen3vl_tensor* res = gpu({M, H}, rv);
-        check(qwen3vl_op_linear_residual(res, h, gpu_w(wd), nullptr, res), "down_proj q8");
-        EXPECT_TRUE(q8_matches(read(res), q8_add(block_projection(exact_q(hv), wd, nullptr, M), rv)))
-            << "down_proj + residual M=" << M << " " << seed();
-        EXPECT_TRUE(matches(read(res), add_ref(block_quantized_projection(hv, wd, nullptr, M), rv)))
-            << "down_proj + residual, x quantized M=" << M << " " << seed();
-        qwen3vl_tensor* res2 = gpu({M, H}, rv);
-        check(qwen3vl_op_linear_residual(res2, x, gpu_w(wo), nullptr, res2), "o_proj q8");
-        EXPECT_TRUE(q8_matches(read(res2), q8_add(block_projection(exact_q(xv), wo, nullptr, M), rv)))
-            << "o_proj + residual M=" << M << " " << seed();
-    }
+    decoder_step(kModel2B);
     {
         const int64_t M = 1, H = 2048, V = 151936;
+        const float eps = 1e-6f;
         const std::vector<float> xv = rows(M, H);
         std::vector<float> nv = random(size_t(H));
         const Q8Host w = direct_q8(rng_, V, H);
@@ -2616,97 +2655,16 @@ TEST_F(CudaLinearOpsQ8, ModelShapes) {
         EXPECT_TRUE(q8_matches(read(logits), block_projection(from_ref(rms_norm_ref(xv, nv, M, H, eps)), w, nullptr, M)))
             << "final norm + lm_head " << seed();
     }
-    {
-        const int64_t M = 300, H = 2048;
-        const std::vector<float> xv = rows(M, H), rv = random(size_t(M * H));
-        std::vector<float> nv = random(size_t(H));
-        const Q8Host wq = weight(2048, H), wk = weight(1024, H);
-        qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv), *q = gpu({M, 2048}), *k = gpu({M, 1024});
-        qwen3vl_tensor* wqt = gpu_w(wq);
-        check(op::norm_linear(q, wqt, k, gpu_w(wk), nullptr, nullptr, x, nw, eps), "prefill q/k q8");
-        const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
-        EXPECT_TRUE(q8_matches(read(q), block_projection(y, wq, nullptr, M))) << "prefill q_proj " << seed();
-        EXPECT_TRUE(q8_matches(read(k), block_projection(y, wk, nullptr, M))) << "prefill k_proj " << seed();
-        qwen3vl_tensor* res = gpu({M, H}, rv);
-        check(qwen3vl_op_linear_residual(res, x, wqt, nullptr, res), "prefill o_proj q8");
-        EXPECT_TRUE(q8_matches(read(res), q8_add(block_projection(exact_q(xv), wq, nullptr, M), rv)))
-            << "prefill o_proj + residual " << seed();
-    }
+    prefill();
 }
 
-// The decoder's projections in Q4 (lm_head stays Q8 in the Q4 model, so it is not here): Qwen3-VL-2B's decode step
-// (q/k/v in one launch, gate/up + swiglu at M = 1 and 8, down_proj and o_proj with the residual: planes quantized by
-// the host) and prefill (M = 300, q/k and o_proj on the GEMM); Qwen3-VL-8B's decode step (hidden 4096, q/k/v 4096 /
-// 1024 / 1024, intermediate 12288: planes drawn directly), where down_proj's K = 12288 takes two chunk steps per row
-// group with half of its threads idle in the second.
+// Q4: the 2B's decode step and prefill, and the 8B's decode step (planes drawn directly), where down_proj's
+// K = 12288 takes two chunk steps per row group with half of its threads idle in the second. lm_head stays Q8 in
+// the Q4 model, so it is not here.
 TEST_F(CudaLinearOpsQ4, ModelShapes) {
-    const float eps = 1e-6f;
-    struct Model {
-        const char* name;
-        int64_t H, Q, KV, I;
-        bool direct;
-    };
-    for (const Model& mdl : {Model{"2B", 2048, 2048, 1024, 6144, false}, Model{"8B", 4096, 4096, 1024, 12288, true}}) {
-        auto planes = [&](int64_t N, int64_t K) { return mdl.direct ? direct_q4(rng_, N, K) : random_q4(rng_, N, K); };
-        const std::string where = std::string(" ") + mdl.name + " " + seed();
-        const int64_t H = mdl.H, I = mdl.I;
-        {
-            const int64_t M = 1;
-            const std::vector<float> xv = rows(M, H);
-            std::vector<float> nv = random(size_t(H));
-            const Q4Host wq = planes(mdl.Q, H), wk = planes(mdl.KV, H), wv = planes(mdl.KV, H);
-            qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv);
-            qwen3vl_tensor *q = gpu({M, mdl.Q}), *k = gpu({M, mdl.KV}), *v = gpu({M, mdl.KV});
-            check(op::norm_linear(q, gpu_w(wq), k, gpu_w(wk), v, gpu_w(wv), x, nw, eps), "norm_linear q/k/v q4");
-            const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
-            EXPECT_TRUE(q8_matches(read(q), block_projection(y, wq, nullptr, M))) << "q_proj" << where;
-            EXPECT_TRUE(q8_matches(read(k), block_projection(y, wk, nullptr, M))) << "k_proj" << where;
-            EXPECT_TRUE(q8_matches(read(v), block_projection(y, wv, nullptr, M))) << "v_proj" << where;
-        }
-        for (int64_t M : {1, 8}) {
-            if (mdl.direct && M > 1) continue;
-            const std::vector<float> xv = rows(M, H), rv = random(size_t(M * H));
-            std::vector<float> nv = random(size_t(H));
-            const Q4Host g = planes(I, H), u = planes(I, H), wd = planes(H, I), wo = planes(H, mdl.Q);
-            qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv), *h = gpu({M, I});
-            check(qwen3vl_op_norm_linear_swiglu(h, x, nw, eps, gpu_w(g), gpu_w(u)), "norm_linear_swiglu q4");
-            const std::vector<float> hv = read(h);
-            const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
-            EXPECT_TRUE(q8_matches(hv, q8_swiglu(block_projection(y, g, nullptr, M), block_projection(y, u, nullptr, M))))
-                << "gate/up swiglu M=" << M << where;
-            // down_proj on the GPU's own h (exact input from here on), in place on the residual.
-            qwen3vl_tensor* res = gpu({M, H}, rv);
-            check(qwen3vl_op_linear_residual(res, h, gpu_w(wd), nullptr, res), "down_proj q4");
-            EXPECT_TRUE(q8_matches(read(res), q8_add(block_projection(exact_q(hv), wd, nullptr, M), rv)))
-                << "down_proj + residual M=" << M << where;
-            EXPECT_TRUE(matches(read(res), add_ref(block_quantized_projection(hv, wd, nullptr, M), rv)))
-                << "down_proj + residual, x quantized M=" << M << where;
-            // o_proj: attention's output [M, Q] (here random rows of that width).
-            const std::vector<float> av = rows(M, mdl.Q);
-            qwen3vl_tensor *attn = gpu({M, mdl.Q}, av), *res2 = gpu({M, H}, rv);
-            check(qwen3vl_op_linear_residual(res2, attn, gpu_w(wo), nullptr, res2), "o_proj q4");
-            EXPECT_TRUE(q8_matches(read(res2), q8_add(block_projection(exact_q(av), wo, nullptr, M), rv)))
-                << "o_proj + residual M=" << M << where;
-            EXPECT_TRUE(matches(read(res2), add_ref(block_quantized_projection(av, wo, nullptr, M), rv)))
-                << "o_proj + residual, x quantized M=" << M << where;
-        }
-    }
-    {
-        const int64_t M = 300, H = 2048;
-        const std::vector<float> xv = rows(M, H), rv = random(size_t(M * H));
-        std::vector<float> nv = random(size_t(H));
-        const Q4Host wq = weight(2048, H), wk = weight(1024, H);
-        qwen3vl_tensor *x = gpu({M, H}, xv), *nw = gpu_dense(kBF16, {H}, nv), *q = gpu({M, 2048}), *k = gpu({M, 1024});
-        qwen3vl_tensor* wqt = gpu_w(wq);
-        check(op::norm_linear(q, wqt, k, gpu_w(wk), nullptr, nullptr, x, nw, eps), "prefill q/k q4");
-        const QRef y = from_ref(rms_norm_ref(xv, nv, M, H, eps));
-        EXPECT_TRUE(q8_matches(read(q), block_projection(y, wq, nullptr, M))) << "prefill q_proj " << seed();
-        EXPECT_TRUE(q8_matches(read(k), block_projection(y, wk, nullptr, M))) << "prefill k_proj " << seed();
-        qwen3vl_tensor* res = gpu({M, H}, rv);
-        check(qwen3vl_op_linear_residual(res, x, wqt, nullptr, res), "prefill o_proj q4");
-        EXPECT_TRUE(q8_matches(read(res), q8_add(block_projection(exact_q(xv), wq, nullptr, M), rv)))
-            << "prefill o_proj + residual " << seed();
-    }
+    decoder_step(kModel2B);
+    decoder_step(kModel8B);
+    prefill();
 }
 
 // tensor_write of f32 / f16 / bf16 weights into a Q8 tensor quantizes on the device (native/kernels/quant.cu): the
