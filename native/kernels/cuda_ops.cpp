@@ -20,14 +20,16 @@
 namespace qwen3vl {
 namespace {
 
-// The weight formats this backend has kernels for: the dense ones everywhere, and Q8 (int8 blocks of 32 along a row,
-// f16 scales: core/quant.h) for projections (linear.cuh: every linear op) and embedding tables. Anything else is
-// refused by name (UNSUPPORTED); the C API lets block formats into those arguments only (OpArgs::matrix).
-void require_kernel(const Weight& w, const char* what, bool q8) {
+// The weight formats this backend has kernels for: the dense ones everywhere, and the block formats (blocks = true)
+// Q8 (int8 blocks of 32 along a row, f16 scales) and Q4 (super-blocks of 256 along a row, 16-byte headers; both
+// core/quant.h, as weight_of describes them) for projections (linear.cuh: every linear op) and embedding tables.
+// Anything else is refused by name (UNSUPPORTED); the C API lets block formats into those arguments only
+// (OpArgs::matrix).
+void require_kernel(const Weight& w, const char* what, bool blocks) {
     if (!w.present() || w.dense()) return;
-    if (q8 && w.dtype == QWEN3VL_DTYPE_Q8 && w.scales && w.scale_dtype == QWEN3VL_DTYPE_F16 && w.block_rows == 1 &&
-        w.block_cols == 32 && !w.zeros)
-        return;
+    const bool row_blocks = w.scales && w.scale_dtype == QWEN3VL_DTYPE_F16 && w.block_rows == 1 && !w.zeros;
+    if (blocks && row_blocks && w.dtype == QWEN3VL_DTYPE_Q8 && w.block_cols == 32) return;
+    if (blocks && row_blocks && w.dtype == QWEN3VL_DTYPE_Q4 && w.block_cols == 256 && w.cols % 256 == 0) return;
     fail(QWEN3VL_STATUS_UNSUPPORTED, std::string("the CUDA backend has no kernel for ") + dtype_name(w.dtype) + " " +
                                          what + " (use the CPU backend, or bf16 weights)");
 }

@@ -3,6 +3,7 @@
 // integer and pick another table row than the CPU reference and transformers.
 #include "common.cuh"
 #include "embedding.cuh"
+#include "q4_arith.h"
 
 namespace qwen3vl {
 namespace cuda {
@@ -12,7 +13,8 @@ constexpr unsigned kBlock = 256;
 
 // Ids are checked here rather than on the host (a host check would wait for the ids and cannot run inside a
 // captured graph): an id outside the table zeroes its row and raises the backend's device error flag.
-// A Q8 table (tt Q8, scales its f16 block scales) gives d * q, exact in f32.
+// A Q8 table (tt Q8, scales its f16 block scales) gives d * q, exact in f32; a Q4 table (tt Q4, scales its 16-byte
+// super-block headers) (d sc) q - dmin mn as core/quant.cpp's dequantize_q4 computes it, bit for bit.
 __global__ void embedding_kernel(float* out, const void* table, qwen3vl_dtype tt, const void* scales,
                                  const int32_t* ids, int64_t tokens, int64_t width, int64_t rows, int32_t* error_flag) {
     for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
@@ -28,6 +30,18 @@ __global__ void embedding_kernel(float* out, const void* table, qwen3vl_dtype tt
             const auto* d = static_cast<const __half*>(scales) + base / 32;
             for (int64_t c = threadIdx.x; c < width; c += blockDim.x)
                 out[t * width + c] = __half2float(d[c / 32]) * static_cast<float>(q[c]);
+            continue;
+        }
+        if (tt == QWEN3VL_DTYPE_Q4) {  // width is a multiple of 256: a row is whole super-blocks
+            const auto* nib = static_cast<const uint8_t*>(table) + base / 2;
+            const auto* hdr = static_cast<const uint8_t*>(scales) + base / 256 * 16;
+            for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+                float a, m;
+                q4arith::group_a_m(hdr + (c / 256) * 16, int((c / 32) % 8), &a, &m);
+                const int j = int(c % 32);
+                const unsigned byte = nib[(c / 32) * 16 + (j % 16)];
+                out[t * width + c] = q4arith::weight(a, j < 16 ? byte & 15u : byte >> 4, m);
+            }
             continue;
         }
         for (int64_t c = threadIdx.x; c < width; c += blockDim.x) out[t * width + c] = load_f32(table, tt, base + size_t(c));

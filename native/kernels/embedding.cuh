@@ -14,7 +14,9 @@ namespace qwen3vl {
 namespace cuda {
 
 // table [rows, width] of dtype tt; a Q8 table (width a multiple of 32) with its f16 scales [rows, width / 32]
-// (else scales is unused) gives the dequantized rows d * q, exact in f32.
+// gives the dequantized rows d * q, exact in f32; a Q4 table (width a multiple of 256) with its super-block headers
+// [rows, width / 256] (16 bytes each) the rows as core/quant.h's dequantize_q4 gives them, bit for bit (else scales
+// is unused).
 void embedding(CudaBackend& be, float* out, const void* table, qwen3vl_dtype tt, const void* scales, int64_t rows,
                const int32_t* ids, int64_t tokens, int64_t width);
 void scatter_rows(CudaBackend& be, float* x, int64_t x_rows, const int32_t* rows, const float* src, int64_t count,

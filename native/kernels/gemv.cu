@@ -26,10 +26,11 @@
 //  - Rows that are not 16-byte aligned (K * size not a multiple of 16, unaligned views) or an x too large for shared
 //    memory take a scalar kernel: one element per thread per row, x in shared memory when it fits, else read from
 //    global memory (normalised beforehand into scratch when the op has a norm).
-//  - Q8 weights (int8 blocks of 32 with an f16 scale) take their own kernel of the same structure with x quantized
-//    per block into shared memory and dp4a dot products (gemv_q8_kernel below; its comment has the details and the
-//    rounding of x). Its rows are always 16-byte aligned; an x whose quantized copy does not fit in shared memory
-//    is split into groups of rows, one launch each.
+//  - Q8 weights (int8 blocks of 32 with an f16 scale) and Q4 weights (super-blocks of 256 nibbles with 6-bit group
+//    scales and mins) take their own kernel of the same structure with x quantized per block into shared memory and
+//    dp4a dot products (gemv_blocks_kernel below; its comment has the details and the rounding of x). Their rows are
+//    always 16-byte aligned; an x whose quantized copy does not fit in shared memory is split into groups of rows,
+//    one launch each.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -40,6 +41,7 @@
 #include "common.cuh"
 #include "dtype.h"
 #include "gemv.cuh"
+#include "q4_arith.h"
 #include "norm.cuh"
 
 namespace qwen3vl {
@@ -152,8 +154,9 @@ struct GemvParams {
     qwen3vl_dtype bias_dtype;
     const float* residual;  // [M, rows] or NULL (one segment); may be out0
     bool x_shared;      // scalar kernel: x staged in shared memory (the vector kernel always stages it)
-    // Q8 only: the f16 scales [n_s, K / 32] of w0..w2 and of up (w0..w2 and up are then the int8 planes), and
-    // whether x is 16-byte aligned (read as float4s while it is quantized).
+    // Block formats only: the metadata planes of w0..w2 and of up (Q8: f16 scales [n_s, K / 32]; Q4: 16-byte
+    // super-block headers [n_s, K / 256]; w0..w2 and up are then the int8 / nibble planes), and whether x is 16-byte
+    // aligned (read as float4s while it is quantized).
     const void* s0;
     const void* s1;
     const void* s2;
@@ -482,46 +485,145 @@ __global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_scalar_kern
     }
 }
 
-// ---- Q8 weights (core/quant.h: int8 blocks of 32 along a row, one f16 scale each)
+// ---- Block formats: Q8 (core/quant.h: int8 blocks of 32 along a row, one f16 scale each) and Q4 (super-blocks of
+// 256 along a row, 8 groups of 32 unsigned nibbles with a 6-bit scale and min under the super-block's f16 d and dmin)
 //
-// The same tiles, pipeline and reduction as the vector kernel, with integer dot products: x is quantized like the
-// weights, per block of 32 and per row, once per block of threads into shared memory (stage_x_q8), and each 16-byte
-// load of a weight row (16 int8, half a block: lanes 2i and 2i + 1 of a row group read the two halves of one block,
-// so consecutive lanes read consecutive 16 bytes) meets the 16 matching int8 of each x row in four dp4a, whose exact
-// int32 sum is scaled once: acc += float(sum) * (dw * dx), dw the weight block's f16 scale (a 2-byte load beside the
-// 16 bytes) and dx the x block's f32 scale (per half block: the same sum as per block, one more rounding).
-// kQ8Rows = 4 rows per group at every M: a row is half as many bytes as in bf16, so tiles of 8 rows at K = 2048
+// One kernel for both (gemv_blocks_kernel, the format a traits class: Q8Format, Q4Format), with the same tiles,
+// pipeline and reduction as the vector kernel and integer dot products: x is quantized like Q8 weights, per block of
+// 32 and per row, once per block of threads into shared memory (stage_x_blocks), and each 16-byte load of a weight
+// row meets the matching int8 of each x row in dp4a, whose exact int32 sum is scaled once.
+//  - Q8: a load is 16 int8, half a block (lanes 2i and 2i + 1 of a row group read the two halves of one block, so
+//    consecutive lanes read consecutive 16 bytes), four dp4a against the 16 int8 of x, acc += float(sum) * (dw * dx),
+//    dw the weight block's f16 scale (a 2-byte load beside the 16 bytes) and dx the x block's f32 scale (per half
+//    block: the same sum as per block, one more rounding).
+//  - Q4: a load is one group, 32 nibbles (q4arith::split: the low nibbles are elements 0..15, the high ones 16..31,
+//    each a non-negative int8 for the signed dp4a), eight dp4a against the group's 32 int8 of x, then
+//    acc += float(I) * (a * dx) and acc -= m * (dx * X) (q4_arith.h: a = d sc, m = dmin mn exact in f32, X the
+//    sum of the x block's int8, computed when x is quantized). The 16-byte super-block header is shared by the 8
+//    lanes reading its groups (consecutive lanes, consecutive groups): each loads one of its four 32-bit words (lane
+//    i word i % 4, so the 8 loads are one 16-byte transaction and the 4 words each arrive in one register) and the
+//    three words a lane needs come by shuffles (Q4Format::prepare). x is staged with the first and second halves of
+//    its blocks in separate planes, so the two 16-byte reads of consecutive lanes are consecutive (no bank
+//    conflicts), and the block's dx and dx X side by side (one 8-byte read).
+// kBlockRows = 4 rows per group at every M: a Q8 row is half as many bytes as in bf16, so tiles of 8 rows at K = 2048
 // (256 of them for a 2048-row matrix, about one per resident block of an H100/H200) with 2 x 4 loads of 16 bytes in
-// flight per thread (64 KB per SM at two blocks). 8 rows per group at M = 1, as the bf16 kernel, would need 32 more
-// registers for the row and scale pointers and spills at the 128 that two blocks per SM allow.
+// flight per thread (64 KB per SM at two blocks); a Q4 row of K = 2048 is 64 loads (tiles of 16 rows, 128 of them for
+// 2048 rows, each block's share of the matrix requested at once). 8 rows per group at M = 1, as the bf16 kernel,
+// would need 32 more registers for the row and scale pointers and spills at the 128 that two blocks per SM allow.
 //
 // The quantization of x (the contract the tests reproduce): per row m and block b of 32, amax = max |y|
 // over the block, dx = amax / 127 (f32, rounded to nearest), q = rint(y / dx) (f32 division rounded to nearest, then
 // to nearest even integer), clamped to +-127, q = 0 where dx = 0; y = x, or with the norm y = (x * inv_rms) * w as
-// in stage_x. A block holding a NaN or an infinity gets dx = NaN (and q = 0), so its row's outputs are NaN as the
-// dense kernels' would be non-finite. Per element |y - dx q| <= dx / 2 (1 + 2^-16) (the division's rounding; dx in
-// f32's normal range, max |y| above ~2e-36), so an output moves by at most sum_b dx_b / 2 sum_{k in b} |w_k| from
-// the product with unquantized y: the activation's rounding, ~0.4% relative RMS for blocks of uniform values, the
-// same order as the weights' own.
-constexpr int kQ8Rows = 4;
-constexpr int kQ8Chunk = 16;  // int8 weights per 16-byte load
+// in stage_x. For Q4 also X = sum of the block's q (exact) and dsx = dx * X (f32, rounded to nearest). A block holding
+// a NaN or an infinity gets dx = NaN (and q = 0, dsx = NaN), so its row's outputs are NaN as the dense kernels' would
+// be non-finite. Per element |y - dx q| <= dx / 2 (1 + 2^-16) (the division's rounding; dx in f32's normal range, max
+// |y| above ~2e-36), so an output moves by at most sum_b dx_b / 2 sum_{k in b} |w_k| from the product with
+// unquantized y: the activation's rounding, ~0.4% relative RMS for blocks of uniform values, the same order as the
+// Q8 weights' own (Q4's are ~7%).
+constexpr int kBlockRows = 4;
 
-// sum of the four int8 products of a and b, plus c (dp4a on sm_61+, which every architecture of the build has).
-__device__ __forceinline__ int dot4(unsigned a, unsigned b, int c) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 610
-    return __dp4a(int(a), int(b), c);
-#else
-#pragma unroll
-    for (int i = 0; i < 4; ++i) c += int(int8_t(a >> (8 * i))) * int(int8_t(b >> (8 * i)));
-    return c;
-#endif
-}
-
-__device__ __forceinline__ unsigned short load_scale(const unsigned short* p) { return __ldg(p); }
 __device__ __forceinline__ float f16_bits(unsigned short h) { return __half2float(__ushort_as_half(h)); }
 
-// Row n of the virtual matrix: its int8 row and its scales.
-__device__ __forceinline__ void q8_row(const GemvParams& p, int64_t n, const int8_t*& q, const unsigned short*& s) {
+struct Q8Format {
+    static constexpr const char* kName = "q8";
+    static constexpr const char* kPlanes = "int8 plane 16 bytes, scales 2";
+    static constexpr int64_t kBlockK = 32;  // K is a multiple of this
+    static constexpr int kChunk = 16;       // weights per 16-byte load
+    static constexpr int kXEntry = 4;       // shared-memory bytes per block of x: f32 dx
+    static constexpr bool kSums = false;    // no block sums of x
+    static constexpr uintptr_t kMetaAlign = 2;
+    __host__ __device__ static constexpr int64_t row_bytes(int64_t K) { return K; }
+    __host__ __device__ static constexpr int64_t meta_row_bytes(int64_t K) { return K / 32 * 2; }
+    // The metadata of chunk c of a row: its block's f16 scale.
+    __device__ static unsigned load_meta(const uint8_t* s, int64_t c) {
+        return __ldg(reinterpret_cast<const unsigned short*>(s) + (c >> 1));
+    }
+    struct Row {
+        uint4 q;
+        float dw;
+    };
+    __device__ static Row prepare(const uint4& q, unsigned meta, unsigned) {
+        return Row{q, f16_bits(static_cast<unsigned short>(meta))};
+    }
+    // x in shared memory: int8 [M, K] row-major, f32 dx [M, K / 32].
+    __device__ static int64_t x_offset(int64_t flat, int64_t) { return flat; }
+    __device__ static void store_scale(float* xd, int64_t block, float dx, int) { xd[block] = dx; }
+    struct X {
+        uint4 q;
+        float dx;
+    };
+    __device__ static X load_x(const int8_t* xq, const float* xd, int m, int64_t c, int64_t K) {
+        return X{*reinterpret_cast<const uint4*>(xq + int64_t(m) * K + c * kChunk), xd[int64_t(m) * (K / 32) + (c >> 1)]};
+    }
+    __device__ static float fma(float acc, const Row& w, const X& x) {
+        int s = q4arith::dot4(w.q.x, x.q.x, 0);
+        s = q4arith::dot4(w.q.y, x.q.y, s);
+        s = q4arith::dot4(w.q.z, x.q.z, s);
+        s = q4arith::dot4(w.q.w, x.q.w, s);
+        return fmaf(static_cast<float>(s), w.dw * x.dx, acc);
+    }
+};
+
+struct Q4Format {
+    static constexpr const char* kName = "q4";
+    static constexpr const char* kPlanes = "nibble plane 16 bytes, headers 4";
+    static constexpr int64_t kBlockK = 256;
+    static constexpr int kChunk = 32;     // one group: 16 bytes of nibbles
+    static constexpr int kXEntry = 8;     // f32 dx and dsx = dx * X
+    static constexpr bool kSums = true;
+    static constexpr uintptr_t kMetaAlign = 4;
+    __host__ __device__ static constexpr int64_t row_bytes(int64_t K) { return K / 2; }
+    __host__ __device__ static constexpr int64_t meta_row_bytes(int64_t K) { return K / 256 * 16; }
+    // Word c % 4 of the header of chunk c's super-block (chunk c is read by a lane with lane % 8 == c % 8, and the
+    // 8 lanes of one super-block are lanes 8i .. 8i + 7 of a warp: tk is a multiple of 32, K of 256).
+    __device__ static unsigned load_meta(const uint8_t* s, int64_t c) {
+        return __ldg(reinterpret_cast<const unsigned*>(s + (c >> 3) * 16) + (c & 3));
+    }
+    struct Row {
+        q4arith::Nibbles n;
+        float a, m;
+    };
+    // Takes the header words h[0], h[scale_word(g)] and h[3] from the lanes of the super-block that loaded them
+    // (group g = lane % 8). Every lane of the warp must call it (shuffles), dead ones with meta 0.
+    __device__ static Row prepare(const uint4& q, unsigned meta, unsigned lane) {
+        const int base = int(lane & ~7u), g = int(lane & 7u);
+        const unsigned h0 = __shfl_sync(0xffffffffu, meta, base);
+        const unsigned hs = __shfl_sync(0xffffffffu, meta, base + q4arith::scale_word(g));
+        const unsigned h3 = __shfl_sync(0xffffffffu, meta, base + 3);
+        int sc, mn;
+        q4arith::group_scale_min(hs, h3, g, &sc, &mn);
+        const float d = f16_bits(static_cast<unsigned short>(h0 & 0xffffu));
+        const float dmin = f16_bits(static_cast<unsigned short>(h0 >> 16));
+        return Row{q4arith::split(q.x, q.y, q.z, q.w), __fmul_rn(d, float(sc)), __fmul_rn(dmin, float(mn))};
+    }
+    // x in shared memory: per row, the first halves (elements 0..15) of all blocks of 32 in order, then the second
+    // halves; then float2 {dx, dsx} [M, K / 32]. flat: m * K + k of the first of 8 elements (k a multiple of 8).
+    __device__ static int64_t x_offset(int64_t flat, int64_t K) {
+        const int64_t m = flat / K, k = flat - m * K;
+        return m * K + ((k >> 4) & 1) * (K / 2) + (k >> 5) * 16 + (k & 15);
+    }
+    __device__ static void store_scale(float* xd, int64_t block, float dx, int sum) {
+        reinterpret_cast<float2*>(xd)[block] = make_float2(dx, __fmul_rn(dx, static_cast<float>(sum)));
+    }
+    struct X {
+        unsigned lo[4], hi[4];
+        float dx, dsx;
+    };
+    __device__ static X load_x(const int8_t* xq, const float* xd, int m, int64_t c, int64_t K) {
+        const int8_t* row = xq + int64_t(m) * K;
+        const uint4 lo = *reinterpret_cast<const uint4*>(row + c * 16);
+        const uint4 hi = *reinterpret_cast<const uint4*>(row + K / 2 + c * 16);
+        const float2 d = reinterpret_cast<const float2*>(xd)[int64_t(m) * (K / 32) + c];
+        return X{{lo.x, lo.y, lo.z, lo.w}, {hi.x, hi.y, hi.z, hi.w}, d.x, d.y};
+    }
+    __device__ static float fma(float acc, const Row& w, const X& x) {
+        return q4arith::group_accumulate(acc, q4arith::group_dot(w.n, x.lo, x.hi), w.a, w.m, x.dx, x.dsx);
+    }
+};
+
+// Row n of the virtual matrix: its weight-plane row and its metadata row.
+template <class F>
+__device__ __forceinline__ void block_row(const GemvParams& p, int64_t n, const uint8_t*& q, const uint8_t*& s) {
     const void* w;
     const void* sc;
     int64_t r;
@@ -538,14 +640,14 @@ __device__ __forceinline__ void q8_row(const GemvParams& p, int64_t n, const int
         sc = p.s2;
         r = n - p.end1;
     }
-    q = static_cast<const int8_t*>(w) + r * p.K;
-    s = static_cast<const unsigned short*>(sc) + r * (p.K / 32);
+    q = static_cast<const uint8_t*>(w) + r * F::row_bytes(p.K);
+    s = static_cast<const uint8_t*>(sc) + r * F::meta_row_bytes(p.K);
 }
 
 // The NR rows a row group streams for tile `tile` (as tile_rows): R output rows, for swiglu their up rows after them.
-template <int NR, bool kSwiglu>
-__device__ __forceinline__ void q8_tile_rows(const GemvParams& p, int64_t tile, int g, const int8_t* (&q)[NR],
-                                             const unsigned short* (&s)[NR]) {
+template <class F, int NR, bool kSwiglu>
+__device__ __forceinline__ void block_tile_rows(const GemvParams& p, int64_t tile, int g, const uint8_t* (&q)[NR],
+                                                const uint8_t* (&s)[NR]) {
     constexpr int R = kSwiglu ? NR / 2 : NR;
     const int groups = kGemvThreads / p.tk;
     const int64_t n0 = (tile * groups + g) * R;
@@ -554,20 +656,20 @@ __device__ __forceinline__ void q8_tile_rows(const GemvParams& p, int64_t tile, 
         const int64_t n = n0 + r;
         q[r] = nullptr;
         s[r] = nullptr;
-        if (n < p.rows) q8_row(p, n, q[r], s[r]);
+        if (n < p.rows) block_row<F>(p, n, q[r], s[r]);
         if constexpr (kSwiglu) {
-            q[R + r] = n < p.rows ? static_cast<const int8_t*>(p.up) + n * p.K : nullptr;
-            s[R + r] = n < p.rows ? static_cast<const unsigned short*>(p.up_scales) + n * (p.K / 32) : nullptr;
+            q[R + r] = n < p.rows ? static_cast<const uint8_t*>(p.up) + n * F::row_bytes(p.K) : nullptr;
+            s[R + r] = n < p.rows ? static_cast<const uint8_t*>(p.up_scales) + n * F::meta_row_bytes(p.K) : nullptr;
         }
     }
 }
 
-// Quantizes the M rows of x (normalised first when the op has a norm, as stage_x) into xq (int8 [M, K]) and xd (f32
-// [M, K / 32]), by the contract above. Four threads per block of 32, 8 elements each (two float4 loads when x is
-// 16-byte aligned); a thread's tasks are loaded two at a time before they are reduced, so their loads overlap.
-// `red` holds kGemvWarps * MT floats. Ends with a barrier.
-template <int MT>
-__device__ void stage_x_q8(const GemvParams& p, int8_t* xq, float* xd, float* red) {
+// Quantizes the M rows of x (normalised first when the op has a norm, as stage_x) into xq (int8, M K) and xd (the
+// x-block entries of F: M K / 32 of them), by the contract above. Four threads per block of 32, 8 elements each (two
+// float4 loads when x is 16-byte aligned); a thread's tasks are loaded two at a time before they are reduced, so
+// their loads overlap. `red` holds kGemvWarps * MT floats. Ends with a barrier.
+template <class F, int MT>
+__device__ void stage_x_blocks(const GemvParams& p, int8_t* xq, float* xd, float* red) {
     __shared__ float inv_rms[kGemvMaxRows];
     const int64_t K = p.K;
     const unsigned lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
@@ -637,27 +739,35 @@ __device__ void stage_x_q8(const GemvParams& p, int8_t* xq, float* xd, float* re
                 amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
                 bad |= __shfl_xor_sync(0xffffffffu, bad, o);
             }
-            if (!mine) continue;
+            // Lanes past the tasks hold zeros: dx = 0, q = 0 (they still take part in the shuffles).
             const float dx = __fdiv_rn(amax, 127.0f);
             unsigned packed[2] = {0u, 0u};
+            int sum = 0;
             if (!bad && dx > 0.0f) {
 #pragma unroll
                 for (int e = 0; e < 8; ++e) {
                     const float q = fminf(fmaxf(rintf(__fdiv_rn(v[i][e], dx)), -127.0f), 127.0f);
                     packed[e / 4] |= (unsigned(int(q)) & 0xffu) << (8 * (e % 4));
+                    sum += int(q);
                 }
             }
-            *reinterpret_cast<uint2*>(xq + 8 * t) = make_uint2(packed[0], packed[1]);
-            if ((threadIdx.x & 3u) == 0) xd[(8 * t) / 32] = bad ? __int_as_float(0x7fc00000) : dx;
+            if constexpr (F::kSums) {
+#pragma unroll
+                for (int o = 1; o <= 2; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            }
+            if (!mine) continue;
+            *reinterpret_cast<uint2*>(xq + F::x_offset(8 * t, K)) = make_uint2(packed[0], packed[1]);
+            if ((threadIdx.x & 3u) == 0) F::store_scale(xd, (8 * t) / 32, bad ? __int_as_float(0x7fc00000) : dx, sum);
         }
     }
     __syncthreads();
 }
 
-// The Q8 kernel, M <= MT (every Q8 row is 16-byte aligned: K is a multiple of 32 and the planes start aligned).
-template <int MT, bool kSwiglu>
-__global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_q8_kernel(const GemvParams p) {
-    constexpr int NR = kQ8Rows, V = NR * MT;
+// The block-format kernel, M <= MT (every Q8 and Q4 row is 16-byte aligned: K is a multiple of F::kBlockK and the
+// planes start aligned).
+template <class F, int MT, bool kSwiglu>
+__global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_blocks_kernel(const GemvParams p) {
+    constexpr int NR = kBlockRows, V = NR * MT;
     static_assert(V <= 32 && (V & (V - 1)) == 0, "the reduction takes a power of two up to 32 values");
     extern __shared__ float4 x_shared[];
     __shared__ float red[2 * kGemvWarps * V];
@@ -666,13 +776,14 @@ __global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_q8_kernel(c
 
     const int tk = p.tk, g = int(threadIdx.x) / tk;
     const int64_t j = int64_t(threadIdx.x) % tk;
-    const int64_t chunks = p.K / kQ8Chunk, nb = p.K / 32;
+    const unsigned lane = threadIdx.x % kWarp;
+    const int64_t chunks = p.K / F::kChunk;
     const int64_t steps = chunks > tk ? (chunks + tk - 1) / tk : 1;
 
-    const int8_t* qp[NR];
-    const unsigned short* sp[NR];
+    const uint8_t* qp[NR];
+    const uint8_t* sp[NR];
     uint4 a[NR], b[NR];
-    unsigned short sa[NR], sb[NR];
+    unsigned sa[NR], sb[NR];
     float acc[NR][MT];
 #pragma unroll
     for (int r = 0; r < NR; ++r)
@@ -680,15 +791,15 @@ __global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_q8_kernel(c
         for (int m = 0; m < MT; ++m) acc[r][m] = 0.0f;
 
     int64_t lt = blockIdx.x, ls = 0;
-    auto load_step = [&](uint4(&buf)[NR], unsigned short(&sc)[NR]) {
+    auto load_step = [&](uint4(&buf)[NR], unsigned(&meta)[NR]) {
         if (lt >= p.tiles) return;
-        if (ls == 0) q8_tile_rows<NR, kSwiglu>(p, lt, g, qp, sp);
+        if (ls == 0) block_tile_rows<F, NR, kSwiglu>(p, lt, g, qp, sp);
         const int64_t c = j + ls * tk;
 #pragma unroll
         for (int r = 0; r < NR; ++r) {
             const bool live = qp[r] != nullptr && c < chunks;
-            buf[r] = live ? load_weights(qp[r] + c * kQ8Chunk) : make_uint4(0u, 0u, 0u, 0u);
-            sc[r] = live ? load_scale(sp[r] + (c >> 1)) : static_cast<unsigned short>(0);
+            buf[r] = live ? load_weights(qp[r] + c * 16) : make_uint4(0u, 0u, 0u, 0u);
+            meta[r] = live ? F::load_meta(sp[r], c) : 0u;
         }
         if (++ls == steps) {
             ls = 0;
@@ -697,25 +808,18 @@ __global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_q8_kernel(c
     };
     int64_t ct = blockIdx.x, cs = 0;
     int parity = 0;
-    auto compute_step = [&](const uint4(&buf)[NR], const unsigned short(&sc)[NR]) {
+    auto compute_step = [&](const uint4(&buf)[NR], const unsigned(&meta)[NR]) {
         const int64_t c = j + cs * tk;
-        if (c < chunks) {
-            float dw[NR];
+        typename F::Row w[NR];
 #pragma unroll
-            for (int r = 0; r < NR; ++r) dw[r] = f16_bits(sc[r]);
+        for (int r = 0; r < NR; ++r) w[r] = F::prepare(buf[r], meta[r], lane);  // by every lane (Q4's shuffles)
+        if (c < chunks) {
 #pragma unroll
             for (int m = 0; m < MT; ++m) {
                 if (m >= p.M) continue;
-                const uint4 xv = *reinterpret_cast<const uint4*>(xq + int64_t(m) * p.K + c * kQ8Chunk);
-                const float dx = xd[int64_t(m) * nb + (c >> 1)];
+                const typename F::X xv = F::load_x(xq, xd, m, c, p.K);
 #pragma unroll
-                for (int r = 0; r < NR; ++r) {
-                    int s = dot4(buf[r].x, xv.x, 0);
-                    s = dot4(buf[r].y, xv.y, s);
-                    s = dot4(buf[r].z, xv.z, s);
-                    s = dot4(buf[r].w, xv.w, s);
-                    acc[r][m] = fmaf(static_cast<float>(s), dw[r] * dx, acc[r][m]);
-                }
+                for (int r = 0; r < NR; ++r) acc[r][m] = F::fma(acc[r][m], w[r], xv);
             }
         }
         if (++cs == steps) {
@@ -732,7 +836,7 @@ __global__ void __launch_bounds__(kGemvThreads, kGemvMinBlocks) gemv_q8_kernel(c
     load_step(a, sa);
     load_step(b, sb);
     pdl_wait();
-    stage_x_q8<MT>(p, xq, xd, red);
+    stage_x_blocks<F, MT>(p, xq, xd, red);
     for (;;) {
         if (!compute_step(a, sa)) break;
         load_step(a, sa);
@@ -867,29 +971,35 @@ void launch_gemv(CudaBackend& be, const GemvJob& job) {
 }
 
 
-template <bool kSwiglu>
-GemvKernel q8_kernel(int MT) {
+template <class F, bool kSwiglu>
+GemvKernel block_kernel(int MT) {
     switch (MT) {
-        case 1: return gemv_q8_kernel<1, kSwiglu>;
-        case 2: return gemv_q8_kernel<2, kSwiglu>;
-        case 4: return gemv_q8_kernel<4, kSwiglu>;
-        default: return gemv_q8_kernel<8, kSwiglu>;
+        case 1: return gemv_blocks_kernel<F, 1, kSwiglu>;
+        case 2: return gemv_blocks_kernel<F, 2, kSwiglu>;
+        case 4: return gemv_blocks_kernel<F, 4, kSwiglu>;
+        default: return gemv_blocks_kernel<F, 8, kSwiglu>;
     }
 }
 
 int padded_rows(int64_t M) { return M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8; }
 
-// Shared memory of the Q8 kernel for M rows of x: their int8 values and f32 block scales.
-size_t q8_x_bytes(int64_t M, int64_t K) { return size_t(M * K) + size_t(M * (K / 32)) * sizeof(float); }
+// Shared memory of the block-format kernel for M rows of x: their int8 values and the per-block entries.
+template <class F>
+size_t block_x_bytes(int64_t M, int64_t K) {
+    return size_t(M * K) + size_t(M * (K / 32)) * F::kXEntry;
+}
 
-void launch_gemv_q8(CudaBackend& be, const GemvJob& job) {
+template <class F>
+void launch_gemv_blocks(CudaBackend& be, const GemvJob& job) {
     const bool swiglu = job.up.data != nullptr;
     const int64_t M = job.M, K = job.K;
-    require(K % 32 == 0, "q8 GEMV: K = " + std::to_string(K) + " is not whole blocks of 32");
+    if (K % F::kBlockK != 0)
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, std::string(F::kName) + " GEMV: K = " + std::to_string(K) +
+                                                  " is not whole blocks of " + std::to_string(F::kBlockK));
     auto check_planes = [&](const Weight& w, const char* what) {
-        if (!aligned16(w.data) || w.scales == nullptr || reinterpret_cast<uintptr_t>(w.scales) % 2 != 0)
-            fail(QWEN3VL_STATUS_INVALID_ARGUMENT,
-                 std::string("q8 GEMV: the ") + what + " planes are not aligned (int8 plane 16 bytes, scales 2)");
+        if (!aligned16(w.data) || w.scales == nullptr || reinterpret_cast<uintptr_t>(w.scales) % F::kMetaAlign != 0)
+            fail(QWEN3VL_STATUS_INVALID_ARGUMENT, std::string(F::kName) + " GEMV: the " + what +
+                                                      " planes are not aligned (" + F::kPlanes + ")");
     };
     for (int i = 0; i < job.count; ++i) check_planes(job.proj[i].w, "weight");
     if (swiglu) check_planes(job.up, "up weight");
@@ -923,24 +1033,24 @@ void launch_gemv_q8(CudaBackend& be, const GemvJob& job) {
     int64_t rows_per_launch = M;
     for (; rows_per_launch > 0; --rows_per_launch) {
         const int MT = padded_rows(rows_per_launch);
-        GemvKernel k = swiglu ? q8_kernel<true>(MT) : q8_kernel<false>(MT);
-        if (resident_blocks(be, k, q8_x_bytes(rows_per_launch, K)) > 0) break;
+        GemvKernel k = swiglu ? block_kernel<F, true>(MT) : block_kernel<F, false>(MT);
+        if (resident_blocks(be, k, block_x_bytes<F>(rows_per_launch, K)) > 0) break;
     }
     if (rows_per_launch == 0)
-        fail(QWEN3VL_STATUS_UNSUPPORTED, "q8 GEMV: one row of x (K = " + std::to_string(K) +
+        fail(QWEN3VL_STATUS_UNSUPPORTED, std::string(F::kName) + " GEMV: one row of x (K = " + std::to_string(K) +
                                              ") does not fit in shared memory once quantized");
-    const int64_t chunks = K / kQ8Chunk;
+    const int64_t chunks = K / F::kChunk;
     int tk = int(kWarp);
     while (tk < kGemvThreads && tk < chunks) tk *= 2;
     p.tk = tk;
-    const int64_t tile_rows = int64_t(kGemvThreads / tk) * (kQ8Rows / (swiglu ? 2 : 1));
+    const int64_t tile_rows = int64_t(kGemvThreads / tk) * (kBlockRows / (swiglu ? 2 : 1));
     p.tiles = (p.rows + tile_rows - 1) / tile_rows;
     const int64_t n1 = p.end1 - p.end0, n2 = p.rows - p.end1;
     for (int64_t m0 = 0; m0 < M; m0 += rows_per_launch) {
         const int64_t mc = std::min(rows_per_launch, M - m0);
         const int MT = padded_rows(mc);
-        const size_t smem = q8_x_bytes(mc, K);
-        GemvKernel k = swiglu ? q8_kernel<true>(MT) : q8_kernel<false>(MT);
+        const size_t smem = block_x_bytes<F>(mc, K);
+        GemvKernel k = swiglu ? block_kernel<F, true>(MT) : block_kernel<F, false>(MT);
         const int res = resident_blocks(be, k, smem);
         GemvParams q = p;
         q.M = int(mc);
@@ -962,7 +1072,8 @@ void gemv(CudaBackend& be, const GemvJob& job) {
     switch (job.proj[0].w.dtype) {
         case QWEN3VL_DTYPE_BF16: launch_gemv<__nv_bfloat16>(be, job); break;
         case QWEN3VL_DTYPE_F16: launch_gemv<__half>(be, job); break;
-        case QWEN3VL_DTYPE_Q8: launch_gemv_q8(be, job); break;
+        case QWEN3VL_DTYPE_Q8: launch_gemv_blocks<Q8Format>(be, job); break;
+        case QWEN3VL_DTYPE_Q4: launch_gemv_blocks<Q4Format>(be, job); break;
         default: launch_gemv<float>(be, job); break;
     }
 }

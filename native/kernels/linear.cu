@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "common.cuh"
 #include "convert.cuh"
@@ -162,17 +163,33 @@ bool lt_matmul_epilogue(CudaBackend& be, LtProduct p, const Epilogue& e) {
     return true;
 }
 
-// Q8 weights for M > kGemvMaxRows: blocks of weight rows dequantized into scratch (at most kWidenBytes, so one block
-// for every decoder projection of the 2B and several for lm_head), each multiplied by cuBLASLt as a dense weight of
-// that dtype: bf16 on tensor cores where bf16 weights would take them (x rounded to bf16 as for bf16 weights; d * q
-// rounded to bf16, a relative error of up to 2^-8 per weight), else f32 (d * q exactly) and the fp32 GEMM. A single
-// block has the epilogue fused like a dense weight; several run the epilogue after the last (the fused forms and
-// the epilogue kernels address out as [M, n], a block's columns are [M, n] with leading dimension N). A block
-// cuBLASLt has no bf16 algorithm for is redone in f32. The dequantization costs a pass over the weight (write 2
-// bytes per weight, read them back in the GEMM) next to the GEMM's own read; an int8 tensor-core GEMM (x quantized
-// per block as the GEMV does, dp4a-equivalent IMMA with per-block scales) is the later step that removes it.
-void gemm_q8(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w,
-             const float* residual, const Epilogue& e) {
+// Rows [n0, n0 + rows) of a block-format weight (Q8 or Q4, K columns) dequantized into out as ot (bf16 or f32): the
+// values core/quant.h's dequantize_q8 / dequantize_q4 give, f32 exactly or rounded to nearest even into bf16.
+void dequantize_rows(CudaBackend& be, void* out, qwen3vl_dtype ot, const Weight& w, int64_t K, int64_t n0,
+                     int64_t rows) {
+    const size_t n = size_t(rows * K);
+    if (w.dtype == QWEN3VL_DTYPE_Q4)
+        dequantize_q4(be, out, ot, static_cast<const uint8_t*>(w.data) + size_t(n0 * (K / 2)),
+                      static_cast<const uint8_t*>(w.scales) + size_t(n0 * (K / kQ4Super) * kQ4HeaderBytes), n);
+    else
+        dequantize_q8(be, out, ot, static_cast<const int8_t*>(w.data) + size_t(n0 * K),
+                      static_cast<const uint16_t*>(w.scales) + size_t(n0 * (K / kQ8Block)), n);
+}
+
+// Block-format weights (Q8, Q4) for M > kGemvMaxRows: blocks of weight rows dequantized into scratch (at most
+// kWidenBytes, so one block for every decoder projection of the 2B and several for lm_head), each multiplied by
+// cuBLASLt as a dense weight of that dtype: bf16 on tensor cores where bf16 weights would take them (x rounded to bf16
+// as for bf16 weights; the weight rounded to bf16, a relative error of up to 2^-8 per weight), else f32 (the weights
+// exactly as the host reference dequantizes them) and the fp32 GEMM. A single block has the epilogue fused like a
+// dense weight; several run the epilogue after the last (the fused forms and the epilogue kernels address out as
+// [M, n], a block's columns are [M, n] with leading dimension N). A block cuBLASLt has no bf16 algorithm for is
+// redone in f32. The dequantization costs a pass over the weight (write 2 bytes per weight, read them back in the
+// GEMM) next to the GEMM's own read; an int8 tensor-core GEMM (x quantized per block as the GEMV does, dp4a-equivalent
+// IMMA with per-block scales) is the later step that removes it.
+void gemm_blocks(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w,
+                 const float* residual, const Epilogue& e) {
+    if (w.dtype == QWEN3VL_DTYPE_Q4 && K % kQ4Super != 0)
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q4 GEMM: K = " + std::to_string(K) + " is not whole super-blocks of 256");
     const bool tc = tensor_cores(be, QWEN3VL_DTYPE_BF16);
     const qwen3vl_dtype wt = tc ? QWEN3VL_DTYPE_BF16 : QWEN3VL_DTYPE_F32;
     const size_t esize = dtype_size(wt);
@@ -180,14 +197,10 @@ void gemm_q8(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, in
     const bool single = chunk >= N;
     CudaBackend::Scratch wd(be, size_t(chunk * K) * esize);
     std::unique_ptr<CudaBackend::Scratch> wf;  // f32 block for a product cuBLASLt has no bf16 algorithm for
-    const auto* q = static_cast<const int8_t*>(w.data);
-    const auto* d = static_cast<const uint16_t*>(w.scales);
     auto multiply = [&](LtProduct& block) { return single ? lt_matmul_epilogue(be, block, e) : lt_matmul(be, block); };
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
         const int64_t rows = std::min(chunk, N - n0);
-        const int8_t* qb = q + size_t(n0 * K);
-        const uint16_t* db = d + size_t(n0 * (K / kQ8Block));
-        dequantize_q8(be, wd.as<void>(), wt, qb, db, size_t(rows * K));
+        dequantize_rows(be, wd.as<void>(), wt, w, K, n0, rows);
         LtProduct block;
         block.d = out + n0;
         block.ldd = N;
@@ -201,7 +214,7 @@ void gemm_q8(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, in
         bool done = multiply(block);
         if (!done && tc) {
             if (!wf) wf = std::make_unique<CudaBackend::Scratch>(be, size_t(chunk * K) * 4);
-            dequantize_q8(be, wf->as<void>(), QWEN3VL_DTYPE_F32, qb, db, size_t(rows * K));
+            dequantize_rows(be, wf->as<void>(), QWEN3VL_DTYPE_F32, w, K, n0, rows);
             block.w = wf->as<void>();
             block.x = x.f32();
             block.ab = CUDA_R_32F;
@@ -215,7 +228,8 @@ void gemm_q8(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, in
 // out[M, N] = x W^T (+ residual) then the epilogue e through cuBLASLt (M > kGemvMaxRows, K > 0).
 void gemm(CudaBackend& be, float* out, GemmInput& x, int64_t M, int64_t K, int64_t N, Weight w,
           const float* residual, const Epilogue& e) {
-    if (w.dtype == QWEN3VL_DTYPE_Q8) return gemm_q8(be, out, x, M, K, N, w, residual, e);
+    if (w.dtype == QWEN3VL_DTYPE_Q8 || w.dtype == QWEN3VL_DTYPE_Q4)
+        return gemm_blocks(be, out, x, M, K, N, w, residual, e);
     LtProduct p;
     p.d = out;
     p.ldd = N;

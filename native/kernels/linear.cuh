@@ -2,8 +2,8 @@
 // (+ bias), out = silu(x Wg^T) * (x Wu^T), and the fused forms of the decoder layer: an RMSNorm of x before up to
 // three projections of it (q/k/v) or before the gated MLP, and the residual add after a projection (o_proj,
 // down_proj); and of the vision blocks: a LayerNorm before a projection (qkv), GELU after one, and the whole GELU
-// MLP (LayerNorm, fc1, GELU, fc2, residual). x and out f32; W f32, f16, bf16 or Q8 (core/quant.h; all weights of a
-// fused form of one dtype for its one-launch GEMV, as for the dense ones); bias and norm weights f32, f16 or bf16.
+// MLP (LayerNorm, fc1, GELU, fc2, residual). x and out f32; W f32, f16, bf16, Q8 or Q4 (core/quant.h; all weights of
+// a fused form of one dtype for its one-launch GEMV, as for the dense ones); bias and norm weights f32, f16 or bf16.
 // Semantics as native/cpu/gemm.h composed with native/cpu/norm.h and elementwise.h.
 //
 // Two regimes, chosen by M:
@@ -16,12 +16,14 @@
 //    (beta = 1), bias and tanh GELU are cuBLASLt epilogues; a LayerNorm / RMSNorm before the GEMM writes its
 //    16-bit input directly. Layouts and the heuristic's algorithm are cached per shape and epilogue.
 //
-// Q8 weights. GEMV: x is quantized per block of 32 like the weights (int8 and an f32 scale, in shared memory) and
-// multiplied with dp4a, fp32 accumulation over the blocks (gemv.cu): besides f32 rounding, an output differs from
-// the product with the dequantized weights by at most sum_b dx_b / 2 sum_{k in b} |w_k| (dx_b = max |x| / 127 over
-// block b of x), ~0.4% relative RMS. GEMM: blocks of rows dequantized into scratch and multiplied as bf16 weights on
-// tensor cores (d * q rounded to bf16: up to 2^-8 relative per weight, on top of x's bf16 rounding), or as f32
-// weights (exact) in the fp32 GEMM; a dedicated int8 tensor-core GEMM is a later step (linear.cu, gemm_q8).
+// Q8 and Q4 weights. GEMV: x is quantized per block of 32 like Q8 weights (int8 and an f32 scale, in shared memory)
+// and multiplied with dp4a, fp32 accumulation over the blocks (gemv.cu; Q4: per group of 32 the nibbles' int32 dot
+// with x's int8 and the min through the block's sum of int8, q4_arith.h): besides f32 rounding, an output differs
+// from the product with the dequantized weights by at most sum_b dx_b / 2 sum_{k in b} |w_k| (dx_b = max |x| / 127
+// over block b of x), ~0.4% relative RMS. GEMM: blocks of rows dequantized into scratch and multiplied as bf16
+// weights on tensor cores (the weight rounded to bf16: up to 2^-8 relative, on top of x's bf16 rounding), or as f32
+// weights (exactly the host reference's) in the fp32 GEMM; a dedicated int8 tensor-core GEMM is a later step
+// (linear.cu, gemm_blocks).
 //
 // Every entry point only launches work on be.stream() and takes scratch from the pool: safe under graph capture.
 #pragma once

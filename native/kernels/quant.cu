@@ -10,6 +10,7 @@
 #include "common.cuh"
 #include "dtype.h"
 #include "error.h"
+#include "q4_arith.h"
 #include "quant.cuh"
 #include "quant.h"
 #include "quant_q4_impl.h"
@@ -130,21 +131,16 @@ __global__ void dequantize_q4_kernel(void* out, qwen3vl_dtype ot, const uint8_t*
                                      size_t groups) {
     const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
     for (size_t c = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < groups; c += stride) {
-        const uint8_t* h = headers + (c / 8) * 16;
-        const int g = static_cast<int>(c % 8);
-        const float d = __half2float(__ushort_as_half(static_cast<unsigned short>(h[0] | (h[1] << 8))));
-        const float dmin = __half2float(__ushort_as_half(static_cast<unsigned short>(h[2] | (h[3] << 8))));
-        const int sc = h[4 + g] & 63;
-        const int mn = (h[4 + g] >> 6) | (((h[12 + g / 2] >> (4 * (g & 1))) & 15) << 2);
-        const float a = __fmul_rn(d, static_cast<float>(sc)), m = __fmul_rn(dmin, static_cast<float>(mn));
+        float a, m;
+        q4arith::group_a_m(headers + (c / 8) * 16, static_cast<int>(c % 8), &a, &m);
         const uint4 u = __ldg(reinterpret_cast<const uint4*>(nib) + c);
         const unsigned words[4] = {u.x, u.y, u.z, u.w};
         float v[32];
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
             const unsigned byte = (words[j / 4] >> (8 * (j % 4))) & 0xffu;
-            v[j] = __fsub_rn(__fmul_rn(a, static_cast<float>(byte & 15u)), m);
-            v[j + 16] = __fsub_rn(__fmul_rn(a, static_cast<float>(byte >> 4)), m);
+            v[j] = q4arith::weight(a, byte & 15u, m);
+            v[j + 16] = q4arith::weight(a, byte >> 4, m);
         }
         if (ot == QWEN3VL_DTYPE_BF16) {
             uint4* o = reinterpret_cast<uint4*>(out) + 4 * c;

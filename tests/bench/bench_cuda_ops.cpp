@@ -5,7 +5,7 @@
 // heuristics); the linear ops are also replayed from a captured graph (GPU time only, as in a captured decode step).
 // Memory-bound ops print GB/s of the bytes they must read (weights or the KV cache) and its share of the copy
 // bandwidth, GEMMs TFLOP/s and its share of the GEMM ceiling.
-// Usage: qwen3vl_bench_cuda [iterations] [family ...]   families: linear fused q8 select attention decode vision
+// Usage: qwen3vl_bench_cuda [iterations] [family ...]   families: linear fused q8 q4 select attention decode vision
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -422,62 +422,103 @@ void bench_fused_linear(int iters) {
     }
 }
 
-// Linear family with Q8 weights (int8 blocks of 32 with f16 scales, quantized on the device by tensor_write): the
-// decoder's projections of the 2B in decode (the fused forms as the layer runs them, and a plain linear) and in
-// prefill, each next to the same op with bf16 weights. GB/s counts the weight bytes the op must read, N K 17/16 for
-// Q8 (int8 values and one f16 scale per 32) and N K 2 for bf16.
+// One projection case of the block-format families (q8, q4): the decoder's fused forms as the layer runs them, and
+// a plain linear. N: output rows (q/k/v: all three together, kv rows each for k and v).
+enum class BlockKind { Linear, NormQkv, NormSwiglu, Residual, NormLmHead };
+struct BlockCase {
+    std::string what;
+    BlockKind kind;
+    int64_t M, K, N;
+    int64_t kv = 0;  // NormQkv: rows of k and of v (q: N - 2 kv); 0: N / 4 (the 2B's 2048 / 1024 / 1024)
+};
+
+// Weight bytes the op must read per weight: Q8 17/16 (int8 values and one f16 scale per 32), Q4 9/16 (a nibble and
+// a 16-byte header per 256), bf16 2.
+double bytes_per_weight(qwen3vl_dtype wt) {
+    return wt == QWEN3VL_DTYPE_Q8 ? 17.0 / 16.0 : wt == QWEN3VL_DTYPE_Q4 ? 9.0 / 16.0 : 2.0;
+}
+
+// Times case c with weights of dtype wt (quantized on the device by tensor_write for Q8 and Q4).
+void bench_block_case(int iters, const BlockCase& c, qwen3vl_dtype wt) {
+    const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
+    const size_t keep = g_tensors.size();
+    const bool swiglu = c.kind == BlockKind::NormSwiglu, qkv = c.kind == BlockKind::NormQkv;
+    const int64_t kv = c.kv > 0 ? c.kv : c.N / 4, nq = c.N - 2 * kv;
+    const double elements = double(c.N) * c.K * (swiglu ? 2 : 1);
+    const double weight_bytes = elements * bytes_per_weight(wt);
+    const double flops = 2.0 * c.M * elements;
+    const int copies = c.M <= 8 ? weight_copies(weight_bytes) : 1;
+    qwen3vl_tensor* x = tensor(f32, {c.M, c.K});
+    qwen3vl_tensor* nw = tensor(bf16, {c.K});
+    qwen3vl_tensor* out = tensor(f32, {c.M, qkv ? nq : c.N});
+    qwen3vl_tensor* out_k = qkv ? tensor(f32, {c.M, kv}) : nullptr;
+    qwen3vl_tensor* out_v = qkv ? tensor(f32, {c.M, kv}) : nullptr;
+    std::vector<std::vector<qwen3vl_tensor*>> w(static_cast<size_t>(copies));
+    for (auto& set : w) {
+        if (qkv)
+            set = {tensor(wt, {nq, c.K}), tensor(wt, {kv, c.K}), tensor(wt, {kv, c.K})};
+        else if (swiglu)
+            set = {tensor(wt, {c.N, c.K}), tensor(wt, {c.N, c.K})};
+        else
+            set = {tensor(wt, {c.N, c.K})};
+    }
+    const char* name = wt == QWEN3VL_DTYPE_Q8 ? "q8   " : wt == QWEN3VL_DTYPE_Q4 ? "q4   " : "bf16 ";
+    const std::string what = std::string(name) + c.what;
+    report_linear(what.c_str(), c.M, c.K, c.N, weight_bytes, flops, iters, copies, x, [&](int i) {
+        const std::vector<qwen3vl_tensor*>& ws = w[size_t(i)];
+        switch (c.kind) {
+            case BlockKind::Linear: return qwen3vl_op_linear(out, x, ws[0], nullptr);
+            case BlockKind::NormQkv: return norm_linear(out, ws[0], out_k, ws[1], out_v, ws[2], x, nw, 1e-6f);
+            case BlockKind::NormSwiglu: return qwen3vl_op_norm_linear_swiglu(out, x, nw, 1e-6f, ws[0], ws[1]);
+            case BlockKind::Residual: return qwen3vl_op_linear_residual(out, x, ws[0], nullptr, out);
+            default: return norm_linear(out, ws[0], nullptr, nullptr, nullptr, nullptr, x, nw, 1e-6f);
+        }
+    });
+    release_after(keep);
+}
+
+// A decoder's projections (hidden H, q/k/v Q / KV / KV, intermediate I) in decode (the fused forms as the layer runs
+// them, and a plain linear) and in prefill, and its lm_head; names after `prefix`.
+struct DecoderShape {
+    const char* prefix;
+    int64_t H, Q, KV, I;
+};
+std::vector<BlockCase> decoder_cases(const DecoderShape& d) {
+    const std::string p = d.prefix;
+    const int64_t qkv = d.Q + 2 * d.KV;
+    return {{p + "linear q_proj decode", BlockKind::Linear, 1, d.H, d.Q},
+            {p + "norm_linear q/k/v decode", BlockKind::NormQkv, 1, d.H, qkv, d.KV},
+            {p + "linear_residual o_proj decode", BlockKind::Residual, 1, d.Q, d.H},
+            {p + "norm_linear_swiglu gate/up decode", BlockKind::NormSwiglu, 1, d.H, d.I},
+            {p + "linear_residual down_proj decode", BlockKind::Residual, 1, d.I, d.H},
+            {p + "norm_linear lm_head decode", BlockKind::NormLmHead, 1, d.H, 151936},
+            {p + "norm_linear_swiglu gate/up M=8", BlockKind::NormSwiglu, 8, d.H, d.I},
+            {p + "linear_residual down_proj M=8", BlockKind::Residual, 8, d.I, d.H},
+            {p + "norm_linear q/k/v prefill 512", BlockKind::NormQkv, 512, d.H, qkv, d.KV},
+            {p + "norm_linear_swiglu prefill 512", BlockKind::NormSwiglu, 512, d.H, d.I},
+            {p + "linear prefill 512", BlockKind::Linear, 512, d.H, d.I}};
+}
+const DecoderShape k2B{"", 2048, 2048, 1024, 6144}, k8B{"8B ", 4096, 4096, 1024, 12288};
+
+// Linear family with Q8 weights (int8 blocks of 32 with f16 scales, quantized on the device by tensor_write): the 2B's
+// cases, each next to the same op with bf16 weights. GB/s counts the weight bytes the op must read (bytes_per_weight).
 void bench_q8(int iters) {
-    const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32, q8 = QWEN3VL_DTYPE_Q8;
-    enum class Kind { Linear, NormQkv, NormSwiglu, Residual, NormLmHead };
-    struct Case {
-        const char* what;
-        Kind kind;
-        int64_t M, K, N;  // N: output rows (q/k/v: all three together)
-    };
-    for (Case c : {Case{"linear q_proj decode", Kind::Linear, 1, 2048, 2048},
-                   Case{"norm_linear q/k/v decode", Kind::NormQkv, 1, 2048, 4096},
-                   Case{"linear_residual o_proj decode", Kind::Residual, 1, 2048, 2048},
-                   Case{"norm_linear_swiglu gate/up decode", Kind::NormSwiglu, 1, 2048, 6144},
-                   Case{"linear_residual down_proj decode", Kind::Residual, 1, 6144, 2048},
-                   Case{"norm_linear lm_head decode", Kind::NormLmHead, 1, 2048, 151936},
-                   Case{"norm_linear_swiglu gate/up M=8", Kind::NormSwiglu, 8, 2048, 6144},
-                   Case{"linear_residual down_proj M=8", Kind::Residual, 8, 6144, 2048},
-                   Case{"norm_linear q/k/v prefill 512", Kind::NormQkv, 512, 2048, 4096},
-                   Case{"norm_linear_swiglu prefill 512", Kind::NormSwiglu, 512, 2048, 6144},
-                   Case{"linear prefill 512", Kind::Linear, 512, 2048, 6144}})
-        for (qwen3vl_dtype wt : {q8, bf16}) {
-            const size_t keep = g_tensors.size();
-            const bool swiglu = c.kind == Kind::NormSwiglu;
-            const double elements = double(c.N) * c.K * (swiglu ? 2 : 1);
-            const double weight_bytes = wt == q8 ? elements * 17.0 / 16.0 : elements * 2.0;
-            const double flops = 2.0 * c.M * elements;
-            const int copies = c.M <= 8 ? weight_copies(weight_bytes) : 1;
-            qwen3vl_tensor* x = tensor(f32, {c.M, c.K});
-            qwen3vl_tensor* nw = tensor(bf16, {c.K});
-            qwen3vl_tensor* out = tensor(f32, {c.M, c.kind == Kind::NormQkv ? c.N / 2 : c.N});
-            qwen3vl_tensor* out_k = c.kind == Kind::NormQkv ? tensor(f32, {c.M, c.N / 4}) : nullptr;
-            qwen3vl_tensor* out_v = c.kind == Kind::NormQkv ? tensor(f32, {c.M, c.N / 4}) : nullptr;
-            std::vector<std::vector<qwen3vl_tensor*>> w(static_cast<size_t>(copies));
-            for (auto& set : w) {
-                if (c.kind == Kind::NormQkv)
-                    set = {tensor(wt, {c.N / 2, c.K}), tensor(wt, {c.N / 4, c.K}), tensor(wt, {c.N / 4, c.K})};
-                else if (swiglu)
-                    set = {tensor(wt, {c.N, c.K}), tensor(wt, {c.N, c.K})};
-                else
-                    set = {tensor(wt, {c.N, c.K})};
+    for (const BlockCase& c : decoder_cases(k2B))
+        for (qwen3vl_dtype wt : {QWEN3VL_DTYPE_Q8, QWEN3VL_DTYPE_BF16}) bench_block_case(iters, c, wt);
+}
+
+// Linear family with Q4 weights (super-blocks of 256 with 6-bit group scales and mins, quantized on the device by
+// tensor_write): the 2B's projections and the 8B's (hidden 4096, q/k/v 4096 / 1024 / 1024, intermediate 12288: the
+// 4096 -> 4096, 4096 -> 12288 and 12288 -> 4096 shapes), each next to the same op with Q8 weights; lm_head stays
+// Q8 in the Q4 model, so its rows (2048 x 151936 and 4096 x 151936) are Q8 only.
+void bench_q4(int iters) {
+    for (const DecoderShape& d : {k2B, k8B})
+        for (const BlockCase& c : decoder_cases(d)) {
+            if (c.kind == BlockKind::NormLmHead) {
+                bench_block_case(iters, c, QWEN3VL_DTYPE_Q8);
+                continue;
             }
-            const std::string what = std::string(wt == q8 ? "q8   " : "bf16 ") + c.what;
-            report_linear(what.c_str(), c.M, c.K, c.N, weight_bytes, flops, iters, copies, x, [&](int i) {
-                const std::vector<qwen3vl_tensor*>& ws = w[size_t(i)];
-                switch (c.kind) {
-                    case Kind::Linear: return qwen3vl_op_linear(out, x, ws[0], nullptr);
-                    case Kind::NormQkv: return norm_linear(out, ws[0], out_k, ws[1], out_v, ws[2], x, nw, 1e-6f);
-                    case Kind::NormSwiglu: return qwen3vl_op_norm_linear_swiglu(out, x, nw, 1e-6f, ws[0], ws[1]);
-                    case Kind::Residual: return qwen3vl_op_linear_residual(out, x, ws[0], nullptr, out);
-                    default: return norm_linear(out, ws[0], nullptr, nullptr, nullptr, nullptr, x, nw, 1e-6f);
-                }
-            });
-            release_after(keep);
+            for (qwen3vl_dtype wt : {QWEN3VL_DTYPE_Q4, QWEN3VL_DTYPE_Q8}) bench_block_case(iters, c, wt);
         }
 }
 
@@ -686,6 +727,7 @@ int main(int argc, char** argv) {
     if (wanted("linear")) bench_linear(iters);
     if (wanted("fused")) bench_fused_linear(iters);
     if (wanted("q8")) bench_q8(iters);
+    if (wanted("q4")) bench_q4(iters);
     if (wanted("select")) bench_select(iters);
     if (wanted("attention")) bench_attention(iters);
     if (wanted("decode")) bench_decode_layer(iters);

@@ -200,7 +200,40 @@ TEST_F(EmbeddingOpsCApi, OpsRunEndToEnd) {
 
 // ---- CUDA against the CPU ---------------------------------------------------------------------------------------
 
-class CudaEmbeddingOps : public CudaOpsTest {};
+class CudaEmbeddingOps : public CudaOpsTest {
+protected:
+    // A table of a block format (Q8, Q4: the same raw planes on both backends) that stands for the weights deq:
+    // lookups on CUDA give exactly those rows, as on the CPU; a bad id zeroes its row and is reported, as for dense
+    // tables.
+    void expect_block_table(const Pair& table, const std::vector<float>& deq, int64_t vocab, int64_t width,
+                            const std::string& what) {
+        const int64_t T = 23;
+        std::vector<int32_t> ids(T);
+        for (int32_t& id : ids) id = randint(0, int32_t(vocab) - 1);
+        ids[0] = 0;
+        ids[1] = int32_t(vocab) - 1;
+        ids[2] = ids[3];
+        Pair tid = ints({T}, ids), out = tensor(kF32, {T, width});
+        both("embedding", [&](bool c) { return qwen3vl_op_embedding(on(out, c), on(table, c), on(tid, c)); });
+        const std::vector<float> got = read(out.gpu);
+        std::vector<float> want(size_t(T * width));
+        for (int64_t t = 0; t < T; ++t)
+            std::copy_n(deq.begin() + ids[size_t(t)] * width, width, want.begin() + t * width);
+        size_t first = 0;  // bit for bit (EXPECT_EQ on floats would take -0 for 0)
+        while (first < got.size() && std::memcmp(&got[first], &want[first], 4) == 0) ++first;
+        EXPECT_EQ(first, got.size()) << what << ": element " << first << " (" << seed() << ")";
+        expect_equal(out, what + " against the CPU");
+
+        Pair bad = ints({2}, {3, int32_t(vocab)}), out2 = tensor(kF32, {2, width});
+        ASSERT_EQ(QWEN3VL_STATUS_OK, qwen3vl_op_embedding(out2.gpu, table.gpu, bad.gpu)) << qwen3vl_last_error();
+        std::vector<float> got2(size_t(2 * width), 1.0f);
+        EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT, qwen3vl_tensor_read(out2.gpu, kF32, got2.data(), got2.size() * 4));
+        EXPECT_NE(std::string(qwen3vl_last_error()).find("token id was outside the table"), std::string::npos)
+            << qwen3vl_last_error();
+        EXPECT_TRUE(std::equal(got2.begin(), got2.begin() + width, deq.begin() + 3 * width)) << "row of the good id";
+        for (int64_t c = width; c < 2 * width; ++c) EXPECT_EQ(got2[size_t(c)], 0.0f) << "row of the bad id, column " << c;
+    }
+};
 
 TEST_F(CudaEmbeddingOps, EmbeddingAndScatterRows) {
     for (qwen3vl_dtype tt : {kF32, kF16, kBF16}) {
@@ -260,7 +293,7 @@ TEST_F(CudaEmbeddingOps, EmbeddingAndScatterRows) {
 // blocks): each row is its weights d * q, exact in f32, as the host reference dequantizes them; a bad id zeroes its
 // row and is reported, as for dense tables.
 TEST_F(CudaEmbeddingOps, Q8Table) {
-    const int64_t vocab = 1000, width = 160, T = 23;
+    const int64_t vocab = 1000, width = 160;
     std::vector<float> w(size_t(vocab * width));
     for (size_t b = 0; b < w.size() / 32; ++b) {
         const int kind = randint(0, 7);
@@ -278,28 +311,30 @@ TEST_F(CudaEmbeddingOps, Q8Table) {
     Pair table{create(cpu_, QWEN3VL_DTYPE_Q8, {vocab, width}), create(gpu_, QWEN3VL_DTYPE_Q8, {vocab, width})};
     for (qwen3vl_tensor* t : {table.cpu, table.gpu})
         check(qwen3vl_tensor_write(t, QWEN3VL_DTYPE_Q8, planes.data(), planes.size()), "tensor_write q8");
-    std::vector<int32_t> ids(T);
-    for (int32_t& id : ids) id = randint(0, vocab - 1);
-    ids[0] = 0;
-    ids[1] = vocab - 1;
-    ids[2] = ids[3];
-    Pair tid = ints({T}, ids), out = tensor(kF32, {T, width});
-    both("embedding", [&](bool c) { return qwen3vl_op_embedding(on(out, c), on(table, c), on(tid, c)); });
-    const std::vector<float> got = read(out.gpu);
-    std::vector<float> want(size_t(T * width));
-    for (int64_t t = 0; t < T; ++t)
-        std::copy_n(deq.begin() + ids[size_t(t)] * width, width, want.begin() + t * width);
-    EXPECT_EQ(got, want) << "embedding q8 (" << seed() << ")";
-    expect_equal(out, "embedding q8 against the CPU");
+    expect_block_table(table, deq, vocab, width, "embedding q8");
+}
 
-    Pair bad = ints({2}, {3, int32_t(vocab)}), out2 = tensor(kF32, {2, width});
-    ASSERT_EQ(QWEN3VL_STATUS_OK, qwen3vl_op_embedding(out2.gpu, table.gpu, bad.gpu)) << qwen3vl_last_error();
-    std::vector<float> got2(size_t(2 * width), 1.0f);
-    EXPECT_EQ(QWEN3VL_STATUS_INVALID_ARGUMENT, qwen3vl_tensor_read(out2.gpu, kF32, got2.data(), got2.size() * 4));
-    EXPECT_NE(std::string(qwen3vl_last_error()).find("token id was outside the table"), std::string::npos)
-        << qwen3vl_last_error();
-    EXPECT_TRUE(std::equal(got2.begin(), got2.begin() + width, deq.begin() + 3 * width)) << "row of the good id";
-    for (int64_t c = width; c < 2 * width; ++c) EXPECT_EQ(got2[size_t(c)], 0.0f) << "row of the bad id, column " << c;
+// A Q4 table (the same raw planes on both backends, quantized on the host from super-blocks of several magnitudes,
+// f16-subnormal d and dmin among them, groups of one sign, zero super-blocks): each row is its weights exactly as
+// the host reference dequantize_q4 gives them ((d sc) q - dmin mn, each operation rounded on its own), on CUDA as
+// on the CPU; a bad id zeroes its row and is reported, as for dense tables.
+TEST_F(CudaEmbeddingOps, Q4Table) {
+    const int64_t vocab = 1000, width = 768;
+    std::vector<float> w(size_t(vocab * width));
+    for (size_t b = 0; b < w.size() / 256; ++b) {
+        const int kind = randint(0, 7);
+        const float m = kind == 0 ? 0.0f : kind == 1 ? 1e-3f : kind == 2 ? 50.0f : 1.0f;
+        const float shift = kind == 3 ? 1.0f : 0.0f;  // groups of one sign: the min is not their zero
+        for (size_t i = 0; i < 256; ++i) w[b * 256 + i] = m * (shift + rng_.uniform());
+    }
+    std::vector<uint8_t> planes(w.size() / 2 + w.size() / 256 * 16);
+    quantize_q4(w.data(), int64_t(w.size()), planes.data(), planes.data() + w.size() / 2);
+    std::vector<float> deq(w.size());
+    dequantize_q4(planes.data(), planes.data() + w.size() / 2, int64_t(w.size()), deq.data());
+    Pair table{create(cpu_, QWEN3VL_DTYPE_Q4, {vocab, width}), create(gpu_, QWEN3VL_DTYPE_Q4, {vocab, width})};
+    for (qwen3vl_tensor* t : {table.cpu, table.gpu})
+        check(qwen3vl_tensor_write(t, QWEN3VL_DTYPE_Q4, planes.data(), planes.size()), "tensor_write q4");
+    expect_block_table(table, deq, vocab, width, "embedding q4");
 }
 
 TEST_F(CudaEmbeddingOps, PositionEmbedding) {
