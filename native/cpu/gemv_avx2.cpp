@@ -16,6 +16,7 @@
 
 #include "dtype.h"
 #include "gemm.h"
+#include "q4_simd.h"
 #include "simd_avx2.h"
 
 namespace qwen3vl {
@@ -286,6 +287,120 @@ void gemv_q8(float* out, int64_t ldo, const int8_t* xq, const float* xd, int64_t
             out[m * ldo + (n - n0)] = q8_row1(xq + m * K, xd + m * nb, q + n * K, d + n * nb * 2, nb);
 }
 
+// ---- Q4 (core/quant.h). A group is 16 bytes of nibbles: byte j holds element j (low) and j + 16 (high). One 32-byte
+// load takes 2 groups; masking and a 16-bit shift split it into their elements 0-15 and 16-31, which meet x reordered
+// the same way (q4_reorder_x): vpmaddubsw takes the nibbles as its unsigned operand and x as the signed one, pairs
+// summed to int16 (at most 2 * 15 * 127, the low and high halves added: 4 * 15 * 127 < 2^15), vpmaddwd by ones to 8
+// int32 lanes, 4 per group (<= 8 * 15 * 127, exact in f32). Each lane is scaled by its group's f32(a_b dx_b) and
+// FMA'd into an accumulator; the mins enter once per super-block, m_b (8 groups, one vector) times the x blocks' sums
+// s_b, subtracted from the same accumulator. Per super-block and weight row the header is decoded once (q4simd), and
+// the combined scales of a chunk of super-blocks are formed first into a stack array, each group's value repeated
+// over its 4 lanes, so that the main loop takes them as memory operands of its FMAs.
+constexpr int64_t kQ4Chunk = 4;  // super-blocks per chunk of combined scales: 512 bytes per weight row and row of x
+
+// The two planes of R weight rows, rs rows apart (gemm.h, q4_row_step): nibble rows of K / 2 bytes, header rows of
+// K / 256 * 16.
+struct Q4Rows {
+    const uint8_t* q;
+    const uint8_t* h;
+    int64_t K, rs;
+};
+
+// R weight rows (out[m * ldo + r * rs]) against X rows of x (stride K, and K / 32 for xd and xs). prefetch: the rows
+// kRows * rs further on, the next group of this row order.
+template <int R, int X>
+void q4_rows(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xs, Q4Rows w, bool prefetch) {
+    const int64_t K = w.K, ns = K / 256, nb = K / 32;
+    const size_t ldw = size_t(K / 2) * size_t(w.rs), ldh = size_t(ns) * 16 * size_t(w.rs);
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256 acc[X][R];
+    for (int m = 0; m < X; ++m)
+        for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
+    alignas(32) float sc[X][R][kQ4Chunk * 32];  // per super-block 4 steps of 8 lanes: groups 2p and 2p + 1
+    for (int64_t c0 = 0; c0 < ns; c0 += kQ4Chunk) {
+        const int64_t cn = std::min(kQ4Chunk, ns - c0);
+        for (int r = 0; r < R; ++r) {
+            const uint8_t* h = w.h + r * ldh + size_t(c0) * 16;
+            if (prefetch) {  // the next group's headers (64 bytes a chunk, at any alignment)
+                _mm_prefetch(reinterpret_cast<const char*>(h + kRows * ldh), _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(h + kRows * ldh + size_t(cn) * 16 - 1), _MM_HINT_T0);
+            }
+            for (int64_t j = 0; j < cn; ++j) {
+                __m256 a, mins;
+                q4simd::header_scales(h + j * 16, &a, &mins);
+                for (int m = 0; m < X; ++m) {
+                    const int64_t b = m * nb + (c0 + j) * 8;
+                    const __m256 c = _mm256_mul_ps(a, _mm256_loadu_ps(xd + b));
+                    acc[m][r] = _mm256_fnmadd_ps(mins, _mm256_loadu_ps(xs + b), acc[m][r]);
+                    float* dst = sc[m][r] + j * 32;
+                    for (int p = 0; p < 4; ++p)
+                        _mm256_store_ps(dst + p * 8, _mm256_permutevar8x32_ps(
+                                                         c, _mm256_setr_epi32(2 * p, 2 * p, 2 * p, 2 * p, 2 * p + 1,
+                                                                              2 * p + 1, 2 * p + 1, 2 * p + 1)));
+                }
+            }
+        }
+        for (int64_t j = 0; j < cn; ++j)
+            for (int p = 0; p < 4; ++p) {
+                const size_t kb = size_t(c0 + j) * 128 + size_t(p) * 32;  // nibble bytes into the row
+                // x in q4_reorder_x's order: the first halves of groups 2p, 2p + 1, and 64 bytes on their second.
+                const int64_t xo = (c0 + j) * 256 + (p / 2) * 128 + (p % 2) * 32;
+                for (int r = 0; r < R; ++r) {
+                    const uint8_t* pw = w.q + r * ldw + kb;
+                    if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(pw + kRows * ldw), _MM_HINT_T0);
+                    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pw));
+                    const __m256i lo = _mm256_and_si256(v, low4);
+                    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                    for (int m = 0; m < X; ++m) {
+                        const int8_t* px = xq + m * K + xo;
+                        const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, load32(px)),
+                                                             _mm256_maddubs_epi16(hi, load32(px + 64)));
+                        acc[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)),
+                                                    _mm256_load_ps(sc[m][r] + j * 32 + p * 8), acc[m][r]);
+                    }
+                }
+            }
+    }
+    for (int m = 0; m < X; ++m) {
+        if constexpr (R == 4) {
+            alignas(16) float sums[4];
+            _mm_store_ps(sums, hsum4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]));
+            for (int r = 0; r < R; ++r) out[m * ldo + r * w.rs] = sums[r];
+        } else {
+            for (int r = 0; r < R; ++r) out[m * ldo + r * w.rs] = hsum(acc[m][r]);
+        }
+    }
+}
+
+// All rows of x against R weight rows: 2 at a time, then 1.
+template <int R>
+void q4_all_x(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xs, int64_t M, Q4Rows w,
+              bool prefetch) {
+    const int64_t nb = w.K / 32;
+    int64_t m = 0;
+    // Only the first pass over these rows streams them from memory; later passes hit L1/L2.
+    for (; m + 2 <= M; m += 2, prefetch = false)
+        q4_rows<R, 2>(out + m * ldo, ldo, xq + m * w.K, xd + m * nb, xs + m * nb, w, prefetch);
+    if (m < M) q4_rows<R, 1>(out + m * ldo, ldo, xq + m * w.K, xd + m * nb, xs + m * nb, w, prefetch);
+}
+
+void gemv_q4(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xs, int64_t M, int64_t K,
+             Weight w, int64_t n0, int64_t n1) {
+    const auto* q = static_cast<const uint8_t*>(w.data);
+    const auto* h = static_cast<const uint8_t*>(w.scales);
+    const size_t row_q = size_t(K / 2), row_h = size_t(K / 256) * 16;
+    auto rows = [&](int64_t n, int64_t rs) { return Q4Rows{q + size_t(n) * row_q, h + size_t(n) * row_h, K, rs}; };
+    const int64_t rs = q4_row_step(K), span = kRows * rs;
+    int64_t n = n0;
+    // Groups rs rows apart, rs of them per span; then the rest in plain groups, then single rows.
+    for (; n + span <= n1; n += span)
+        for (int64_t i = 0; i < rs; ++i)
+            q4_all_x<kRows>(out + (n + i - n0), ldo, xq, xd, xs, M, rows(n + i, rs), n + 2 * span <= n1);
+    for (; n + kRows <= n1; n += kRows)
+        q4_all_x<kRows>(out + (n - n0), ldo, xq, xd, xs, M, rows(n, 1), n + 2 * kRows <= n1);
+    for (; n < n1; ++n) q4_all_x<1>(out + (n - n0), ldo, xq, xd, xs, M, rows(n, 1), false);
+}
+
 }  // namespace
 
 void gemv_avx2(float* out, int64_t ldo, const GemvX& x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1) {
@@ -293,6 +408,9 @@ void gemv_avx2(float* out, int64_t ldo, const GemvX& x, int64_t M, int64_t K, We
         case QWEN3VL_DTYPE_Q8:
             if (x.q8 == Q8Gemv::Avx512Vnni) return gemv_q8_avx512(out, ldo, x.q, x.d, M, K, w, n0, n1);
             return gemv_q8(out, ldo, x.q, x.d, M, K, w, n0, n1);
+        case QWEN3VL_DTYPE_Q4:
+            if (x.q8 == Q8Gemv::Avx512Vnni) return gemv_q4_avx512(out, ldo, x.q, x.d, x.s, M, K, w, n0, n1);
+            return gemv_q4(out, ldo, x.q, x.d, x.s, M, K, w, n0, n1);
         case QWEN3VL_DTYPE_BF16: return gemv<QWEN3VL_DTYPE_BF16>(out, ldo, x.f, M, K, w.data, n0, n1);
         case QWEN3VL_DTYPE_F16: return gemv<QWEN3VL_DTYPE_F16>(out, ldo, x.f, M, K, w.data, n0, n1);
         default: return gemv<QWEN3VL_DTYPE_F32>(out, ldo, x.f, M, K, w.data, n0, n1);

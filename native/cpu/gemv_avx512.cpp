@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "gemm.h"
+#include "q4_simd.h"
 
 namespace qwen3vl {
 namespace cpu {
@@ -104,6 +105,94 @@ void all_x(float* out, int64_t ldo, const int8_t* xq, const float* xd, int64_t M
     if (m < M) rows<R, 1>(out + m * ldo, ldo, xq + m * K, xd + m * nb, wq, wd, K, nb, rs, prefetch);
 }
 
+// ---- Q4 (core/quant.h; the AVX2 loop in gemv_avx2.cpp describes the arithmetic). One 64-byte load takes 4 groups;
+// masking and a 16-bit shift split it into their elements 0-15 and 16-31 (one 128-bit lane per group), which meet x
+// in q4_reorder_x's order: vpdpbusd takes the nibbles as its unsigned operand and x as the signed one, no offset
+// needed, two of them (low and high halves) give per group 4 int32 lanes of 8 products each (<= 8 * 15 * 127, exact
+// in f32). The combined scales f32(a_b dx_b) of a chunk of super-blocks are formed first, each repeated over its 4
+// lanes; the mins enter once per super-block into the accumulator's low 8 lanes (m_b times the x blocks' sums).
+constexpr int64_t kQ4Chunk = 4;  // super-blocks per chunk of combined scales
+
+template <int R, int X>
+void q4_rows(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xs, const uint8_t* wq,
+             const uint8_t* wh, int64_t K, int64_t rs, bool prefetch) {
+    const int64_t ns = K / 256, nb = K / 32;
+    const size_t ldw = size_t(K / 2) * size_t(rs), ldh = size_t(ns) * 16 * size_t(rs);
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    // Lanes 4i to 4i + 3 take group i of the 4 (set_epi32 lists lanes from the top).
+    const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __m512i four = _mm512_set1_epi32(4);
+    __m512 acc[R * X];
+    for (int i = 0; i < R * X; ++i) acc[i] = _mm512_setzero_ps();
+    alignas(64) float sc[R * X][kQ4Chunk * 32];
+    for (int64_t c0 = 0; c0 < ns; c0 += kQ4Chunk) {
+        const int64_t cn = min64(kQ4Chunk, ns - c0);
+        for (int r = 0; r < R; ++r) {
+            const uint8_t* h = wh + r * ldh + size_t(c0) * 16;
+            if (prefetch) {  // the next group's headers (64 bytes a chunk, at any alignment)
+                _mm_prefetch(reinterpret_cast<const char*>(h + kRows * ldh), _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(h + kRows * ldh + size_t(cn) * 16 - 1), _MM_HINT_T0);
+            }
+            for (int64_t j = 0; j < cn; ++j) {
+                __m256 a, mins;
+                q4simd::header_scales(h + j * 16, &a, &mins);
+                for (int m = 0; m < X; ++m) {
+                    const int64_t b = m * nb + (c0 + j) * 8;
+                    const __m512 c = _mm512_castps256_ps512(_mm256_mul_ps(a, _mm256_loadu_ps(xd + b)));
+                    // acc - mins * s in lanes 0-7, the other lanes kept.
+                    acc[r * X + m] = _mm512_mask3_fnmadd_ps(_mm512_castps256_ps512(mins),
+                                                            _mm512_castps256_ps512(_mm256_loadu_ps(xs + b)),
+                                                            acc[r * X + m], __mmask16(0x00ff));
+                    _mm512_store_ps(sc[r * X + m] + j * 32, _mm512_permutexvar_ps(spread, c));
+                    _mm512_store_ps(sc[r * X + m] + j * 32 + 16,
+                                    _mm512_permutexvar_ps(_mm512_add_epi32(spread, four), c));
+                }
+            }
+        }
+        for (int64_t j = 0; j < cn; ++j)
+            for (int half = 0; half < 2; ++half) {
+                const size_t kb = size_t(c0 + j) * 128 + size_t(half) * 64;  // groups 4 half to 4 half + 3
+                const int64_t xo = (c0 + j) * 256 + half * 128;
+                __m512i xlo[X], xhi[X];
+                for (int m = 0; m < X; ++m) {
+                    xlo[m] = _mm512_loadu_si512(xq + m * K + xo);
+                    xhi[m] = _mm512_loadu_si512(xq + m * K + xo + 64);
+                }
+                for (int r = 0; r < R; ++r) {
+                    const uint8_t* p = wq + r * ldw + kb;
+                    if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(p + kRows * ldw), _MM_HINT_T0);
+                    const __m512i v = _mm512_loadu_si512(p);
+                    const __m512i lo = _mm512_and_si512(v, low4);
+                    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+                    for (int m = 0; m < X; ++m) {
+                        const __m512i d =
+                            _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo[m]), hi, xhi[m]);
+                        acc[r * X + m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d),
+                                                         _mm512_load_ps(sc[r * X + m] + j * 32 + half * 16),
+                                                         acc[r * X + m]);
+                    }
+                }
+            }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int m = 0; m < X; ++m) out[m * ldo + r * rs] = _mm512_reduce_add_ps(acc[r * X + m]);
+}
+
+template <int R>
+void q4_all_x(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xs, int64_t M,
+              const uint8_t* wq, const uint8_t* wh, int64_t K, int64_t rs, bool prefetch) {
+    const int64_t nb = K / 32;
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4, prefetch = false)
+        q4_rows<R, 4>(out + m * ldo, ldo, xq + m * K, xd + m * nb, xs + m * nb, wq, wh, K, rs, prefetch);
+    if (m + 2 <= M) {
+        q4_rows<R, 2>(out + m * ldo, ldo, xq + m * K, xd + m * nb, xs + m * nb, wq, wh, K, rs, prefetch);
+        m += 2;
+        prefetch = false;
+    }
+    if (m < M) q4_rows<R, 1>(out + m * ldo, ldo, xq + m * K, xd + m * nb, xs + m * nb, wq, wh, K, rs, prefetch);
+}
+
 }  // namespace
 
 void gemv_q8_avx512(float* out, int64_t ldo, const int8_t* xq, const float* xd, int64_t M, int64_t K, Weight w,
@@ -121,6 +210,24 @@ void gemv_q8_avx512(float* out, int64_t ldo, const int8_t* xq, const float* xd, 
     for (; n + kRows <= n1; n += kRows)
         all_x<kRows>(out + (n - n0), ldo, xq, xd, M, q + n * K, d + n * nb * 2, K, nb, 1, n + 2 * kRows <= n1);
     for (; n < n1; ++n) all_x<1>(out + (n - n0), ldo, xq, xd, M, q + n * K, d + n * nb * 2, K, nb, 1, false);
+}
+
+void gemv_q4_avx512(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xs, int64_t M, int64_t K,
+                    Weight w, int64_t n0, int64_t n1) {
+    const auto* q = static_cast<const uint8_t*>(w.data);
+    const auto* h = static_cast<const uint8_t*>(w.scales);
+    const size_t row_q = size_t(K / 2), row_h = size_t(K / 256) * 16;
+    const int64_t rs = q4_row_step(K), span = kRows * rs;
+    int64_t n = n0;
+    for (; n + span <= n1; n += span)
+        for (int64_t i = 0; i < rs; ++i)
+            q4_all_x<kRows>(out + (n + i - n0), ldo, xq, xd, xs, M, q + size_t(n + i) * row_q,
+                            h + size_t(n + i) * row_h, K, rs, n + 2 * span <= n1);
+    for (; n + kRows <= n1; n += kRows)
+        q4_all_x<kRows>(out + (n - n0), ldo, xq, xd, xs, M, q + size_t(n) * row_q, h + size_t(n) * row_h, K, 1,
+                        n + 2 * kRows <= n1);
+    for (; n < n1; ++n)
+        q4_all_x<1>(out + (n - n0), ldo, xq, xd, xs, M, q + size_t(n) * row_q, h + size_t(n) * row_h, K, 1, false);
 }
 
 }  // namespace cpu
