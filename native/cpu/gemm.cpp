@@ -130,12 +130,14 @@ public:
             if (d == QWEN3VL_DTYPE_Q4) {
                 if (q4_.empty()) {
                     q4_.resize(size_t(M_ * K_));
+                    d4_.resize(size_t(M_ * nb));
                     s4_.resize(size_t(M_ * nb));
                     for (int64_t m = 0; m < M_; ++m)
-                        q4_reorder_x(q4_.data() + m * K_, s4_.data() + m * nb, q_.data() + m * K_, dq_.data() + m * nb,
-                                     K_);
+                        q4_reorder_x(q4_.data() + m * K_, d4_.data() + m * nb, s4_.data() + m * nb,
+                                     q_.data() + m * K_, dq_.data() + m * nb, K_);
                 }
                 r.q = q4_.data();
+                r.d = d4_.data();
                 r.s = s4_.data();
             }
         } else if (d == QWEN3VL_DTYPE_BF16) {
@@ -154,7 +156,7 @@ private:
     const float* x_;
     int64_t M_, K_;
     Q8Gemv q8_;
-    std::vector<float> perm_, dq_, s4_;
+    std::vector<float> perm_, dq_, d4_, s4_;
     std::vector<int8_t> q_, q4_;
 };
 
@@ -248,17 +250,20 @@ Q8Gemv choose_q8_gemv() {
 
 }  // namespace
 
-void q4_reorder_x(int8_t* dst, float* s, const int8_t* src, const float* d, int64_t K) {
+void q4_reorder_x(int8_t* dst, float* d_out, float* s, const int8_t* src, const float* d, int64_t K) {
     for (int64_t u = 0; u < K / 128; ++u)
         for (int64_t j = 0; j < 4; ++j) {
             std::memcpy(dst + u * 128 + j * 16, src + u * 128 + j * 32, 16);
             std::memcpy(dst + u * 128 + 64 + j * 16, src + u * 128 + j * 32 + 16, 16);
         }
-    for (int64_t b = 0; b < K / 32; ++b) {
-        int32_t sum = 0;
-        for (int64_t i = 0; i < 32; ++i) sum += src[b * 32 + i];
-        s[b] = d[b] * float(sum);  // |sum| <= 32 * 127: exact in f32; one rounding
-    }
+    for (int64_t t = 0; t < K / 256; ++t)
+        for (int i = 0; i < 8; ++i) {
+            const int64_t b = t * 8 + kQ4Order[i];
+            int32_t sum = 0;
+            for (int64_t k = 0; k < 32; ++k) sum += src[b * 32 + k];
+            d_out[t * 8 + i] = d[b];
+            s[t * 8 + i] = d[b] * float(sum);  // |sum| <= 32 * 127: exact in f32; one rounding
+        }
 }
 
 Q8Gemv q8_gemv_default() {

@@ -61,8 +61,8 @@ constexpr int64_t kGemvMaxRows = 8;
 struct GemvX {
     const float* f = nullptr;   // f32 / f16 / bf16 weights: [M, K]
     const int8_t* q = nullptr;  // Q8, Q4 weights: [M, K] (Q4: in q4_reorder_x's order)
-    const float* d = nullptr;   // Q8, Q4 weights: [M, K / 32], the block scales dx
-    const float* s = nullptr;   // Q4 weights: [M, K / 32], f32(dx_b * sum of qx over block b)
+    const float* d = nullptr;   // Q8, Q4 weights: [M, K / 32], the block scales dx (Q4: in q4_reorder_x's order)
+    const float* s = nullptr;   // Q4 weights: [M, K / 32], f32(dx_b * sum of qx over block b), in that order
     Q8Gemv q8 = Q8Gemv::Avx2;   // Q8, Q4 weights: the int8 GEMV that runs
 };
 
@@ -88,9 +88,12 @@ inline int64_t q8_row_step(int64_t K) { return K >= 4096 ? 1 : K >= 512 ? (4096 
 inline int64_t q4_row_step(int64_t K) { return q8_row_step(K / 2); }
 // x quantized for the Q4 GEMV: per 128 elements (4 blocks), the first halves of the 4 blocks (16 bytes each) then
 // their second halves, dst[128u + 16j + i] = src[128u + 32j + i] and dst[128u + 64 + 16j + i] = src[128u + 32j + 16 +
-// i] (j < 4, i < 16), so that one load of the low (high) nibbles of 2 or 4 consecutive groups meets one load of x;
-// and s[b] = f32(d[b] * sum of the block's 32 q) (exact integer sum; NaN where d[b] is). K a multiple of 128.
-void q4_reorder_x(int8_t* dst, float* s, const int8_t* src, const float* d, int64_t K);
+// i] (j < 4, i < 16), so that one load of the low (high) nibbles of 2 or 4 consecutive groups meets one load of x.
+// The block scales and sums per super-block (8 blocks) in the lane order kQ4Order in which the GEMVs reduce groups:
+// d_out[8t + i] = d[8t + kQ4Order[i]] and s[8t + i] = f32(d_out[8t + i] * sum of that block's 32 q) (the sum exact;
+// NaN where d is). K a multiple of 256.
+constexpr int kQ4Order[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+void q4_reorder_x(int8_t* dst, float* d_out, float* s, const int8_t* src, const float* d, int64_t K);
 
 // The AVX-512 VNNI int8 GEMV (gemv_avx512.cpp), out as gemv_avx2's for Q8 weights; gemv_avx2 calls it for
 // GemvX::q8 == Avx512Vnni.

@@ -35,6 +35,25 @@ static inline void header_scales(const uint8_t* h, __m256* a, __m256* m) {
     *m = _mm256_mul_ps(_mm256_cvtepi32_ps(mn), dmin);
 }
 
+// The same in the lane order the GEMVs reduce groups in (gemm.h kQ4Order): lane i holds group 0, 4, 2, 6, 1, 5, 3, 7.
+// In that order every field is one variable shift of a broadcast load: the scale bytes 4-11 as a qword broadcast give
+// lanes of bytes 4-7, 8-11 alternately, and lane i's byte is the one its shift brings down; the top nibbles likewise
+// from bytes 12-15 broadcast as a dword. No shuffle but the f16 conversion's.
+static inline void header_scales_ordered(const uint8_t* h, __m256* a, __m256* m) {
+    const __m256 dm = _mm256_cvtph_ps(_mm_castps_si128(_mm_broadcast_ss(reinterpret_cast<const float*>(h))));
+    const __m256i bytes = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h + 4)));
+    const __m256i top = _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const float*>(h + 12)));
+    const __m256i sc = _mm256_and_si256(_mm256_srlv_epi32(bytes, _mm256_setr_epi32(0, 0, 16, 16, 8, 8, 24, 24)),
+                                        _mm256_set1_epi32(63));
+    const __m256i mn_lo = _mm256_and_si256(_mm256_srlv_epi32(bytes, _mm256_setr_epi32(6, 6, 22, 22, 14, 14, 30, 30)),
+                                           _mm256_set1_epi32(3));
+    const __m256i mn_hi = _mm256_and_si256(_mm256_srlv_epi32(top, _mm256_setr_epi32(0, 16, 8, 24, 4, 20, 12, 28)),
+                                           _mm256_set1_epi32(15));
+    const __m256i mn = _mm256_or_si256(_mm256_slli_epi32(mn_hi, 2), mn_lo);
+    *a = _mm256_mul_ps(_mm256_cvtepi32_ps(sc), _mm256_moveldup_ps(dm));
+    *m = _mm256_mul_ps(_mm256_cvtepi32_ps(mn), _mm256_movehdup_ps(dm));
+}
+
 }  // namespace q4simd
 }  // namespace cpu
 }  // namespace qwen3vl
