@@ -714,15 +714,17 @@ Ref q4_linear_ref(const std::vector<float>& x, const std::vector<float>& w, cons
     return r;
 }
 
-// GEMV (every M <= 8, N % 4 tails, K of 1 to 24 super-blocks: chunks of 4 with tails, the row orders of
-// q4_row_step), GEMM (M > 8: edge tiles, several K slices) and odd N everywhere.
+// GEMV (every M <= 8, N % 4 tails, K of 1 to 24 super-blocks: pairs of super-blocks with an odd one, the row
+// orders of q4_row_step; N = 2100: on one thread chunks of 528 rows, 3 of gemv_path's 256-row swiglu calls), GEMM
+// (M > 8: edge tiles, several K slices) and odd N everywhere.
 std::vector<Shape> q4_shapes() {
     std::vector<Shape> s;
     for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 130})
         for (int64_t N : {1, 7, 33, 257})
             for (int64_t K : {256, 1280}) s.push_back({M, K, N});
     for (Shape sh : {Shape{1, 2048, 65}, Shape{2, 6144, 9}, Shape{8, 2304, 37}, Shape{3, 512, 300},
-                     Shape{9, 2048, 33}, Shape{64, 768, 100}, Shape{130, 2304, 17}, Shape{1, 768, 129}})
+                     Shape{9, 2048, 33}, Shape{64, 768, 100}, Shape{130, 2304, 17}, Shape{1, 768, 129},
+                     Shape{1, 256, 2100}, Shape{3, 512, 2100}})
         s.push_back(sh);
     return s;
 }
@@ -754,7 +756,7 @@ TEST(LinearOps, Q4MatchesDoubleReferenceOnAllPaths) {
 }
 
 // gate and up both Q4 (one quantized x serves both in the GEMV), or one of them Q4 beside Q8 or a dense dtype; on a
-// one-thread pool every other case (its chunks of N hold several of the 64-row calls of gemv_path).
+// one-thread pool every other case (its chunks of N hold several of the 256-row calls of gemv_path for Q4, 64 for Q8).
 TEST(LinearOps, Q4SwigluMatchesDoubleReferenceOnAllPaths) {
     Rng rng;
     SCOPED_TRACE(rng.trace());
