@@ -216,6 +216,7 @@ void CpuBackend::quantize_q4(uint8_t* nib, uint8_t* headers, const Weight& src) 
     if (rows <= 0 || cols <= 0) return;
     const size_t es = dtype_size(src.dtype);
     const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 14) / cols);  // >= 16k weights per task
+    const bool avx2 = cpu_kernels() == CpuKernels::Avx2;
     threads_.parallel_for(size_t((rows + chunk - 1) / chunk), [&](size_t task, int) {
         thread_local std::vector<float> row;
         row.resize(size_t(cols));
@@ -223,8 +224,10 @@ void CpuBackend::quantize_q4(uint8_t* nib, uint8_t* headers, const Weight& src) 
         for (int64_t r = r0; r < r1; ++r) {
             cpu::convert(row.data(), QWEN3VL_DTYPE_F32, static_cast<const uint8_t*>(src.data) + size_t(r * cols) * es,
                          src.dtype, size_t(cols));
-            qwen3vl::quantize_q4_row(row.data(), cols, r, nib + r * (cols / 2),
-                                     headers + r * (cols / kQ4Super) * kQ4HeaderBytes);
+            uint8_t* nr = nib + r * (cols / 2);
+            uint8_t* hr = headers + r * (cols / kQ4Super) * kQ4HeaderBytes;
+            if (!(avx2 && cpu::quantize_q4_row_avx2(row.data(), cols, nr, hr)))
+                qwen3vl::quantize_q4_row(row.data(), cols, r, nr, hr);
         }
     });
 }

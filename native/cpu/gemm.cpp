@@ -108,23 +108,38 @@ void scalar_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_
 }
 
 // x in the forms gemv_avx2 reads for the weight dtypes of one call, each made once (before the threads split N):
-// permuted for bf16, quantized per block for Q8 (a gate and an up of one dtype share it).
+// permuted for bf16, quantized per block for Q8 and Q4 (one quantization serves both; Q4 reorders it and adds the
+// blocks' sums), so that a gate and an up share it.
 class GemvInputs {
 public:
     GemvInputs(const float* x, int64_t M, int64_t K, Q8Gemv q8) : x_(x), M_(M), K_(K), q8_(q8) {}
 
     GemvX operator()(qwen3vl_dtype d) {
         GemvX r;
-        if (d == QWEN3VL_DTYPE_Q8) {
+        if (d == QWEN3VL_DTYPE_Q8 || d == QWEN3VL_DTYPE_Q4) {
+            const int64_t nb = K_ / 32;
             if (q_.empty()) {
                 q_.resize(size_t(M_ * K_));
-                dq_.resize(size_t(M_ * (K_ / 32)));
+                dq_.resize(size_t(M_ * nb));
                 for (int64_t m = 0; m < M_; ++m)
-                    gemv_quantize_x_avx2(q_.data() + m * K_, dq_.data() + m * (K_ / 32), x_ + m * K_, K_);
+                    gemv_quantize_x_avx2(q_.data() + m * K_, dq_.data() + m * nb, x_ + m * K_, K_);
             }
             r.q = q_.data();
             r.d = dq_.data();
             r.q8 = q8_;
+            if (d == QWEN3VL_DTYPE_Q4) {
+                if (q4_.empty()) {
+                    q4_.resize(size_t(M_ * K_));
+                    d4_.resize(size_t(M_ * nb));
+                    s4_.resize(size_t(M_ * nb));
+                    for (int64_t m = 0; m < M_; ++m)
+                        q4_reorder_x(q4_.data() + m * K_, d4_.data() + m * nb, s4_.data() + m * nb,
+                                     q_.data() + m * K_, dq_.data() + m * nb, K_);
+                }
+                r.q = q4_.data();
+                r.d = d4_.data();
+                r.s = s4_.data();
+            }
         } else if (d == QWEN3VL_DTYPE_BF16) {
             if (perm_.empty()) {
                 perm_.resize(size_t(M_ * K_));
@@ -141,8 +156,8 @@ private:
     const float* x_;
     int64_t M_, K_;
     Q8Gemv q8_;
-    std::vector<float> perm_, dq_;
-    std::vector<int8_t> q_;
+    std::vector<float> perm_, dq_, d4_, s4_;
+    std::vector<int8_t> q_, q4_;
 };
 
 void gemv_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int64_t N, Weight w,
@@ -162,11 +177,14 @@ void gemv_path(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t 
                     for (int64_t n = n0; n < n1; ++n) out[m * N + n] += bias[n];
             return;
         }
-        // gate and up are streamed together, 64 rows of each in turn. Each call prefetches only within its rows, so
+        // gate and up are streamed together, B rows of each in turn. Each call prefetches only within its rows, so
         // its last group starts cold: 64 rather than 16 rows a call made decode gate_up 7% faster (bf16) and 10%
-        // (q8) on one thread (medians of 3, bench_ops_linear).
-        constexpr int64_t B = 64;
-        float g[kGemvMaxRows * B], u[kGemvMaxRows * B];
+        // (q8) on one thread (medians of 3, bench_ops_linear). A Q4 group of rows is twice as many rows (q4_row_step:
+        // 16 at K = 2048), so a Q4 call takes 256: decode gate_up q4 [6144x2048]x2, one thread, min of 4 alternating
+        // runs: 1232 -> 1099 us (VNNI), 1307 -> 1127 us (AVX2); 128 rows: 1108, 1235 us.
+        constexpr int64_t kMaxB = 256;
+        const int64_t B = w.dtype == QWEN3VL_DTYPE_Q4 || up.dtype == QWEN3VL_DTYPE_Q4 ? kMaxB : 64;
+        float g[kGemvMaxRows * kMaxB], u[kGemvMaxRows * kMaxB];
         for (int64_t nb = n0; nb < n1; nb += B) {
             const int64_t ne = std::min(n1, nb + B);
             gemv_avx2(g, B, xw, M, K, w, nb, ne);
@@ -222,9 +240,7 @@ void run(ThreadPool& pool, float* out, const float* x, int64_t M, int64_t K, int
         else if (v->dtype == QWEN3VL_DTYPE_Q4)
             require(K % 256 == 0 && v->scales != nullptr,
                     "q4 linear: K = " + std::to_string(K) + " must be whole super-blocks of 256, with the header plane");
-    // Q4: the portable path until the AVX2 kernels exist.
-    if (kernels == CpuKernels::Scalar || w.dtype == QWEN3VL_DTYPE_Q4 || up.dtype == QWEN3VL_DTYPE_Q4)
-        return scalar_path(pool, out, x, M, K, N, w, up, bp);
+    if (kernels == CpuKernels::Scalar) return scalar_path(pool, out, x, M, K, N, w, up, bp);
     if (M <= kGemvMaxRows) return gemv_path(pool, out, x, M, K, N, w, up, bp, q8);
     gemm_path(pool, out, x, M, K, N, w, up, bp);
 }
@@ -236,6 +252,22 @@ Q8Gemv choose_q8_gemv() {
 }
 
 }  // namespace
+
+void q4_reorder_x(int8_t* dst, float* d_out, float* s, const int8_t* src, const float* d, int64_t K) {
+    for (int64_t u = 0; u < K / 128; ++u)
+        for (int64_t j = 0; j < 4; ++j) {
+            std::memcpy(dst + u * 128 + j * 16, src + u * 128 + j * 32, 16);
+            std::memcpy(dst + u * 128 + 64 + j * 16, src + u * 128 + j * 32 + 16, 16);
+        }
+    for (int64_t t = 0; t < K / 256; ++t)
+        for (int i = 0; i < 8; ++i) {
+            const int64_t b = t * 8 + kQ4Order[i];
+            int32_t sum = 0;
+            for (int64_t k = 0; k < 32; ++k) sum += src[b * 32 + k];
+            d_out[t * 8 + i] = d[b];
+            s[t * 8 + i] = d[b] * float(sum);  // |sum| <= 32 * 127: exact in f32; one rounding
+        }
+}
 
 Q8Gemv q8_gemv_default() {
     static const Q8Gemv chosen = choose_q8_gemv();

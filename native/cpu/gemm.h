@@ -1,7 +1,8 @@
 // Linear layers on the CPU: out[M, N] = x[M, K] * W[N, K]^T (+ bias), and the fused gated-MLP half
-// out = silu(x Wg^T) * (x Wu^T). x and out are f32 row-major; W is f32, f16, bf16 or Q8 (core/quant.h: int8 blocks
-// of 32 along a row with an f16 scale each; K a multiple of 32), row-major and may be unaligned (a view into a
-// memory-mapped checkpoint).
+// out = silu(x Wg^T) * (x Wu^T). x and out are f32 row-major; W is f32, f16, bf16, Q8 (core/quant.h: int8 blocks
+// of 32 along a row with an f16 scale each; K a multiple of 32) or Q4 (super-blocks of 256: 8 groups of 32 unsigned
+// nibbles with a 6-bit scale and min under f16 d and dmin; K a multiple of 256), row-major and may be unaligned (a
+// view into a memory-mapped checkpoint).
 //
 // Two regimes, chosen by M:
 //  - decode (M <= kGemvMaxRows): memory-bound GEMV. Each weight row is streamed once for all M rows of x,
@@ -9,10 +10,11 @@
 //  - prefill / vision: BLIS-style GEMM. Per tile of out, blocks of W (KC x NT) and of x (MT x KC) are packed into
 //    f32 micro-panels (which converts W once per block and fixes alignment), and a 6x16 register-blocked FMA
 //    micro-kernel runs over them; tiles of out are the parallel tasks.
-// Q8 weights: the GEMV quantizes x too (per row and block of 32, once per call) and takes int8 dot products, so it
-// reads 1.06 bytes per weight instead of 2; the GEMM dequantizes W exactly into the same f32 micro-panels.
+// Q8 and Q4 weights: the GEMV quantizes x too (per row and block of 32, once per call) and takes int8 dot products,
+// so it reads 1.06 (Q8) or 0.5625 (Q4) bytes per weight instead of 2; the GEMM dequantizes W exactly into the same
+// f32 micro-panels.
 // CpuKernels::Scalar runs plain C++ (any CPU; QWEN3VL_CPU_KERNELS=scalar forces it): per chunk of N, weight rows
-// widened to f32 (Q8: dequantized, x not quantized) and dotted with every row of x. It is the portable reference.
+// widened to f32 (Q8, Q4: dequantized, x not quantized) and dotted with every row of x. It is the portable reference.
 #pragma once
 
 #include <cstddef>
@@ -26,8 +28,9 @@
 namespace qwen3vl {
 namespace cpu {
 
-// The int8 GEMV of Q8 weights under CpuKernels::Avx2 comes in two instruction sets: AVX2 (vpmaddubsw, 32 weights an
-// instruction; gemv_avx2.cpp) and AVX-512 VNNI (vpdpbusd, 64; gemv_avx512.cpp, where cpu_has_avx512_vnni()).
+// The int8 GEMV of Q8 and Q4 weights under CpuKernels::Avx2 comes in two instruction sets: AVX2 (vpmaddubsw, 32
+// weights an instruction; gemv_avx2.cpp) and AVX-512 VNNI (vpdpbusd, 64; gemv_avx512.cpp, where
+// cpu_has_avx512_vnni()).
 // q8_gemv_default() is the best this CPU has, lowered to AVX2 by the environment variable QWEN3VL_CPU_Q8_GEMV=avx2
 // (decided once per process); the tests run every one the CPU has. Both give the same result up to the order of
 // the f32 sums.
@@ -53,18 +56,24 @@ constexpr int64_t kGemvMaxRows = 8;
 // cpu_kernels() allows. They compute plain products; gemm.cpp splits the work and applies bias / swiglu.
 
 // x as the GEMV of one weight dtype reads it, prepared once per call (gemm.cpp): f32 rows of stride K (for bf16
-// weights in the layout of gemv_permute_x_avx2), or for Q8 weights the rows quantized by gemv_quantize_x_avx2.
+// weights in the layout of gemv_permute_x_avx2), or for Q8 and Q4 weights the rows quantized by gemv_quantize_x_avx2
+// (for Q4 reordered by q4_reorder_x, with the blocks' sums).
 struct GemvX {
     const float* f = nullptr;   // f32 / f16 / bf16 weights: [M, K]
-    const int8_t* q = nullptr;  // Q8 weights: [M, K]
-    const float* d = nullptr;   // Q8 weights: [M, K / 32]
-    Q8Gemv q8 = Q8Gemv::Avx2;   // Q8 weights: the int8 GEMV that runs
+    const int8_t* q = nullptr;  // Q8, Q4 weights: [M, K] (Q4: in q4_reorder_x's order)
+    const float* d = nullptr;   // Q8, Q4 weights: [M, K / 32], the block scales dx (Q4: in q4_reorder_x's order)
+    const float* s = nullptr;   // Q4 weights: [M, K / 32], f32(dx_b * sum of qx over block b), in that order
+    Q8Gemv q8 = Q8Gemv::Avx2;   // Q8, Q4 weights: the int8 GEMV that runs
 };
 
 // out[m * ldo + n - n0] = dot(x row m, w row n) for m < M, n in [n0, n1). For Q8 weights the dot is
-// sum_b f32(f16 dw[n, b] * dx[m, b]) * sum_{k in block b} qw[n, k] qx[m, k], the block sums exact in int32.
+// sum_b f32(f16 dw[n, b] * dx[m, b]) * sum_{k in block b} qw[n, k] qx[m, k], the block sums exact in int32. For Q4
+// weights, with group b's a_b = f16(d) sc_b and m_b = f16(dmin) mn_b (exact in f32), it is
+//     sum_b f32(a_b dx[m, b]) * sum_{k in b} q[n, k] qx[m, k]  -  sum_b m_b s[m, b]     (GemvX::s for s),
+// the nibble dots exact in int32, the terms summed in f32 in the kernel's order (each term goes through at most
+// K / 32 + 6 roundings, its own product's included).
 void gemv_avx2(float* out, int64_t ldo, const GemvX& x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1);
-// One row of x (K a multiple of 32) quantized for the Q8 GEMV, per block b of 32: d[b] = max|x_b| / 127 (an IEEE
+// One row of x (K a multiple of 32) quantized for the Q8 and Q4 GEMVs, per block b of 32: d[b] = max|x_b| / 127 (an IEEE
 // f32 division), q = nearbyint(x / d[b]) (f32 division, round to nearest even) clamped to +-127, q = 0 where
 // d[b] == 0. |x - d q| <= d / 2 (+ the division's rounding, u |x|). A block holding a NaN or an infinity gets
 // d[b] = NaN and q = 0, so that the row's outputs are NaN as with dense weights.
@@ -75,11 +84,24 @@ void gemv_quantize_x_avx2(int8_t* q, float* d, const float* x, int64_t K);
 // K = 2048 while equal at K = 4096 and 6144 (min of 15 alternating runs). rs rows of a group are taken one group
 // after the other: rows n + i + j rs for j < 4, for i < rs.
 inline int64_t q8_row_step(int64_t K) { return K >= 4096 ? 1 : K >= 512 ? (4096 + K - 1) / K : 8; }
+// The same for the Q4 GEMVs, whose nibble rows are K / 2 bytes.
+inline int64_t q4_row_step(int64_t K) { return q8_row_step(K / 2); }
+// x quantized for the Q4 GEMV: per 128 elements (4 blocks), the first halves of the 4 blocks (16 bytes each) then
+// their second halves, dst[128u + 16j + i] = src[128u + 32j + i] and dst[128u + 64 + 16j + i] = src[128u + 32j + 16 +
+// i] (j < 4, i < 16), so that one load of the low (high) nibbles of 2 or 4 consecutive groups meets one load of x.
+// The block scales and sums per super-block (8 blocks) in the lane order kQ4Order in which the GEMVs reduce groups:
+// d_out[8t + i] = d[8t + kQ4Order[i]] and s[8t + i] = f32(d_out[8t + i] * sum of that block's 32 q) (the sum exact;
+// NaN where d is). K a multiple of 256.
+constexpr int kQ4Order[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+void q4_reorder_x(int8_t* dst, float* d_out, float* s, const int8_t* src, const float* d, int64_t K);
 
 // The AVX-512 VNNI int8 GEMV (gemv_avx512.cpp), out as gemv_avx2's for Q8 weights; gemv_avx2 calls it for
 // GemvX::q8 == Avx512Vnni.
 void gemv_q8_avx512(float* out, int64_t ldo, const int8_t* xq, const float* xd, int64_t M, int64_t K, Weight w,
                     int64_t n0, int64_t n1);
+// And for Q4 weights (x as GemvX holds it for them).
+void gemv_q4_avx512(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xs, int64_t M, int64_t K,
+                    Weight w, int64_t n0, int64_t n1);
 // bf16 weights are widened two at a time (even elements by a shift, odd ones by a mask), which needs x's
 // even and odd elements of every 16 grouped: dst[16b + i] = src[16b + 2i], dst[16b + 8 + i] = src[16b + 2i + 1].
 // The K % 16 tail is copied unchanged.

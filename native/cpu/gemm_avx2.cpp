@@ -2,8 +2,8 @@
 //
 // For one tile of out (<= kGemmTileRows x kGemmTileCols) and each KC-deep slice of K:
 //  - pack x[MT, KC] into 6-row micro-panels (A[k][6]) and W[NT, KC] into 16-column micro-panels (B[k][16]), both by
-//    8x8 register transposes since x and W are both K-contiguous; W is widened (Q8: dequantized) to f32 here, once
-//    per block;
+//    8x8 register transposes since x and W are both K-contiguous; W is widened (Q8, Q4: dequantized) to f32 here,
+//    once per block;
 //  - for each B micro-panel (16 KiB, stays in L1) run the 6x16 micro-kernel over every A micro-panel (from L2):
 //    12 accumulators, per k two B loads, six broadcasts and twelve FMAs.
 // KC = 256 keeps one A and one B micro-panel (6 + 16 KiB) within the 32 KiB L1 of the targets (Zen 2/3, Skylake and
@@ -17,6 +17,7 @@
 
 #include "dtype.h"
 #include "gemm.h"
+#include "q4_simd.h"
 #include "simd_avx2.h"
 
 namespace qwen3vl {
@@ -129,6 +130,59 @@ void pack_b_q8(float* dst, const int8_t* w, const uint8_t* scales, int64_t K, in
     }
 }
 
+// pack_b for Q4 weights (core/quant.h): 8 nibbles -> vpmovzxbd (then a shift by 4 for elements 16-31 of a group) ->
+// vcvtdq2ps, then (d sc) * q - (dmin mn) by a multiplication and a subtraction, each rounded as dequantize_q4 rounds
+// them (no FMA: the value must be dequantize_q4's exactly, so that the micro-kernel and its error bound are those of
+// an f32 weight). K slices are whole super-blocks (KC a multiple of 256, K too), so 8 consecutive columns lie in one
+// group: for column offset o in the group, bytes o % 16 to o % 16 + 7, low nibbles for o < 16, high ones above.
+static_assert(KC % 256 == 0, "a K slice is whole Q4 super-blocks");
+
+void pack_b_q4(float* dst, const uint8_t* nib, const uint8_t* headers, int64_t K, int64_t n0, int64_t nc, int64_t k0,
+               int64_t kc) {
+    const size_t row_q = size_t(K) / 2, row_h = size_t(K) / 256 * 16;
+    const __m256i low4 = _mm256_set1_epi32(15);
+    const int64_t groups = kc / 32;  // k0 is a multiple of 256: the slice starts a super-block
+    for (int64_t p = 0; p * NR < nc; ++p) {
+        float* panel = dst + p * kc * NR;
+        for (int64_t half = 0; half < 2; ++half) {
+            const int64_t r0 = p * NR + half * 8;
+            const int64_t rows = std::max<int64_t>(0, std::min<int64_t>(8, nc - r0));
+            alignas(32) float a[8][8], m[8][8];  // [row][group] of the current super-block
+            const uint8_t* src[8] = {};
+            for (int64_t g = 0; g < groups; ++g) {
+                const int64_t kg = k0 + g * 32;  // the group's first column
+                for (int64_t i = 0; i < rows; ++i) {
+                    const size_t n = size_t(n0 + r0 + i);
+                    if (kg % 256 == 0) {
+                        __m256 av, mv;
+                        q4simd::header_scales(headers + n * row_h + size_t(kg / 256) * 16, &av, &mv);
+                        _mm256_store_ps(a[i], av);
+                        _mm256_store_ps(m[i], mv);
+                    }
+                    src[i] = nib + n * row_q + size_t(kg / 2);
+                }
+                const int64_t gi = (kg % 256) / 32;
+                for (int64_t o = 0; o < 32; o += 8) {
+                    __m256 r[8];
+                    for (int64_t i = 0; i < 8; ++i) {
+                        if (i >= rows) {
+                            r[i] = _mm256_setzero_ps();
+                            continue;
+                        }
+                        __m256i q = _mm256_cvtepu8_epi32(
+                            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src[i] + (o % 16))));
+                        q = o < 16 ? _mm256_and_si256(q, low4) : _mm256_srli_epi32(q, 4);
+                        r[i] = _mm256_sub_ps(_mm256_mul_ps(_mm256_broadcast_ss(&a[i][gi]), _mm256_cvtepi32_ps(q)),
+                                             _mm256_broadcast_ss(&m[i][gi]));
+                    }
+                    transpose8(r);
+                    for (int64_t j = 0; j < 8; ++j) _mm256_storeu_ps(panel + (g * 32 + o + j) * NR + half * 8, r[j]);
+                }
+            }
+        }
+    }
+}
+
 // A micro-panels: dst[p * kc * 6 + k * 6 + i] = x[m0 + 6p + i][k0 + k], zero for rows >= mc. Each transposed
 // column is stored 8 wide; its two extra floats are overwritten by the next store (the last ones land in padding).
 void pack_a(float* dst, const float* x, int64_t K, int64_t m0, int64_t mc, int64_t k0, int64_t kc) {
@@ -217,6 +271,8 @@ void pack_weight(float* dst, Weight w, int64_t K, int64_t n0, int64_t nc, int64_
         case QWEN3VL_DTYPE_Q8:
             return pack_b_q8(dst, static_cast<const int8_t*>(w.data), static_cast<const uint8_t*>(w.scales), K, n0, nc,
                              k0, kc);
+        case QWEN3VL_DTYPE_Q4:
+            return pack_b_q4(dst, p, static_cast<const uint8_t*>(w.scales), K, n0, nc, k0, kc);
         case QWEN3VL_DTYPE_BF16: return pack_b<QWEN3VL_DTYPE_BF16>(dst, p, K, n0, nc, k0, kc);
         case QWEN3VL_DTYPE_F16: return pack_b<QWEN3VL_DTYPE_F16>(dst, p, K, n0, nc, k0, kc);
         default: return pack_b<QWEN3VL_DTYPE_F32>(dst, p, K, n0, nc, k0, kc);

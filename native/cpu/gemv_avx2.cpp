@@ -6,16 +6,20 @@
 // Q8 weights (core/quant.h) are not widened: x is quantized the same way (per row and block of 32, once per call,
 // gemv_quantize_x_avx2) and each block is one int8 dot product of 32 pairs, exact in int32, scaled by the product of
 // the two block scales into an f32 accumulator. That reads 34 bytes per 32 weights (bf16: 64) with about as many
-// instructions per byte as the bf16 loop, so the loop stays bandwidth-bound at M = 1.
+// instructions per byte as the bf16 loop, so the loop stays bandwidth-bound at M = 1. Q4 weights take the same x
+// (reordered, with its block sums) and nibble dots; see "Q4" below.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
+#include <utility>
 
 #include "dtype.h"
 #include "gemm.h"
+#include "q4_simd.h"
 #include "simd_avx2.h"
 
 namespace qwen3vl {
@@ -286,6 +290,142 @@ void gemv_q8(float* out, int64_t ldo, const int8_t* xq, const float* xd, int64_t
             out[m * ldo + (n - n0)] = q8_row1(xq + m * K, xd + m * nb, q + n * K, d + n * nb * 2, nb);
 }
 
+// ---- Q4 (core/quant.h). A group is 16 bytes of nibbles: byte j holds element j (low) and j + 16 (high). One 32-byte
+// load takes 2 groups; masking and a 16-bit shift split it into their elements 0-15 and 16-31, which meet x reordered
+// the same way (q4_reorder_x): vpmaddubsw takes the nibbles as its unsigned operand and x as the signed one, pairs
+// summed to int16, the low and high halves added (<= 4 * 15 * 127 per lane). Three vphaddw reduce the 4 pairs of a
+// super-block to its 8 group sums (<= 16 * 15 * 127 < 2^15 per int16 lane, no wrap) in the lane order kQ4Order (0,
+// 4, 2, 6, 1, 5, 3, 7: pairs 0 and 2, 1 and 3 added first), and vpmaddwd by ones to the 8 exact int32 dots (<= 32 *
+// 15 * 127, exact in f32). The header is decoded in that order (q4simd::header_scales_ordered) once per super-block
+// and weight row, dx and the x sums come in it (q4_reorder_x), so that one FMA by f32(a_b dx_b) and one FNMADD by m_b
+// and s_b per super-block finish it: about 60 instructions per super-block and row, for 144 bytes.
+
+// The two planes of R weight rows, rs rows apart (gemm.h, q4_row_step): nibble rows of K / 2 bytes, header rows of
+// K / 256 * 16.
+struct Q4Rows {
+    const uint8_t* q;
+    const uint8_t* h;
+    int64_t K, rs;
+};
+
+// f(integral_constant<int, i>) for i < N: the loops over rows, pairs and rows of x unrolled with constant indices, so
+// that the accumulators and nibble vectors stay in registers (GCC keeps arrays indexed by a loop variable on the
+// stack when the loop body is too large to unroll on its own).
+template <class F, int... I>
+inline void unroll_impl(F& f, std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+inline void unroll(F&& f) {
+    unroll_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+// R weight rows (out[m * ldo + r * rs]) against X rows of x (stride K, and K / 32 for xd and xs). Prefetch: the rows
+// kRows * rs further on, the next group of this row order.
+template <int R, int X, bool Prefetch>
+void q4_rows(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xs, Q4Rows w) {
+    const int64_t K = w.K, ns = K / 256, nb = K / 32;
+    const size_t ldw = size_t(K / 2) * size_t(w.rs), ldh = size_t(ns) * 16 * size_t(w.rs);
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256 acc[X][R];
+    for (int m = 0; m < X; ++m)
+        for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < ns; ++j) {
+        unroll<R>([&](auto rc) {
+            constexpr int r = decltype(rc)::value;
+            const uint8_t* pw = w.q + r * ldw + size_t(j) * 128;
+            const uint8_t* ph = w.h + r * ldh + size_t(j) * 16;
+            if constexpr (Prefetch) {
+                _mm_prefetch(reinterpret_cast<const char*>(pw + kRows * ldw), _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(pw + kRows * ldw + 64), _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(ph + kRows * ldh), _MM_HINT_T0);
+            }
+            // Per row of x the 4 pairs of groups (2p, 2p + 1), reduced as they come: hadd(hadd(s0, s2), hadd(s1, s3)).
+            __m256i s0[X], s1[X], s02[X], dots[X];
+            unroll<4>([&](auto pc) {
+                constexpr int p = decltype(pc)::value;
+                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pw + p * 32));
+                const __m256i lo = _mm256_and_si256(v, low4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                unroll<X>([&](auto mc) {
+                    constexpr int m = decltype(mc)::value;
+                    // x in q4_reorder_x's order: pair p's first halves at (p / 2) * 128 + (p % 2) * 32, seconds 64 on.
+                    const int8_t* q = xq + m * K + j * 256 + (p / 2) * 128 + (p % 2) * 32;
+                    const __m256i sp = _mm256_add_epi16(_mm256_maddubs_epi16(lo, load32(q)),
+                                                        _mm256_maddubs_epi16(hi, load32(q + 64)));
+                    if constexpr (p == 0)
+                        s0[m] = sp;
+                    else if constexpr (p == 1)
+                        s1[m] = sp;
+                    else if constexpr (p == 2)
+                        s02[m] = _mm256_hadd_epi16(s0[m], sp);
+                    else
+                        dots[m] = _mm256_madd_epi16(_mm256_hadd_epi16(s02[m], _mm256_hadd_epi16(s1[m], sp)), ones);
+                });
+            });
+            __m256 a, mins;
+            q4simd::header_scales_ordered(ph, &a, &mins);
+            unroll<X>([&](auto mc) {
+                constexpr int m = decltype(mc)::value;
+                const float* xb = xd + m * nb + j * 8;
+                acc[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[m]), _mm256_mul_ps(a, _mm256_loadu_ps(xb)),
+                                            acc[m][r]);
+                acc[m][r] = _mm256_fnmadd_ps(mins, _mm256_loadu_ps(xs + m * nb + j * 8), acc[m][r]);
+            });
+        });
+    }
+    for (int m = 0; m < X; ++m) {
+        if constexpr (R == 4) {
+            alignas(16) float sums[4];
+            _mm_store_ps(sums, hsum4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]));
+            for (int r = 0; r < R; ++r) out[m * ldo + r * w.rs] = sums[r];
+        } else {
+            for (int r = 0; r < R; ++r) out[m * ldo + r * w.rs] = hsum(acc[m][r]);
+        }
+    }
+}
+
+// All rows of x against R weight rows: 2 at a time, then 1.
+template <int R>
+void q4_all_x(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xs, int64_t M, Q4Rows w,
+              bool prefetch) {
+    const int64_t nb = w.K / 32;
+    int64_t m = 0;
+    // Only the first pass over these rows streams them from memory; later passes hit L1/L2.
+    if (M >= 2) {
+        if (prefetch)
+            q4_rows<R, 2, true>(out, ldo, xq, xd, xs, w);
+        else
+            q4_rows<R, 2, false>(out, ldo, xq, xd, xs, w);
+        for (m = 2; m + 2 <= M; m += 2)
+            q4_rows<R, 2, false>(out + m * ldo, ldo, xq + m * w.K, xd + m * nb, xs + m * nb, w);
+        prefetch = false;
+    }
+    if (m < M) {
+        if (prefetch)
+            q4_rows<R, 1, true>(out + m * ldo, ldo, xq + m * w.K, xd + m * nb, xs + m * nb, w);
+        else
+            q4_rows<R, 1, false>(out + m * ldo, ldo, xq + m * w.K, xd + m * nb, xs + m * nb, w);
+    }
+}
+
+void gemv_q4(float* out, int64_t ldo, const int8_t* xq, const float* xd, const float* xs, int64_t M, int64_t K,
+             Weight w, int64_t n0, int64_t n1) {
+    const auto* q = static_cast<const uint8_t*>(w.data);
+    const auto* h = static_cast<const uint8_t*>(w.scales);
+    const size_t row_q = size_t(K / 2), row_h = size_t(K / 256) * 16;
+    auto rows = [&](int64_t n, int64_t rs) { return Q4Rows{q + size_t(n) * row_q, h + size_t(n) * row_h, K, rs}; };
+    const int64_t rs = q4_row_step(K), span = kRows * rs;
+    int64_t n = n0;
+    // Groups rs rows apart, rs of them per span; then the rest in plain groups, then single rows.
+    for (; n + span <= n1; n += span)
+        for (int64_t i = 0; i < rs; ++i)
+            q4_all_x<kRows>(out + (n + i - n0), ldo, xq, xd, xs, M, rows(n + i, rs), n + 2 * span <= n1);
+    for (; n + kRows <= n1; n += kRows)
+        q4_all_x<kRows>(out + (n - n0), ldo, xq, xd, xs, M, rows(n, 1), n + 2 * kRows <= n1);
+    for (; n < n1; ++n) q4_all_x<1>(out + (n - n0), ldo, xq, xd, xs, M, rows(n, 1), false);
+}
+
 }  // namespace
 
 void gemv_avx2(float* out, int64_t ldo, const GemvX& x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1) {
@@ -293,6 +433,9 @@ void gemv_avx2(float* out, int64_t ldo, const GemvX& x, int64_t M, int64_t K, We
         case QWEN3VL_DTYPE_Q8:
             if (x.q8 == Q8Gemv::Avx512Vnni) return gemv_q8_avx512(out, ldo, x.q, x.d, M, K, w, n0, n1);
             return gemv_q8(out, ldo, x.q, x.d, M, K, w, n0, n1);
+        case QWEN3VL_DTYPE_Q4:
+            if (x.q8 == Q8Gemv::Avx512Vnni) return gemv_q4_avx512(out, ldo, x.q, x.d, x.s, M, K, w, n0, n1);
+            return gemv_q4(out, ldo, x.q, x.d, x.s, M, K, w, n0, n1);
         case QWEN3VL_DTYPE_BF16: return gemv<QWEN3VL_DTYPE_BF16>(out, ldo, x.f, M, K, w.data, n0, n1);
         case QWEN3VL_DTYPE_F16: return gemv<QWEN3VL_DTYPE_F16>(out, ldo, x.f, M, K, w.data, n0, n1);
         default: return gemv<QWEN3VL_DTYPE_F32>(out, ldo, x.f, M, K, w.data, n0, n1);

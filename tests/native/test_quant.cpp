@@ -3,8 +3,11 @@
 // relative RMS error on Gaussian weights, and the refusals (non-finite weights, scale overflow, partial blocks).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <random>
@@ -310,4 +313,74 @@ TEST(Q4Format, BadWeightsAreRefusedByName) {
     w[300] = 1e9f;  // a scale of ~1e9 / 15 / 63 > 65504
     EXPECT_NE(q4_message(w).find("q4: super-block 1 overflows"), std::string::npos) << q4_message(w);
     EXPECT_NE(q4_message(std::vector<float>(288, 1.0f)).find("not whole super-blocks of 256"), std::string::npos);
+}
+
+// The AVX2 quantizer (cpu/quant_q4_avx2.cpp) against the reference, bit for bit, on rows whose groups take every
+// shape the fit branches on: Gaussian groups of magnitudes 1e-12 (f16-subnormal or zero d) to 1e6, groups centred
+// off zero (all positive, all negative: the offset clamp and the min), zero and constant groups (one level, det = 0),
+// small integers (ties in the final rounding), and values at exact ties of the first grid (k + 1/2 on a grid whose
+// inverse step is a power of two). Also the rows it hands back (non-finite weight, d overflowing f16). The time per
+// weight of both is printed (no assertion on it).
+TEST(Q4Format, Avx2QuantizerIsTheReferenceBitForBit) {
+    if (qwen3vl::cpu_kernels() != qwen3vl::CpuKernels::Avx2) GTEST_SKIP() << "SKIPPED: no AVX2 on this CPU";
+    SCOPED_TRACE("QWEN3VL_TEST_SEED=" + std::to_string(seed()));
+    std::mt19937 rng(seed());
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_real_distribution<float> exponent(-12.0f, 6.0f), unit(-1.0f, 1.0f);
+    std::uniform_int_distribution<int> level(0, 13), small(-8, 8);
+    const int64_t cols = kQ4Super * 8, rows = 96;
+    std::vector<float> w(size_t(rows * cols));
+    for (int64_t g = 0; g < rows * cols / kQ4Group; ++g) {
+        float* v = &w[size_t(g * kQ4Group)];
+        const int kind = int(std::uniform_int_distribution<int>(0, 6)(rng));
+        const float mag = std::pow(10.0f, exponent(rng));
+        const int e = int(std::floor(std::log2(mag)));
+        for (int64_t i = 0; i < kQ4Group; ++i) {
+            switch (kind) {
+                case 0: v[i] = normal(rng) * mag; break;
+                case 1: v[i] = (3.0f + unit(rng)) * (g % 2 ? mag : -mag); break;  // off centre, one sign
+                case 2: v[i] = 0.0f; break;
+                case 3: v[i] = (g % 2 ? 0.75f : -0.375f) * mag; break;                        // constant
+                case 4: v[i] = float(small(rng)) * std::ldexp(1.0f, e % 8); break;            // small integers
+                case 5: v[i] = (float(level(rng)) + 0.5f) * std::ldexp(1.0f, e); break;       // ties at step 0
+                default: v[i] = normal(rng) * mag + (unit(rng) > 0 ? 2.0f * mag : 0.0f); break;  // two clusters
+            }
+        }
+        if (kind == 5) {  // lo = 0 and hi = 14 * 2^e: the first grid's inverse step is 2^-e exactly
+            v[0] = 0.0f;
+            v[1] = 14.0f * std::ldexp(1.0f, e);
+        }
+    }
+    std::vector<uint8_t> n0(w.size() / 2), n1(w.size() / 2), h0(w.size() / 16), h1(w.size() / 16);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t r = 0; r < rows; ++r)
+        quantize_q4_row(&w[size_t(r * cols)], cols, r, &n0[size_t(r * cols / 2)], &h0[size_t(r * cols / 16)]);
+    const auto t1 = std::chrono::steady_clock::now();
+    for (int64_t r = 0; r < rows; ++r)
+        ASSERT_TRUE(qwen3vl::cpu::quantize_q4_row_avx2(&w[size_t(r * cols)], cols, &n1[size_t(r * cols / 2)],
+                                                       &h1[size_t(r * cols / 16)]))
+            << "row " << r;
+    const auto t2 = std::chrono::steady_clock::now();
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t b = 0; b < cols / kQ4Super; ++b) {
+            const size_t hs = size_t((r * cols / kQ4Super + b) * kQ4HeaderBytes), ns = size_t((r * cols + b * kQ4Super) / 2);
+            ASSERT_TRUE(std::equal(h0.begin() + long(hs), h0.begin() + long(hs + 16), h1.begin() + long(hs)))
+                << "header of row " << r << " super-block " << b;
+            ASSERT_TRUE(std::equal(n0.begin() + long(ns), n0.begin() + long(ns + 128), n1.begin() + long(ns)))
+                << "nibbles of row " << r << " super-block " << b;
+        }
+    const double n = double(w.size());
+    std::printf("q4 quantization, ns per weight (one thread): reference %.1f, avx2 %.1f\n",
+                std::chrono::duration<double, std::nano>(t1 - t0).count() / n,
+                std::chrono::duration<double, std::nano>(t2 - t1).count() / n);
+    std::vector<float> bad(size_t(2 * kQ4Super), 0.5f);
+    std::vector<uint8_t> nib(kQ4Super), hdr(32);
+    bad[300] = std::nanf("");
+    EXPECT_FALSE(qwen3vl::cpu::quantize_q4_row_avx2(bad.data(), 2 * kQ4Super, nib.data(), hdr.data()));
+    bad[300] = -INFINITY;
+    EXPECT_FALSE(qwen3vl::cpu::quantize_q4_row_avx2(bad.data(), 2 * kQ4Super, nib.data(), hdr.data()));
+    bad[300] = 1e9f;  // d ~ 1e9 / 15 / 63 > 65504
+    EXPECT_FALSE(qwen3vl::cpu::quantize_q4_row_avx2(bad.data(), 2 * kQ4Super, nib.data(), hdr.data()));
+    bad[300] = -1e9f;  // dmin overflows
+    EXPECT_FALSE(qwen3vl::cpu::quantize_q4_row_avx2(bad.data(), 2 * kQ4Super, nib.data(), hdr.data()));
 }

@@ -578,6 +578,353 @@ TEST(LinearOps, Q8NonFiniteXPoisonsOnlyItsRow) {
             }
 }
 
+// ---- Q4 weights on the CPU paths ---------------------------------------------------------------------------------
+// Q4 (core/quant.h) weights are made by quantize_q4 from random floats whose groups of 32 have their own magnitude
+// and centre (2^U(-3, 3), shifted by up to 1.5 magnitudes: groups of one sign, as trained rows have), or, raw, as
+// random planes (every nibble, every 6-bit scale and min, d and dmin over 2^-12 .. 2^-4, as tensor_write with src Q4
+// may give). The references are over the DEQUANTIZED weights w_k = f32(a q_k - m) (dequantize_q4; a = d sc, m =
+// dmin mn of the group, each exact in f32), so the format's own error is not in them:
+//  - scalar path, and the GEMM (M > 8): the weights are exactly dequantize_q4's values (load_elem; pack_b_q4), so the
+//    f32 bound of the header, gamma(K + 2) (sum_k |x_k w_k| + |bias|), holds unchanged, and NMSE <= 1e-9;
+//  - AVX2 / VNNI GEMV (M <= 8): x is quantized per 32 as for Q8, |x - dx_b qx| <= dx_b / 2 + u |x| (Q8 section). The
+//    kernel takes the exact v_k = a q_k - m, not its rounding w_k (|v_k - w_k| <= u |w_k|), and sums in f32 the
+//    terms f32(a dx_b) D_bl (int32 lanes of the nibble dots) and m f32(dx_b S_b) (S_b = sum_{k in b} qx_k), each
+//    through at most nb + 6 roundings (gemm.h), so |got - E| <= gamma(nb + 6) (R + |bias|) where E is the sum over
+//    the quantized x and R = sum_b sum_{k in b} (a q_k + m) dx_b |qx_k|. With P_k = a q_k + m (>= |v_k|) and
+//    dx_b |qx_k| <= (1 + u) |x_k| + dx_b / 2:  R <= (1 + u) AP + QP,  AP = sum_k P_k |x_k|,  QP = sum_b (dx_b / 2)
+//    sum_{k in b} P_k; and |E - ref| <= sum_k (dx_b / 2 + u |x_k|) |v_k| + u A <= (1 + u) (Q + u A) + u A,
+//    Q = sum_b (dx_b / 2) sum_{k in b} |w_k|, A = sum_k |x_k w_k|. In all
+//        |got - ref| <= (1 + u) (Q + u A) + u A + gamma(nb + 6) ((1 + u) AP + QP + |bias|).
+//    As for Q8, Q is a worst case: Q4GemvMatchesAnExactEmulationOfItsArithmetic checks the kernel against the same
+//    quantization done here, where only the f32 rounding remains and NMSE <= 1e-9 applies.
+
+// A Q4 weight [N, K]: the nibble plane `misalign` bytes into its buffer, the header plane right after it, the planes
+// themselves, the dequantized values and P_k = a q_k + m.
+struct StoredQ4 {
+    std::vector<uint8_t> bytes;
+    size_t offset = 0;
+    int64_t N = 0, K = 0;
+    std::vector<uint8_t> nib, hdr;
+    std::vector<float> values;
+    std::vector<double> pos;
+    Weight view() const {
+        Weight w;
+        w.data = bytes.data() + offset;
+        w.dtype = QWEN3VL_DTYPE_Q4;
+        w.rows = N;
+        w.cols = K;
+        w.scales = bytes.data() + offset + nib.size();
+        w.scale_dtype = QWEN3VL_DTYPE_F16;
+        w.block_rows = 1;
+        w.block_cols = 256;
+        return w;
+    }
+};
+
+// P_k of planes as qwen3vl.h documents them.
+std::vector<double> q4_pos(const std::vector<uint8_t>& nib, const std::vector<uint8_t>& hdr, int64_t count) {
+    std::vector<double> p(static_cast<size_t>(count));
+    for (int64_t k = 0; k < count; ++k) {
+        const uint8_t* h = &hdr[size_t(k / 256 * 16)];
+        int sc, mn;
+        q4_group_scale_min(h, int(k % 256 / 32), &sc, &mn);
+        const uint8_t byte = nib[size_t(k / 32 * 16 + k % 16)];
+        const int q = k % 32 < 16 ? byte & 15 : byte >> 4;
+        p[size_t(k)] = double(f16_to_f32(uint16_t(h[0] | (h[1] << 8)))) * sc * q +
+                       double(f16_to_f32(uint16_t(h[2] | (h[3] << 8)))) * mn;
+    }
+    return p;
+}
+
+// Values per group of 32: magnitude 2^U(-3, 3), centre up to 1.5 magnitudes off zero.
+std::vector<float> q4_source(Rng& rng, int64_t rows, int64_t K) {
+    std::vector<float> v = rng.vec(size_t(rows * K));
+    for (int64_t i = 0; i < rows * K; i += 32) {
+        const float s = std::exp2(rng.uniform(-3.0f, 3.0f)), c = 1.5f * rng.uniform();
+        for (int64_t k = i; k < i + 32; ++k) v[size_t(k)] = (v[size_t(k)] + c) * s;
+    }
+    return v;
+}
+
+StoredQ4 make_q4(Rng& rng, int64_t N, int64_t K, size_t misalign, bool raw = false) {
+    StoredQ4 s;
+    s.N = N;
+    s.K = K;
+    s.offset = misalign;
+    s.nib.resize(size_t(N * K / 2));
+    s.hdr.resize(size_t(N * K / 256 * 16));
+    if (raw) {
+        for (uint8_t& b : s.nib) b = uint8_t(rng.integer(0, 255));
+        for (size_t b = 0; b < s.hdr.size(); b += 16) {
+            for (size_t j = 4; j < 16; ++j) s.hdr[b + j] = uint8_t(rng.integer(0, 255));
+            for (size_t j = 0; j < 4; j += 2) {
+                const uint16_t h = f32_to_f16(std::exp2(rng.uniform(-12.0f, -4.0f)));
+                s.hdr[b + j] = uint8_t(h & 0xff);
+                s.hdr[b + j + 1] = uint8_t(h >> 8);
+            }
+        }
+    } else {
+        const std::vector<float> f = q4_source(rng, N, K);
+        quantize_q4(f.data(), N * K, s.nib.data(), s.hdr.data());
+    }
+    s.values.resize(size_t(N * K));
+    dequantize_q4(s.nib.data(), s.hdr.data(), N * K, s.values.data());
+    s.pos = q4_pos(s.nib, s.hdr, N * K);
+    s.bytes.assign(misalign + s.nib.size() + s.hdr.size(), 0);
+    std::memcpy(s.bytes.data() + misalign, s.nib.data(), s.nib.size());
+    std::memcpy(s.bytes.data() + misalign + s.nib.size(), s.hdr.data(), s.hdr.size());
+    return s;
+}
+
+// sum_k x w (+ bias) over the dequantized weights, with the bound of the path that runs (see above).
+Ref q4_linear_ref(const std::vector<float>& x, const std::vector<float>& w, const std::vector<double>& pos,
+                  const std::vector<float>* bias, int64_t M, int64_t K, int64_t N, bool gemv) {
+    Ref r;
+    std::vector<double> mag;  // A + |bias|
+    reference(x, w, bias, M, K, N, r.v, mag);
+    r.err.resize(r.v.size());
+    if (!gemv) {
+        for (size_t i = 0; i < r.v.size(); ++i) r.err[i] = gamma_n(double(K + 2)) * mag[i];
+        return r;
+    }
+    const int64_t nb = K / 32;
+    std::vector<double> dx(size_t(M * nb)), wabs(size_t(N * nb), 0.0), pabs(size_t(N * nb), 0.0);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t b = 0; b < nb; ++b) {
+            double amax = 0.0;
+            for (int64_t k = b * 32; k < b * 32 + 32; ++k)
+                amax = std::max(amax, std::fabs(double(x[size_t(m * K + k)])));
+            dx[size_t(m * nb + b)] = amax / 127.0 * (1.0 + kU);
+        }
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) {
+            wabs[size_t(n * nb + k / 32)] += std::fabs(double(w[size_t(n * K + k)]));
+            pabs[size_t(n * nb + k / 32)] += pos[size_t(n * K + k)];
+        }
+    const double g = gamma_n(double(nb + 6));
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            double q = 0.0, qp = 0.0, ap = 0.0;
+            for (int64_t b = 0; b < nb; ++b) {
+                q += dx[size_t(m * nb + b)] / 2 * wabs[size_t(n * nb + b)];
+                qp += dx[size_t(m * nb + b)] / 2 * pabs[size_t(n * nb + b)];
+            }
+            for (int64_t k = 0; k < K; ++k) ap += pos[size_t(n * K + k)] * std::fabs(double(x[size_t(m * K + k)]));
+            const double a = mag[size_t(m * N + n)];  // A + |bias|: bounds A, and |bias| in the gamma term
+            r.err[size_t(m * N + n)] = (1.0 + kU) * (q + kU * a) + kU * a + g * ((1.0 + kU) * ap + qp + a);
+        }
+    return r;
+}
+
+// GEMV (every M <= 8, N % 4 tails, K of 1 to 24 super-blocks: pairs of super-blocks with an odd one, the row
+// orders of q4_row_step; N = 2100: on one thread chunks of 528 rows, 3 of gemv_path's 256-row swiglu calls), GEMM
+// (M > 8: edge tiles, several K slices) and odd N everywhere.
+std::vector<Shape> q4_shapes() {
+    std::vector<Shape> s;
+    for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 130})
+        for (int64_t N : {1, 7, 33, 257})
+            for (int64_t K : {256, 1280}) s.push_back({M, K, N});
+    for (Shape sh : {Shape{1, 2048, 65}, Shape{2, 6144, 9}, Shape{8, 2304, 37}, Shape{3, 512, 300},
+                     Shape{9, 2048, 33}, Shape{64, 768, 100}, Shape{130, 2304, 17}, Shape{1, 768, 129},
+                     Shape{1, 256, 2100}, Shape{3, 512, 2100}})
+        s.push_back(sh);
+    return s;
+}
+
+TEST(LinearOps, Q4MatchesDoubleReferenceOnAllPaths) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool pool(3);
+    size_t case_index = 0;
+    for (const Shape& sh : q4_shapes()) {
+        const int64_t M = sh.M, K = sh.K, N = sh.N;
+        const bool with_bias = case_index % 2 == 0, raw = case_index % 5 == 2;
+        const size_t misalign = case_index % 3;  // 0, 1 or 2 bytes off: the nibble plane and the headers
+        ++case_index;
+        const std::vector<float> x = q8_test_x(rng, M, K);
+        const StoredQ4 w = make_q4(rng, N, K, misalign, raw);
+        const Stored bias = make_stored(rng, kWeightDtypes[case_index % 3], size_t(N), 1);
+        for (const Q8Path& path : q8_paths()) {
+            const bool gemv = runs_q8_gemv(path.kernels, M);
+            SCOPED_TRACE(shape_text(M, K, N) + (with_bias ? " +bias" : "") + (raw ? " raw planes" : "") +
+                         " misalign " + std::to_string(misalign) + " kernels " + path.name());
+            std::vector<float> out(size_t(M * N), kNaN);
+            cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(), with_bias ? bias.view() : Weight{},
+                        path.kernels, path.gemv);
+            ASSERT_TRUE(q8_matches(
+                out, q4_linear_ref(x, w.values, w.pos, with_bias ? &bias.values : nullptr, M, K, N, gemv), gemv));
+        }
+    }
+}
+
+// gate and up both Q4 (one quantized x serves both in the GEMV), or one of them Q4 beside Q8 or a dense dtype; on a
+// one-thread pool every other case (its chunks of N hold several of the 256-row calls of gemv_path for Q4, 64 for Q8).
+TEST(LinearOps, Q4SwigluMatchesDoubleReferenceOnAllPaths) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool two(2), one(1);
+    size_t case_index = 0;
+    for (const Shape& sh : q4_shapes()) {
+        const int64_t M = sh.M, K = sh.K, N = sh.N;
+        const int mix = int(case_index % 4);  // 0: both Q4; 1: Q4 gate, Q8 up; 2: f16 gate, Q4 up; 3: Q4 gate, bf16 up
+        const size_t misalign = (case_index / 4) % 2;
+        ThreadPool& pool = case_index % 2 ? one : two;
+        ++case_index;
+        const std::vector<float> x = q8_test_x(rng, M, K);
+        const StoredQ4 gq = make_q4(rng, N, K, misalign), uq = make_q4(rng, N, K, 1 - misalign);
+        const StoredQ8 u8 = make_q8(rng, N, K, misalign);
+        const Stored gd = make_stored(rng, QWEN3VL_DTYPE_F16, size_t(N * K), 1);
+        const Stored ud = make_stored(rng, QWEN3VL_DTYPE_BF16, size_t(N * K), 0);
+        const bool g_q4 = mix != 2;
+        const Weight g = g_q4 ? gq.view() : gd.view();
+        const Weight u = mix == 1 ? u8.view() : mix == 3 ? ud.view() : uq.view();
+        const char* names[] = {"q4 / q4", "q4 / q8", "f16 / q4", "q4 / bf16"};
+        for (const Q8Path& path : q8_paths()) {
+            const bool gemv = runs_q8_gemv(path.kernels, M);
+            SCOPED_TRACE(shape_text(M, K, N) + " gate / up " + names[mix] + " kernels " + path.name());
+            const Ref gr = g_q4 ? q4_linear_ref(x, gq.values, gq.pos, nullptr, M, K, N, gemv)
+                                : linear_ref(exact(x), gd.values, nullptr, M, K, N);
+            const Ref ur = mix == 1   ? q8_linear_ref(x, u8.values, nullptr, M, K, N, gemv)
+                           : mix == 3 ? linear_ref(exact(x), ud.values, nullptr, M, K, N)
+                                      : q4_linear_ref(x, uq.values, uq.pos, nullptr, M, K, N, gemv);
+            std::vector<float> out(size_t(M * N), kNaN);
+            cpu::linear_swiglu(pool, out.data(), x.data(), M, K, N, g, u, path.kernels, path.gemv);
+            ASSERT_TRUE(q8_matches(out, swiglu_ref(gr, ur), gemv));
+        }
+    }
+}
+
+// The Q4 GEMVs against an emulation of their arithmetic (gemm.h): x quantized here as gemv_quantize_x_avx2 specifies,
+// the nibble dots D_b and the sums S_b exact in int64, a_b dx_b D_b - m_b dx_b S_b in double, so that only the f32
+// rounding remains: gamma(nb + 6) (sum_b (a_b dx_b T_b + m_b dx_b sum_{k in b} |qx_k|) + |bias|), T_b = sum q |qx|,
+// and NMSE <= 1e-9. A wrong nibble (low / high half, group order), a scale or min of the wrong group, row or super-
+// block, or a min term lost or counted twice fails it. Each int8 GEMV this CPU has, on 1 and 3 threads.
+TEST(LinearOps, Q4GemvMatchesAnExactEmulationOfItsArithmetic) {
+    if (kernel_sets().size() < 2) GTEST_SKIP() << "no AVX2 on this CPU";
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool three(3), one(1);
+    size_t case_index = 0;
+    struct KN {
+        int64_t K, N;
+    };
+    for (int64_t M = 1; M <= cpu::kGemvMaxRows; ++M)
+        for (KN kn : {KN{256, 5}, KN{512, 6}, KN{1280, 7}, KN{2304, 13}, KN{6144, 9}, KN{2048, 64}}) {
+            const int64_t K = kn.K, N = kn.N, nb = K / 32;
+            const bool with_bias = case_index % 2 == 1, raw = case_index % 3 == 1;
+            const size_t misalign = case_index % 4;
+            ThreadPool& pool = case_index % 3 == 0 ? one : three;
+            ++case_index;
+            SCOPED_TRACE(shape_text(M, K, N) + (with_bias ? " +bias" : "") + (raw ? " raw planes" : "") +
+                         " misalign " + std::to_string(misalign));
+            std::vector<float> x = q8_test_x(rng, M, K);
+            if (case_index % 5 == 0) x[size_t(M * K - 1)] = 0.0f;
+            const StoredQ4 w = make_q4(rng, N, K, misalign, raw);
+            const std::vector<float> bias = rng.vec(size_t(N));
+            std::vector<int8_t> qx(size_t(M * K));
+            std::vector<float> dx(size_t(M * nb));
+            for (int64_t m = 0; m < M; ++m)
+                for (int64_t b = 0; b < nb; ++b) {
+                    const float* xb = x.data() + m * K + b * 32;
+                    float amax = 0.0f;
+                    for (int64_t i = 0; i < 32; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
+                    const float d = amax / 127.0f;
+                    dx[size_t(m * nb + b)] = d;
+                    for (int64_t i = 0; i < 32; ++i)
+                        qx[size_t(m * K + b * 32 + i)] =
+                            d == 0.0f ? 0 : int8_t(std::fmax(-127.0f, std::fmin(127.0f, std::nearbyint(xb[i] / d))));
+                }
+            Ref want{std::vector<double>(size_t(M * N)), std::vector<double>(size_t(M * N))};
+            for (int64_t m = 0; m < M; ++m)
+                for (int64_t n = 0; n < N; ++n) {
+                    double s = with_bias ? bias[size_t(n)] : 0.0, a = with_bias ? std::fabs(bias[size_t(n)]) : 0.0;
+                    for (int64_t b = 0; b < nb; ++b) {
+                        const uint8_t* h = &w.hdr[size_t((n * K + b * 32) / 256 * 16)];
+                        int sc, mn;
+                        q4_group_scale_min(h, int(b % 8), &sc, &mn);
+                        const double ab = double(f16_to_f32(uint16_t(h[0] | (h[1] << 8)))) * sc;
+                        const double mb = double(f16_to_f32(uint16_t(h[2] | (h[3] << 8)))) * mn;
+                        int64_t dot = 0, abs_dot = 0, sum = 0, abs_sum = 0;
+                        for (int64_t i = 0; i < 32; ++i) {
+                            const uint8_t byte = w.nib[size_t((n * K + b * 32) / 2 + i % 16)];
+                            const int64_t q = i < 16 ? byte & 15 : byte >> 4, v = qx[size_t(m * K + b * 32 + i)];
+                            dot += q * v;
+                            abs_dot += q * (v < 0 ? -v : v);
+                            sum += v;
+                            abs_sum += v < 0 ? -v : v;
+                        }
+                        const double d = dx[size_t(m * nb + b)];
+                        s += ab * d * double(dot) - mb * d * double(sum);
+                        a += ab * d * double(abs_dot) + mb * d * double(abs_sum);
+                    }
+                    want.v[size_t(m * N + n)] = s;
+                    want.err[size_t(m * N + n)] = gamma_n(double(nb + 6)) * a;
+                }
+            for (cpu::Q8Gemv isa : q8_gemvs()) {
+                SCOPED_TRACE(std::string("int8 GEMV ") + cpu::q8_gemv_name(isa));
+                std::vector<float> out(size_t(M * N), kNaN);
+                cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(),
+                            with_bias ? Weight{bias.data(), kF32} : Weight{}, CpuKernels::Avx2, isa);
+                ASSERT_TRUE(matches(out, want));
+            }
+        }
+}
+
+// The GEMM (M > 8) and the scalar path take exactly dequantize_q4's values: with rows of x that pick one column each
+// (one-hot), every output is one weight, bit for bit. Columns at both nibble halves of groups, group and super-block
+// edges, raw planes with every scale and min.
+TEST(LinearOps, Q4GemmAndScalarPathTakeTheDequantizedValuesExactly) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    const int64_t K = 768, N = 37;
+    const std::vector<int64_t> cols = {0, 15, 16, 31, 39, 200, 255, 256, 300, 511, 600, 767};
+    const int64_t M = int64_t(cols.size());
+    for (bool raw : {false, true}) {
+        const StoredQ4 w = make_q4(rng, N, K, 1, raw);
+        std::vector<float> x(size_t(M * K), 0.0f);
+        for (int64_t m = 0; m < M; ++m) x[size_t(m * K + cols[size_t(m)])] = 1.0f;
+        for (CpuKernels kernels : kernel_sets()) {
+            SCOPED_TRACE(std::string(raw ? "raw planes" : "quantized") + " kernels " + cpu_kernels_name(kernels));
+            std::vector<float> out(size_t(M * N), kNaN);
+            cpu::linear(pool(), out.data(), x.data(), M, K, N, w.view(), Weight{}, kernels);
+            for (int64_t m = 0; m < M; ++m)
+                for (int64_t n = 0; n < N; ++n)
+                    ASSERT_EQ(out[size_t(m * N + n)], w.values[size_t(n * K + cols[size_t(m)])])
+                        << "row " << n << ", column " << cols[size_t(m)];
+        }
+    }
+}
+
+// A NaN or an infinity in a row of x makes that row's outputs non-finite on every path (the int8 GEMV's NaN block
+// scale reaches both the nibble term and the min term), and leaves the other rows as they were.
+TEST(LinearOps, Q4NonFiniteXPoisonsOnlyItsRow) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    ThreadPool pool(2);
+    const int64_t K = 512, N = 9;
+    const StoredQ4 w = make_q4(rng, N, K, 1);
+    for (int64_t M : {3, 12})
+        for (float bad : {kNaN, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()})
+            for (const Q8Path& path : q8_paths()) {
+                SCOPED_TRACE("M=" + std::to_string(M) + " x holds " + std::to_string(bad) + " kernels " +
+                             path.name());
+                std::vector<float> x = q8_test_x(rng, M, K);
+                const std::vector<float> clean = x;
+                x[size_t(1 * K + 300)] = bad;
+                std::vector<float> out(size_t(M * N), kNaN), ref(size_t(M * N), kNaN);
+                cpu::linear(pool, out.data(), x.data(), M, K, N, w.view(), Weight{}, path.kernels, path.gemv);
+                cpu::linear(pool, ref.data(), clean.data(), M, K, N, w.view(), Weight{}, path.kernels, path.gemv);
+                for (int64_t m = 0; m < M; ++m)
+                    for (int64_t n = 0; n < N; ++n) {
+                        const size_t i = size_t(m * N + n);
+                        if (m == 1)
+                            EXPECT_FALSE(std::isfinite(out[i])) << "row 1, column " << n << ": " << out[i];
+                        else
+                            EXPECT_EQ(out[i], ref[i]) << "row " << m << ", column " << n;
+                    }
+            }
+}
+
 // ---- C API: the exported functions (the shared library links its own copy of the engine) --------------------
 
 TEST(LinearOpsCApi, ThreeDimensionalXWithBf16WeightAndBias) {
@@ -636,6 +983,48 @@ TEST(LinearOpsCApi, Q8WeightEndToEnd) {
             << qwen3vl_last_error();
         ASSERT_TRUE(q8_matches(read(h.get()),
                                swiglu_ref(q8_linear_ref(xv, wv, nullptr, M, K, N, gemv),
+                                          linear_ref(exact(xv), uv.values, nullptr, M, K, N)),
+                               gemv));
+    }
+}
+
+// A Q4 weight through the C API: written as f32 (the backend quantizes it, with the AVX2 quantizer where the CPU has
+// it), read back dequantized and as raw planes (for P_k of the GEMV bound), and used by linear (with a bf16 bias) and
+// by linear_swiglu (Q4 gate, bf16 up) at decode and prefill sizes, against the double reference over the values read
+// back with the bound of the path the library runs (Q4 section above).
+TEST(LinearOpsCApi, Q4WeightEndToEnd) {
+    Rng rng;
+    SCOPED_TRACE(rng.trace());
+    BackendPtr b = cpu_backend();
+    const int64_t K = 768, N = 37;
+    const std::vector<float> wf = q4_source(rng, N, K), bv = make_stored(rng, kBF16, size_t(N)).values;
+    TensorPtr w = tensor(b.get(), QWEN3VL_DTYPE_Q4, {N, K}, wf);
+    std::vector<float> wv(size_t(N * K));
+    ASSERT_EQ(qwen3vl_tensor_read(w.get(), QWEN3VL_DTYPE_F32, wv.data(), wv.size() * 4), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    std::vector<uint8_t> planes(size_t(N * K / 2 + N * K / 256 * 16));
+    ASSERT_EQ(qwen3vl_tensor_read(w.get(), QWEN3VL_DTYPE_Q4, planes.data(), planes.size()), QWEN3VL_STATUS_OK)
+        << qwen3vl_last_error();
+    const std::vector<uint8_t> nib(planes.begin(), planes.begin() + long(N * K / 2)),
+        hdr(planes.begin() + long(N * K / 2), planes.end());
+    const std::vector<double> pos = q4_pos(nib, hdr, N * K);
+    TensorPtr bias = tensor(b.get(), kBF16, {N}, bv);
+    const Stored uv = make_stored(rng, kBF16, size_t(N * K));
+    TensorPtr up = tensor(b.get(), kBF16, {N, K}, uv.values);
+    for (int64_t M : {1, 5, 20}) {
+        SCOPED_TRACE("M=" + std::to_string(M));
+        const bool gemv = runs_q8_gemv(cpu_kernels(), M);
+        const std::vector<float> xv = q8_test_x(rng, M, K);
+        TensorPtr x = tensor(b.get(), kF32, {M, K}, xv);
+        TensorPtr out = nan_tensor(b.get(), {M, N});
+        ASSERT_EQ(qwen3vl_op_linear(out.get(), x.get(), w.get(), bias.get()), QWEN3VL_STATUS_OK)
+            << qwen3vl_last_error();
+        ASSERT_TRUE(q8_matches(read(out.get()), q4_linear_ref(xv, wv, pos, &bv, M, K, N, gemv), gemv));
+        TensorPtr h = nan_tensor(b.get(), {M, N});
+        ASSERT_EQ(qwen3vl_op_linear_swiglu(h.get(), x.get(), w.get(), up.get()), QWEN3VL_STATUS_OK)
+            << qwen3vl_last_error();
+        ASSERT_TRUE(q8_matches(read(h.get()),
+                               swiglu_ref(q4_linear_ref(xv, wv, pos, nullptr, M, K, N, gemv),
                                           linear_ref(exact(xv), uv.values, nullptr, M, K, N)),
                                gemv));
     }
