@@ -54,7 +54,7 @@ internal static class QuantizeCommand
                 throw new UserErrorException(e.Message);
             }
         }
-        Console.WriteLine($"wrote {r.Directory}: {r.QuantizedTensors} matrices in {weights.ToString()!.ToLowerInvariant()}, weights {r.SourceBytes / 1e9:0.00} GB -> {r.WrittenBytes / 1e9:0.00} GB in {sw.Elapsed.TotalSeconds:0.0} s");
+        Console.WriteLine($"wrote {r.Directory}: {r.QuantizedTensors} matrices in {(weights == WeightFormat.Q4 ? "q4 (the embedding / lm_head in q8)" : "q8")}, weights {r.SourceBytes / 1e9:0.00} GB -> {r.WrittenBytes / 1e9:0.00} GB in {sw.Elapsed.TotalSeconds:0.0} s");
         return Program.ExitOk;
     }
 }
