@@ -23,7 +23,7 @@ internal sealed class CliOptions
         "  --min-pixels N, --max-pixels N   image token budget (pixels after resizing; one token per 32x32)\n" +
         "  --weights W          the text decoder's matrices: stored (default: as the checkpoint holds them), bf16, q8\n" +
         "                       (8-bit blocks quantized while loading: ~1.9x fewer bytes per token, ~0.5% weight error)\n" +
-        "                       or q4 (4.5-bit groups for the layers, q8 embedding/lm_head: ~3.2x fewer bytes, ~7% error)\n" +
+        "                       or q4 (4.5-bit groups for the layers, lm_head in q8: ~3.2x fewer bytes, ~7% error)\n" +
         "  --no-graphs          CUDA: run each decoding step as eager ops instead of replaying it as a CUDA graph (slower;\n" +
         "                       for before/after measurements); env QWEN3VL_NO_GRAPHS=1 does the same";
 

@@ -10,8 +10,8 @@ internal static class QuantizeCommand
     internal const string Usage =
         "usage: qwen3vl quantize --model DIR --weights q8|q4 --out DIR2\n" +
         "  writes DIR2: the checkpoint DIR (bf16/f16/f32, or Qwen's fine-grained FP8 for q8) with the text decoder's matrices\n" +
-        "  in q8 (32 int8 weights + one f16 scale per block) or q4 (the layers' projections in 4.5-bit groups, embedding and\n" +
-        "  lm_head in q8): the same bits as --weights q8 / q4 quantize while loading; the rest as stored. Load it like any\n" +
+        "  in q8 (32 int8 weights + one f16 scale per block) or q4 (the layers' projections and an untied embedding in 4.5-bit\n" +
+        "  groups, lm_head in q8): the same bits as --weights q8 / q4 quantize while loading; the rest as stored. Load it like any\n" +
         "  checkpoint (qwen3vl run --model DIR2). DIR2 must not exist or be empty.";
 
     internal static int Run(string[] args)
@@ -54,7 +54,7 @@ internal static class QuantizeCommand
                 throw new UserErrorException(e.Message);
             }
         }
-        Console.WriteLine($"wrote {r.Directory}: {r.QuantizedTensors} matrices in {(weights == WeightFormat.Q4 ? "q4 (the embedding / lm_head in q8)" : "q8")}, weights {r.SourceBytes / 1e9:0.00} GB -> {r.WrittenBytes / 1e9:0.00} GB in {sw.Elapsed.TotalSeconds:0.0} s");
+        Console.WriteLine($"wrote {r.Directory}: {r.QuantizedTensors} matrices in {(weights == WeightFormat.Q4 ? "q4 (lm_head and a tied embedding in q8)" : "q8")}, weights {r.SourceBytes / 1e9:0.00} GB -> {r.WrittenBytes / 1e9:0.00} GB in {sw.Elapsed.TotalSeconds:0.0} s");
         return Program.ExitOk;
     }
 }

@@ -91,7 +91,7 @@ public static class Qwen3VLCheckpoint
             if (fp8.Contains(t.Name)) continue;
             if (t.Name == "lm_head.weight" && config.TieWordEmbeddings) continue;  // unused: the embedding serves
             TensorDType? q = WeightLoader.IsTextMatrix(t.Name) && t.Shape.Length == 2
-                ? WeightLoader.MatrixDType(weights, WeightLoader.IsTable(t.Name), t.Shape[1], config.Fp8)
+                ? WeightLoader.MatrixDType(weights, WeightLoader.KeepsEightBits(t.Name, config.TieWordEmbeddings), t.Shape[1], config.Fp8)
                 : null;
             if (q == TensorDType.Q4)
             {

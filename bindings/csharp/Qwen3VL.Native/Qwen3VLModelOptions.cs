@@ -57,9 +57,9 @@ public enum WeightFormat
     /// 4-bit groups (super-blocks of 256 weights along a row: 8 groups of 32, each with a 6-bit scale and a 6-bit minimum under
     /// the super-block's f16 scales; 4.5 bits per weight, relative error ~7e-2 RMS on near-Gaussian weights, 20-25% below
     /// llama.cpp's Q4_0 at the same size), quantized while loading: the decoder layers' projections (rows of whole
-    /// super-blocks of 256: every Qwen3-VL size). The token embedding and lm_head stay 8-bit as with <see cref="Q8"/> (lm_head
-    /// error reaches the logits directly; the embedding is only looked up), as does a projection whose rows are whole blocks
-    /// of 32 but not of 256 (tiny test shapes). ~3.2x fewer bytes read per decoded token than bf16. Not for an FP8 checkpoint
+    /// super-blocks of 256: every Qwen3-VL size) and an untied token embedding (only looked up). lm_head stays 8-bit as with
+    /// <see cref="Q8"/> (its error reaches the logits directly), and so does a tied embedding table (it is lm_head too), as does
+    /// a projection whose rows are whole blocks of 32 but not of 256 (tiny test shapes). ~3.2x fewer bytes read per decoded token than bf16. Not for an FP8 checkpoint
     /// (re-quantizing its 8-bit blocks compounds two roundings): that load is refused.
     /// </summary>
     Q4 = 3,

@@ -61,7 +61,7 @@ internal sealed class WeightLoader : IDisposable
     /// </summary>
     internal Tensor GetMatrix(string name, long rows, long cols)
     {
-        TensorDType? dtype = MatrixDType(Format, IsTable(name), cols, Config.Fp8);
+        TensorDType? dtype = MatrixDType(Format, KeepsEightBits(name, Config.TieWordEmbeddings), cols, Config.Fp8);
         if (dtype is null) return Get(name, rows, cols);
         Tensor t = Checkpoint.GetTensor(Backend, name, dtype.Value);
         if (t.Shape.Count != 2 || t.Shape[0] != rows || t.Shape[1] != cols)
@@ -75,18 +75,21 @@ internal sealed class WeightLoader : IDisposable
 
     /// <summary>The dtype <see cref="GetMatrix"/> asks for, or null for the stored one: bf16; Q8 where rows are whole blocks of 32
     /// (<see cref="WeightFormat.Q8"/>, or an FP8 checkpoint as stored); Q4 for a decoder projection whose rows are whole
-    /// super-blocks of 256, Q8 for the embedding / lm_head and for rows of whole blocks of 32 only (<see cref="WeightFormat.Q4"/>).</summary>
-    internal static TensorDType? MatrixDType(WeightFormat format, bool table, long cols, bool fp8) => format switch
+    /// super-blocks of 256 and an untied embedding table, Q8 for lm_head (and a tied table, which is lm_head too) and for rows of
+    /// whole blocks of 32 only (<see cref="WeightFormat.Q4"/>).</summary>
+    internal static TensorDType? MatrixDType(WeightFormat format, bool eightBits, long cols, bool fp8) => format switch
     {
         WeightFormat.BF16 => TensorDType.BF16,
-        WeightFormat.Q4 when !table && cols % 256 == 0 => TensorDType.Q4,
+        WeightFormat.Q4 when !eightBits && cols % 256 == 0 => TensorDType.Q4,
         WeightFormat.Q4 or WeightFormat.Q8 when cols % 32 == 0 => TensorDType.Q8,
         WeightFormat.Stored when fp8 && cols % 32 == 0 => TensorDType.Q8,
         _ => null,
     };
 
-    /// <summary>The token embedding or lm_head (kept 8-bit in <see cref="WeightFormat.Q4"/>).</summary>
-    internal static bool IsTable(string name) => name is "model.language_model.embed_tokens.weight" or "lm_head.weight";
+    /// <summary>Whether <paramref name="name"/> stays 8-bit in <see cref="WeightFormat.Q4"/>: lm_head (its error reaches the logits
+    /// directly), and the embedding table when it is tied to lm_head. An untied table is only looked up: 4 bits.</summary>
+    internal static bool KeepsEightBits(string name, bool tied) =>
+        name == "lm_head.weight" || (tied && name == "model.language_model.embed_tokens.weight");
 
     /// <summary>Whether <paramref name="name"/> is one of the matrices <see cref="GetMatrix"/> serves: a decoder layer's projections,
     /// the token embedding, lm_head.</summary>

@@ -219,6 +219,20 @@ public sealed class Q4WeightsTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Q4KeepsLmHeadAndATiedTableInEightBits()
+    {
+        const string embed = "model.language_model.embed_tokens.weight", head = "lm_head.weight", down = "model.language_model.layers.3.mlp.down_proj.weight";
+        Assert.Equal(TensorDType.Q4, WeightLoader.MatrixDType(WeightFormat.Q4, WeightLoader.KeepsEightBits(embed, tied: false), 4096, fp8: false));
+        Assert.Equal(TensorDType.Q8, WeightLoader.MatrixDType(WeightFormat.Q4, WeightLoader.KeepsEightBits(embed, tied: true), 4096, fp8: false));
+        Assert.Equal(TensorDType.Q8, WeightLoader.MatrixDType(WeightFormat.Q4, WeightLoader.KeepsEightBits(head, tied: false), 4096, fp8: false));
+        Assert.Equal(TensorDType.Q4, WeightLoader.MatrixDType(WeightFormat.Q4, WeightLoader.KeepsEightBits(down, tied: true), 12288, fp8: false));
+        Assert.Equal(TensorDType.Q8, WeightLoader.MatrixDType(WeightFormat.Q4, false, 32 * 5, fp8: false));  // rows of whole 32 only
+        Assert.Null(WeightLoader.MatrixDType(WeightFormat.Q4, false, 88, fp8: false));                        // ragged: as stored
+        Assert.Equal(TensorDType.Q8, WeightLoader.MatrixDType(WeightFormat.Stored, false, 4096, fp8: true));
+        Assert.Null(WeightLoader.MatrixDType(WeightFormat.Stored, false, 4096, fp8: false));
+    }
+
+    [Fact]
     public void Q4LogitsAreWithinTheFormatsErrorOfTheBf16Model()
     {
         // Bound as the parity runner states it: 2 sqrt((n8 + 1) r8^2 + n4 r4^2) over the quantized matrices on the path
