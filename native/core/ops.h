@@ -162,11 +162,12 @@ protected:
 #define QWEN3VL_WEIGHT_OPS(X) \
     /* The Q8 planes of src (dense, [src.rows, src.cols], cols a multiple of 32): q [rows, cols] and f16 scales       \
        [rows, cols / 32] (quantize_q8 per row). A non-finite weight or an overflowing scale: INVALID_ARGUMENT naming   \
-       its row and column, raised before the call returns (the CUDA backend waits for the kernel). */                 \
-    X(void, quantize_q8, (int8_t* q, uint16_t* scales, const Weight& src))                                       \
+       its row (first_row + the row of src: src may be rows of a larger matrix) and column, raised before the call     \
+       returns (the CUDA backend waits for the kernel). */                                                             \
+    X(void, quantize_q8, (int8_t* q, uint16_t* scales, const Weight& src, int64_t first_row))                                       \
     /* The Q4 planes of src (dense, cols a multiple of 256): nibbles [rows, cols / 2] and 16-byte super-block headers  \
        [rows, cols / 256] (quantize_q4 per row), with quantize_q8's errors and their timing. */                        \
-    X(void, quantize_q4, (uint8_t* nib, uint8_t* headers, const Weight& src))
+    X(void, quantize_q4, (uint8_t* nib, uint8_t* headers, const Weight& src, int64_t first_row))
 
 class WeightOps {
 public:

@@ -1,5 +1,6 @@
 #include "tensor.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -76,12 +77,19 @@ void require_pair(qwen3vl_dtype from, qwen3vl_dtype to, qwen3vl_dtype tensor_dty
 
 namespace {
 
-// The backend's quantizer for the tensor's block format, rows of w into the planes at (values, scales).
-void quantize_into(Backend& be, qwen3vl_dtype dtype, void* values, void* scales, const Weight& w) {
+// The backend's quantizer for the tensor's block format, rows of w (rows first_row.. of the tensor) into the planes at
+// (values, scales).
+void quantize_into(Backend& be, qwen3vl_dtype dtype, void* values, void* scales, const Weight& w, int64_t first_row) {
     if (dtype == QWEN3VL_DTYPE_Q4)
-        be.quantize_q4(static_cast<uint8_t*>(values), static_cast<uint8_t*>(scales), w);
+        be.quantize_q4(static_cast<uint8_t*>(values), static_cast<uint8_t*>(scales), w, first_row);
     else
-        be.quantize_q8(static_cast<int8_t*>(values), static_cast<uint16_t*>(scales), w);
+        be.quantize_q8(static_cast<int8_t*>(values), static_cast<uint16_t*>(scales), w, first_row);
+}
+
+// Rows staged at a time when a block tensor is quantized on a backend with memory of its own: the staged source stays
+// under 64 MiB (the 8B's 151936 x 4096 lm_head would otherwise stage 1.2 GB of bf16 beside the weights).
+int64_t staging_rows(int64_t K, qwen3vl_dtype src_dtype) {
+    return std::max<int64_t>(1, (int64_t(64) << 20) / std::max<int64_t>(1, K * int64_t(dtype_size(src_dtype))));
 }
 
 }  // namespace
@@ -105,13 +113,13 @@ void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src) {
     w.cols = t.shape[1];
     if (be.host_memory()) {
         w.data = src;
-        quantize_into(be, t.dtype, t.data, t.scales, w);
+        quantize_into(be, t.dtype, t.data, t.scales, w, 0);
         return;
     }
-    const Tensor staged = make_tensor(be, src_dtype, t.ndim, t.shape.data());
-    be.upload(staged.data, src_dtype, src, src_dtype, static_cast<size_t>(t.elements()));
-    w.data = staged.data;
-    quantize_into(be, t.dtype, t.data, t.scales, w);
+    const int64_t N = t.shape[0], K = t.shape[1], chunk = staging_rows(K, src_dtype);
+    for (int64_t r0 = 0; r0 < N; r0 += chunk)
+        write_tensor_rows(t, r0, std::min(chunk, N - r0), src_dtype,
+                          static_cast<const uint8_t*>(src) + size_t(r0 * K) * dtype_size(src_dtype));
 }
 
 void write_tensor_rows(Tensor& t, int64_t r0, int64_t rows, qwen3vl_dtype src_dtype, const void* src) {
@@ -134,14 +142,14 @@ void write_tensor_rows(Tensor& t, int64_t r0, int64_t rows, qwen3vl_dtype src_dt
     void* d = static_cast<uint8_t*>(t.scales) + (q4 ? r0 * (K / kQ4Super) * kQ4HeaderBytes : r0 * (K / kQ8Block) * 2);
     if (be.host_memory()) {
         w.data = src;
-        quantize_into(be, t.dtype, q, d, w);
+        quantize_into(be, t.dtype, q, d, w, r0);
         return;
     }
     const int64_t shape[2] = {rows, K};
     const Tensor staged = make_tensor(be, src_dtype, 2, shape);
     be.upload(staged.data, src_dtype, src, src_dtype, static_cast<size_t>(rows * K));
     w.data = staged.data;
-    quantize_into(be, t.dtype, q, d, w);
+    quantize_into(be, t.dtype, q, d, w, r0);
 }
 
 void read_tensor(const Tensor& t, qwen3vl_dtype dst_dtype, void* dst) {

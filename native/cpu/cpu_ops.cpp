@@ -190,7 +190,7 @@ void CpuBackend::position_embedding(float* out, const Weight& table, int64_t sid
 
 // ---- WeightOps
 
-void CpuBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src) {
+void CpuBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src, int64_t first_row) {
     const int64_t rows = src.rows, cols = src.cols;
     if (rows <= 0 || cols <= 0) return;
     const size_t es = dtype_size(src.dtype);
@@ -206,12 +206,12 @@ void CpuBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src) {
             int8_t* qr = q + r * cols;
             uint16_t* dr = scales + r * (cols / kQ8Block);
             if (!(avx2 && cpu::quantize_q8_row_avx2(row.data(), cols, qr, dr)))
-                qwen3vl::quantize_q8_row(row.data(), cols, r, qr, dr);
+                qwen3vl::quantize_q8_row(row.data(), cols, first_row + r, qr, dr);
         }
     });
 }
 
-void CpuBackend::quantize_q4(uint8_t* nib, uint8_t* headers, const Weight& src) {
+void CpuBackend::quantize_q4(uint8_t* nib, uint8_t* headers, const Weight& src, int64_t first_row) {
     const int64_t rows = src.rows, cols = src.cols;
     if (rows <= 0 || cols <= 0) return;
     const size_t es = dtype_size(src.dtype);
@@ -227,7 +227,7 @@ void CpuBackend::quantize_q4(uint8_t* nib, uint8_t* headers, const Weight& src) 
             uint8_t* nr = nib + r * (cols / 2);
             uint8_t* hr = headers + r * (cols / kQ4Super) * kQ4HeaderBytes;
             if (!(avx2 && cpu::quantize_q4_row_avx2(row.data(), cols, nr, hr)))
-                qwen3vl::quantize_q4_row(row.data(), cols, r, nr, hr);
+                qwen3vl::quantize_q4_row(row.data(), cols, first_row + r, nr, hr);
         }
     });
 }

@@ -163,9 +163,11 @@ void CudaBackend::position_embedding(float* out, const Weight& table, int64_t si
 
 // ---- WeightOps
 
-void CudaBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src) { cuda::quantize_q8(*this, q, scales, src); }
-void CudaBackend::quantize_q4(uint8_t* nib, uint8_t* headers, const Weight& src) {
-    cuda::quantize_q4(*this, nib, headers, src);
+void CudaBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src, int64_t first_row) {
+    cuda::quantize_q8(*this, q, scales, src, first_row);
+}
+void CudaBackend::quantize_q4(uint8_t* nib, uint8_t* headers, const Weight& src, int64_t first_row) {
+    cuda::quantize_q4(*this, nib, headers, src, first_row);
 }
 
 // ---- ReduceOps

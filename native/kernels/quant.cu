@@ -87,8 +87,9 @@ __global__ void dequantize_q8_kernel(void* out, qwen3vl_dtype ot, const int8_t* 
     }
 }
 
-std::string at(size_t index, int64_t cols) {
-    return "[" + std::to_string(index / static_cast<size_t>(cols)) + ", " +
+// Element `index` (row-major) of a matrix of `cols` columns whose row 0 is row first_row of the weight, as [row, column].
+std::string at(size_t index, int64_t cols, int64_t first_row) {
+    return "[" + std::to_string(static_cast<size_t>(first_row) + index / static_cast<size_t>(cols)) + ", " +
            std::to_string(index % static_cast<size_t>(cols)) + "]";
 }
 
@@ -161,7 +162,7 @@ __global__ void dequantize_q4_kernel(void* out, qwen3vl_dtype ot, const uint8_t*
 
 }  // namespace
 
-void quantize_q4(CudaBackend& be, uint8_t* nib, uint8_t* headers, const Weight& src) {
+void quantize_q4(CudaBackend& be, uint8_t* nib, uint8_t* headers, const Weight& src, int64_t first_row) {
     if (be.capturing()) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q4: quantizing a weight is not recorded in a graph");
     require(src.cols % kQ4Super == 0, "q4: rows of " + std::to_string(src.cols) + " weights are not whole super-blocks");
     const size_t n = static_cast<size_t>(src.rows) * static_cast<size_t>(src.cols);
@@ -177,9 +178,9 @@ void quantize_q4(CudaBackend& be, uint8_t* nib, uint8_t* headers, const Weight& 
     unsigned long long host[2];
     QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(host, bad.as<void>(), sizeof(host), cudaMemcpyDeviceToHost, stream));
     QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream));
-    if (host[0] != ~0ull) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q4: weight " + at(host[0], src.cols) + " is not finite");
+    if (host[0] != ~0ull) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q4: weight " + at(host[0], src.cols, first_row) + " is not finite");
     if (host[1] != ~0ull)
-        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, q4_overflow_message(at(host[1], src.cols / kQ4Super)));
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, q4_overflow_message(at(host[1], src.cols / kQ4Super, first_row)));
 }
 
 void dequantize_q4(CudaBackend& be, void* out, qwen3vl_dtype ot, const uint8_t* nib, const uint8_t* headers,
@@ -196,7 +197,7 @@ void dequantize_q4(CudaBackend& be, void* out, qwen3vl_dtype ot, const uint8_t* 
     QWEN3VL_CUDA_CHECK_LAUNCH();
 }
 
-void quantize_q8(CudaBackend& be, int8_t* q, uint16_t* scales, const Weight& src) {
+void quantize_q8(CudaBackend& be, int8_t* q, uint16_t* scales, const Weight& src, int64_t first_row) {
     if (be.capturing()) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q8: quantizing a weight is not recorded in a graph");
     require(src.cols % kQ8Block == 0, "q8: rows of " + std::to_string(src.cols) + " weights are not whole blocks");
     const size_t n = static_cast<size_t>(src.rows) * static_cast<size_t>(src.cols);
@@ -212,9 +213,9 @@ void quantize_q8(CudaBackend& be, int8_t* q, uint16_t* scales, const Weight& src
     unsigned long long host[2];
     QWEN3VL_CUDA_CHECK(cudaMemcpyAsync(host, bad.as<void>(), sizeof(host), cudaMemcpyDeviceToHost, stream));
     QWEN3VL_CUDA_CHECK(cudaStreamSynchronize(stream));
-    if (host[0] != ~0ull) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q8: weight " + at(host[0], src.cols) + " is not finite");
+    if (host[0] != ~0ull) fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q8: weight " + at(host[0], src.cols, first_row) + " is not finite");
     if (host[1] != ~0ull)
-        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, q8_overflow_message(at(host[1], src.cols / kQ8Block)));
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, q8_overflow_message(at(host[1], src.cols / kQ8Block, first_row)));
 }
 
 void dequantize_q8(CudaBackend& be, void* out, qwen3vl_dtype ot, const int8_t* q, const uint16_t* scales, size_t n) {

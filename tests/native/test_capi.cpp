@@ -702,3 +702,38 @@ TEST(CApiQ4, BadDataAndPairsAreRefusedByName) {
         EXPECT_NE(last_error().find("cannot convert q4 to f32"), std::string::npos) << last_error();
     }
 }
+
+TEST(CApiQ4, LargeWeightsAreQuantizedInChunksAndNamedByTheirOwnRow) {
+    // Above 64 MiB of source a device backend stages and quantizes the rows in chunks (4096 rows of 4096 f32 here): the
+    // planes must equal the CPU's (which quantizes in place) and a bad weight past the first chunk is named by its row
+    // in the whole matrix.
+    const int64_t N = 4100, K = 4096;
+    std::vector<float> w(size_t(N * K));
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    for (float& x : w) x = normal(rng);
+    for (qwen3vl_dtype dt : {QWEN3VL_DTYPE_Q8, QWEN3VL_DTYPE_Q4}) {
+        std::vector<uint8_t> first;
+        for (BackendPtr& b : q8_backends()) {
+            const int64_t shape[2] = {N, K};
+            qwen3vl_tensor* raw = nullptr;
+            ASSERT_EQ(qwen3vl_tensor_create(b.get(), dt, 2, shape, &raw), QWEN3VL_STATUS_OK) << last_error();
+            TensorPtr t(raw);
+            ASSERT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, w.data(), w.size() * 4), QWEN3VL_STATUS_OK)
+                << last_error();
+            qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
+            ASSERT_EQ(qwen3vl_tensor_describe(t.get(), &d), QWEN3VL_STATUS_OK);
+            std::vector<uint8_t> planes(size_t(d.bytes));
+            ASSERT_EQ(qwen3vl_tensor_read(t.get(), dt, planes.data(), planes.size()), QWEN3VL_STATUS_OK);
+            if (first.empty())
+                first = planes;
+            else
+                EXPECT_TRUE(planes == first) << "the chunked quantization differs from the CPU's";
+            w[size_t(4098 * K + 7)] = NAN;
+            EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, w.data(), w.size() * 4),
+                      QWEN3VL_STATUS_INVALID_ARGUMENT);
+            EXPECT_NE(last_error().find("weight [4098, 7] is not finite"), std::string::npos) << last_error();
+            w[size_t(4098 * K + 7)] = 0.5f;
+        }
+    }
+}

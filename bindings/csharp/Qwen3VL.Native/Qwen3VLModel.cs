@@ -241,6 +241,9 @@ public sealed class Qwen3VLModel : IDisposable
         {
             var vision = new VisionTower(weights);
             var text = new TextModel(weights);
+            // Quantizing or converting on a GPU staged each weight's source in pool memory that is now cached and unused:
+            // give it back, so that what the device holds after loading is the weights.
+            backend.Trim();
             return new Qwen3VLModel(checkpoint.Directory, backend, ownsBackend, config, weights, vision, text, options);
         }
         catch
