@@ -8,9 +8,10 @@
 // operation is the reference's, element by element: IEEE division, round to nearest even by the 1.5 * 2^23 addition,
 // clampf(v, lo, hi) as min(hi, max(lo, v)) (vmaxps / vminps return their second operand when the comparison fails, so
 // -0 and NaN pass through as clampf lets them), and the scalar parts of the fit (determinant, line, best grid, the f16
-// scales, the 6-bit codes) in the same scalar code. The group's min and max are taken lane by lane, then across: the
-// same values up to the sign of a zero, which no result depends on (a zero lo or hi is only added, subtracted or
-// negated into a min that rounds to the code 0).
+// scales, the 6-bit codes) in the same scalar code; the 8 groups of a super-block go through each stage of the fit
+// together (fit_groups). The group's min and max are taken lane by lane, then across: the same values up to the sign
+// of a zero, which no result depends on (a zero lo or hi is only added, subtracted or negated into a min that rounds
+// to the code 0).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -53,68 +54,90 @@ inline float hmax(__m256 v) {
     return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
 }
 
-// q4impl::fit_group for 32 finite weights.
-void fit_group(const __m256 w[4], float* scale_out, float* min_out) {
-    __m256 lo8 = w[0], hi8 = w[0];
-    for (int i = 1; i < 4; ++i) {
-        lo8 = _mm256_min_ps(lo8, w[i]);
-        hi8 = _mm256_max_ps(hi8, w[i]);
+// q4impl::fit_group for the 8 groups of a super-block (256 finite weights), each group's operations exactly the
+// reference's. The groups go through each stage together: one group's fit is a chain of dependent operations (a
+// division, the rounding, 4-deep lane sums, the tree, the line, another division, the error sums) that left the
+// vector units mostly idle when groups were fitted one after the other: Gaussian rows, one thread, min of 3
+// alternating runs, 7.0 -> 5.5 ns per weight (the reference: 24 ns).
+void fit_groups(const float* w, float* scale_out, float* min_out) {
+    const __m256 zero = _mm256_setzero_ps(), sixteen = _mm256_set1_ps(16.0f), fifteen = _mm256_set1_ps(15.0f);
+    float lo[kGroups], range[kGroups], tx[kGroups], best_err[kGroups];
+    bool live[kGroups];
+    for (int g = 0; g < kGroups; ++g) {
+        const float* wg = w + g * 32;
+        __m256 lo8 = _mm256_loadu_ps(wg), hi8 = lo8, sx = _mm256_add_ps(zero, lo8);
+        for (int i = 1; i < 4; ++i) {
+            const __m256 v = _mm256_loadu_ps(wg + i * 8);
+            lo8 = _mm256_min_ps(lo8, v);
+            hi8 = _mm256_max_ps(hi8, v);
+            sx = _mm256_add_ps(sx, v);  // the same in every step of the reference
+        }
+        float l = hmin(lo8), h = hmax(hi8);
+        if (l > 0.0f) l = 0.0f;
+        if (h < 0.0f) h = 0.0f;
+        scale_out[g] = 0.0f;
+        min_out[g] = -l;
+        lo[g] = l;
+        live[g] = h > l;  // else all zero
+        range[g] = h - l;
+        tx[g] = sum_lanes(sx);
+        best_err[g] = -1.0f;
     }
-    float lo = hmin(lo8), hi = hmax(hi8);
-    if (lo > 0.0f) lo = 0.0f;
-    if (hi < 0.0f) hi = 0.0f;
-    *scale_out = 0.0f;
-    *min_out = -lo;
-    if (!(hi > lo)) return;
-    const float range = hi - lo;
-    const __m256 lov = _mm256_set1_ps(lo), zero = _mm256_setzero_ps();
-    const __m256 sixteen = _mm256_set1_ps(16.0f), fifteen = _mm256_set1_ps(15.0f);
-    __m256 shifted[4], sx = zero;
-    for (int i = 0; i < 4; ++i) {
-        shifted[i] = _mm256_sub_ps(w[i], lov);
-        sx = _mm256_add_ps(sx, w[i]);  // the same in every step of the reference
-    }
-    const float tx = sum_lanes(sx);
-    float best_err = -1.0f;
+    alignas(32) float levels_q[kGroups][32];
     for (int step = 0; step <= kSteps; ++step) {
         const float levels = 14.0f + 0.25f * float(step);
-        const __m256 inv = _mm256_set1_ps(levels / range);
-        __m256 l[4], sl = zero, sl2 = zero, sxl = zero;
-        for (int i = 0; i < 4; ++i) {
-            const __m256 q = clampv(round_small(clampv(_mm256_mul_ps(inv, shifted[i]), zero, sixteen)), zero, fifteen);
-            l[i] = q;
-            sl = _mm256_add_ps(sl, q);
-            sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(q, q));
-            sxl = _mm256_add_ps(sxl, _mm256_mul_ps(w[i], q));
+        float tl[kGroups], tl2[kGroups], txl[kGroups];
+        for (int g = 0; g < kGroups; ++g) {
+            if (!live[g]) continue;
+            const float* wg = w + g * 32;
+            const __m256 inv = _mm256_set1_ps(levels / range[g]), lov = _mm256_set1_ps(lo[g]);
+            __m256 sl = zero, sl2 = zero, sxl = zero;
+            for (int i = 0; i < 4; ++i) {
+                const __m256 v = _mm256_loadu_ps(wg + i * 8);
+                const __m256 q = clampv(round_small(clampv(_mm256_mul_ps(inv, _mm256_sub_ps(v, lov)), zero, sixteen)),
+                                        zero, fifteen);
+                _mm256_store_ps(levels_q[g] + i * 8, q);
+                sl = _mm256_add_ps(sl, q);
+                sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(q, q));
+                sxl = _mm256_add_ps(sxl, _mm256_mul_ps(v, q));
+            }
+            tl[g] = sum_lanes(sl);
+            tl2[g] = sum_lanes(sl2);
+            txl[g] = sum_lanes(sxl);
         }
-        const float tl = sum_lanes(sl), tl2 = sum_lanes(sl2), txl = sum_lanes(sxl);
-        const float n = 32.0f;
-        const float det = n * tl2 - tl * tl;
-        if (!(det > 0.0f)) continue;
-        float s = (n * txl - tx * tl) / det;
-        float off = (tl2 * tx - tl * txl) / det;
-        if (off > 0.0f) {
-            off = 0.0f;
-            s = txl / tl2;
-        }
-        if (!(s > 0.0f)) continue;
-        const __m256 sv = _mm256_set1_ps(s), offv = _mm256_set1_ps(off);
-        __m256 e2 = zero;
-        for (int i = 0; i < 4; ++i) {
-            const __m256 e = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(sv, l[i]), offv), w[i]);
-            e2 = _mm256_add_ps(e2, _mm256_mul_ps(e, e));
-        }
-        const float err = sum_lanes(e2);
-        if (best_err < 0.0f || err < best_err) {
-            best_err = err;
-            *scale_out = s;
-            *min_out = -off;
+        for (int g = 0; g < kGroups; ++g) {
+            if (!live[g]) continue;
+            const float n = 32.0f;
+            const float det = n * tl2[g] - tl[g] * tl[g];
+            if (!(det > 0.0f)) continue;
+            float sc = (n * txl[g] - tx[g] * tl[g]) / det;
+            float off = (tl2[g] * tx[g] - tl[g] * txl[g]) / det;
+            if (off > 0.0f) {
+                off = 0.0f;
+                sc = txl[g] / tl2[g];
+            }
+            if (!(sc > 0.0f)) continue;
+            const float* wg = w + g * 32;
+            const __m256 sv = _mm256_set1_ps(sc), offv = _mm256_set1_ps(off);
+            __m256 e2 = zero;
+            for (int i = 0; i < 4; ++i) {
+                const __m256 e = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(sv, _mm256_load_ps(levels_q[g] + i * 8)), offv),
+                                               _mm256_loadu_ps(wg + i * 8));
+                e2 = _mm256_add_ps(e2, _mm256_mul_ps(e, e));
+            }
+            const float err = sum_lanes(e2);
+            if (best_err[g] < 0.0f || err < best_err[g]) {
+                best_err[g] = err;
+                scale_out[g] = sc;
+                min_out[g] = -off;
+            }
         }
     }
-    if (best_err < 0.0f) {
-        *scale_out = range / 15.0f;
-        *min_out = -lo;
-    }
+    for (int g = 0; g < kGroups; ++g)
+        if (live[g] && best_err[g] < 0.0f) {  // no candidate fitted: the plain grid
+            scale_out[g] = range[g] / 15.0f;
+            min_out[g] = -lo[g];
+        }
 }
 
 float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
@@ -122,12 +145,10 @@ float round_small(float v) { return (v + 12582912.0f) - 12582912.0f; }
 
 // q4impl::quantize_super for 256 finite weights; false when d or dmin overflows f16.
 bool quantize_super(const float* w, uint8_t* nib, uint8_t* header) {
-    __m256 v[kGroups][4];
     float s[kGroups], m[kGroups];
     float smax = 0.0f, mmax = 0.0f;
+    fit_groups(w, s, m);
     for (int g = 0; g < kGroups; ++g) {
-        for (int i = 0; i < 4; ++i) v[g][i] = _mm256_loadu_ps(w + g * 32 + i * 8);
-        fit_group(v[g], &s[g], &m[g]);
         smax = s[g] > smax ? s[g] : smax;
         mmax = m[g] > mmax ? m[g] : mmax;
     }
@@ -157,8 +178,9 @@ bool quantize_super(const float* w, uint8_t* nib, uint8_t* header) {
         const __m256 inv = _mm256_set1_ps(a > 0.0f ? 1.0f / a : 0.0f), bv = _mm256_set1_ps(b);
         __m256i q[4];
         for (int i = 0; i < 4; ++i)  // exact small integers: the conversion's rounding mode does not matter
-            q[i] = _mm256_cvttps_epi32(
-                clampv(round_small(clampv(_mm256_mul_ps(_mm256_add_ps(v[g][i], bv), inv), lo, hi)), zero, fifteen));
+            q[i] = _mm256_cvttps_epi32(clampv(
+                round_small(clampv(_mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(w + g * 32 + i * 8), bv), inv), lo, hi)),
+                zero, fifteen));
         // byte j = q[j] | q[j + 16] << 4: elements 0-7 with 16-23, 8-15 with 24-31, then int32 -> int16 -> int8.
         const __m256i b0 = _mm256_or_si256(q[0], _mm256_slli_epi32(q[2], 4));
         const __m256i b1 = _mm256_or_si256(q[1], _mm256_slli_epi32(q[3], 4));

@@ -3,10 +3,11 @@
 // ceilings they are judged against: streaming read bandwidth and FMA peak, per thread count.
 //
 // Counters: GFLOP/s = 2 M N K (x2 for swiglu) per call; GB/s = weight + x + out bytes per call; wGB/s = the weight
-// bytes alone (bf16: 2 N K; q8: N K + N K / 32 * 2, the int8 plane and the f16 scales) and %read = wGB/s against
-// the read ceiling measured at the same thread count (read_ceiling_gbs). Decode weights are rotated over copies
-// totalling >= 256 MiB, so every call reads its weights from DRAM as in a real forward pass, not from the last-level
-// cache. The .../q8 rows run the same shapes on Q8 weights (random int8 and scales).
+// bytes alone (bf16: 2 N K; q8: N K + N K / 32 * 2, the int8 plane and the f16 scales; q4: N K / 2 + N K / 256 * 16,
+// the nibble plane and the super-block headers) and %read = wGB/s against the read ceiling measured at the same
+// thread count (read_ceiling_gbs). Decode weights are rotated over copies totalling >= 256 MiB, so every call reads
+// its weights from DRAM as in a real forward pass, not from the last-level cache. The .../q8 and .../q4 rows run the
+// same shapes on Q8 / Q4 weights (random planes).
 //
 //   cmake --preset bench && cmake --build --preset bench -j2 --target qwen3vl_bench_linear
 //   build/bench/tests/bench/qwen3vl_bench_linear   (QWEN3VL_BENCH_THREADS=n: pool size, default all)
@@ -86,20 +87,44 @@ void fill_random_q8(uint8_t* dst, int64_t N, int64_t K, uint64_t seed) {
         scales[b] = f32_to_f16((0.25f + float(next() >> 40) * (0.25f / 16777216.0f)) / 127.0f);
 }
 
+// A random Q4 weight [N, K]: random nibbles, then headers with d and dmin about 0.5 / 15 / 63 and random 6-bit
+// scales and mins (as a layer in [-0.5, 0.5]).
+void fill_random_q4(uint8_t* dst, int64_t N, int64_t K, uint64_t seed) {
+    uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+    auto next = [&s] {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        return s;
+    };
+    const size_t nib = size_t(N * K / 2);
+    for (size_t i = 0; i < nib; ++i) dst[i] = uint8_t(next());
+    uint8_t* h = dst + nib;
+    for (size_t b = 0; b < size_t(N * K / 256); ++b, h += 16) {
+        const uint16_t d = f32_to_f16((0.5f + float(next() >> 40) * (0.5f / 16777216.0f)) / 15.0f / 63.0f);
+        std::memcpy(h, &d, 2);
+        std::memcpy(h + 2, &d, 2);
+        for (int j = 4; j < 16; ++j) h[j] = uint8_t(next());
+    }
+}
+
 // Bytes of a weight [N, K] of this dtype, scales included.
 size_t weight_bytes(qwen3vl_dtype dtype, int64_t N, int64_t K) {
-    return dtype == QWEN3VL_DTYPE_Q8 ? size_t(N * K) + size_t(N * K / 32) * 2 : size_t(N * K) * dtype_size(dtype);
+    if (dtype == QWEN3VL_DTYPE_Q8) return size_t(N * K) + size_t(N * K / 32) * 2;
+    if (dtype == QWEN3VL_DTYPE_Q4) return size_t(N * K / 2) + size_t(N * K / 256) * 16;
+    return size_t(N * K) * dtype_size(dtype);
 }
 
 Weight weight_view(const uint8_t* p, qwen3vl_dtype dtype, int64_t N, int64_t K) {
     Weight w{p, dtype};
-    if (dtype == QWEN3VL_DTYPE_Q8) {
+    if (dtype == QWEN3VL_DTYPE_Q8 || dtype == QWEN3VL_DTYPE_Q4) {
+        const bool q8 = dtype == QWEN3VL_DTYPE_Q8;
         w.rows = N;
         w.cols = K;
-        w.scales = p + size_t(N * K);
+        w.scales = p + (q8 ? size_t(N * K) : size_t(N * K / 2));
         w.scale_dtype = QWEN3VL_DTYPE_F16;
         w.block_rows = 1;
-        w.block_cols = 32;
+        w.block_cols = q8 ? 32 : 256;
     }
     return w;
 }
@@ -125,6 +150,8 @@ void BM_Linear(benchmark::State& state, Spec spec) {
         weights.push_back(std::make_unique<Aligned>(wbytes));
         if (spec.dtype == QWEN3VL_DTYPE_Q8)
             fill_random_q8(weights.back()->p, N, K, c + 1);
+        else if (spec.dtype == QWEN3VL_DTYPE_Q4)
+            fill_random_q4(weights.back()->p, N, K, c + 1);
         else
             fill_random(weights.back()->p, spec.dtype, size_t(N * K), c + 1);
     }
@@ -156,7 +183,7 @@ void BM_Linear(benchmark::State& state, Spec spec) {
         state.counters["%read"] = 100.0 * double(per_call) * double(state.iterations()) * 1e-9 / seconds / ceiling;
     state.counters["threads"] = threads;
     std::string label = std::string(cpu_kernels_name(cpu_kernels())) + ", " + dtype_name(spec.dtype);
-    if (spec.dtype == QWEN3VL_DTYPE_Q8 && M <= cpu::kGemvMaxRows)
+    if ((spec.dtype == QWEN3VL_DTYPE_Q8 || spec.dtype == QWEN3VL_DTYPE_Q4) && M <= cpu::kGemvMaxRows)
         label += std::string(" ") + cpu::q8_gemv_name(spec.q8);
     state.SetLabel(label);
 }
@@ -186,15 +213,17 @@ void register_all() {
                          {"v_proj", 1024, 2048, false},     {"o_proj", 2048, 2048, false},
                          {"gate_up_swiglu", 6144, 2048, true}, {"down_proj", 2048, 6144, false},
                          {"lm_head", 151936, 2048, false}};
-    const qwen3vl_dtype q8 = QWEN3VL_DTYPE_Q8;
+    const qwen3vl_dtype q8 = QWEN3VL_DTYPE_Q8, q4 = QWEN3VL_DTYPE_Q4;
     std::vector<Spec> specs;
     for (const Proj& p : text) {
         specs.push_back({std::string("decode/") + p.name, 1, p.N, p.K, p.swiglu, bf16});
         specs.push_back({std::string("decode/") + p.name + "/q8", 1, p.N, p.K, p.swiglu, q8});
+        specs.push_back({std::string("decode/") + p.name + "/q4", 1, p.N, p.K, p.swiglu, q4});
     }
     for (int64_t M : {2, 4, 8}) {
         specs.push_back({"decode/q_proj/M" + std::to_string(M), M, 2048, 2048, false, bf16});
         specs.push_back({"decode/q_proj/q8/M" + std::to_string(M), M, 2048, 2048, false, q8});
+        specs.push_back({"decode/q_proj/q4/M" + std::to_string(M), M, 2048, 2048, false, q4});
     }
     // The AVX2 int8 GEMV where the default is the AVX-512 VNNI one.
     if (cpu::q8_gemv_default() != cpu::Q8Gemv::Avx2) {
@@ -203,12 +232,19 @@ void register_all() {
                 {"decode/q_proj/q8-avx2/M" + std::to_string(M), M, 2048, 2048, false, q8, cpu::Q8Gemv::Avx2});
         specs.push_back({"decode/down_proj/q8-avx2", 1, 2048, 6144, false, q8, cpu::Q8Gemv::Avx2});
         specs.push_back({"decode/gate_up_swiglu/q8-avx2", 1, 6144, 2048, true, q8, cpu::Q8Gemv::Avx2});
+        for (int64_t M : {1, 2, 4, 8})
+            specs.push_back(
+                {"decode/q_proj/q4-avx2/M" + std::to_string(M), M, 2048, 2048, false, q4, cpu::Q8Gemv::Avx2});
+        specs.push_back({"decode/k_proj/q4-avx2", 1, 1024, 2048, false, q4, cpu::Q8Gemv::Avx2});
+        specs.push_back({"decode/down_proj/q4-avx2", 1, 2048, 6144, false, q4, cpu::Q8Gemv::Avx2});
+        specs.push_back({"decode/gate_up_swiglu/q4-avx2", 1, 6144, 2048, true, q4, cpu::Q8Gemv::Avx2});
     }
     specs.push_back({"decode/q_proj/f16", 1, 2048, 2048, false, QWEN3VL_DTYPE_F16});
     specs.push_back({"decode/q_proj/f32", 1, 2048, 2048, false, QWEN3VL_DTYPE_F32});
     for (const Proj& p : text) {
         specs.push_back({std::string("prefill/") + p.name, 512, p.N, p.K, p.swiglu, bf16});
         specs.push_back({std::string("prefill/") + p.name + "/q8", 512, p.N, p.K, p.swiglu, q8});
+        specs.push_back({std::string("prefill/") + p.name + "/q4", 512, p.N, p.K, p.swiglu, q4});
     }
     specs.push_back({"vision/qkv", 1024, 3072, 1024, false, bf16});
     specs.push_back({"vision/fc1", 1024, 4096, 1024, false, bf16});
