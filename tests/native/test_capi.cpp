@@ -725,15 +725,29 @@ TEST(CApiQ4, LargeWeightsAreQuantizedInChunksAndNamedByTheirOwnRow) {
             ASSERT_EQ(qwen3vl_tensor_describe(t.get(), &d), QWEN3VL_STATUS_OK);
             std::vector<uint8_t> planes(size_t(d.bytes));
             ASSERT_EQ(qwen3vl_tensor_read(t.get(), dt, planes.data(), planes.size()), QWEN3VL_STATUS_OK);
-            if (first.empty())
+            if (first.empty()) {
                 first = planes;
-            else
-                EXPECT_TRUE(planes == first) << "the chunked quantization differs from the CPU's";
+            } else if (planes != first) {
+                size_t i = 0;
+                while (planes[i] == first[i]) ++i;
+                const size_t values = size_t(dt == QWEN3VL_DTYPE_Q4 ? N * K / 2 : N * K);
+                const size_t row_bytes = size_t(dt == QWEN3VL_DTYPE_Q4 ? K / 2 : K);
+                const size_t scale_row = size_t(dt == QWEN3VL_DTYPE_Q4 ? K / 256 * 16 : K / 32 * 2);
+                size_t differing = 0;
+                for (size_t j = 0; j < planes.size(); ++j) differing += planes[j] != first[j];
+                ADD_FAILURE() << (dt == QWEN3VL_DTYPE_Q4 ? "q4" : "q8") << ": the chunked quantization differs from the CPU's in "
+                              << differing << " bytes, first at byte " << i
+                              << (i < values ? " of the values, row " + std::to_string(i / row_bytes) + " byte " + std::to_string(i % row_bytes)
+                                             : " of the scales, row " + std::to_string((i - values) / scale_row) + " byte " +
+                                                   std::to_string((i - values) % scale_row))
+                              << ": " << int(planes[i]) << " vs the CPU's " << int(first[i]);
+            }
+            const float kept = w[size_t(4098 * K + 7)];
             w[size_t(4098 * K + 7)] = NAN;
             EXPECT_EQ(qwen3vl_tensor_write(t.get(), QWEN3VL_DTYPE_F32, w.data(), w.size() * 4),
                       QWEN3VL_STATUS_INVALID_ARGUMENT);
             EXPECT_NE(last_error().find("weight [4098, 7] is not finite"), std::string::npos) << last_error();
-            w[size_t(4098 * K + 7)] = 0.5f;
+            w[size_t(4098 * K + 7)] = kept;
         }
     }
 }
