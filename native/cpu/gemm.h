@@ -73,9 +73,9 @@ struct GemvX {
 // the nibble dots exact in int32, the terms summed in f32 in the kernel's order (each term goes through at most
 // K / 32 + 6 roundings, its own product's included).
 void gemv_avx2(float* out, int64_t ldo, const GemvX& x, int64_t M, int64_t K, Weight w, int64_t n0, int64_t n1);
-// One row of x (K a multiple of 32) quantized for the Q8 and Q4 GEMVs, per block b of 32: d[b] = max|x_b| / 127 (an IEEE
-// f32 division), q = nearbyint(x / d[b]) (f32 division, round to nearest even) clamped to +-127, q = 0 where
-// d[b] == 0. |x - d q| <= d / 2 (+ the division's rounding, u |x|). A block holding a NaN or an infinity gets
+// One row of x (K a multiple of 32) quantized for the Q8 and Q4 GEMVs, per block b of 32: d[b] = max|x_b| / 127
+// (an IEEE f32 division), q = nearbyint(x / d[b]) (f32 division, round to nearest even) clamped to +-127, q = 0
+// where d[b] == 0. |x - d q| <= d / 2 (+ the division's rounding, u |x|). A block holding a NaN or an infinity gets
 // d[b] = NaN and q = 0, so that the row's outputs are NaN as with dense weights.
 void gemv_quantize_x_avx2(int8_t* q, float* d, const float* x, int64_t K);
 // The order in which the Q8 GEMVs take weight rows: kRows = 4 rows at a time (four streams), those rows rs apart,

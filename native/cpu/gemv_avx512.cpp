@@ -133,9 +133,8 @@ inline void header_scales16(const uint8_t* h0, const uint8_t* h1, __m512* a, __m
     // Groups 0, 4, 2, 6 take the low nibbles of bytes 12, 14, 13, 15, groups 1, 5, 3, 7 the high ones.
     const __m128i tops = _mm_shuffle_epi8(_mm_setr_epi32(t0, t1, 0, 0),
                                           _mm_setr_epi8(0, 2, 1, 3, 0, 2, 1, 3, 4, 6, 5, 7, 4, 6, 5, 7));
-    const __m512i hi = _mm512_and_si512(
-        _mm512_srlv_epi32(_mm512_cvtepu8_epi32(tops), _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4)),
-        _mm512_set1_epi32(15));
+    const __m512i shifts = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4);
+    const __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(tops), shifts), _mm512_set1_epi32(15));
     const __m512i sc = _mm512_and_si512(b, _mm512_set1_epi32(63));
     const __m512i mn = _mm512_or_si512(_mm512_slli_epi32(hi, 2), _mm512_srli_epi32(b, 6));
     *a = _mm512_mul_ps(_mm512_cvtepi32_ps(sc), d);

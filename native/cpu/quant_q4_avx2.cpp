@@ -37,8 +37,9 @@ inline __m256 round_small(__m256 v) {
 
 // sum_lanes: ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7)).
 inline float sum_lanes(__m256 v) {
-    const __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));  // p0+p4, p1+p5, p2+p6, p3+p7
-    const __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));                                  // (p0+p4)+(p2+p6), (p1+p5)+(p3+p7)
+    // a: p0+p4, p1+p5, p2+p6, p3+p7; b: (p0+p4)+(p2+p6), (p1+p5)+(p3+p7).
+    const __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));
     return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
 }
 
@@ -121,8 +122,8 @@ void fit_groups(const float* w, float* scale_out, float* min_out) {
             const __m256 sv = _mm256_set1_ps(sc), offv = _mm256_set1_ps(off);
             __m256 e2 = zero;
             for (int i = 0; i < 4; ++i) {
-                const __m256 e = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(sv, _mm256_load_ps(levels_q[g] + i * 8)), offv),
-                                               _mm256_loadu_ps(wg + i * 8));
+                const __m256 l = _mm256_load_ps(levels_q[g] + i * 8);
+                const __m256 e = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(sv, l), offv), _mm256_loadu_ps(wg + i * 8));
                 e2 = _mm256_add_ps(e2, _mm256_mul_ps(e, e));
             }
             const float err = sum_lanes(e2);
@@ -199,9 +200,10 @@ bool quantize_q4_row_avx2(const float* w, int64_t cols, uint8_t* nib, uint8_t* h
     for (int64_t b = 0; b < cols / kQ4Super; ++b) {
         const float* wb = w + b * kQ4Super;
         __m256 finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-        for (int i = 0; i < 32; ++i)
-            finite = _mm256_and_ps(finite,
-                                   _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(wb + i * 8), abs_mask), big, _CMP_LE_OQ));
+        for (int i = 0; i < 32; ++i) {
+            const __m256 a = _mm256_and_ps(_mm256_loadu_ps(wb + i * 8), abs_mask);
+            finite = _mm256_and_ps(finite, _mm256_cmp_ps(a, big, _CMP_LE_OQ));
+        }
         if (_mm256_movemask_ps(finite) != 0xff) return false;  // the reference names the weight
         if (!quantize_super(wb, nib + b * (kQ4Super / 2), headers + b * kQ4HeaderBytes)) return false;
     }

@@ -363,7 +363,8 @@ TEST(Q4Format, Avx2QuantizerIsTheReferenceBitForBit) {
     const auto t2 = std::chrono::steady_clock::now();
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t b = 0; b < cols / kQ4Super; ++b) {
-            const size_t hs = size_t((r * cols / kQ4Super + b) * kQ4HeaderBytes), ns = size_t((r * cols + b * kQ4Super) / 2);
+            const size_t hs = size_t((r * cols / kQ4Super + b) * kQ4HeaderBytes);
+            const size_t ns = size_t((r * cols + b * kQ4Super) / 2);
             ASSERT_TRUE(std::equal(h0.begin() + long(hs), h0.begin() + long(hs + 16), h1.begin() + long(hs)))
                 << "header of row " << r << " super-block " << b;
             ASSERT_TRUE(std::equal(n0.begin() + long(ns), n0.begin() + long(ns + 128), n1.begin() + long(ns)))
