@@ -3,7 +3,9 @@
 //
 // Dense dtypes (f32, f16, bf16) are described by data and dtype alone. A block-quantized format adds its per-block
 // scales (and zero points where it has them) here, so it reaches the kernels through the op signatures that exist:
-// Q8 (core/quant.h) is data = int8 [rows, cols], scales = f16 [rows, cols / 32], block_rows 1, block_cols 32. The
+// Q8 (core/quant.h) is data = int8 [rows, cols], scales = f16 [rows, cols / 32], block_rows 1, block_cols 32; Q4 is
+// data = nibbles [rows, cols / 2], scales = the 16-byte super-block headers [rows, cols / 256] (raw bytes holding f16 d
+// and dmin and the packed 6-bit group scales and mins; scale_dtype says F16 for d / dmin), block_rows 1, block_cols 256. The
 // C API passes a block format only to the ops that take it (OpArgs::matrix); a backend without a kernel for it refuses
 // it by name. See docs/ARCHITECTURE.md, "Add a weight format".
 #pragma once
