@@ -190,45 +190,47 @@ void CpuBackend::position_embedding(float* out, const Weight& table, int64_t sid
 
 // ---- WeightOps
 
-void CpuBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src, int64_t first_row) {
+namespace {
+
+// Each row r of the dense src widened to f32 and handed to quantize(row, r) on the pool, tasks of at least
+// min_weights weights (a row's quantization is independent of the others').
+template <class F>
+void for_each_f32_row(ThreadPool& pool, const Weight& src, int64_t min_weights, F quantize) {
     const int64_t rows = src.rows, cols = src.cols;
     if (rows <= 0 || cols <= 0) return;
     const size_t es = dtype_size(src.dtype);
-    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 16) / cols);  // >= 64k weights per task
-    const bool avx2 = cpu_kernels() == CpuKernels::Avx2;
-    threads_.parallel_for(size_t((rows + chunk - 1) / chunk), [&](size_t task, int) {
+    const int64_t chunk = std::max<int64_t>(1, min_weights / cols);
+    pool.parallel_for(size_t((rows + chunk - 1) / chunk), [&](size_t task, int) {
         thread_local std::vector<float> row;
         row.resize(size_t(cols));
         const int64_t r0 = int64_t(task) * chunk, r1 = std::min(rows, r0 + chunk);
         for (int64_t r = r0; r < r1; ++r) {
             cpu::convert(row.data(), QWEN3VL_DTYPE_F32, static_cast<const uint8_t*>(src.data) + size_t(r * cols) * es,
                          src.dtype, size_t(cols));
-            int8_t* qr = q + r * cols;
-            uint16_t* dr = scales + r * (cols / kQ8Block);
-            if (!(avx2 && cpu::quantize_q8_row_avx2(row.data(), cols, qr, dr)))
-                qwen3vl::quantize_q8_row(row.data(), cols, first_row + r, qr, dr);
+            quantize(row.data(), r);
         }
     });
 }
 
-void CpuBackend::quantize_q4(uint8_t* nib, uint8_t* headers, const Weight& src, int64_t first_row) {
-    const int64_t rows = src.rows, cols = src.cols;
-    if (rows <= 0 || cols <= 0) return;
-    const size_t es = dtype_size(src.dtype);
-    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 14) / cols);  // >= 16k weights per task
+}  // namespace
+
+void CpuBackend::quantize_q8(int8_t* q, uint16_t* scales, const Weight& src, int64_t first_row) {
+    const int64_t cols = src.cols;
     const bool avx2 = cpu_kernels() == CpuKernels::Avx2;
-    threads_.parallel_for(size_t((rows + chunk - 1) / chunk), [&](size_t task, int) {
-        thread_local std::vector<float> row;
-        row.resize(size_t(cols));
-        const int64_t r0 = int64_t(task) * chunk, r1 = std::min(rows, r0 + chunk);
-        for (int64_t r = r0; r < r1; ++r) {
-            cpu::convert(row.data(), QWEN3VL_DTYPE_F32, static_cast<const uint8_t*>(src.data) + size_t(r * cols) * es,
-                         src.dtype, size_t(cols));
-            uint8_t* nr = nib + r * (cols / 2);
-            uint8_t* hr = headers + r * (cols / kQ4Super) * kQ4HeaderBytes;
-            if (!(avx2 && cpu::quantize_q4_row_avx2(row.data(), cols, nr, hr)))
-                qwen3vl::quantize_q4_row(row.data(), cols, first_row + r, nr, hr);
-        }
+    for_each_f32_row(threads_, src, int64_t(1) << 16, [&](const float* row, int64_t r) {
+        int8_t* qr = q + r * cols;
+        uint16_t* dr = scales + r * (cols / kQ8Block);
+        if (!(avx2 && cpu::quantize_q8_row_avx2(row, cols, qr, dr))) qwen3vl::quantize_q8_row(row, cols, first_row + r, qr, dr);
+    });
+}
+
+void CpuBackend::quantize_q4(uint8_t* nib, uint8_t* headers, const Weight& src, int64_t first_row) {
+    const int64_t cols = src.cols;
+    const bool avx2 = cpu_kernels() == CpuKernels::Avx2;
+    for_each_f32_row(threads_, src, int64_t(1) << 14, [&](const float* row, int64_t r) {
+        uint8_t* nr = nib + r * (cols / 2);
+        uint8_t* hr = headers + r * (cols / kQ4Super) * kQ4HeaderBytes;
+        if (!(avx2 && cpu::quantize_q4_row_avx2(row, cols, nr, hr))) qwen3vl::quantize_q4_row(row, cols, first_row + r, nr, hr);
     });
 }
 
