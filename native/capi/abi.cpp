@@ -54,6 +54,7 @@ const Entry kEntries[] = {
     QWEN3VL_FIELD(qwen3vl_backend_params, device),
     QWEN3VL_FIELD(qwen3vl_backend_params, threads),
     QWEN3VL_FIELD(qwen3vl_backend_params, cuda_fp32_math),
+    QWEN3VL_FIELD(qwen3vl_backend_params, cuda_kernel_arch),
 
     QWEN3VL_SIZE(qwen3vl_memory_stats),
     QWEN3VL_FIELD(qwen3vl_memory_stats, struct_size),

@@ -166,7 +166,8 @@ qwen3vl_status qwen3vl_backend_create(const qwen3vl_backend_params* params, qwen
         auto b = std::make_unique<qwen3vl_backend>();
         const int type = raw_enum(params->type);
         if (type == QWEN3VL_BACKEND_CPU) b->impl = create_cpu_backend(params->threads);
-        else if (type == QWEN3VL_BACKEND_CUDA) b->impl = create_cuda_backend(params->device, params->cuda_fp32_math != 0);
+        else if (type == QWEN3VL_BACKEND_CUDA)
+            b->impl = create_cuda_backend(params->device, params->cuda_fp32_math != 0, params->cuda_kernel_arch);
         else fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "unknown backend type " + std::to_string(type));
         *backend = b.release();
     });

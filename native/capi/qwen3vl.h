@@ -218,6 +218,12 @@ typedef struct qwen3vl_backend_params {
     /** CUDA: 1 computes every matrix product in fp32 (the CPU's numerics); 0 (default) feeds bf16/f16 weights to the
      * tensor cores with activations rounded to the weight dtype and fp32 accumulation, where the GPU has them. */
     int32_t cuda_fp32_math;
+    /** CUDA: 0 (default) chooses kernels for the device's compute capability; a lower one written as major * 10 +
+     * minor (e.g. 61 for a GTX 1080) makes the backend choose exactly the kernels it would choose on such a GPU (no
+     * tensor cores, no flash attention, no programmatic dependent launch below their architectures; the int8 dp4a
+     * GEMVs everywhere), to test those paths on a newer GPU. Above the device's, or below 50: INVALID_ARGUMENT. When 0,
+     * the environment variable QWEN3VL_CUDA_KERNEL_ARCH may set it (for test suites and tools). */
+    int32_t cuda_kernel_arch;
 } qwen3vl_backend_params;
 
 /** Allocation counters of a backend's memory pool. */

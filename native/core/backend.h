@@ -65,6 +65,6 @@ public:
 
 std::unique_ptr<Backend> create_cpu_backend(int threads);
 // Defined in native/kernels when CUDA is compiled in; otherwise throws UNSUPPORTED.
-std::unique_ptr<Backend> create_cuda_backend(int device, bool fp32_math);
+std::unique_ptr<Backend> create_cuda_backend(int device, bool fp32_math, int kernel_arch = 0);
 
 }  // namespace qwen3vl

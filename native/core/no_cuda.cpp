@@ -16,7 +16,7 @@ int cuda_runtime_version() { return 0; }
 int cuda_driver_version() { return 0; }
 const char* cuda_architectures() { return ""; }
 
-std::unique_ptr<Backend> create_cuda_backend(int, bool) {
+std::unique_ptr<Backend> create_cuda_backend(int, bool, int) {
     fail(QWEN3VL_STATUS_UNSUPPORTED, "this build of qwen3vl has no CUDA support (built with QWEN3VL_CUDA=OFF)");
 }
 

@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -117,7 +118,7 @@ int cuda_driver_version() {
 
 const char* cuda_architectures() { return QWEN3VL_CUDA_ARCHS; }
 
-CudaBackend::CudaBackend(int device, bool fp32_math)
+CudaBackend::CudaBackend(int device, bool fp32_math, int kernel_arch)
     : device_(device),
       fp32_math_(fp32_math),
       pool_("cuda:" + std::to_string(device),
@@ -138,7 +139,25 @@ CudaBackend::CudaBackend(int device, bool fp32_math)
     cc_ = info.compute_major * 10 + info.compute_minor;
     sms_ = info.multiprocessors;
     name_ = "cuda:" + std::to_string(device) + " (" + info.name + ", sm_" + std::to_string(info.compute_major) +
-            std::to_string(info.compute_minor) + ")";
+            std::to_string(info.compute_minor);
+    if (kernel_arch == 0) {
+        const char* env = std::getenv("QWEN3VL_CUDA_KERNEL_ARCH");
+        if (env && *env) {
+            char* end = nullptr;
+            const long v = std::strtol(env, &end, 10);
+            require(*end == '\0' && v > 0 && v < 1000, std::string("QWEN3VL_CUDA_KERNEL_ARCH='") + env +
+                                                          "' is not a compute capability such as 61");
+            kernel_arch = static_cast<int>(v);
+        }
+    }
+    if (kernel_arch != 0) {
+        require(kernel_arch >= 50 && kernel_arch <= cc_,
+                "cuda_kernel_arch " + std::to_string(kernel_arch) + " must be between 50 and the device's " +
+                    std::to_string(cc_));
+        cc_ = kernel_arch;  // every kernel choice below reads compute_capability()
+        name_ += ", kernels of sm_" + std::to_string(kernel_arch);
+    }
+    name_ += ")";
     QWEN3VL_CUDA_CHECK(cudaSetDevice(device_));
     QWEN3VL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const cudaError_t ring = cudaHostAlloc(reinterpret_cast<void**>(&ring_), kRingBytes, cudaHostAllocDefault);
@@ -395,8 +414,8 @@ void CudaBackend::download_bytes(void* dst, const void* src, size_t bytes) {
     check_device_errors();
 }
 
-std::unique_ptr<Backend> create_cuda_backend(int device, bool fp32_math) {
-    return std::make_unique<CudaBackend>(device, fp32_math);
+std::unique_ptr<Backend> create_cuda_backend(int device, bool fp32_math, int kernel_arch) {
+    return std::make_unique<CudaBackend>(device, fp32_math, kernel_arch);
 }
 
 }  // namespace qwen3vl

@@ -23,7 +23,8 @@ namespace qwen3vl {
 
 class CudaBackend final : public Backend {
 public:
-    CudaBackend(int device, bool fp32_math);
+    // kernel_arch: 0, or a lower compute capability whose kernel choices the backend makes (qwen3vl_backend_params).
+    CudaBackend(int device, bool fp32_math, int kernel_arch = 0);
     // Matrix products in fp32 even where tensor cores could take bf16/f16 (qwen3vl_backend_params.cuda_fp32_math).
     bool fp32_math() const { return fp32_math_; }
     ~CudaBackend() override;
@@ -62,6 +63,7 @@ public:
     void activate() const;
     int device() const { return device_; }
     // Compute capability as 10 * major + minor (61, 80, 90, ...).
+    // The compute capability kernels are chosen for: the device's, or the lower cuda_kernel_arch.
     int compute_capability() const { return cc_; }
     int multiprocessors() const { return sms_; }
     // The stream ops run on: the backend's own, or the calling thread's capture stream while it captures.

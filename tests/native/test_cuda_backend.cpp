@@ -125,3 +125,25 @@ TEST_F(CudaBackendTest, DeviceQueryIsSane) {
 }
 
 }  // namespace
+
+namespace {
+
+// The sm_61 proxy (qwen3vl_backend_params.cuda_kernel_arch): the backend reports and uses the lower capability, names
+// it, and refuses one above the device's or below sm_50. The test suites and fixture parity are run under it on a newer
+// GPU with QWEN3VL_CUDA_KERNEL_ARCH=61 (tools/device/quant-run.sh proxy).
+TEST(CudaKernelArch, ChoosesTheLowerGpusKernelsAndRefusesImpossibleOnes) {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "SKIPPED: no CUDA device on this machine";
+    std::unique_ptr<Backend> b = create_cuda_backend(0, false, 61);
+    EXPECT_NE(b->name().find("kernels of sm_61"), std::string::npos) << b->name();
+    for (int bad : {49, 1000}) {
+        try {
+            create_cuda_backend(0, false, bad);
+            ADD_FAILURE() << "cuda_kernel_arch " << bad << " accepted";
+        } catch (const Error& e) {
+            EXPECT_EQ(e.status(), QWEN3VL_STATUS_INVALID_ARGUMENT);
+            EXPECT_NE(std::string(e.what()).find("must be between 50 and the device's"), std::string::npos) << e.what();
+        }
+    }
+}
+
+}  // namespace

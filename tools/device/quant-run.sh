@@ -9,6 +9,9 @@
 #   memory   4B shapes with q8 and 8B shapes with q4, a 4096-token context and one 1024x1024 image: the pool's rows and
 #            the device's peak memory (nvidia-smi, sampled); quantize-on-load times.
 #   quality  the full-2b fixture (transformers, fp32 and bf16 logits) and the parity runner with stored, q8 and q4.
+#   proxy    Pascal by proxy: the CUDA CTest suite and the fixture parity (stored, q8, q4) with QWEN3VL_CUDA_KERNEL_ARCH=61,
+#            the kernels an sm_61 GPU would get: parity with fp32 math at the CPU's 1e-4, with the default math at the
+#            documented 1e-2 (no tensor cores, but the KV cache is bf16 as on any GPU by default).
 # Logs in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -107,5 +110,17 @@ quality)
     for w in stored q8 q4; do echo "== full-2b, CUDA, --weights $w"; "$aot/qwen3vl-parity" --device cuda --weights $w /tmp/full2b; done
   } 2>&1 | tee "$OUT/full2b-quality.log"
   ;;
-*) echo "unknown stage $stage (tests | bench | memory | quality)"; exit 2 ;;
+proxy)
+  export QWEN3VL_CUDA_KERNEL_ARCH=61
+  ctest --test-dir build/cuda -j 8 --output-on-failure 2>&1 | tail -n 25 | tee "$OUT/proxy-ctest.log"
+  fixtures=(tests/fixtures/tiny-tied tests/fixtures/tiny-untied)
+  {
+    echo "== sm_61 kernels, fp32 math, weights as stored: the CPU tolerance 1e-4"
+    "$aot/qwen3vl-parity" --device cuda --fp32-math "${fixtures[@]}"
+    echo "== sm_61 kernels, default math (bf16 KV cache), weights as stored: the documented 1e-2"
+    "$aot/qwen3vl-parity" --device cuda --tolerance 1e-2 "${fixtures[@]}"
+    for w in q8 q4; do echo "== sm_61 kernels, --weights $w"; "$aot/qwen3vl-parity" --device cuda --weights $w "${fixtures[@]}"; done
+  } 2>&1 | tee "$OUT/proxy-parity.log" | grep -E "^(ok|FAIL|==|[0-9]+ passed|backend)"
+  ;;
+*) echo "unknown stage $stage (tests | bench | memory | quality | proxy)"; exit 2 ;;
 esac
