@@ -66,8 +66,11 @@ tests)
     {
       echo "== FP8 fixture, CUDA, weights as stored (q8 decoder, bf16 vision)"; "$aot/qwen3vl-parity" --device cuda --weights q8 /tmp/tiny-fp8
       echo "== FP8 fixture, CPU, --weights q8"; "$aot/qwen3vl-parity" --device cpu --weights q8 /tmp/tiny-fp8
+      echo "== FP8 fixture, CUDA fp32 math, --weights bf16 (the FP8 blocks dequantized, rounded to bf16: derived bound)"
+      "$aot/qwen3vl-parity" --device cuda --fp32-math --weights bf16 /tmp/tiny-fp8
+      echo "== FP8 fixture, CPU, --weights bf16"; "$aot/qwen3vl-parity" --device cpu --weights bf16 /tmp/tiny-fp8
       echo "== FP8 fixture, --weights q4: refused"; "$aot/qwen3vl" run --model /tmp/tiny-fp8/model --weights q4 --prompt hi 2>&1 | tail -2
-    } 2>&1 | tee "$OUT/parity-fp8.log" | grep -E "^(ok|FAIL|==|[0-9]+ passed|error)"
+    } 2>&1 | tee "$OUT/parity-fp8.log" | grep -E "^(ok|FAIL|==|[0-9]+ passed|error|/tmp)"
   else
     tail -30 "$OUT/fp8-fixture.log"
   fi
