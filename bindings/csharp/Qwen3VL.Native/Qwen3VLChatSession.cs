@@ -47,6 +47,9 @@ public sealed class Qwen3VLChatSession : IDisposable
     public int ContextLength => _context.Capacity;
     /// <summary>Tokens in the KV cache now (what the next turn can reuse).</summary>
     public int CachedTokens => _context.Length;
+    /// <summary>Bytes of the session's KV caches (allocated for <see cref="ContextLength"/> tokens, in
+    /// <see cref="Qwen3VLModel.KvCache"/>'s format).</summary>
+    public ulong CacheBytes => _context.CacheBytes;
     /// <summary>Usage and text of the last completed generation (set when a streaming enumeration ends).</summary>
     public GenerationResult? LastResult { get; private set; }
 

@@ -37,7 +37,7 @@ public sealed class Qwen3VLModel : IDisposable
     private bool _disposed;
 
     private Qwen3VLModel(string directory, Backend backend, bool ownsBackend, ModelConfig config, WeightLoader weights,
-        VisionTower vision, TextModel text, Qwen3VLModelOptions options)
+        VisionTower vision, TextModel text, Qwen3VLModelOptions options, TensorDType kvCacheDType)
     {
         Directory = directory;
         Backend = backend;
@@ -49,6 +49,7 @@ public sealed class Qwen3VLModel : IDisposable
         DefaultSampling = SamplingOptions.FromGenerationConfig(directory);
         ContextLength = (int)Math.Min(options.ContextLength, config.MaxPositionEmbeddings);
         CudaGraphs = options.CudaGraphs;
+        KvCacheDType = kvCacheDType;
         _tokenizer = new Lazy<QwenTokenizer>(() => QwenTokenizer.FromDirectory(directory));
         _imageProcessor = new Lazy<ImageProcessor>(() =>
         {
@@ -84,6 +85,17 @@ public sealed class Qwen3VLModel : IDisposable
     /// <summary><see cref="Qwen3VLModelOptions.CudaGraphs"/>: whether contexts on a CUDA backend replay their decoding
     /// step as a graph.</summary>
     internal bool CudaGraphs { get; }
+    /// <summary>The element type of the KV caches of this model's contexts (<see cref="Qwen3VLModelOptions.KvCache"/>
+    /// resolved on the backend: F32, BF16 or Q8).</summary>
+    internal TensorDType KvCacheDType { get; }
+    /// <summary>The format of the KV caches of this model's contexts: <see cref="Qwen3VLModelOptions.KvCache"/> with Auto
+    /// resolved (F32 on the CPU and with fp32 math, else BF16), so never <see cref="KvCacheFormat.Auto"/>.</summary>
+    public KvCacheFormat KvCache => KvCacheDType switch
+    {
+        TensorDType.F32 => KvCacheFormat.F32,
+        TensorDType.BF16 => KvCacheFormat.BF16,
+        _ => KvCacheFormat.Q8,
+    };
     /// <summary>The sampling defaults of the checkpoint's generation_config.json (greedy when it has none).</summary>
     public SamplingOptions DefaultSampling { get; }
     /// <summary>The checkpoint's tokenizer (tokenizer.json; loaded on first use when the model was loaded with a
@@ -131,13 +143,14 @@ public sealed class Qwen3VLModel : IDisposable
 
     /// <summary>
     /// Opens the checkpoint folder <paramref name="directory"/> and takes every weight onto <paramref name="backend"/>, which
-    /// the caller keeps owning (dispose it after the model), with the context length, image budget and
-    /// <see cref="Qwen3VLModelOptions.CudaGraphs"/> of <paramref name="options"/> (its <see cref="Qwen3VLModelOptions.Device"/>
+    /// the caller keeps owning (dispose it after the model), with the context length, image budget, weight and KV cache formats
+    /// and <see cref="Qwen3VLModelOptions.CudaGraphs"/> of <paramref name="options"/> (its <see cref="Qwen3VLModelOptions.Device"/>
     /// and <see cref="Qwen3VLModelOptions.Threads"/> are the backend's business and are ignored). The tokenizer and image
     /// processor load on first use.
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
-    /// <exception cref="ArgumentException">An option is invalid.</exception>
+    /// <exception cref="ArgumentException">An option is invalid (e.g. <see cref="Qwen3VLModelOptions.KvCache"/> = Q8 for a
+    /// head_dim that is not a multiple of 32).</exception>
     /// <exception cref="Qwen3VLException">The checkpoint is unreadable, malformed or unsupported.</exception>
     public static Qwen3VLModel Load(string directory, Backend backend, Qwen3VLModelOptions? options)
     {
@@ -188,6 +201,7 @@ public sealed class Qwen3VLModel : IDisposable
     {
         if (options.ContextLength < 1) throw new ArgumentOutOfRangeException(nameof(options), options.ContextLength, "ContextLength must be positive.");
         if (!Enum.IsDefined(options.Weights)) throw new ArgumentOutOfRangeException(nameof(options), options.Weights, "Weights is not a WeightFormat.");
+        if (!Enum.IsDefined(options.KvCache)) throw new ArgumentOutOfRangeException(nameof(options), options.KvCache, "KvCache is not a KvCacheFormat.");
         if (options.Threads < 0) throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "Threads must be 0 (all logical processors) or more.");
         if (options.MinPixels is <= 0 || options.MaxPixels is <= 0 || options.MinPixels > options.MaxPixels)
         {
@@ -236,6 +250,8 @@ public sealed class Qwen3VLModel : IDisposable
                 + "blocks to 4 bits (two roundings compounded). Load it as Stored (its decoder runs in the engine's 8-bit format) or "
                 + "quantize the original bf16 checkpoint to Q4.");
         }
+        // Before any weight is taken: a KV format the model's shapes cannot hold is refused at once, by name.
+        TensorDType kvCacheDType = Model.KvCache.DTypeFor(options.KvCache, backend.Fp32Math, config.TextHeadDim);
         var weights = new WeightLoader(checkpoint, backend, config, options.Weights, onLoaded);
         try
         {
@@ -244,7 +260,7 @@ public sealed class Qwen3VLModel : IDisposable
             // Quantizing or converting on a GPU staged each weight's source in pool memory that is now cached and unused:
             // give it back, so that what the device holds after loading is the weights.
             backend.Trim();
-            return new Qwen3VLModel(checkpoint.Directory, backend, ownsBackend, config, weights, vision, text, options);
+            return new Qwen3VLModel(checkpoint.Directory, backend, ownsBackend, config, weights, vision, text, options, kvCacheDType);
         }
         catch
         {
@@ -264,7 +280,8 @@ public sealed class Qwen3VLModel : IDisposable
         return new(this, options ?? new ChatSessionOptions());
     }
 
-    /// <summary>Creates a conversation with room for <paramref name="capacity"/> tokens (prompt and generated), f32 KV caches.
+    /// <summary>Creates a conversation with room for <paramref name="capacity"/> tokens (prompt and generated), KV caches in
+    /// <see cref="KvCache"/>'s format.
     /// The context keeps the model's weights loaded until it is disposed, even when the model is disposed first.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The capacity is not positive or exceeds max_position_embeddings.</exception>
     /// <exception cref="ObjectDisposedException">The model has been disposed.</exception>

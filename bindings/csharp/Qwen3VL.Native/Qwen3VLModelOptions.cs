@@ -33,6 +33,35 @@ public sealed record Qwen3VLModelOptions
     /// quantized to 8 or 4 bits while loading. The vision tower, the norms and the biases always stay as stored.
     /// </summary>
     public WeightFormat Weights { get; init; } = WeightFormat.Stored;
+    /// <summary>
+    /// The form of each context's key and value caches (<see cref="KvCacheFormat"/>): the backend's choice (the default: f32 on
+    /// the CPU and with fp32 math, bf16 with tensor-core math), f32, bf16, or 8-bit blocks (~1.9x smaller than bf16, for long
+    /// prompts and many images on small GPUs). Applies to the contexts and sessions created on the model.
+    /// </summary>
+    public KvCacheFormat KvCache { get; init; } = KvCacheFormat.Auto;
+}
+
+/// <summary>The element format of the KV caches of a model's contexts (<see cref="Qwen3VLModelOptions.KvCache"/>).</summary>
+public enum KvCacheFormat
+{
+    /// <summary>
+    /// The backend's choice: f32 where every product is computed in fp32 (the CPU, a CUDA backend with fp32 math: exact parity
+    /// with an fp32 reference), bf16 where tensor cores take bf16 operands anyway (half the memory and half the bytes each
+    /// decoding step reads).
+    /// </summary>
+    Auto = 0,
+    /// <summary>32-bit floats: 4 bytes per cached element.</summary>
+    F32 = 1,
+    /// <summary>bfloat16: 2 bytes per cached element (8 significant bits; relative rounding error ~2e-3 RMS).</summary>
+    BF16 = 2,
+    /// <summary>
+    /// 8-bit blocks, the format of <see cref="WeightFormat.Q8"/>: each head's row of head_dim values is cut into blocks of 32
+    /// int8 with one f16 scale (8.5 bits per element: ~1.9x smaller than bf16, ~3.8x smaller than f32; relative rounding
+    /// error ~5.4e-3 RMS per cached vector), quantized as each token's keys and values are written and read back by attention.
+    /// Needs head_dim to be a multiple of 32 (every Qwen3-VL size: 128); loading a checkpoint whose head_dim is not is
+    /// refused (<see cref="ArgumentException"/> naming KvCache), never done in another format.
+    /// </summary>
+    Q8 = 3,
 }
 
 /// <summary>The form of the text decoder's weight matrices (<see cref="Qwen3VLModelOptions.Weights"/>).</summary>

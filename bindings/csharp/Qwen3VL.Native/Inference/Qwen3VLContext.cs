@@ -5,7 +5,7 @@ using Qwen3VL.Native.Processing;
 namespace Qwen3VL.Native.Inference;
 
 /// <summary>
-/// One conversation on a <see cref="Qwen3VLModel"/>: its KV caches (f32; bf16 on a GPU with bf16 math), the tokens seen, the next M-RoPE position and
+/// One conversation on a <see cref="Qwen3VLModel"/>: its KV caches (in <see cref="Qwen3VLModel.KvCache"/>'s format: by default f32; bf16 on a GPU with bf16 math), the tokens seen, the next M-RoPE position and
 /// rope_delta. Not thread-safe (one caller at a time); several contexts may run concurrently on one model. Dispose after use.
 /// </summary>
 /// <remarks>A context keeps its model's weights loaded: disposing the <see cref="Model"/> while the context is alive
@@ -31,9 +31,10 @@ public sealed class Qwen3VLContext : IDisposable
             {
                 throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"The model supports at most {model.Config.MaxPositionEmbeddings} positions.");
             }
-            // bf16 caches where the math is bf16 anyway (tensor cores round q, k, v to bf16 in attention): half the memory
-            // and half the bytes each decoding step reads; f32 keeps the CPU's (and fp32 math's) exact parity.
-            _cache = new KvCache(model.Backend, model.Config, capacity, model.Backend.Fp32Math ? TensorDType.F32 : TensorDType.BF16);
+            // The model's KV format (Qwen3VLModelOptions.KvCache, resolved and checked at load): by default bf16 caches where
+            // the math is bf16 anyway (tensor cores round q, k, v to bf16 in attention): half the memory and half the bytes
+            // each decoding step reads; f32 keeps the CPU's (and fp32 math's) exact parity; Q8 when asked for.
+            _cache = new KvCache(model.Backend, model.Config, capacity, model.KvCacheDType);
             if (DecodePolicy.UsesGraph(model.Backend, model.CudaGraphs)) _step = new DecodeStep(model.Text, model.Backend, model.Config, _cache);
         }
         catch
@@ -67,7 +68,7 @@ public sealed class Qwen3VLContext : IDisposable
     /// <summary>The tokens in the cache, in order.</summary>
     public IReadOnlyList<int> Tokens => _tokens;
     internal ReadOnlySpan<int> TokenSpan => System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens);
-    /// <summary>Bytes of the KV caches.</summary>
+    /// <summary>Bytes of the KV caches, as stored (a Q8 cache's int8 values and f16 scales).</summary>
     public ulong CacheBytes => _cache.ByteCount;
 
     // After DecodeTopK (until the context changes): where LastLogits finds the step's row; on the eager path that row's
