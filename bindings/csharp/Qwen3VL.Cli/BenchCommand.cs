@@ -18,14 +18,15 @@ internal static class BenchCommand
 {
     internal const string Usage =
         "usage: qwen3vl bench --model DIR [--device cpu|cuda[:N]] [--prompt-tokens N] [--new-tokens N] [--image-size S]\n" +
-        "                     [--threads N] [--repeat N] [--context N] [--sample] [--no-graphs] [--weights W]\n" +
+        "                     [--threads N] [--repeat N] [--context N] [--sample] [--no-graphs] [--weights W] [--kv K]\n" +
         "  defaults: 512 prompt tokens, 128 new tokens (greedy), one SxS image with S = 448, all logical CPUs, 1 repeat,\n" +
         "  a context of exactly prompt + new tokens (--context sets a larger one, as a chat session would hold)\n" +
         "  --sample: also decode with Qwen3-VL's sampling (top_k 20, top_p 0.8, temperature 0.7), the candidates selected on\n" +
         "  the backend and, for comparison, from the whole logits row copied to the host\n" +
         "  --no-graphs: CUDA: decode with eager ops instead of replaying each step as a CUDA graph (the before/after of the\n" +
         "  graphs); env QWEN3VL_NO_GRAPHS=1 does the same\n" +
-        "  --weights stored|bf16|q8|q4: the form of the text decoder's matrices (see qwen3vl run --help)";
+        "  --weights stored|bf16|q8|q4: the form of the text decoder's matrices (see qwen3vl run --help)\n" +
+        "  --kv auto|f32|bf16|q8: the KV cache's format (see qwen3vl run --help)";
 
     internal static int Run(string[] args)
     {
@@ -34,6 +35,7 @@ internal static class BenchCommand
         int promptTokens = 512, newTokens = 128, imageSize = 448, threads = 0, repeat = 1, context = 0;
         bool sample = false, cudaGraphs = CliOptions.CudaGraphsByDefault;
         WeightFormat weights = WeightFormat.Stored;
+        KvCacheFormat kv = KvCacheFormat.Auto;
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -54,6 +56,7 @@ internal static class BenchCommand
                     case "--sample": sample = true; break;
                     case "--no-graphs": cudaGraphs = false; break;
                     case "--weights": weights = CliOptions.ParseWeights(Value()); break;
+                    case "--kv": kv = CliOptions.ParseKv(Value()); break;
                     default: throw new ArgumentException("unknown option " + args[i]);
                 }
             }
@@ -77,7 +80,7 @@ internal static class BenchCommand
             : device.StartsWith("cuda", StringComparison.Ordinal)
                 ? Backend.CreateCuda(device.Length > 5 && device[4] == ':' ? int.Parse(device[5..], CultureInfo.InvariantCulture) : 0)
                 : throw new ArgumentException("--device must be cpu or cuda[:N]");
-        using Qwen3VLModel m = Qwen3VLModel.Load(model, backend, new Qwen3VLModelOptions { CudaGraphs = cudaGraphs, Weights = weights });
+        using Qwen3VLModel m = Load(model, backend, new Qwen3VLModelOptions { CudaGraphs = cudaGraphs, Weights = weights, KvCache = kv });
         load.Stop();
         ModelConfig c = m.Config;
         Console.WriteLine($"model:   {model}");
@@ -97,7 +100,8 @@ internal static class BenchCommand
         }
         double decodeBytes = layerProjectionBytes + text.LmHeadWeight.ByteCount;
         double flopsPerPromptToken = 2.0 * layerProjectionElements;
-        Console.WriteLine($"text weights: {Describe(text.Layers[0].QProjWeight)} projections, {Describe(text.LmHeadWeight)} lm_head");
+        Console.WriteLine($"text weights: {Describe(text.Layers[0].QProjWeight)} projections, {Describe(text.LmHeadWeight)} lm_head; "
+            + $"KV cache {m.KvCache.ToString().ToLowerInvariant()}");
 
         var rng = new Random(1234);
         int[] prompt = new int[promptTokens];
@@ -203,9 +207,23 @@ internal static class BenchCommand
             Console.WriteLine($"| image {imageSize}x{imageSize} ({imageTokens} tokens) | encode {F(bestImage * 1000, "0.0")} ms (all ops queued after {F(bestImageQueued * 1000, "0.0")} ms), preprocessing {F(bestPre * 1000, "0.0")} ms |");
             Console.WriteLine($"| time to first token, one {imageSize}x{imageSize} image + 32 text tokens | {F(bestTtft * 1000, "0.0")} ms |");
         }
-        Console.WriteLine($"| backend memory (pool) | peak {F(memory.PeakBytesInUse / 1e9, "0.000")} GB in use = weights {F(m.WeightBytes / 1e9, "0.000")} GB + KV cache {F(cacheBytes / 1e9, "0.000")} GB + {F(((double)memory.PeakBytesInUse - m.WeightBytes - cacheBytes) / 1e9, "0.000")} GB activations/workspace; {F(memory.BytesReserved / 1e9, "0.000")} GB reserved |");
+        Console.WriteLine($"| backend memory (pool) | peak {F(memory.PeakBytesInUse / 1e9, "0.000")} GB in use = weights {F(m.WeightBytes / 1e9, "0.000")} GB + KV cache ({m.KvCache.ToString().ToLowerInvariant()}, {cacheBytes} bytes) {F(cacheBytes / 1e9, "0.000")} GB + {F(((double)memory.PeakBytesInUse - m.WeightBytes - cacheBytes) / 1e9, "0.000")} GB activations/workspace; {F(memory.BytesReserved / 1e9, "0.000")} GB reserved |");
         Console.WriteLine($"| peak RSS | {(rss is null ? "n/a" : F(rss.Value / 1e9) + " GB")} |");
         return 0;
+    }
+
+    /// <summary>Loads the checkpoint; an option the model refuses (e.g. --kv q8 for a head_dim that is not a multiple of 32)
+    /// is a user error.</summary>
+    private static Qwen3VLModel Load(string directory, Backend backend, Qwen3VLModelOptions options)
+    {
+        try
+        {
+            return Qwen3VLModel.Load(directory, backend, options);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UserErrorException(CliOptions.DescribeKvRefusal(e, options.KvCache));
+        }
     }
 
     private static string Describe(Tensor t) => t.DType.ToString().ToLowerInvariant();

@@ -26,7 +26,8 @@ internal static class ServeCommand
         "  --max-tokens N         answer length when a request sets no max_tokens (default 512)\n" +
         "  --max-request-seconds N  longest a request may take, queue included; then 503 request_timeout (default 600, 0: none)\n" +
         "  --model DIR, --device D, --threads N, --context N (tokens per context), --min-pixels N, --max-pixels N,\n" +
-        "  --no-graphs (env QWEN3VL_NO_GRAPHS=1): as for run";
+        "  --weights W, --kv K (the KV cache of every context: auto, f32, bf16, q8), --no-graphs (env QWEN3VL_NO_GRAPHS=1):\n" +
+        "  as for run";
 
     internal static int Run(string[] args)
     {
@@ -71,6 +72,7 @@ internal static class ServeCommand
                 MaxPixels = o.MaxPixels,
                 CudaGraphs = o.CudaGraphs,
                 Weights = o.Weights,
+                KvCache = o.Kv,
             },
             ModelId = modelId.Length > 0 ? modelId : null,
             Host = host,

@@ -173,7 +173,8 @@ public sealed class Qwen3VLServer : IAsyncDisposable
             _pool = new ContextPool<Qwen3VLChatSession>(sessions, _options.MaxQueue);
             if (_stopping.IsCancellationRequested) _pool.Stop();
             else _state = ServerState.Ready;
-            Log($"model {_modelId} loaded on {model.DeviceName} in {clock.Elapsed.TotalSeconds:0.0} s; {_options.Parallel} context(s) of {model.ContextLength} tokens");
+            Log($"model {_modelId} loaded on {model.DeviceName} in {clock.Elapsed.TotalSeconds:0.0} s; {_options.Parallel} context(s) of {model.ContextLength} tokens, "
+                + $"KV cache {model.KvCache.ToString().ToLowerInvariant()} ({sessions[0].CacheBytes / (1024.0 * 1024.0):0.0} MiB each)");
         }
         catch (Exception e)
         {
