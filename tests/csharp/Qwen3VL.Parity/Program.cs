@@ -8,7 +8,8 @@ using Qwen3VL.Native.Inference;
 using Qwen3VL.Native.Model;
 using Qwen3VL.Native.Processing;
 
-// qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] [--weights stored|bf16|q8|q4] FIXTURE_DIR...
+// qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] [--weights stored|bf16|q8|q4] [--kv auto|f32|bf16|q8]
+//                FIXTURE_DIR...
 // For every case: the fixture's input_ids and pixel_values fed in, logits at logits_positions against the reference
 // (relative L2 <= 1e-4, the CPU criterion; a documented bf16 bound may replace it on GPUs), and greedy decoding equal to
 // greedy_tokens up to the first step whose reference margin is below 1e-2. Exit code 1 when any case fails.
@@ -20,11 +21,25 @@ using Qwen3VL.Native.Processing;
 // With --weights q4 the same, each q4 matrix counted with the q4 format's relative RMS error on Gaussian weights (7.2e-2,
 // Q4Format.ErrorIsBelowQ4_0sAtTheSameBits) instead of q8's: the bound is 2 sqrt((n8 + 1) r8^2 + n4 r4^2), and the greedy
 // margin floor scales with the error, 5e-2 * r4 / r8.
+// With --kv q8 (Qwen3VLModelOptions.KvCache = Q8) every key and value row written to the caches is rounded to the Q8
+// format (blocks of 32 int8 with an f16 scale along head_dim): each cached vector carries an independent relative error of
+// RMS 5.4e-3 (the format's on near-Gaussian rows, as for a weight row), which attention passes on as a product passes on
+// a quantized matrix's. So each layer's K and V caches are 2 more independently-rounded sources, n_kv = 2 * layers, counted
+// like the quantized matrices (factor 2 included, as margin): with the weights stored (or bf16) the bound is
+// sqrt((2 sqrt(n_kv + 1) 5.4e-3)^2 + base^2), base the criterion in force without --kv (1e-4 or --tolerance; the FP8
+// --weights bf16 tolerance; for a full-size case with transformers-bf16 logits, that case's bf16 error against fp32),
+// 0.029 for the 3-layer tiny-tied fixture at base 1e-4; with --weights q8 / q4 n_kv joins the sum:
+// 2 sqrt((n8 + n_kv + 1) r8^2 + n4 r4^2). The model is measured as the quantized weights are (LogitQuality against
+// transformers-fp32 and against our own model with the default KV cache, same weights) and greedy decoding must agree
+// up to the first step whose reference margin is below 5e-2 (q4 weights: their larger floor). The KV format needs
+// head_dim a multiple of 32 (tiny-untied's is 16: its load is refused, which counts as a failure). --kv f32 / bf16 only
+// choose the cache's dtype; the criterion stays that of the weights (bf16 on the CPU needs a --tolerance).
 const double LogitTolerance = 1e-4, Q8RelativeRms = 5.4e-3, Q4RelativeRms = 7.2e-2, Bf16RelativeRms = 2.26e-3;
 string device = "cpu";
 bool fp32Math = false;
 double tolerance = LogitTolerance;
 WeightFormat weights = WeightFormat.Stored;
+KvCacheFormat kv = KvCacheFormat.Auto;
 var fixtures = new List<string>();
 for (int i = 0; i < args.Length; i++)
 {
@@ -40,28 +55,56 @@ for (int i = 0; i < args.Length; i++)
             "q4" => WeightFormat.Q4,
             string w => throw new ArgumentException($"--weights: '{w}' is not one of stored, bf16, q8, q4"),
         };
+    else if (args[i] == "--kv" && i + 1 < args.Length)
+        kv = args[++i] switch
+        {
+            "auto" => KvCacheFormat.Auto,
+            "f32" => KvCacheFormat.F32,
+            "bf16" => KvCacheFormat.BF16,
+            "q8" => KvCacheFormat.Q8,
+            string k => throw new ArgumentException($"--kv: '{k}' is not one of auto, f32, bf16, q8"),
+        };
     else fixtures.Add(args[i]);
 }
 if (fixtures.Count == 0)
 {
-    Console.Error.WriteLine("usage: qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] [--weights stored|bf16|q8|q4] FIXTURE_DIR...");
+    Console.Error.WriteLine("usage: qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] [--weights stored|bf16|q8|q4] [--kv auto|f32|bf16|q8] FIXTURE_DIR...");
     return 2;
 }
 bool quantized = weights is WeightFormat.Q8 or WeightFormat.Q4;
-double MarginFloor = weights == WeightFormat.Q4 ? 5e-2 * Q4RelativeRms / Q8RelativeRms : quantized ? 5e-2 : 1e-2;
+bool kvQ8 = kv == KvCacheFormat.Q8;
+double MarginFloor = weights == WeightFormat.Q4 ? 5e-2 * Q4RelativeRms / Q8RelativeRms : quantized || kvQ8 ? 5e-2 : 1e-2;
 
 using Backend backend = device.StartsWith("cuda", StringComparison.Ordinal)
     ? Backend.CreateCuda(device.Contains(':') ? int.Parse(device[(device.IndexOf(':') + 1)..], CultureInfo.InvariantCulture) : 0, fp32Math)
     : Backend.CreateCpu();
-Console.WriteLine($"backend: {backend.Name}; weights {weights}; " + (quantized ? "bound per case from the quantized matrices" : $"tolerance rel L2 {tolerance:E0}"));
+Console.WriteLine($"backend: {backend.Name}; weights {weights}; KV cache {kv}; "
+    + (quantized || kvQ8 ? "bound per case from the quantized matrices and caches" : $"tolerance rel L2 {tolerance:E0}"));
 int failures = 0, cases = 0;
 foreach (string dir in fixtures)
 {
-    using Qwen3VLModel model = Qwen3VLModel.Load(Path.Combine(dir, "model"), backend, new Qwen3VLModelOptions { Weights = weights });
+    Qwen3VLModel loaded;
+    try
+    {
+        loaded = Qwen3VLModel.Load(Path.Combine(dir, "model"), backend, new Qwen3VLModelOptions { Weights = weights, KvCache = kv });
+    }
+    catch (ArgumentException e) when (e.ParamName == nameof(Qwen3VLModelOptions.KvCache))
+    {
+        // A shape the KV format cannot hold (head_dim not a multiple of 32) is refused by name: this fixture fails.
+        cases++;
+        failures++;
+        Console.WriteLine($"FAIL {Path.GetFileName(Path.GetFullPath(dir))}: {e.Message}");
+        continue;
+    }
+    using Qwen3VLModel model = loaded;
     // The same checkpoint with its weights as stored: what the quantized model is compared with, besides transformers.
     using Qwen3VLModel? stored = quantized ? Qwen3VLModel.Load(Path.Combine(dir, "model"), backend, new Qwen3VLModelOptions()) : null;
+    // The same weights with the default KV cache: what the q8 KV cache is compared with, besides transformers.
+    using Qwen3VLModel? defaultKv = kvQ8 ? Qwen3VLModel.Load(Path.Combine(dir, "model"), backend, new Qwen3VLModelOptions { Weights = weights }) : null;
+    if (kvQ8 && model.KvCache != KvCacheFormat.Q8) throw new InvalidOperationException($"{dir}: --kv q8 gave a {model.KvCache} cache");
     (int n8, int n4) = QuantizedMatrices(model);
-    double quantizedBound = 2 * Math.Sqrt((n8 + 1) * Q8RelativeRms * Q8RelativeRms + n4 * Q4RelativeRms * Q4RelativeRms);
+    int nKv = kvQ8 ? 2 * model.Config.TextNumLayers : 0;
+    double quantizedBound = 2 * Math.Sqrt((n8 + nKv + 1) * Q8RelativeRms * Q8RelativeRms + n4 * Q4RelativeRms * Q4RelativeRms);
     // An FP8 checkpoint loaded with --weights bf16: each of its F8_E4M3 matrices dequantized exactly, then rounded to bf16
     // (8 significant bits: a relative rounding error uniform within half an ulp, RMS at most 2^-7 / sqrt(12) = 2.26e-3 at
     // the bottom of a binade), against the reference of the same weights dequantized in fp32. The same accumulation as
@@ -163,15 +206,42 @@ foreach (string dir in fixtures)
             if (same != steps) ok = false;
             extra += $"  sampled from candidates {same}/{steps}";
         }
-        if (quantized)
+        if (quantized || kvQ8)
         {
-            using Qwen3VLContext sctx = stored!.CreateContext(ids.Length + 1);
-            float[] ref16 = sctx.Prefill(ids, vision, positions);
+            string what = kvQ8 ? $"{weights} + KV q8" : weights.ToString();
             var vsFp32 = Qwen3VL.Native.Tests.Shared.LogitQuality.Of(ours, reference, vocab);
-            var vsStored = Qwen3VL.Native.Tests.Shared.LogitQuality.Of(ours, ref16, vocab);
-            if (vsFp32.MaxRelativeL2 > quantizedBound) ok = false;
-            extra += $"\n      {weights} vs transformers-fp32: {vsFp32}\n      {weights} vs ours as stored:    {vsStored}\n" +
-                     $"      bound {quantizedBound:E2} ({n8} q8 and {n4} q4 matrices)";
+            extra += $"\n      {what} vs transformers-fp32: {vsFp32}";
+            if (stored is not null)
+            {
+                using Qwen3VLContext sctx = stored.CreateContext(ids.Length + 1);
+                var vsStored = Qwen3VL.Native.Tests.Shared.LogitQuality.Of(ours, sctx.Prefill(ids, vision, positions), vocab);
+                extra += $"\n      {what} vs ours as stored:    {vsStored}";
+            }
+            if (defaultKv is not null)
+            {
+                using Qwen3VLContext dctx = defaultKv.CreateContext(ids.Length + 1);
+                var vsDefaultKv = Qwen3VL.Native.Tests.Shared.LogitQuality.Of(ours, dctx.Prefill(ids, vision, positions), vocab);
+                extra += $"\n      {what} vs ours, KV {defaultKv.KvCache}: {vsDefaultKv}";
+            }
+            double bound = quantizedBound;
+            string sources = $"{n8} q8 and {n4} q4 matrices" + (kvQ8 ? $", {nKv} q8 KV caches" : "");
+            if (!quantized)
+            {
+                // Weights as stored (or bf16): the caches' term in quadrature with the criterion in force without --kv.
+                double baseTolerance = caseTolerance;
+                if (c.TryGetProperty("logits_bf16_file", out JsonElement kvBf16File) && kvBf16File.ValueKind == JsonValueKind.String)
+                {
+                    float[] hfBf16 = ReadF32(Path.Combine(dir, kvBf16File.GetString()!));
+                    baseTolerance = 0;
+                    for (int p = 0; p < positions.Length; p++)
+                        baseTolerance = Math.Max(baseTolerance, RelativeL2(hfBf16.AsSpan(p * vocab, vocab), reference.AsSpan(p * vocab, vocab)));
+                    sources += $"; base: transformers-bf16's rel L2 {baseTolerance:E2}";
+                }
+                else sources += $"; base {baseTolerance:E2}";
+                bound = Math.Sqrt(Math.Pow(2 * Math.Sqrt(nKv + 1) * Q8RelativeRms, 2) + baseTolerance * baseTolerance);
+            }
+            if (vsFp32.MaxRelativeL2 > bound) ok = false;
+            extra += $"\n      bound {bound:E2} ({sources})";
         }
         else if (c.TryGetProperty("logits_bf16_file", out JsonElement bf16File) && bf16File.ValueKind == JsonValueKind.String)
         {
