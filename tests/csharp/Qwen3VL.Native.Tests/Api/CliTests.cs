@@ -132,6 +132,48 @@ public sealed class CliTests
         else Assert.Equal(3, JsonDocument.Parse(r.Stdout).RootElement.GetProperty("completionTokens").GetInt32());
     }
 
+    /// <summary>--kv takes each format: bench names the one its caches have (auto is f32 on the CPU) and their bytes (a context
+    /// of 8 + 2 + 1 tokens, 3 layers x K and V of 2 kv heads x 32: 4 bytes an element, 2, or 17/16), and run answers with it.</summary>
+    [Theory]
+    [InlineData("auto", "f32", 16896)]
+    [InlineData("f32", "f32", 16896)]
+    [InlineData("bf16", "bf16", 8448)]
+    [InlineData("q8", "q8", 4488)]
+    [InlineData("Q8", "q8", 4488)]
+    public async Task KvTakesEachFormat(string value, string format, int bytes)
+    {
+        Result bench = await RunCli(["bench", "--model", ApiModels.TinyDirectory, "--prompt-tokens", "8", "--new-tokens", "2", "--image-size", "0", "--kv", value]);
+        Assert.True(bench.ExitCode == 0, bench.Stderr);
+        Assert.Contains($"lm_head; KV cache {format}\n", bench.Stdout);
+        Assert.Contains($"KV cache ({format}, {bytes} bytes)", bench.Stdout);
+        Result run = await RunCli(["run", "--model", ApiModels.TinyDirectory, "--prompt", "Hi.", "--temperature", "0", "--max-tokens", "3", "--json", "--kv", value]);
+        Assert.True(run.ExitCode == 0, run.Stderr);
+        Assert.Equal(3, JsonDocument.Parse(run.Stdout).RootElement.GetProperty("completionTokens").GetInt32());
+    }
+
+    /// <summary>A value of --kv that is not a format, and q8 for a checkpoint whose head_dim (tiny-untied: 16) is not a multiple of
+    /// 32: exit code 2, one line naming --kv, on every command that takes it.</summary>
+    [Theory]
+    [InlineData("run", "q4", "--kv: 'q4' is not one of auto, f32, bf16, q8.")]
+    [InlineData("chat", "", "--kv: '' is not one of auto, f32, bf16, q8.")]
+    [InlineData("serve", "fp8", "--kv: 'fp8' is not one of auto, f32, bf16, q8.")]
+    [InlineData("bench", "int8", "--kv: 'int8' is not one of auto, f32, bf16, q8.")]
+    [InlineData("run", "q8", "--kv q8: KvCache = Q8 needs the text decoder's head_dim to be a multiple of 32")]
+    [InlineData("bench", "q8", "--kv q8: KvCache = Q8 needs the text decoder's head_dim to be a multiple of 32")]
+    public async Task KvRefusesABadValueAndAnImpossibleFormatByName(string command, string value, string message)
+    {
+        string untied = Path.Combine(Processing.TestPaths.RepoRoot, "tests", "fixtures", "tiny-untied", "model");
+        string[] args = command == "bench"
+            ? ["bench", "--model", untied, "--prompt-tokens", "8", "--new-tokens", "2", "--image-size", "0", "--kv", value]
+            : command == "run" ? ["run", "--model", untied, "--prompt", "hi", "--max-tokens", "2", "--kv", value]
+            : [command, "--model", untied, "--kv", value];
+        Result r = await RunCli(args, closeStdin: true);
+        Assert.True(r.ExitCode == 2, $"exit {r.ExitCode}: {r.Stderr}");
+        Assert.Contains(message, r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
+        Assert.Equal("", r.Stdout);
+    }
+
     [Theory]
     [InlineData("missing-model")]
     [InlineData("unreadable-image")]

@@ -158,7 +158,8 @@ public sealed class QuantizeCheckpointTests
 /// </summary>
 public sealed class Q4WeightsTests(ITestOutputHelper output)
 {
-    private static readonly Lazy<string> Random256 = new(MakeRandom256);
+    /// <summary>The random-256 checkpoint folder (also used by <see cref="KvCacheFormatTests"/>: head_dim 64).</summary>
+    internal static readonly Lazy<string> Random256 = new(MakeRandom256);
 
     /// <summary>Writes random bf16 weights for random-256's config (qwen3vl_make_random_checkpoint, built with the native
     /// tests) with the Qwen tokenizer (TestPaths.TokenizerJson), once per test run.</summary>
