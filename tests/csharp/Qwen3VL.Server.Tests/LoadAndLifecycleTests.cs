@@ -188,6 +188,41 @@ public sealed class LoadAndLifecycleTests
         Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
     }
 
+    /// <summary>The model options' KvCache reaches every pooled context: a server with 8-bit caches answers; one whose
+    /// checkpoint cannot hold them (tiny-untied: head_dim 16) fails to load and says why, naming KvCache.</summary>
+    [Fact]
+    public async Task KvCacheFormatFlowsFromTheModelOptions()
+    {
+        await using (Qwen3VLServer server = await StartAsync(o => o with
+        {
+            Parallel = 1,
+            ModelOptions = o.ModelOptions with { KvCache = Qwen3VL.Native.KvCacheFormat.Q8 },
+        }))
+        {
+            using HttpClient http = Http(server, apiKey: null);
+            using HttpResponseMessage r = await http.PostAsync("v1/chat/completions",
+                Json("""{"messages":[{"role":"user","content":"Hi"}],"temperature":0,"max_tokens":3}"""), Ct);
+            string body = await r.Content.ReadAsStringAsync(Ct);
+            Assert.True(r.StatusCode == HttpStatusCode.OK, body);
+            using JsonDocument doc = JsonDocument.Parse(body);
+            Assert.Equal(3, doc.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        }
+
+        string untied = Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(ModelDir))!, "tiny-untied", "model");
+        await using Qwen3VLServer refused = await StartAsync(o => o with
+        {
+            ModelPath = untied,
+            ModelOptions = o.ModelOptions with { KvCache = Qwen3VL.Native.KvCacheFormat.Q8 },
+        }, waitReady: false);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => refused.WaitUntilReadyAsync(Ct));
+        Assert.Equal(ServerState.Failed, refused.State);
+        using HttpClient client = Http(refused, apiKey: null);
+        using HttpResponseMessage health = await client.GetAsync("health", Ct);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+        using JsonDocument h = JsonDocument.Parse(await health.Content.ReadAsStringAsync(Ct));
+        Assert.Contains("KvCache = Q8 needs the text decoder's head_dim to be a multiple of 32", h.RootElement.GetProperty("error").GetString());
+    }
+
     [Fact]
     public async Task LocalFilesAreReadOnlyWhenAllowed()
     {
