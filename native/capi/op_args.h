@@ -118,6 +118,15 @@ public:
     Tensor& weight(qwen3vl_tensor* h, const char* name) {
         return const_cast<Tensor&>(weight(static_cast<const qwen3vl_tensor*>(h), name));
     }
+    // A KV cache: f32, f16, bf16 or Q8 (blocks of 32 along the head dimension: make_tensor checked that it divides).
+    const Tensor& cache(const qwen3vl_tensor* h, const char* name) {
+        const Tensor& t = tensor(h, name);
+        dtype(t, name, {QWEN3VL_DTYPE_F32, QWEN3VL_DTYPE_F16, QWEN3VL_DTYPE_BF16, QWEN3VL_DTYPE_Q8});
+        return t;
+    }
+    Tensor& cache(qwen3vl_tensor* h, const char* name) {
+        return const_cast<Tensor&>(cache(static_cast<const qwen3vl_tensor*>(h), name));
+    }
     // A projection matrix or embedding table: a weight, or block-quantized (Q8, Q4).
     const Tensor& matrix(const qwen3vl_tensor* h, const char* name) {
         const Tensor& t = tensor(h, name);

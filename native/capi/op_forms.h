@@ -90,15 +90,19 @@ inline NPast n_past_of(OpArgs& args, int64_t n_past, int64_t n_past_bound, const
 
 // CAUSAL attention of q [T, Hq, D] (f32) into out [T, Hq, D] over caches [capacity, Hkv, D] of dtype kv_dtype, after
 // n_past keys (the bound of n_past_tensor, when set).
-inline AttentionArgs causal_args(float* out, const float* q, const void* k_cache, const void* v_cache,
-                                 qwen3vl_dtype kv_dtype, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, NPast n_past) {
+inline AttentionArgs causal_args(float* out, const float* q, const Tensor& k_cache, const Tensor& v_cache, int64_t T,
+                                 int64_t Hq, int64_t Hkv, int64_t D, NPast n_past) {
     AttentionArgs a{};
     a.out = out;
     a.q = q;
     a.q_stride = Hq * D;
-    a.k = k_cache;
-    a.v = v_cache;
-    a.kv_dtype = kv_dtype;
+    a.k = k_cache.data;
+    a.v = v_cache.data;
+    a.kv_dtype = k_cache.dtype;
+    if (k_cache.dtype == QWEN3VL_DTYPE_Q8) {
+        a.k_scales = static_cast<const uint16_t*>(k_cache.scales);
+        a.v_scales = static_cast<const uint16_t*>(v_cache.scales);
+    }
     a.kv_stride = Hkv * D;
     a.tokens = T;
     a.q_heads = Hq;
@@ -120,7 +124,7 @@ inline QkNormRopeKv rope_kv_args(OpArgs& args, const qwen3vl_qk_norm_rope_attent
     const Tensor& qn = args.weight(p.q_norm, "q_norm");
     const Tensor& kn = args.weight(p.k_norm, "k_norm");
     const Tensor& pos = args.i32(p.positions, "positions");
-    Tensor& kc = args.weight(p.k_cache, "k_cache");
+    Tensor& kc = args.cache(p.k_cache, "k_cache");
     Tensor& vc = args.tensor(p.v_cache, "v_cache");
     args.dtype(vc, "v_cache", {kc.dtype});
     args.shape(tq, "q", {-1, -1, -1});
@@ -150,6 +154,10 @@ inline QkNormRopeKv rope_kv_args(OpArgs& args, const qwen3vl_qk_norm_rope_attent
                    kn.data, kn.dtype, p.eps, data_of<int32_t>(pos), p.theta,
                    {p.mrope_section[0], p.mrope_section[1], p.mrope_section[2]}, kc.data, vc.data, kc.dtype, np.value};
     a.n_past_device = np.tensor;
+    if (kc.dtype == QWEN3VL_DTYPE_Q8) {
+        a.k_cache_scales = static_cast<uint16_t*>(kc.scales);
+        a.v_cache_scales = static_cast<uint16_t*>(vc.scales);
+    }
     return a;
 }
 

@@ -146,8 +146,9 @@ qwen3vl_status qwen3vl_op_qk_norm_rope_attention(const qwen3vl_qk_norm_rope_atte
         const qwen3vl_tensor* inputs[] = {p.q, p.k, p.v, p.k_cache, p.v_cache};
         const char* names[] = {"q", "k", "v", "k_cache", "v_cache"};
         for (int i = 0; i < 5; ++i) args.disjoint(o, "out", args.tensor(inputs[i], names[i]), names[i]);
-        const AttentionArgs a = causal_args(data_of<float>(o), r.q, r.k_cache, r.v_cache, r.cache_dtype, r.tokens,
-                                            r.q_heads, r.kv_heads, r.head_dim, {r.n_past, r.n_past_device});
+        const AttentionArgs a =
+            causal_args(data_of<float>(o), r.q, args.tensor(p.k_cache, "k_cache"), args.tensor(p.v_cache, "v_cache"),
+                        r.tokens, r.q_heads, r.kv_heads, r.head_dim, {r.n_past, r.n_past_device});
         args.run([&](Backend& be) { be.qk_norm_rope_attention(r, a); });
     });
 }
@@ -188,7 +189,7 @@ qwen3vl_status qwen3vl_op_attention(const qwen3vl_attention_params* params) {
         AttentionArgs a{};
         if (mode == QWEN3VL_ATTENTION_CAUSAL) {
             args.require(p.segments == nullptr, "segments must be NULL with QWEN3VL_ATTENTION_CAUSAL");
-            const Tensor& kc = args.weight(p.k_cache, "k_cache");
+            const Tensor& kc = args.cache(p.k_cache, "k_cache");
             const Tensor& vc = args.tensor(p.v_cache, "v_cache");
             args.dtype(vc, "v_cache", {kc.dtype});
             args.shape(tq, "q", {-1, -1, -1});
@@ -205,7 +206,7 @@ qwen3vl_status qwen3vl_op_attention(const qwen3vl_attention_params* params) {
                              " tokens exceeds the cache's " + std::to_string(kc.shape[0]) + " rows");
             args.disjoint(o, "out", kc, "k_cache");
             args.disjoint(o, "out", vc, "v_cache");
-            a = causal_args(data_of<float>(o), data_of<float>(tq), kc.data, vc.data, kc.dtype, T, Hq, Hkv, D, np);
+            a = causal_args(data_of<float>(o), data_of<float>(tq), kc, vc, T, Hq, Hkv, D, np);
         } else {
             args.require(p.k_cache == nullptr && p.v_cache == nullptr,
                          "k_cache and v_cache must be NULL with QWEN3VL_ATTENTION_SEGMENTS");

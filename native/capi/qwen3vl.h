@@ -109,11 +109,13 @@ typedef enum qwen3vl_dtype {
     QWEN3VL_DTYPE_F16 = 1,
     QWEN3VL_DTYPE_BF16 = 2,
     QWEN3VL_DTYPE_I32 = 3,
-    /** Block-quantized 8-bit weights (a weight matrix only: 2-D [N, K], K a multiple of 32). Each row is cut into
-     * blocks of 32; a block is 32 int8 values q in [-127, 127] and one f16 scale d, standing for d * q. Memory: the
-     * N * K int8 values row-major, then the N * K / 32 f16 scales row-major (N * K * 17 / 16 bytes). Written from
-     * f32, f16 or bf16 data (quantized: d = max|w| / 127 rounded to f16, q = round(w / d)) or as these raw bytes
-     * (src_dtype Q8); read back as f32, f16 or bf16 (d * q) or as the raw bytes. No views. */
+    /** Block-quantized 8 bits: a weight matrix [N, K] (K a multiple of 32), or a KV cache [capacity, Hkv, D] (D a
+     * multiple of 32; qwen3vl_op_qk_norm_rope_attention quantizes the rows it writes, qwen3vl_op_attention reads
+     * them). Each row of the last dimension is cut into blocks of 32; a block is 32 int8 values q in [-127, 127] and
+     * one f16 scale d, standing for d * q. Memory: all int8 values row-major, then all f16 scales row-major (one per
+     * 32 values: elements * 17 / 16 bytes). Written from f32, f16 or bf16 data (quantized: d = max|w| / 127 rounded
+     * to f16, q = round(w / d)) or as these raw bytes (src_dtype Q8); read back as f32, f16 or bf16 (d * q) or as the
+     * raw bytes. No views. */
     QWEN3VL_DTYPE_Q8 = 4,
     /** Block-quantized 4-bit weights with a minimum (a weight matrix only: 2-D [N, K], K a multiple of 256), 4.5 bits
      * per weight. Each row is cut into super-blocks of 256 and those into 8 groups of 32; group g of a super-block
@@ -570,7 +572,10 @@ typedef struct qwen3vl_qk_norm_rope_attention_params {
     const qwen3vl_tensor* k_norm;
     /** i32 [3, T]: the t, h and w position streams. */
     const qwen3vl_tensor* positions;
-    /** The layer's KV cache [capacity, Hkv, D] (f32, f16 or bf16, both the same); the new rows are written at n_past. */
+    /** The layer's KV cache [capacity, Hkv, D] (f32, f16, bf16 or Q8 with D a multiple of 32; both the same); the
+     * new rows are written at n_past (rounded to the cache's dtype; into Q8 each block of 32 of a head row quantized
+     * as QWEN3VL_DTYPE_Q8 says, a block holding a NaN or infinity, or overflowing the f16 scale, stored with a NaN
+     * scale so that the attention and the logits show it). */
     qwen3vl_tensor* k_cache;
     qwen3vl_tensor* v_cache;
     /** i32 [1], optional: n_past read from this tensor when the op runs (a captured graph replayed at each decoding
@@ -609,7 +614,8 @@ typedef struct qwen3vl_attention_params {
     qwen3vl_tensor* out;
     /** CAUSAL: q [T, Hq, D] (f32). SEGMENTS: a fused qkv [T, 3, H, D] (f32). */
     const qwen3vl_tensor* q;
-    /** CAUSAL: the caches [capacity, Hkv, D] (f32, f16 or bf16, both the same; Hq a multiple of Hkv). SEGMENTS: NULL. */
+    /** CAUSAL: the caches [capacity, Hkv, D] (f32, f16, bf16 or Q8 with D a multiple of 32; both the same; Hq a
+     * multiple of Hkv). SEGMENTS: NULL. */
     QWEN3VL_OPTIONAL const qwen3vl_tensor* k_cache;
     QWEN3VL_OPTIONAL const qwen3vl_tensor* v_cache;
     /** SEGMENTS: i32 [S+1], non-decreasing cumulative lengths from 0 to T. CAUSAL: NULL. */

@@ -36,6 +36,10 @@ struct AttentionArgs {
     const void* v;
     qwen3vl_dtype kv_dtype;
     int64_t kv_stride;
+    // kv_dtype Q8 (a KV cache in blocks of 32 along D, D and kv_stride multiples of 32): the f16 scale of the element
+    // at offset e from k (v) is k_scales[e / 32] (v_scales[e / 32]); k and v hold the int8 values. Null otherwise.
+    const uint16_t* k_scales = nullptr;
+    const uint16_t* v_scales = nullptr;
     int64_t tokens, q_heads, kv_heads, head_dim;
     bool causal;
     int64_t n_past;           // CAUSAL: keys before the first query (see n_past_device)
@@ -72,6 +76,10 @@ struct QkNormRopeKv {
     // raises the backend's device error flag (reported by the next read); the CPU refuses it.
     const int32_t* n_past_device = nullptr;
     int32_t* error_flag = nullptr;  // set by the CUDA backend (CudaBackend::device_error_flag), not by callers
+    // cache_dtype Q8: the caches' f16 scale planes (as AttentionArgs::k_scales); each block of 32 of a new head row
+    // quantized with kv_q8 (core/quant.h). Null otherwise.
+    uint16_t* k_cache_scales = nullptr;
+    uint16_t* v_cache_scales = nullptr;
 };
 
 }  // namespace qwen3vl

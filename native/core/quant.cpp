@@ -111,6 +111,31 @@ std::string q8_overflow_message(const std::string& block) {
 
 void quantize_q8(const float* w, int64_t n, int8_t* q, uint16_t* d) { quantize_blocks(w, n, -1, q, d); }
 
+void quantize_kv_q8(const float* x, int64_t n, int8_t* q, uint16_t* d) {
+    for (int64_t b = 0; b < n / kQ8Block; ++b) {
+        const float* xb = x + b * kQ8Block;
+        int8_t* qb = q + b * kQ8Block;
+        float amax = 0.0f;
+        bool finite = true;
+        for (int64_t i = 0; i < kQ8Block; ++i) {
+            finite = finite && std::isfinite(xb[i]);
+            amax = std::fmax(amax, std::fabs(xb[i]));
+        }
+        const uint16_t dh = f32_to_f16(amax / 127.0f);
+        const float scale = f16_to_f32(dh);
+        if (!finite || !std::isfinite(scale)) {
+            d[b] = kQ8NanScale;
+            std::fill(qb, qb + kQ8Block, int8_t{0});
+            continue;
+        }
+        d[b] = dh;
+        for (int64_t i = 0; i < kQ8Block; ++i) {
+            const float r = scale == 0.0f ? 0.0f : std::nearbyint(xb[i] / scale);
+            qb[i] = static_cast<int8_t>(std::fmax(-127.0f, std::fmin(127.0f, r)));
+        }
+    }
+}
+
 void quantize_q8_row(const float* w, int64_t cols, int64_t row, int8_t* q, uint16_t* d) {
     quantize_blocks(w, cols, row, q, d);
 }

@@ -30,6 +30,13 @@ void quantize_q8_row(const float* w, int64_t cols, int64_t row, int8_t* q, uint1
 // The messages every backend's quantizer raises, so that they name a bad weight alike.
 std::string q8_overflow_message(const std::string& block);
 
+// KV cache rows in Q8 (n a multiple of kQ8Block): each block quantized as quantize_q8 does, except that a block holding
+// a NaN or infinity, or whose scale overflows f16, is no error here (the model's numbers are checked at the logits):
+// it is stored as zeros with a NaN scale, so that attention over it gives NaN as a 16-bit cache would. The CUDA
+// kernels that write cache rows compute the same bits (IEEE division, round to nearest even).
+constexpr uint16_t kQ8NanScale = 0x7e00;
+void quantize_kv_q8(const float* x, int64_t n, int8_t* q, uint16_t* d);
+
 // The weights the blocks stand for: out[i] = f16(d[i / kQ8Block]) * q[i], exactly in f32.
 void dequantize_q8(const int8_t* q, const uint16_t* d, int64_t n, float* out);
 

@@ -32,12 +32,19 @@ uint64_t tensor_bytes(qwen3vl_dtype dtype, int ndim, const int64_t* shape) {
     // 2 bytes per element bounds every dtype's size, the block formats' scales included.
     const uint64_t count = checked_element_count(ndim, shape, 4);
     if (!dtype_is_block(dtype)) return count * dtype_size(dtype);
-    require(ndim == 2, std::string(dtype_name(dtype)) + " tensors are 2-D weight matrices [N, K], got " +
-                           std::to_string(ndim) + " dimensions");
+    // Q4: weight matrices [N, K]. Q8: weight matrices, or KV caches [capacity, Hkv, D] (rows of the last dimension).
+    if (dtype == QWEN3VL_DTYPE_Q4)
+        require(ndim == 2, std::string(dtype_name(dtype)) + " tensors are 2-D weight matrices [N, K], got " +
+                               std::to_string(ndim) + " dimensions");
+    else
+        require(ndim == 2 || ndim == 3, std::string(dtype_name(dtype)) +
+                                            " tensors are 2-D weight matrices [N, K] or 3-D KV caches [capacity, "
+                                            "Hkv, D], got " + std::to_string(ndim) + " dimensions");
     const int64_t block = dtype == QWEN3VL_DTYPE_Q4 ? kQ4Super : kQ8Block;
-    require(shape[1] % block == 0, std::string(dtype_name(dtype)) + " rows are whole blocks of " +
-                                       std::to_string(block) + " weights: K = " + std::to_string(shape[1]) +
-                                       " is not a multiple");
+    const int64_t row = shape[ndim - 1];
+    require(row % block == 0, std::string(dtype_name(dtype)) + " rows are whole blocks of " + std::to_string(block) +
+                                  " weights: " + (ndim == 2 ? "K = " : "D = ") + std::to_string(row) +
+                                  " is not a multiple");
     if (dtype == QWEN3VL_DTYPE_Q4) return count / 2 + count / kQ4Super * kQ4HeaderBytes;
     return count + count / kQ8Block * 2;
 }
@@ -107,18 +114,24 @@ void write_tensor(Tensor& t, qwen3vl_dtype src_dtype, const void* src) {
         be.upload_bytes(t.scales, static_cast<const uint8_t*>(src) + values, static_cast<size_t>(t.bytes - values));
         return;
     }
+    // Rows of the last dimension (a 3-D Q8 KV cache [capacity, Hkv, D] is the matrix [capacity * Hkv, D]).
+    const int64_t K = t.shape[static_cast<size_t>(t.ndim - 1)], N = static_cast<int64_t>(t.elements()) / std::max<int64_t>(1, K);
     Weight w;
     w.dtype = src_dtype;
-    w.rows = t.shape[0];
-    w.cols = t.shape[1];
+    w.rows = N;
+    w.cols = K;
     if (be.host_memory()) {
         w.data = src;
         quantize_into(be, t.dtype, t.data, t.scales, w, 0);
         return;
     }
-    const int64_t N = t.shape[0], K = t.shape[1], chunk = staging_rows(K, src_dtype);
+    Tensor matrix = t;  // write_tensor_rows takes a 2-D tensor: the same planes as [N, K]
+    matrix.ndim = 2;
+    matrix.shape[0] = N;
+    matrix.shape[1] = K;
+    const int64_t chunk = staging_rows(K, src_dtype);
     for (int64_t r0 = 0; r0 < N; r0 += chunk)
-        write_tensor_rows(t, r0, std::min(chunk, N - r0), src_dtype,
+        write_tensor_rows(matrix, r0, std::min(chunk, N - r0), src_dtype,
                           static_cast<const uint8_t*>(src) + size_t(r0 * K) * dtype_size(src_dtype));
 }
 

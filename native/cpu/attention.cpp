@@ -6,6 +6,7 @@
 
 #include "dtype.h"
 #include "nn_common.h"
+#include "quant.h"
 
 namespace qwen3vl {
 namespace cpu {
@@ -59,12 +60,18 @@ void attention_load_row_scalar(float* dst, const void* src, qwen3vl_dtype t, int
     for (int64_t i = 0; i < n; ++i) dst[i] = load_f32(src, t, static_cast<size_t>(i));
 }
 
+void attention_load_row_q8_scalar(float* dst, const int8_t* q, const uint16_t* d, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(d[i / kQ8Block]) * static_cast<float>(q[i]);
+}
+
 void attention(ThreadPool& pool, const AttentionArgs& a, CpuKernels k) {
     const int64_t D = a.head_dim, G = a.q_heads / a.kv_heads;
     const int64_t block_tokens = std::max<int64_t>(1, kQueryRows / G);
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
     const auto tile = k == CpuKernels::Avx2 ? attention_tile_avx2 : attention_tile_scalar;
     const auto load_row = k == CpuKernels::Avx2 ? attention_load_row_avx2 : attention_load_row_scalar;
+    const auto load_row_q8 = k == CpuKernels::Avx2 ? attention_load_row_q8_avx2 : attention_load_row_q8_scalar;
+    const bool q8 = a.kv_dtype == QWEN3VL_DTYPE_Q8;
 
     std::vector<Block> blocks;
     if (a.causal) {
@@ -108,9 +115,14 @@ void attention(ThreadPool& pool, const AttentionArgs& a, CpuKernels k) {
             // cache rows are Hkv * D apart (4 KiB for 8 heads of 128: every row on its own page and L1 set), and
             // every query row of the block then reads the tile from L1/L2.
             for (int64_t j = j0; j < j1; ++j) {
-                const size_t off = static_cast<size_t>(j * a.kv_stride + g * D) * esize;
-                load_row(kt + (j - j0) * D, static_cast<const char*>(a.k) + off, a.kv_dtype, D);
-                load_row(vt + (j - j0) * D, static_cast<const char*>(a.v) + off, a.kv_dtype, D);
+                const size_t e = static_cast<size_t>(j * a.kv_stride + g * D);
+                if (q8) {  // int8 values at element e, its blocks' scales at e / 32 (D a multiple of 32)
+                    load_row_q8(kt + (j - j0) * D, static_cast<const int8_t*>(a.k) + e, a.k_scales + e / kQ8Block, D);
+                    load_row_q8(vt + (j - j0) * D, static_cast<const int8_t*>(a.v) + e, a.v_scales + e / kQ8Block, D);
+                    continue;
+                }
+                load_row(kt + (j - j0) * D, static_cast<const char*>(a.k) + e * esize, a.kv_dtype, D);
+                load_row(vt + (j - j0) * D, static_cast<const char*>(a.v) + e * esize, a.kv_dtype, D);
             }
             for (int64_t t = b.t0; t < b.t1; ++t) {
                 const int64_t visible = a.causal ? std::min(j1, a.n_past + t + 1) - j0 : j1 - j0;

@@ -38,6 +38,17 @@ void attention_load_row_avx2(float* dst, const void* src, qwen3vl_dtype t, int64
     for (; i < n; ++i) dst[i] = load_f32(src, t, static_cast<size_t>(i));
 }
 
+void attention_load_row_q8_avx2(float* dst, const int8_t* q, const uint16_t* d, int64_t n) {
+    for (int64_t b = 0; b < n / 32; ++b) {
+        const __m256 s = _mm256_set1_ps(f16_to_f32(d[b]));
+        for (int64_t i = 0; i < 32; i += 8) {
+            const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 32 * b + i));
+            const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
+            _mm256_storeu_ps(dst + 32 * b + i, _mm256_mul_ps(s, v));  // one rounding: exact, as the scalar form
+        }
+    }
+}
+
 void attention_tile_avx2(const float* q, const float* K, int64_t ldk, const float* V, int64_t ldv, int64_t n,
                          int64_t D, float scale, float* scores, float& m, float& l, float* acc) {
     const int64_t D8 = D & ~int64_t{7};

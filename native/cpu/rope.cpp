@@ -5,6 +5,7 @@
 
 #include "nn_common.h"
 #include "norm.h"
+#include "quant.h"
 
 namespace qwen3vl {
 namespace cpu {
@@ -76,6 +77,11 @@ void qk_norm_rope_kv(ThreadPool& pool, const QkNormRopeKv& a, CpuKernels k) {
                 rotate_half_apply(row, c, s, half);
                 const float* vrow = a.v + (t * a.kv_heads + h) * D;
                 const size_t base = static_cast<size_t>((slot * a.kv_heads + h) * D);
+                if (a.cache_dtype == QWEN3VL_DTYPE_Q8) {
+                    quantize_kv_q8(row, D, static_cast<int8_t*>(a.k_cache) + base, a.k_cache_scales + base / kQ8Block);
+                    quantize_kv_q8(vrow, D, static_cast<int8_t*>(a.v_cache) + base, a.v_cache_scales + base / kQ8Block);
+                    continue;
+                }
                 for (int64_t d = 0; d < D; ++d) {
                     store_f32(a.k_cache, a.cache_dtype, base + static_cast<size_t>(d), row[d]);
                     store_f32(a.v_cache, a.cache_dtype, base + static_cast<size_t>(d), vrow[d]);

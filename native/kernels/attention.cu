@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "attention_impl.cuh"
+#include "quant.cuh"
 #include "rope.cuh"
 
 namespace qwen3vl {
@@ -256,6 +257,22 @@ void attention(CudaBackend& be, const AttentionArgs& a) {
     if (a.tokens * a.q_heads <= 0) return;
     be.activate();
     if (attn::decode_attention(be, a)) return;
+    if (a.kv_dtype == QWEN3VL_DTYPE_Q8) {
+        // A Q8 cache for the prefill kernels: its keys' rows (up to the bound when n_past is read on the device)
+        // dequantized into f32 scratch, exactly (d * q), and attention over those. Prefill is compute-bound: the
+        // copy costs a few microseconds per layer; the scratch lives for this call only.
+        const size_t n = size_t((a.n_past + a.tokens) * a.kv_stride);
+        CudaBackend::Scratch k(be, n * sizeof(float)), v(be, n * sizeof(float));
+        dequantize_q8(be, k.as<float>(), QWEN3VL_DTYPE_F32, static_cast<const int8_t*>(a.k), a.k_scales, n);
+        dequantize_q8(be, v.as<float>(), QWEN3VL_DTYPE_F32, static_cast<const int8_t*>(a.v), a.v_scales, n);
+        AttentionArgs f = a;
+        f.k = k.as<float>();
+        f.v = v.as<float>();
+        f.kv_dtype = QWEN3VL_DTYPE_F32;
+        f.k_scales = f.v_scales = nullptr;
+        attention(be, f);
+        return;
+    }
     if (!be.fp32_math() && be.compute_capability() >= 80 && attn::flash_attention(be, a)) return;
     scalar_attention(be, a);
 }

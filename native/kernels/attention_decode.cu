@@ -15,6 +15,7 @@
 // Launch shape depends only on a.n_past (the largest n_past when it is read from the device): chunks beyond the
 // actual keys write empty records (m = -inf, l = 0).
 #include <algorithm>
+#include <type_traits>
 
 #include "attention_impl.cuh"
 #include "rope.h"  // cpu::rope_inv_freq
@@ -46,8 +47,12 @@ template <>
 struct Vec16<float> {
     static constexpr int E = 4;
     float4 raw;
-    __device__ __forceinline__ void load(const float* p) { raw = __ldg(reinterpret_cast<const float4*>(p)); }
-    __device__ __forceinline__ void load_plain(const float* p) { raw = *reinterpret_cast<const float4*>(p); }
+    __device__ __forceinline__ void load(const float* p, const unsigned short*, int64_t e) {
+        raw = __ldg(reinterpret_cast<const float4*>(p + e));
+    }
+    __device__ __forceinline__ void load_plain(const float* p, const unsigned short*, int64_t e) {
+        raw = *reinterpret_cast<const float4*>(p + e);
+    }
     static __device__ __forceinline__ float from_f32(float v) { return v; }
     __device__ __forceinline__ void zero() { raw = make_float4(0.0f, 0.0f, 0.0f, 0.0f); }
     __device__ __forceinline__ void to_f32(float (&f)[E]) const {
@@ -61,8 +66,12 @@ template <>
 struct Vec16<__nv_bfloat16> {
     static constexpr int E = 8;
     uint4 raw;
-    __device__ __forceinline__ void load(const __nv_bfloat16* p) { raw = __ldg(reinterpret_cast<const uint4*>(p)); }
-    __device__ __forceinline__ void load_plain(const __nv_bfloat16* p) { raw = *reinterpret_cast<const uint4*>(p); }
+    __device__ __forceinline__ void load(const __nv_bfloat16* p, const unsigned short*, int64_t e) {
+        raw = __ldg(reinterpret_cast<const uint4*>(p + e));
+    }
+    __device__ __forceinline__ void load_plain(const __nv_bfloat16* p, const unsigned short*, int64_t e) {
+        raw = *reinterpret_cast<const uint4*>(p + e);
+    }
     static __device__ __forceinline__ __nv_bfloat16 from_f32(float v) { return __float2bfloat16_rn(v); }
     __device__ __forceinline__ void zero() { raw = make_uint4(0u, 0u, 0u, 0u); }
     __device__ __forceinline__ void to_f32(float (&f)[E]) const {
@@ -78,8 +87,12 @@ template <>
 struct Vec16<__half> {
     static constexpr int E = 8;
     uint4 raw;
-    __device__ __forceinline__ void load(const __half* p) { raw = __ldg(reinterpret_cast<const uint4*>(p)); }
-    __device__ __forceinline__ void load_plain(const __half* p) { raw = *reinterpret_cast<const uint4*>(p); }
+    __device__ __forceinline__ void load(const __half* p, const unsigned short*, int64_t e) {
+        raw = __ldg(reinterpret_cast<const uint4*>(p + e));
+    }
+    __device__ __forceinline__ void load_plain(const __half* p, const unsigned short*, int64_t e) {
+        raw = *reinterpret_cast<const uint4*>(p + e);
+    }
     static __device__ __forceinline__ __half from_f32(float v) { return __float2half_rn(v); }
     __device__ __forceinline__ void zero() { raw = make_uint4(0u, 0u, 0u, 0u); }
     __device__ __forceinline__ void to_f32(float (&f)[E]) const {
@@ -90,6 +103,33 @@ struct Vec16<__half> {
             f[2 * i] = v.x;
             f[2 * i + 1] = v.y;
         }
+    }
+};
+
+// A Q8 cache (int8_t stands for it): 8 int8 values of a row (8 bytes: E = 8 as for the 16-bit caches, so the
+// lane layout is theirs) and the f16 scale of their block, the element at offset e having its scale at s[e / 32].
+// to_f32 is exact (an f16 times an int8).
+template <>
+struct Vec16<int8_t> {
+    static constexpr int E = 8;
+    uint2 raw;
+    float scale;
+    __device__ __forceinline__ void load(const int8_t* p, const unsigned short* s, int64_t e) {
+        raw = __ldg(reinterpret_cast<const uint2*>(p + e));
+        scale = __half2float(__ushort_as_half(__ldg(s + e / 32)));
+    }
+    __device__ __forceinline__ void load_plain(const int8_t* p, const unsigned short* s, int64_t e) {
+        raw = *reinterpret_cast<const uint2*>(p + e);
+        scale = __half2float(__ushort_as_half(s[e / 32]));
+    }
+    __device__ __forceinline__ void zero() {
+        raw = make_uint2(0u, 0u);
+        scale = 0.0f;
+    }
+    __device__ __forceinline__ void to_f32(float (&f)[E]) const {
+#pragma unroll
+        for (int i = 0; i < E; ++i)
+            f[i] = scale * static_cast<float>(static_cast<int8_t>((i < 4 ? raw.x : raw.y) >> (8 * (i % 4))));
     }
 };
 
@@ -106,6 +146,7 @@ __global__ void __launch_bounds__(kDecThreads)
                             int chunk, float* partial, bool early_trigger) {
     using Vec = Vec16<KV>;
     constexpr int E = Vec::E;
+    constexpr bool kQ8 = std::is_same<KV, int8_t>::value;  // a Q8 cache: int8 values and a scale plane
     constexpr int kChunksPerLane = kMaxDim / E / 8;  // 16-byte pieces of a K row per lane (8 lanes per row)
     extern __shared__ float4 decode_smem[];
     const int D = static_cast<int>(a.head_dim), C = D / E;  // C: 16-byte pieces per row, at most 32
@@ -115,6 +156,9 @@ __global__ void __launch_bounds__(kDecThreads)
     // kRope: the new tokens' k and v rows in the cache dtype, [T][D] each (room for R rows of f32).
     KV* const k_new = reinterpret_cast<KV*>(red + kDecWarps * R * D);
     KV* const v_new = reinterpret_cast<KV*>(red + (kDecWarps + 1) * R * D);
+    // Q8: the new rows' block scales after their int8 values, in the same room ([T][D / 32] each).
+    unsigned short* const k_new_s = reinterpret_cast<unsigned short*>(reinterpret_cast<char*>(k_new) + R * D);
+    unsigned short* const v_new_s = reinterpret_cast<unsigned short*>(reinterpret_cast<char*>(v_new) + R * D);
     __shared__ float m_s[R], l_s[R], corr_s[R];
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -147,6 +191,9 @@ __global__ void __launch_bounds__(kDecThreads)
     if (splits > 1 && lo >= kv_end) return;
     const KV* const K = static_cast<const KV*>(a.k) + int64_t(g) * D;
     const KV* const V = static_cast<const KV*>(a.v) + int64_t(g) * D;
+    // Q8: the scale planes from the same head (offsets from K / V then index them by offset / 32); unused otherwise.
+    const unsigned short* const Ks = kQ8 ? a.k_scales + int64_t(g) * D / 32 : nullptr;
+    const unsigned short* const Vs = kQ8 ? a.v_scales + int64_t(g) * D / 32 : nullptr;
 
     for (int i = tid; i < R * D; i += kDecThreads) {
         const int r = i / D, d = i - r * D;
@@ -179,7 +226,13 @@ __global__ void __launch_bounds__(kDecThreads)
             const float* vsrc = rp.v + (int64_t(t) * a.kv_heads + g) * D;
             for (int d = lane; d < D; d += 32) {
                 row[d] = ksrc[d];
-                v_new[t * D + d] = Vec::from_f32(vsrc[d]);
+                if constexpr (kQ8) {  // D a multiple of 32: each step of the lanes is one block
+                    const rope::Q8Lane vq = rope::kv_q8_lane(vsrc[d]);
+                    v_new[t * D + d] = vq.q;
+                    if (lane == 0) v_new_s[(t * D + d) / 32] = vq.d;
+                } else {
+                    v_new[t * D + d] = Vec::from_f32(vsrc[d]);
+                }
             }
             __syncwarp();
             const float inv = rope::row_inv_rms(row, D, rp.eps, lane);
@@ -187,11 +240,25 @@ __global__ void __launch_bounds__(kDecThreads)
             __syncwarp();
             const int64_t base = (key * a.kv_heads + g) * D;
             for (int d = lane; d < D; d += 32) {
-                const KV kq = Vec::from_f32(row[d]);
-                k_new[t * D + d] = kq;
-                if (write_cache) {
-                    static_cast<KV*>(rp.k_cache)[base + d] = kq;
-                    static_cast<KV*>(rp.v_cache)[base + d] = v_new[t * D + d];
+                if constexpr (kQ8) {
+                    const rope::Q8Lane kq = rope::kv_q8_lane(row[d]);
+                    k_new[t * D + d] = kq.q;
+                    if (lane == 0) k_new_s[(t * D + d) / 32] = kq.d;
+                    if (write_cache) {
+                        static_cast<int8_t*>(rp.k_cache)[base + d] = kq.q;
+                        static_cast<int8_t*>(rp.v_cache)[base + d] = v_new[t * D + d];
+                        if (lane == 0) {
+                            rp.k_cache_scales[(base + d) / 32] = kq.d;
+                            rp.v_cache_scales[(base + d) / 32] = v_new_s[(t * D + d) / 32];
+                        }
+                    }
+                } else {
+                    const KV kq = Vec::from_f32(row[d]);
+                    k_new[t * D + d] = kq;
+                    if (write_cache) {
+                        static_cast<KV*>(rp.k_cache)[base + d] = kq;
+                        static_cast<KV*>(rp.v_cache)[base + d] = v_new[t * D + d];
+                    }
                 }
             }
         }
@@ -227,8 +294,8 @@ __global__ void __launch_bounds__(kDecThreads)
                 for (int c = 0; c < kChunksPerLane; ++c) {
                     const int piece = sl + 8 * c;
                     if (key < hi && piece < C) {
-                        if (kRope && key >= n_past) kv[u][c].load_plain(k_new + (key - n_past) * D + piece * E);
-                        else kv[u][c].load(K + key * a.kv_stride + piece * E);
+                        if (kRope && key >= n_past) kv[u][c].load_plain(k_new, k_new_s, (key - n_past) * D + piece * E);
+                        else kv[u][c].load(K, Ks, key * a.kv_stride + piece * E);
                     } else {
                         kv[u][c].zero();
                     }
@@ -283,8 +350,8 @@ __global__ void __launch_bounds__(kDecThreads)
             const int j = slot + i * slots;
             const int64_t key = k0 + j;
             if (ll < C && j < kSub && key < hi) {
-                if (kRope && key >= n_past) vv[i].load_plain(v_new + (key - n_past) * D + ll * E);
-                else vv[i].load(V + key * a.kv_stride + ll * E);
+                if (kRope && key >= n_past) vv[i].load_plain(v_new, v_new_s, (key - n_past) * D + ll * E);
+                else vv[i].load(V, Vs, key * a.kv_stride + ll * E);
             } else {
                 vv[i].zero();
             }
@@ -399,13 +466,15 @@ bool decode_attention(CudaBackend& be, const AttentionArgs& a, const QkNormRopeK
     if (!a.causal) return false;
     const int64_t G = a.q_heads / a.kv_heads, rows = a.tokens * G;
     if (rows > kDecodeRows) return false;
-    const int64_t esize = a.kv_dtype == QWEN3VL_DTYPE_F32 ? 4 : 2;
-    const int64_t E = 16 / esize;
+    // Bytes per element, and elements per load (16 bytes; 8 int8 values of a Q8 cache).
+    const bool q8 = a.kv_dtype == QWEN3VL_DTYPE_Q8;
+    const int64_t esize = a.kv_dtype == QWEN3VL_DTYPE_F32 ? 4 : q8 ? 1 : 2;
+    const int64_t E = q8 ? 8 : 16 / esize;
     if (a.head_dim % E != 0 || a.head_dim > kMaxDim) return false;
     if (rope != nullptr && (rope->head_dim != a.head_dim || rope->tokens != a.tokens || rope->head_dim % 2 != 0 ||
                             rope->cache_dtype != a.kv_dtype || rope->k_cache != a.k || rope->v_cache != a.v))
         return false;
-    if (!aligned16(a.k) || !aligned16(a.v) || (a.kv_stride * esize) % 16 != 0) return false;
+    if (!aligned16(a.k) || !aligned16(a.v) || (a.kv_stride * esize) % (E * esize) != 0) return false;
 
     // Chunks of whole sub-tiles, about two blocks per SM over the KV heads; sized from the largest n_past. With
     // n_past read on the device that largest value is the cache capacity, so a chunk is also capped at
@@ -429,6 +498,7 @@ bool decode_attention(CudaBackend& be, const AttentionArgs& a, const QkNormRopeK
     switch (a.kv_dtype) {
         case QWEN3VL_DTYPE_F16: launch_rows<__half>(be, a, rope, rows, int(splits), int(chunk), part); break;
         case QWEN3VL_DTYPE_BF16: launch_rows<__nv_bfloat16>(be, a, rope, rows, int(splits), int(chunk), part); break;
+        case QWEN3VL_DTYPE_Q8: launch_rows<int8_t>(be, a, rope, rows, int(splits), int(chunk), part); break;
         default: launch_rows<float>(be, a, rope, rows, int(splits), int(chunk), part); break;
     }
     if (splits > 1) merge_partials(be, a.out, part, a.tokens * a.q_heads, a.head_dim, int(splits), &a, chunk);

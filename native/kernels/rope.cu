@@ -43,6 +43,13 @@ __global__ void qk_norm_rope_kv_kernel(QkNormRopeKv a) {
             __syncwarp();  // the rotated row is read below by other lanes
             const size_t base = size_t((slot * a.kv_heads + hk) * D);
             const float* vrow = a.v + (t * a.kv_heads + hk) * D;
+            if (a.cache_dtype == QWEN3VL_DTYPE_Q8) {  // D a multiple of 32: each step of the lanes is one block
+                for (int64_t d = lane; d < D; d += kWarp) {
+                    rope::store_kv_q8(a.k_cache, a.k_cache_scales, base, d, row[d], lane);
+                    rope::store_kv_q8(a.v_cache, a.v_cache_scales, base, d, vrow[d], lane);
+                }
+                continue;
+            }
             for (int64_t d = lane; d < D; d += kWarp) {
                 store_f32(a.k_cache, a.cache_dtype, base + size_t(d), row[d]);
                 store_f32(a.v_cache, a.cache_dtype, base + size_t(d), vrow[d]);

@@ -77,6 +77,33 @@ __device__ __forceinline__ bool cache_slot(const QkNormRopeKv& a, int64_t* n_pas
     return ok;
 }
 
+// A Q8 KV cache block (core/quant.h quantize_kv_q8, the same bits: IEEE division, f16 and integer rounding to
+// nearest even): lane l holds x, element l of the block; every lane gets its int8 value and the block's f16 scale
+// (NaN, with zeros, when the block holds a non-finite value or its scale overflows). All 32 lanes must call it.
+struct Q8Lane {
+    int8_t q;
+    unsigned short d;
+};
+__device__ __forceinline__ Q8Lane kv_q8_lane(float x) {
+    const bool finite = __all_sync(0xffffffffu, isfinite(x));
+    float amax = fabsf(x);
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const __half dh = __float2half_rn(__fdiv_rn(amax, 127.0f));
+    const float d = __half2float(dh);
+    if (!finite || !isfinite(d)) return Q8Lane{0, static_cast<unsigned short>(0x7e00)};
+    const float r = d == 0.0f ? 0.0f : rintf(__fdiv_rn(x, d));
+    return Q8Lane{static_cast<int8_t>(fmaxf(-127.0f, fminf(127.0f, r))), __half_as_ushort(dh)};
+}
+
+// Element e of a new head row into a Q8 cache at flat offset base + e (called by every lane of a warp for e = lane,
+// lane + 32, ...: one block per step).
+__device__ __forceinline__ void store_kv_q8(void* cache, uint16_t* scales, size_t base, int64_t e, float x,
+                                            unsigned lane) {
+    const Q8Lane v = kv_q8_lane(x);
+    static_cast<int8_t*>(cache)[base + size_t(e)] = v.q;
+    if (lane == 0) scales[(base + size_t(e)) / 32] = v.d;
+}
+
 }  // namespace rope
 }  // namespace cuda
 }  // namespace qwen3vl

@@ -556,7 +556,7 @@ void bench_select(int iters) {
 // Attention family: text attention (decode, prefill, a chat turn; 16 query / 8 KV heads of 128), the decode
 // step's fused attention, and vision attention.
 void bench_attention(int iters) {
-    [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
+    [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32, q8 = QWEN3VL_DTYPE_Q8;
     const int64_t Hq = 16, Hkv = 8, D = 128;
     // Attention, text (16 query / 8 KV heads of 128): decode is bandwidth-bound on the cache (GB/s of the K and V
     // rows it must read), prefill compute-bound (causal FLOPs: 4 * Hq * D per visible query-key pair).
@@ -567,8 +567,11 @@ void bench_attention(int iters) {
     };
     for (Att a : {Att{"attention decode", 1, 511, f32}, Att{"attention decode", 1, 1023, f32},
                   Att{"attention decode", 1, 4095, f32}, Att{"attention decode bf16 cache", 1, 4095, bf16},
+                  Att{"attention decode q8 cache", 1, 4095, q8}, Att{"attention decode bf16 cache", 1, 32767, bf16},
+                  Att{"attention decode q8 cache", 1, 32767, q8},
                   Att{"attention prefill", 512, 0, f32}, Att{"attention prefill", 2048, 0, f32},
-                  Att{"attention prefill bf16 cache", 2048, 0, bf16},
+                  Att{"attention prefill bf16 cache", 2048, 0, bf16}, Att{"attention prefill q8 cache", 2048, 0, q8},
+                  Att{"attention chat turn q8 cache", 64, 4000, q8},
                   Att{"attention chat turn (split-K)", 64, 4000, f32}}) {
         const int64_t cap = a.n_past + a.T;
         qwen3vl_tensor* q = tensor(f32, {a.T, Hq, D});
@@ -578,7 +581,7 @@ void bench_attention(int iters) {
         const double s = time_op(iters, q, [&] {
             return attention(out, q, kc, vc, a.n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr);
         });
-        const double kv_bytes = 2.0 * double(cap) * Hkv * D * (a.cache == f32 ? 4 : 2);
+        const double kv_bytes = 2.0 * double(cap) * Hkv * D * (a.cache == f32 ? 4 : a.cache == q8 ? 17.0 / 16 : 2);
         const double flops = 4.0 * Hq * D * (double(a.T) * a.n_past + double(a.T) * (a.T + 1) / 2);
         std::printf("%-34s T=%-5lld n_past=%-5lld %9.1f us  %7.0f GB/s KV cache (%s)  %7.2f TFLOP/s (%s)\n", a.what,
                     (long long)a.T, (long long)a.n_past, s * 1e6, kv_bytes / s / 1e9, of_copy(kv_bytes / s / 1e9).c_str(),
@@ -587,7 +590,8 @@ void bench_attention(int iters) {
     // The decoding step's attention as captured in the decode graph (n_past read from a device tensor, bf16 cache):
     // QK-norm + M-RoPE + cache write, then attention (two kernels + the split-K merge), against the fused
     // qwen3vl_op_qk_norm_rope_attention (one kernel + the merge). Graph time per layer.
-    for (int64_t n_past : {int64_t(511), int64_t(4095)}) {
+    for (int64_t n_past : {int64_t(511), int64_t(4095)})
+      for (qwen3vl_dtype cache : {bf16, q8}) {
         const size_t keep = g_tensors.size();
         const int64_t cap = n_past + 1;
         qwen3vl_tensor* q = tensor(f32, {1, Hq, D});
@@ -595,8 +599,8 @@ void bench_attention(int iters) {
         qwen3vl_tensor* v = tensor(f32, {1, Hkv, D});
         qwen3vl_tensor* qn = tensor(bf16, {D});
         qwen3vl_tensor* kn = tensor(bf16, {D});
-        qwen3vl_tensor* kc = tensor(bf16, {cap, Hkv, D});
-        qwen3vl_tensor* vc = tensor(bf16, {cap, Hkv, D});
+        qwen3vl_tensor* kc = tensor(cache, {cap, Hkv, D});
+        qwen3vl_tensor* vc = tensor(cache, {cap, Hkv, D});
         qwen3vl_tensor* out = tensor(f32, {1, Hq, D});
         qwen3vl_tensor *pos = nullptr, *np = nullptr;
         const int64_t three[2] = {3, 1}, one = 1;
@@ -616,10 +620,11 @@ void bench_attention(int iters) {
         const double fused = time_graph(iters, 28, out, [&](int) {
             return qk_norm_rope_attention(out, q, k, v, qn, kn, 1e-6f, pos, 5e6f, section, kc, vc, 0, np);
         });
-        std::printf("%-34s n_past=%-5lld %9.1f us two ops (graph)  %9.1f us fused (graph)\n",
-                    "decode qk-norm/rope + attention", (long long)n_past, two_ops * 1e6, fused * 1e6);
+        std::printf("%-34s n_past=%-5lld %9.1f us two ops (graph)  %9.1f us fused (graph)  %s cache\n",
+                    "decode qk-norm/rope + attention", (long long)n_past, two_ops * 1e6, fused * 1e6,
+                    cache == q8 ? "q8" : "bf16");
         release_after(keep);
-    }
+      }
     // Vision attention (16 heads of 64, fused qkv f32): one image of T patches per segment (4096: 1024x1024 pixels).
     // D = 72: the vision heads of Qwen3-VL-4B/8B (hidden 1152), run by the D = 80 kernel with zero padding.
     struct VisionAtt {
@@ -647,7 +652,7 @@ void bench_attention(int iters) {
 
 // One decoder layer's decoding step as the decode graph runs it (the families together).
 void bench_decode_layer(int iters) {
-    [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32;
+    [[maybe_unused]] const qwen3vl_dtype bf16 = QWEN3VL_DTYPE_BF16, f32 = QWEN3VL_DTYPE_F32, q8 = QWEN3VL_DTYPE_Q8;
     const int64_t Hq = 16, Hkv = 8, D = 128;
     // One decoder layer's decoding step as the decode graph runs it (n_past 640 read on the device, bucket bound 767,
     // bf16 weights and cache; 4 copies of the layer's 100.7 MB of weights so they come from HBM).

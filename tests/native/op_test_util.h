@@ -29,6 +29,7 @@
 #include "cpu_features.h"
 #include "dtype.h"
 #include "op_calls.h"
+#include "quant.h"
 #include "qwen3vl.h"
 #include "reference_util.h"
 #include "thread_pool.h"
@@ -169,10 +170,36 @@ inline TensorPtr view_of(qwen3vl_tensor* base, int64_t offset, std::vector<int64
 }
 
 // The whole tensor, as f32 or as i32.
+// A KV cache's values as the raw planes of a Q8 cache (int8 values, then f16 scales), quantized as the ops that write
+// cache rows do (quantize_kv_q8): a block holding NaN gets a NaN scale, so rows the tests poison with NaN stay NaN.
+inline std::vector<uint8_t> kv_q8_planes(const std::vector<float>& v) {
+    std::vector<uint8_t> raw(v.size() + v.size() / 16);
+    qwen3vl::quantize_kv_q8(v.data(), int64_t(v.size()), reinterpret_cast<int8_t*>(raw.data()),
+                            reinterpret_cast<uint16_t*>(raw.data() + v.size()));
+    return raw;
+}
+
+// f32 values into a tensor: converted to its dtype, or for a Q8 tensor (a KV cache in these tests) written as the
+// planes kv_q8_planes makes.
+inline void write_values(qwen3vl_tensor* t, const std::vector<float>& v) {
+    qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
+    ASSERT_EQ(qwen3vl_tensor_describe(t, &d), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
+    if (d.dtype == QWEN3VL_DTYPE_Q8) {
+        const std::vector<uint8_t> raw = kv_q8_planes(v);
+        ASSERT_EQ(QWEN3VL_STATUS_OK, qwen3vl_tensor_write(t, QWEN3VL_DTYPE_Q8, raw.data(), raw.size()))
+            << qwen3vl_last_error();
+        return;
+    }
+    ASSERT_EQ(QWEN3VL_STATUS_OK, qwen3vl_tensor_write(t, QWEN3VL_DTYPE_F32, v.data(), v.size() * 4))
+        << qwen3vl_last_error();
+}
+
 inline std::vector<float> read(const qwen3vl_tensor* t) {
     qwen3vl_tensor_desc d = qwen3vl_tensor_desc_init();
     EXPECT_EQ(qwen3vl_tensor_describe(t, &d), QWEN3VL_STATUS_OK) << qwen3vl_last_error();
-    std::vector<float> v(size_t(d.bytes / dtype_size(d.dtype)));
+    size_t n = 1;  // elements (a block-quantized tensor's bytes hold its scales too)
+    for (int i = 0; i < d.ndim; ++i) n *= size_t(d.shape[i]);
+    std::vector<float> v(n);
     EXPECT_EQ(qwen3vl_tensor_read(t, QWEN3VL_DTYPE_F32, v.data(), v.size() * 4), QWEN3VL_STATUS_OK)
         << qwen3vl_last_error();
     return v;
@@ -296,8 +323,7 @@ protected:
         return p;
     }
     void write_both(const Pair& p, const std::vector<float>& v) {
-        for (qwen3vl_tensor* t : {p.cpu, p.gpu})
-            check(qwen3vl_tensor_write(t, QWEN3VL_DTYPE_F32, v.data(), v.size() * 4), "tensor_write");
+        for (qwen3vl_tensor* t : {p.cpu, p.gpu}) write_values(t, v);
     }
     Pair rand_tensor(qwen3vl_dtype dt, const std::vector<int64_t>& shape) {
         return tensor(dt, shape, random(element_count(shape)));

@@ -463,16 +463,22 @@ TEST(CApiQ8, ShapesAndBytes) {
     EXPECT_EQ(d.dtype, QWEN3VL_DTYPE_Q8);
     EXPECT_EQ(d.bytes, 3u * 64 + 3 * 2 * 2);  // the int8 values and one f16 per 32
     qwen3vl_tensor* raw = nullptr;
-    const int64_t one[1] = {64}, partial[2] = {3, 40}, three[3] = {2, 3, 64};
+    const int64_t one[1] = {64}, partial[2] = {3, 40}, four[4] = {2, 2, 3, 64};
     EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_Q8, 1, one, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
     EXPECT_NE(last_error().find("2-D"), std::string::npos) << last_error();
-    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_Q8, 3, three, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_Q8, 4, four, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
     EXPECT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_Q8, 2, partial, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
     EXPECT_NE(last_error().find("K = 40 is not a multiple"), std::string::npos) << last_error();
     EXPECT_EQ(raw, nullptr);
     const int64_t view_shape[2] = {1, 64};
     EXPECT_EQ(qwen3vl_tensor_view(t.get(), 0, 2, view_shape, &raw), QWEN3VL_STATUS_INVALID_ARGUMENT);
     EXPECT_NE(last_error().find("no views"), std::string::npos) << last_error();
+    // 3-D: a KV cache [capacity, Hkv, D], the planes of the matrix [capacity * Hkv, D].
+    const int64_t cache[3] = {5, 2, 64};
+    ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_Q8, 3, cache, &raw), QWEN3VL_STATUS_OK) << last_error();
+    TensorPtr kv(raw);
+    ASSERT_EQ(qwen3vl_tensor_describe(kv.get(), &d), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(d.bytes, 5u * 2 * 64 * 17 / 16);
 }
 
 TEST(CApiQ8, WriteQuantizesAsSpecifiedAndReadsDequantize) {

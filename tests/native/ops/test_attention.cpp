@@ -13,10 +13,12 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "attention.h"
 #include "op_test_util.h"
+#include "quant.h"
 #include "reference_util.h"
 
 namespace {
@@ -49,14 +51,33 @@ void attend_ref(double* out, const float* q, const std::vector<double>& K, const
 struct Cache {
     qwen3vl_dtype dtype;
     std::vector<float> f;
-    std::vector<uint16_t> h;
+    std::vector<uint16_t> h;    // f16 / bf16 values; Q8: the block scales
+    std::vector<int8_t> q;      // Q8: the int8 values
     std::vector<double> value;  // what the cache holds, as double (NaN in the rows never written)
-    const void* data() const { return dtype == QWEN3VL_DTYPE_F32 ? static_cast<const void*>(f.data()) : h.data(); }
+    const void* data() const {
+        return dtype == QWEN3VL_DTYPE_F32  ? static_cast<const void*>(f.data())
+               : dtype == QWEN3VL_DTYPE_Q8 ? static_cast<const void*>(q.data())
+                                           : h.data();
+    }
+    const uint16_t* scales() const { return dtype == QWEN3VL_DTYPE_Q8 ? h.data() : nullptr; }
 };
 
 // A cache of cap rows whose first `filled` rows are random and the rest NaN: reading past the visible keys shows.
+// Q8: the values quantized as the cache writers do (quantize_kv_q8; the NaN rows get NaN scales).
 Cache make_cache(Rng& rng, qwen3vl_dtype dtype, int64_t cap, int64_t filled, int64_t row) {
-    Cache c{dtype, {}, {}, {}};
+    Cache c{dtype, {}, {}, {}, {}};
+    if (dtype == QWEN3VL_DTYPE_Q8) {
+        std::vector<float> x(size_t(cap * row));
+        for (int64_t i = 0; i < cap * row; ++i) x[size_t(i)] = i < filled * row ? rng.uniform(-2, 2) : kNaN;
+        c.q.resize(x.size());
+        c.h.resize(x.size() / 32);
+        quantize_kv_q8(x.data(), int64_t(x.size()), c.q.data(), c.h.data());
+        std::vector<float> deq(x.size());
+        dequantize_q8(c.q.data(), c.h.data(), int64_t(x.size()), deq.data());
+        c.value.assign(deq.begin(), deq.end());
+        c.f = deq;  // the same values as an f32 cache
+        return c;
+    }
     for (int64_t i = 0; i < cap * row; ++i) {
         const float x = i < filled * row ? rng.uniform(-2, 2) : kNaN;
         if (dtype == QWEN3VL_DTYPE_F32) {
@@ -82,6 +103,8 @@ TEST(AttentionOps, CausalEqualsFullSoftmaxOverTheVisibleKeys) {
         {64, 17, 1, 4, 0, QWEN3VL_DTYPE_F16},   {128, 1, 2, 2, 200, QWEN3VL_DTYPE_BF16},
         {128, 130, 2, 2, 70, QWEN3VL_DTYPE_F32}, {80, 17, 3, 2, 64, QWEN3VL_DTYPE_BF16},
         {128, 3, 1, 4, 129, QWEN3VL_DTYPE_F16}, {36, 130, 1, 1, 0, QWEN3VL_DTYPE_F32},
+        {32, 3, 2, 2, 5, QWEN3VL_DTYPE_Q8},     {128, 1, 2, 2, 200, QWEN3VL_DTYPE_Q8},
+        {64, 17, 1, 4, 0, QWEN3VL_DTYPE_Q8},    {128, 130, 2, 2, 70, QWEN3VL_DTYPE_Q8},
     };
     for (CpuKernels k : kernel_sets())
         for (const Case& c : cases) {
@@ -105,6 +128,8 @@ TEST(AttentionOps, CausalEqualsFullSoftmaxOverTheVisibleKeys) {
             a.k = K.data();
             a.v = V.data();
             a.kv_dtype = c.cache;
+            a.k_scales = K.scales();
+            a.v_scales = V.scales();
             a.kv_stride = row;
             a.tokens = c.T;
             a.q_heads = Hq;
@@ -114,6 +139,17 @@ TEST(AttentionOps, CausalEqualsFullSoftmaxOverTheVisibleKeys) {
             a.n_past = c.n_past;
             cpu::attention(pool(), a, k);
             EXPECT_LT(nmse(out, want), 1e-10);
+            if (c.cache != QWEN3VL_DTYPE_Q8) continue;
+            // A Q8 cache reads as exactly its dequantized values: the same attention over an f32 cache holding them
+            // gives the same bits (the tiles are packed to f32 either way).
+            std::vector<float> same(q.size(), kNaN);
+            a.out = same.data();
+            a.k = K.f.data();
+            a.v = V.f.data();
+            a.kv_dtype = QWEN3VL_DTYPE_F32;
+            a.k_scales = a.v_scales = nullptr;
+            cpu::attention(pool(), a, k);
+            EXPECT_EQ(0, std::memcmp(out.data(), same.data(), out.size() * sizeof(float))) << "q8 vs its f32 values";
         }
 }
 
@@ -444,6 +480,135 @@ TEST_F(AttentionOpsCApi, QkNormRopeAttentionMatchesDoubleReference) {
     EXPECT_INVALID(qwen3vl_op_qk_norm_rope_attention(nullptr), "qwen3vl_qk_norm_rope_attention_params pointer is NULL");
 }
 
+// Q8 KV caches (QWEN3VL_DTYPE_Q8 [capacity, Hkv, D]): the fused op writes the new rows as exactly the blocks
+// quantize_kv_q8 makes of the rows an f32 cache receives (core/quant.h), leaves the earlier rows alone and the later
+// ones NaN; its attention reads the cache as exactly its dequantized values (the same bits as qwen3vl_op_attention over
+// an f32 cache holding them, with the q the prologue rotates). A NaN in k reaches the output as NaN (a NaN block
+// scale), never an error or a crash. Bad caches are refused by name.
+TEST_F(AttentionOpsCApi, Q8CachesHoldTheQuantizedRowsAndReadAsTheirValues) {
+    Rng rng(20261206);
+    SCOPED_TRACE(rng.trace());
+    const float eps = 1e-6f, theta = 5e6f, nan = std::numeric_limits<float>::quiet_NaN();
+    struct Case {
+        int64_t T, Hq, Hkv, D, cap, n_past;
+        int64_t section[3];
+    };
+    const Case cases[] = {{1, 4, 2, 128, 40, 33, {24, 20, 20}},  // decoding, G = 2
+                          {17, 8, 2, 64, 30, 5, {12, 10, 10}},   // prefill, G = 4
+                          {3, 2, 1, 32, 8, 0, {6, 5, 5}}};       // one block per head row, an empty cache
+    for (const Case& c : cases) {
+        const int64_t T = c.T, D = c.D, row = c.Hkv * D;
+        SCOPED_TRACE("T=" + std::to_string(T) + " D=" + std::to_string(D) + " n_past=" + std::to_string(c.n_past));
+        const std::vector<float> qv = rng.vec(size_t(T * c.Hq * D), -2, 2), kv = rng.vec(size_t(T * row), -2, 2),
+                                 vv = rng.vec(size_t(T * row), -1, 1);
+        std::vector<float> prior_k(size_t(c.cap * row), nan), prior_v(size_t(c.cap * row), nan);
+        for (int64_t i = 0; i < c.n_past * row; ++i) {
+            prior_k[size_t(i)] = rng.uniform(-1.5f, 1.5f);
+            prior_v[size_t(i)] = rng.uniform(-1, 1);
+        }
+        std::vector<int32_t> posv(size_t(3 * T));
+        for (int32_t& p : posv) p = rng.integer(0, 5000);
+        qwen3vl_tensor* pos = i32({3, T}, posv);
+        qwen3vl_tensor *qn = f32({D}, rng.vec(size_t(D), 0.5f, 1.5f)), *kn = f32({D}, rng.vec(size_t(D), 0.5f, 1.5f));
+        const std::vector<uint8_t> planes_k = kv_q8_planes(prior_k), planes_v = kv_q8_planes(prior_v);
+        // The f32 twin: caches holding the Q8 caches' values; the cache-writing half alone gives the rotated q and
+        // the new f32 rows.
+        std::vector<float> deq_k(prior_k.size()), deq_v(prior_v.size());
+        dequantize_q8(reinterpret_cast<const int8_t*>(planes_k.data()),
+                      reinterpret_cast<const uint16_t*>(planes_k.data() + prior_k.size()), int64_t(prior_k.size()),
+                      deq_k.data());
+        dequantize_q8(reinterpret_cast<const int8_t*>(planes_v.data()),
+                      reinterpret_cast<const uint16_t*>(planes_v.data() + prior_v.size()), int64_t(prior_v.size()),
+                      deq_v.data());
+        qwen3vl_tensor *q1 = f32({T, c.Hq, D}, qv), *k1 = f32({T, c.Hkv, D}, kv), *v = f32({T, c.Hkv, D}, vv);
+        qwen3vl_tensor *fk = f32({c.cap, c.Hkv, D}, deq_k), *fv = f32({c.cap, c.Hkv, D}, deq_v);
+        ASSERT_EQ(QWEN3VL_STATUS_OK, op::qk_norm_rope_kv(q1, k1, v, qn, kn, eps, pos, theta, c.section, fk, fv,
+                                                         c.n_past))
+            << qwen3vl_last_error();
+        // The fused op into Q8 caches.
+        qwen3vl_tensor *kc = make(QWEN3VL_DTYPE_Q8, {c.cap, c.Hkv, D}), *vc = make(QWEN3VL_DTYPE_Q8, {c.cap, c.Hkv, D});
+        write_values(kc, prior_k);
+        write_values(vc, prior_v);
+        qwen3vl_tensor *q2 = f32({T, c.Hq, D}, qv), *k2 = f32({T, c.Hkv, D}, kv), *out = f32({T, c.Hq, D}, nan);
+        ASSERT_EQ(QWEN3VL_STATUS_OK, op::qk_norm_rope_attention(out, q2, k2, v, qn, kn, eps, pos, theta, c.section,
+                                                                kc, vc, c.n_past))
+            << qwen3vl_last_error();
+        // Rows n_past .. n_past + T - 1: the blocks of the f32 twin's new rows; the others as written before.
+        for (auto [cache, twin, prior] : {std::tuple{kc, fk, &planes_k}, std::tuple{vc, fv, &planes_v}}) {
+            const std::vector<float> twin_rows = read(twin);
+            std::vector<float> want_f = twin_rows;
+            for (int64_t i = 0; i < c.cap * row; ++i)
+                if (i / row < c.n_past || i / row >= c.n_past + T) want_f[size_t(i)] = nan;
+            std::vector<uint8_t> want = kv_q8_planes(want_f);
+            const size_t n = size_t(c.cap * row);
+            for (size_t i = 0; i < n; ++i)  // the untouched rows: the planes written before the op
+                if (int64_t(i) / row < c.n_past || int64_t(i) / row >= c.n_past + T) {
+                    want[i] = (*prior)[i];
+                    if (i % 32 == 0) std::memcpy(&want[n + i / 16], &(*prior)[n + i / 16], 2);
+                }
+            std::vector<uint8_t> got(want.size());
+            ASSERT_EQ(QWEN3VL_STATUS_OK, qwen3vl_tensor_read(cache, QWEN3VL_DTYPE_Q8, got.data(), got.size()))
+                << qwen3vl_last_error();
+            EXPECT_TRUE(got == want) << (cache == kc ? "k_cache" : "v_cache") << " planes";
+        }
+        // The attention: qwen3vl_op_attention over f32 caches holding the Q8 caches' values, with the rotated q.
+        qwen3vl_tensor *ck = f32({c.cap, c.Hkv, D}, read(kc)), *cv = f32({c.cap, c.Hkv, D}, read(vc));
+        qwen3vl_tensor* same = f32({T, c.Hq, D}, nan);
+        ASSERT_EQ(QWEN3VL_STATUS_OK, op::attention(same, q1, ck, cv, c.n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr,
+                                                   nullptr))
+            << qwen3vl_last_error();
+        const std::vector<float> got = read(out), want = read(same);
+        EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << "output";
+        // And the plain op over the Q8 caches themselves, the same bits again.
+        qwen3vl_tensor* direct = f32({T, c.Hq, D}, nan);
+        ASSERT_EQ(QWEN3VL_STATUS_OK, op::attention(direct, q1, kc, vc, c.n_past, QWEN3VL_ATTENTION_CAUSAL, nullptr,
+                                                   nullptr))
+            << qwen3vl_last_error();
+        const std::vector<float> got2 = read(direct);
+        EXPECT_EQ(0, std::memcmp(got2.data(), want.data(), got2.size() * sizeof(float))) << "attention over q8";
+    }
+
+    // A NaN in k: its block gets a NaN scale, the output rows that see it are NaN; the call itself succeeds.
+    {
+        const int64_t D = 32;
+        qwen3vl_tensor* pos = i32({3, 1}, {1, 1, 1});
+        qwen3vl_tensor *qn = f32({D}, 1.0f), *kn = f32({D}, 1.0f);
+        std::vector<float> kv = rng.vec(size_t(D), -1, 1);
+        kv[7] = nan;
+        qwen3vl_tensor *q = f32({1, 1, D}, rng.vec(size_t(D), -1, 1)), *k = f32({1, 1, D}, kv), *v = f32({1, 1, D});
+        qwen3vl_tensor *kc = make(QWEN3VL_DTYPE_Q8, {4, 1, D}), *vc = make(QWEN3VL_DTYPE_Q8, {4, 1, D});
+        write_values(kc, std::vector<float>(size_t(4 * D), nan));
+        write_values(vc, std::vector<float>(size_t(4 * D), nan));
+        qwen3vl_tensor* out = f32({1, 1, D}, 0.0f);
+        const int64_t sec[3] = {6, 5, 5};
+        ASSERT_EQ(QWEN3VL_STATUS_OK,
+                  op::qk_norm_rope_attention(out, q, k, v, qn, kn, eps, pos, theta, sec, kc, vc, 0))
+            << qwen3vl_last_error();
+        for (float x : read(out)) EXPECT_TRUE(std::isnan(x));
+    }
+
+    // Refusals: a Q4 cache, mixed cache dtypes, a Q8 cache whose head dim is not whole blocks, a 4-D Q8 tensor.
+    const int64_t D = 32, sec[3] = {6, 5, 5};
+    qwen3vl_tensor *q = f32({1, 2, D}), *k = f32({1, 1, D}), *v = f32({1, 1, D}), *w = f32({D}, 1.0f);
+    qwen3vl_tensor *pos = i32({3, 1}, {0, 0, 0}), *out = f32({1, 2, D});
+    qwen3vl_tensor *q8 = make(QWEN3VL_DTYPE_Q8, {4, 1, D}), *bf = make(QWEN3VL_DTYPE_BF16, {4, 1, D});
+    EXPECT_INVALID(op::attention(out, q, q8, bf, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
+                   "v_cache must be q8, got bf16");
+    EXPECT_INVALID(op::qk_norm_rope_attention(out, q, k, v, w, w, eps, pos, theta, sec, bf, q8, 0),
+                   "v_cache must be bf16, got q8");
+    qwen3vl_tensor* q4 = make(QWEN3VL_DTYPE_Q4, {4, 256});
+    EXPECT_INVALID(op::attention(out, q, q4, q4, 0, QWEN3VL_ATTENTION_CAUSAL, nullptr, nullptr),
+                   "k_cache must be f32 or f16 or bf16 or q8, got q4");
+    qwen3vl_tensor* bad = nullptr;
+    const int64_t odd[3] = {4, 1, 48}, deep[4] = {2, 2, 1, 32};
+    EXPECT_INVALID(qwen3vl_tensor_create(backend.get(), QWEN3VL_DTYPE_Q8, 3, odd, &bad), "D = 48 is not a multiple");
+    EXPECT_INVALID(qwen3vl_tensor_create(backend.get(), QWEN3VL_DTYPE_Q8, 4, deep, &bad),
+                   "q8 tensors are 2-D weight matrices [N, K] or 3-D KV caches [capacity, Hkv, D], got 4");
+    EXPECT_INVALID(qwen3vl_tensor_create(backend.get(), QWEN3VL_DTYPE_Q4, 3, deep, &bad),
+                   "q4 tensors are 2-D weight matrices [N, K], got 3");
+    EXPECT_EQ(bad, nullptr);
+}
+
 TEST_F(AttentionOpsCApi, ParamStructsAreChecked) {
     // Every *_params op refuses a struct of another size (a caller built against another header) and a NULL pointer.
     qwen3vl_attention_params a = qwen3vl_attention_default_params();
@@ -699,7 +864,10 @@ protected:
             const std::vector<float> ref = read(c->cpu), got = read(c->gpu);
             const std::vector<float> ref_rows(ref.begin() + first, ref.begin() + end),
                 got_rows(got.begin() + first, got.begin() + end);
-            EXPECT_LE(nmse(got_rows, ref_rows), k.cache == kF32 ? 1e-10 : 1e-8)
+            // Q8: the CPU's and the GPU's rows before quantization differ in their last bits (norm and rotation
+            // rounded apart), which can move an element across a rounding boundary: one step d = max|x| / 127 of
+            // its block. The bound allows (1 / 127)^2, i.e. about such a step on every element.
+            EXPECT_LE(nmse(got_rows, ref_rows), k.cache == kF32 ? 1e-10 : k.cache == QWEN3VL_DTYPE_Q8 ? 6.2e-5 : 1e-8)
                 << (c == &kc ? "k_cache" : "v_cache") << at << " (" << seed() << ")";
             EXPECT_TRUE(std::isnan(got[end])) << "row n_past + T written" << at;
         }
@@ -712,7 +880,11 @@ protected:
         const Causal cases[] = {{1, 0, 16, 8, 128, kBF16, 1.0f},   {1, 37, 16, 8, 128, kBF16, 1.0f},
                                 {1, 511, 16, 8, 128, kBF16, 4.0f}, {1, 1000, 16, 8, 128, kF32, 1.0f},
                                 {4, 300, 16, 8, 128, kBF16, 1.0f}, {2, 63, 32, 8, 128, kF16, 1.0f},
-                                {3, 64, 8, 8, 64, kF32, 1.0f},     {65, 100, 16, 8, 128, kBF16, 1.0f}};
+                                {3, 64, 8, 8, 64, kF32, 1.0f},     {65, 100, 16, 8, 128, kBF16, 1.0f},
+                                // Q8 caches: fused decode (new rows quantized in the kernel), G = 4, T > 1, prefill
+                                {1, 0, 16, 8, 128, QWEN3VL_DTYPE_Q8, 1.0f},   {1, 511, 16, 8, 128, QWEN3VL_DTYPE_Q8, 4.0f},
+                                {1, 1000, 32, 8, 128, QWEN3VL_DTYPE_Q8, 1.0f}, {4, 300, 16, 8, 128, QWEN3VL_DTYPE_Q8, 1.0f},
+                                {3, 64, 8, 8, 64, QWEN3VL_DTYPE_Q8, 1.0f},     {65, 100, 16, 8, 128, QWEN3VL_DTYPE_Q8, 1.0f}};
         for (const Causal& k : cases)
             for (bool dev : {false, true}) {
                 run_rope_attention(k, dev);
@@ -730,7 +902,7 @@ protected:
             for (int64_t n_past : {0, 37, 1000})
                 for (Heads h : {Heads{16, 8}, Heads{4, 4}})
                     for (int64_t D : {128, 64})
-                        for (qwen3vl_dtype cache : {kF32, kBF16}) {
+                        for (qwen3vl_dtype cache : {kF32, kBF16, QWEN3VL_DTYPE_Q8}) {
                             run_causal({T, n_past, h.Hq, h.Hkv, D, cache, 1.0f});
                             if (HasFailure()) return;
                         }
@@ -746,7 +918,12 @@ protected:
                                // head dims 72 / 88 / 120 (Qwen3-VL-4B/8B vision: 72): zero-padded flash kernels,
                                // split-K included
                                {65, 100, 16, 8, 72, kBF16, 1.0f},   {5, 1200, 4, 2, 72, kF32, 1.0f},
-                               {130, 37, 4, 4, 88, kF16, 1.0f},     {64, 0, 2, 1, 120, kF32, 1.0f}};
+                               {130, 37, 4, 4, 88, kF16, 1.0f},     {64, 0, 2, 1, 120, kF32, 1.0f},
+                               // Q8 caches (decode kernel, and the prefill kernels over the dequantized rows): the
+                               // 8B's group of 4, split-K, a sharpened softmax, head dim 96
+                               {1, 2000, 32, 8, 128, QWEN3VL_DTYPE_Q8, 4.0f}, {40, 2000, 16, 8, 128, QWEN3VL_DTYPE_Q8, 1.0f},
+                               {300, 37, 16, 8, 128, QWEN3VL_DTYPE_Q8, 4.0f}, {33, 0, 4, 1, 96, QWEN3VL_DTYPE_Q8, 1.0f},
+                               {5, 700, 4, 2, 64, QWEN3VL_DTYPE_Q8, 1.0f}};
         for (const Causal& k : more) run_causal(k);
     }
 
@@ -776,6 +953,8 @@ protected:
         run_n_past_tensor({3, 200, 2, 2, 40, kF32, 1.0f}, {0, 150});
         // A long context (capacity-sized launch, chunks capped): short, middle and full conversations.
         run_n_past_tensor({1, 20000, 16, 8, 128, kBF16, 1.0f}, {0, 700, 12345, 20000});
+        run_n_past_tensor({1, 1100, 32, 8, 128, QWEN3VL_DTYPE_Q8, 1.0f}, {1100, 3, 64});
+        run_n_past_tensor({65, 1100, 16, 8, 128, QWEN3VL_DTYPE_Q8, 1.0f}, {0, 37, 1100});
     }
 };
 
