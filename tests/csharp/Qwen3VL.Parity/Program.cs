@@ -210,18 +210,18 @@ foreach (string dir in fixtures)
         {
             string what = kvQ8 ? $"{weights} + KV q8" : weights.ToString();
             var vsFp32 = Qwen3VL.Native.Tests.Shared.LogitQuality.Of(ours, reference, vocab);
-            extra += $"\n      {what} vs transformers-fp32: {vsFp32}";
+            extra += $"\n      {what} vs transformers-fp32:  {vsFp32}";
             if (stored is not null)
             {
                 using Qwen3VLContext sctx = stored.CreateContext(ids.Length + 1);
                 var vsStored = Qwen3VL.Native.Tests.Shared.LogitQuality.Of(ours, sctx.Prefill(ids, vision, positions), vocab);
-                extra += $"\n      {what} vs ours as stored:    {vsStored}";
+                extra += $"\n      {what} vs ours as stored:     {vsStored}";
             }
             if (defaultKv is not null)
             {
                 using Qwen3VLContext dctx = defaultKv.CreateContext(ids.Length + 1);
                 var vsDefaultKv = Qwen3VL.Native.Tests.Shared.LogitQuality.Of(ours, dctx.Prefill(ids, vision, positions), vocab);
-                extra += $"\n      {what} vs ours, KV {defaultKv.KvCache}: {vsDefaultKv}";
+                extra += $"\n      {what} vs ours with KV {defaultKv.KvCache.ToString().ToLowerInvariant()}: {vsDefaultKv}";
             }
             double bound = quantizedBound;
             string sources = $"{n8} q8 and {n4} q4 matrices" + (kvQ8 ? $", {nKv} q8 KV caches" : "");

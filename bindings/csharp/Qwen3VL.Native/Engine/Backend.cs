@@ -14,8 +14,9 @@ public enum TensorDType
     /// <summary>32-bit signed integer.</summary>
     I32 = 3,
     /// <summary>
-    /// Block-quantized 8-bit weights: a 2-D [N, K] matrix (K a multiple of 32) stored as N*K int8 values then one f16 scale
-    /// per 32 (<c>QWEN3VL_DTYPE_Q8</c>). Written from f32/f16/bf16 (quantized) or as its raw bytes.
+    /// Block-quantized 8 bits: a 2-D [N, K] weight matrix (K a multiple of 32), or a KV cache [capacity, kv_heads, head_dim]
+    /// (head_dim a multiple of 32), stored as all int8 values then one f16 scale per 32 along the last dimension
+    /// (<c>QWEN3VL_DTYPE_Q8</c>: 17/16 bytes per element). Written from f32/f16/bf16 (quantized) or as its raw bytes.
     /// </summary>
     Q8 = 4,
     /// <summary>

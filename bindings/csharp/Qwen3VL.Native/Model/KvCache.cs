@@ -3,7 +3,7 @@ using Qwen3VL.Native.Engine;
 namespace Qwen3VL.Native.Model;
 
 /// <summary>
-/// Per-layer key and value caches [capacity, kv_heads, head_dim] of one conversation, in f32, bf16 or Q8 (each head's row in
+/// Per-layer key and value caches [capacity, kv_heads, head_dim] of one conversation, in f32, f16, bf16 or Q8 (each head's row in
 /// blocks of 32 int8 with one f16 scale, quantized by the attention ops as they write a token). Dispose after use.
 /// </summary>
 public sealed class KvCache : IDisposable
@@ -15,7 +15,7 @@ public sealed class KvCache : IDisposable
     /// <param name="backend">Where the caches live (the model's backend).</param>
     /// <param name="config">The model configuration (layers, kv heads, head dim).</param>
     /// <param name="capacity">Tokens the caches hold.</param>
-    /// <param name="dtype">Element type: F32 (exact parity with an fp32 reference), BF16 or Q8 (head_dim a multiple of 32).</param>
+    /// <param name="dtype">Element type: F32 (exact parity with an fp32 reference), F16, BF16 or Q8 (head_dim a multiple of 32).</param>
     /// <exception cref="ArgumentException"><paramref name="dtype"/> is not a KV cache format, or Q8 with a head_dim that is not a
     /// multiple of 32.</exception>
     public KvCache(Backend backend, ModelConfig config, int capacity, TensorDType dtype = TensorDType.F32)
@@ -23,9 +23,9 @@ public sealed class KvCache : IDisposable
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(config);
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
-        if (dtype is not (TensorDType.F32 or TensorDType.BF16 or TensorDType.Q8))
+        if (dtype is not (TensorDType.F32 or TensorDType.F16 or TensorDType.BF16 or TensorDType.Q8))
         {
-            throw new ArgumentException($"A KV cache is F32, BF16 or Q8, not {dtype}.", nameof(dtype));
+            throw new ArgumentException($"A KV cache is F32, F16, BF16 or Q8, not {dtype}.", nameof(dtype));
         }
         if (dtype == TensorDType.Q8) RequireQ8HeadDim(config.TextHeadDim);
         Capacity = capacity;

@@ -12,8 +12,8 @@ namespace Qwen3VL.Native.Tests.Model;
 /// the parity runner's (tests/csharp/Qwen3VL.Parity/Program.cs): each layer's K and V caches are 2 independently-rounded
 /// sources of relative RMS error 5.4e-3 (the Q8 format's per cached vector), n_kv = 2 * layers of them accumulated as the
 /// quantized matrices are, 2 sqrt(n_kv + 1) 5.4e-3, in quadrature with the base criterion (1e-4, the CPU's against fp32):
-/// 0.029 for the 3-layer tiny-tied fixture. A cache that was not quantized is bit-equal to the f32 one and fails the lower
-/// end. tiny-tied has head_dim 32 (one block per head row), random-256 head_dim 64 (two); tiny-untied's head_dim 16 is
+/// 0.029 for the 3-layer tiny-tied fixture (measured: 1e-3 .. 3e-3). A cache that was not quantized computes the f32 one's
+/// logits (to rounding noise) and fails the lower end, 1e-4. tiny-tied has head_dim 32 (one block per head row), random-256 head_dim 64 (two); tiny-untied's head_dim 16 is
 /// refused.
 /// </summary>
 public sealed class KvCacheFormatTests(ITestOutputHelper output)
@@ -114,8 +114,10 @@ public sealed class KvCacheFormatTests(ITestOutputHelper output)
         Assert.InRange(vsFp32.MaxRelativeL2, 0, bound);
         Assert.InRange(vsF32Kv.MaxRelativeL2, 0, bound);
         Assert.All(decodeErrors, e => Assert.InRange(e, 0, bound));
-        // Really quantized: the decode steps read cached rows that were rounded to 8 bits, so no step is bit-equal.
-        Assert.All(decodeErrors, e => Assert.True(e > 1e-6, $"a decode step with Q8 caches equals the f32 one (rel L2 {e:E2})"));
+        // Really quantized: the prompt's attention and every decode step read cached rows that were rounded to 8 bits, so
+        // nothing is bit-equal, nor within f32 rounding noise (~1e-7): measured 1e-3 .. 3e-3, the lower end is 1e-4.
+        Assert.True(vsF32Kv.MaxRelativeL2 > 1e-4, $"the prompt's logits with Q8 caches are those of f32 caches (rel L2 {vsF32Kv.MaxRelativeL2:E2})");
+        Assert.All(decodeErrors, e => Assert.True(e > 1e-4, $"a decode step with Q8 caches computes what f32 caches do (rel L2 {e:E2})"));
         Assert.Equal(strict, agreed);
     }
 
@@ -147,7 +149,7 @@ public sealed class KvCacheFormatTests(ITestOutputHelper output)
         double bound = Bound(q8.Config.TextNumLayers, BaseTolerance);
         output.WriteLine($"random-256 KV q8 vs KV f32: rel L2 {string.Join(", ", errors.Select(e => e.ToString("E2", System.Globalization.CultureInfo.InvariantCulture)))} (bound {bound:E2})");
         Assert.All(errors, e => Assert.InRange(e, 0, bound));
-        Assert.All(errors.Skip(1), e => Assert.True(e > 1e-6, $"logits that read Q8 caches equal the f32 ones (rel L2 {e:E2})"));
+        Assert.All(errors, e => Assert.True(e > 1e-4, $"logits that read Q8 caches are those of f32 caches (rel L2 {e:E2})"));
     }
 
     [Fact]
