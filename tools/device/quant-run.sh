@@ -9,6 +9,10 @@
 #   memory   4B shapes with q8 and 8B shapes with q4, a 4096-token context and one 1024x1024 image: the pool's rows and
 #            the device's peak memory (nvidia-smi, sampled); quantize-on-load times.
 #   quality  the full-2b fixture (transformers, fp32 and bf16 logits) and the parity runner with stored, q8 and q4.
+#   kv       the 8-bit KV cache (--kv q8): the CUDA attention suite, compute-sanitizer memcheck / racecheck over the
+#            fused decode kernel's cases, fixture parity with --kv q8 (CUDA default and fp32 math, CPU; with q8 weights),
+#            `qwen3vl bench` with --kv bf16 and q8 (512 and 8192-token prompts), the op benchmark's attention rows; with
+#            KV_MEMORY=1 also the memory stage's 8B q4 / 4B q8 runs with --kv q8, and the full-2b quality with --kv q8.
 #   proxy    Pascal by proxy: the CUDA CTest suite and the fixture parity (stored, q8, q4) with QWEN3VL_CUDA_KERNEL_ARCH=61,
 #            the kernels an sm_61 GPU would get: parity with fp32 math at the CPU's 1e-4, with the default math at the
 #            documented 1e-2 (no tensor cores, but the KV cache is bf16 as on any GPU by default).
@@ -113,6 +117,60 @@ quality)
     for w in stored q8 q4; do echo "== full-2b, CUDA, --weights $w"; "$aot/qwen3vl-parity" --device cuda --weights $w /tmp/full2b; done
   } 2>&1 | tee "$OUT/full2b-quality.log"
   ;;
+kv)
+  {
+    build/cuda/tests/qwen3vl_op_attention_tests --gtest_filter='Cuda*' --gtest_brief=1 2>&1 | tail -n 4
+    if command -v compute-sanitizer >/dev/null; then
+      compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 build/cuda/tests/qwen3vl_op_attention_tests \
+        --gtest_filter='CudaAttentionOps.QkNormRopeAttention:CudaAttentionOpsFp32.NPastTensor' --gtest_brief=1 2>&1 | tail -n 3
+      echo "compute-sanitizer memcheck rc=$?"
+      compute-sanitizer --tool racecheck --error-exitcode 9 build/cuda/tests/qwen3vl_op_attention_tests \
+        --gtest_filter='CudaAttentionOps.QkNormRopeAttention' --gtest_brief=1 2>&1 | tail -n 3
+      echo "compute-sanitizer racecheck rc=$?"
+    fi
+  } 2>&1 | tee "$OUT/kv-tests.log"
+  {
+    # tiny-untied's head_dim (16) is not whole blocks of 32: --kv q8 is refused there by name (a FAIL line).
+    echo "== CUDA --kv q8"; "$aot/qwen3vl-parity" --device cuda --kv q8 tests/fixtures/tiny-tied tests/fixtures/tiny-untied
+    echo "== CUDA fp32 math --kv q8"; "$aot/qwen3vl-parity" --device cuda --fp32-math --kv q8 tests/fixtures/tiny-tied
+    echo "== CUDA --kv q8 --weights q8"; "$aot/qwen3vl-parity" --device cuda --kv q8 --weights q8 tests/fixtures/tiny-tied
+    echo "== CPU --kv q8"; "$aot/qwen3vl-parity" --device cpu --kv q8 tests/fixtures/tiny-tied
+  } 2>&1 | tee "$OUT/parity-kv.log" | grep -E "^(ok|FAIL|==|[0-9]+ passed|quality|backend)"
+  ckpt=/tmp/qwen3vl-2b-random
+  random_checkpoint "$ckpt"
+  {
+    for kv in bf16 q8; do
+      echo "== qwen3vl bench --device cuda --kv $kv --prompt-tokens 512 --new-tokens 128 --image-size 0"
+      "$aot/qwen3vl" bench --model "$ckpt" --device cuda --kv $kv --prompt-tokens 512 --new-tokens 128 --image-size 0 --repeat 2 2>&1
+    done
+    for kv in bf16 q8; do
+      echo "== qwen3vl bench --device cuda --kv $kv --prompt-tokens 8192 --new-tokens 128 --context 16384 --image-size 0"
+      "$aot/qwen3vl" bench --model "$ckpt" --device cuda --kv $kv --prompt-tokens 8192 --new-tokens 128 --context 16384 \
+        --image-size 0 --repeat 2 2>&1
+    done
+  } 2>&1 | tee "$OUT/bench-kv.log"
+  build/cuda/tests/qwen3vl_bench_cuda 30 attention 2>&1 | tee "$OUT/bench-ops-attention.log" | tail -30
+  if [ "${KV_MEMORY:-0}" = 1 ]; then
+    for spec in "4b q8" "8b q4"; do
+      set -- $spec
+      ckpt=/tmp/qwen3vl-$1-random
+      random_checkpoint "$ckpt" "tools/device/configs/qwen3vl-$1-shapes.json"
+      echo "== $1 shapes --weights $2 --kv q8, 4096-token context, a 1024x1024 image, 512-token prompt"
+      with_peak_memory "$aot/qwen3vl" bench --model "$ckpt" --device cuda --weights "$2" --kv q8 --prompt-tokens 512 \
+        --new-tokens 64 --context 4096 --image-size 1024 2>&1
+    done 2>&1 | tee "$OUT/memory-kv.log"
+    if [ ! -f /tmp/full2b/cases.json ]; then
+      PYTHONUNBUFFERED=1 python3 tools/reference/make_fixtures.py --tokenizer "$tokenizer" --out /tmp/full2b \
+        --preset full-2b --cases perf --device cuda --greedy-steps 8 --force > "$OUT/full2b-fixture.log" 2>&1 ||
+        { tail -40 "$OUT/full2b-fixture.log"; exit 1; }
+    fi
+    {
+      for a in "--kv q8" "--kv q8 --weights q8"; do
+        echo "== full-2b, CUDA, $a"; "$aot/qwen3vl-parity" --device cuda $a /tmp/full2b
+      done
+    } 2>&1 | tee "$OUT/full2b-quality-kv.log"
+  fi
+  ;;
 proxy)
   export QWEN3VL_CUDA_KERNEL_ARCH=61
   ctest --test-dir build/cuda -j 8 --output-on-failure 2>&1 | tail -n 25 | tee "$OUT/proxy-ctest.log"
@@ -125,5 +183,5 @@ proxy)
     for w in q8 q4; do echo "== sm_61 kernels, --weights $w"; "$aot/qwen3vl-parity" --device cuda --weights $w "${fixtures[@]}"; done
   } 2>&1 | tee "$OUT/proxy-parity.log" | grep -E "^(ok|FAIL|==|[0-9]+ passed|backend)"
   ;;
-*) echo "unknown stage $stage (tests | bench | memory | quality | proxy)"; exit 2 ;;
+*) echo "unknown stage $stage (tests | bench | memory | quality | kv | proxy)"; exit 2 ;;
 esac
