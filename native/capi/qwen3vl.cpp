@@ -208,6 +208,13 @@ qwen3vl_status qwen3vl_backend_trim(qwen3vl_backend* backend) {
     });
 }
 
+qwen3vl_status qwen3vl_backend_reset_peak(qwen3vl_backend* backend) {
+    return guarded([&] {
+        require(backend != nullptr, "backend is NULL");
+        backend->impl->pool().reset_peak();
+    });
+}
+
 qwen3vl_status qwen3vl_backend_capture_begin(qwen3vl_backend* backend) {
     return guarded([&] {
         require(backend != nullptr, "backend is NULL");

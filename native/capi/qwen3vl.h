@@ -359,6 +359,8 @@ QWEN3VL_API qwen3vl_memory_stats qwen3vl_memory_stats_init(void);
 QWEN3VL_API qwen3vl_status qwen3vl_backend_memory_stats(const qwen3vl_backend* backend, qwen3vl_memory_stats* stats);
 /** Returns the pool's cached, unused blocks to the system. */
 QWEN3VL_API qwen3vl_status qwen3vl_backend_trim(qwen3vl_backend* backend);
+/** Starts a new high-water mark: peak_bytes_in_use becomes bytes_in_use (to measure the peak of one phase of work). */
+QWEN3VL_API qwen3vl_status qwen3vl_backend_reset_peak(qwen3vl_backend* backend);
 
 /** Starts recording the ops that the calling thread issues on a GPU backend: until qwen3vl_backend_capture_end they
  * are recorded (shapes, arguments and memory addresses fixed), not run; other threads' ops run as usual. Tensors the

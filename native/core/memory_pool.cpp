@@ -158,6 +158,11 @@ void MemoryPool::trim() noexcept {
     s_->release_cache_locked();
 }
 
+void MemoryPool::reset_peak() noexcept {
+    std::lock_guard<std::mutex> lock(s_->mutex);
+    s_->stats.peak_bytes_in_use = s_->stats.bytes_in_use;
+}
+
 qwen3vl_memory_stats MemoryPool::stats() const {
     std::lock_guard<std::mutex> lock(s_->mutex);
     return s_->stats;

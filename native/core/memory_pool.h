@@ -28,6 +28,8 @@ public:
     void* allocate(size_t bytes);
     void deallocate(void* p) noexcept;
     void trim() noexcept;
+    // peak_bytes_in_use = bytes_in_use: a new high-water mark from here.
+    void reset_peak() noexcept;
     qwen3vl_memory_stats stats() const;
 
     // Graph capture: while the calling thread records, the blocks it allocates are held for the recorded work.

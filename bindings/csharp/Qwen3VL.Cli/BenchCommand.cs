@@ -113,37 +113,45 @@ internal static class BenchCommand
         double bestSampled = double.MaxValue, bestSampledRow = double.MaxValue;
         int declined = 0;
         int imageTokens = 0;
-        ulong cacheBytes = 0;
+        ulong cacheBytes = 0, imageCacheBytes = 0;
+        // Pool high-water marks per phase (Backend.ResetPeakMemory before each): the text prompt and its decode in a
+        // context of --context tokens; the image's vision pass and its prompt in a context of that size.
+        ulong textPeak = 0, imagePeak = 0;
         for (int r = 0; r < repeat; r++)
         {
-            using Qwen3VLContext ctx = m.CreateContext(Math.Max(context, promptTokens + newTokens + 1));
-            cacheBytes = ctx.CacheBytes;
-            var sw = Stopwatch.StartNew();
-            float[] logits = ctx.Prefill(prompt);
-            bestPrefill = Math.Min(bestPrefill, sw.Elapsed.TotalSeconds);
-            int token = ArgMax(logits);
-            if (newTokens > 0)
+            backend.ResetPeakMemory();
+            var sw = new Stopwatch();
+            using (Qwen3VLContext ctx = m.CreateContext(Math.Max(context, promptTokens + newTokens + 1)))
             {
-                // The first step also records the decoding graph (CUDA): timed on its own; the rate is the steady state.
+                cacheBytes = ctx.CacheBytes;
                 sw.Restart();
-                token = ctx.DecodeArgMax(token);
-                bestFirstStep = Math.Min(bestFirstStep, sw.Elapsed.TotalSeconds);
-                sw.Restart();
-                for (int n = 1; n < newTokens; n++) token = ctx.DecodeArgMax(token);
-                if (newTokens > 1) bestDecode = Math.Min(bestDecode, sw.Elapsed.TotalSeconds);
-                // The same step's graph replayed back to back: what a step costs the GPU without the host round trip
-                // (read the token, write the next inputs, launch) between tokens.
-                double replay = ctx.StepReplaySeconds(token, 100);
-                if (!double.IsNaN(replay)) bestReplay = Math.Min(bestReplay, replay);
+                float[] logits = ctx.Prefill(prompt);
+                bestPrefill = Math.Min(bestPrefill, sw.Elapsed.TotalSeconds);
+                int token = ArgMax(logits);
+                if (newTokens > 0)
+                {
+                    // The first step also records the decoding graph (CUDA): timed on its own; the rate is the steady state.
+                    sw.Restart();
+                    token = ctx.DecodeArgMax(token);
+                    bestFirstStep = Math.Min(bestFirstStep, sw.Elapsed.TotalSeconds);
+                    sw.Restart();
+                    for (int n = 1; n < newTokens; n++) token = ctx.DecodeArgMax(token);
+                    if (newTokens > 1) bestDecode = Math.Min(bestDecode, sw.Elapsed.TotalSeconds);
+                    // The same step's graph replayed back to back: what a step costs the GPU without the host round trip
+                    // (read the token, write the next inputs, launch) between tokens.
+                    double replay = ctx.StepReplaySeconds(token, 100);
+                    if (!double.IsNaN(replay)) bestReplay = Math.Min(bestReplay, replay);
+                }
+                if (sample && newTokens > 1)
+                {
+                    int capacity = Math.Max(context, promptTokens + newTokens + 1);
+                    (double seconds, int misses) = SampledDecode(m, prompt, newTokens, capacity, fromCandidates: true);
+                    bestSampled = Math.Min(bestSampled, seconds);
+                    declined = misses;
+                    bestSampledRow = Math.Min(bestSampledRow, SampledDecode(m, prompt, newTokens, capacity, fromCandidates: false).Seconds);
+                }
             }
-            if (sample && newTokens > 1)
-            {
-                int capacity = Math.Max(context, promptTokens + newTokens + 1);
-                (double seconds, int misses) = SampledDecode(m, prompt, newTokens, capacity, fromCandidates: true);
-                bestSampled = Math.Min(bestSampled, seconds);
-                declined = misses;
-                bestSampledRow = Math.Min(bestSampledRow, SampledDecode(m, prompt, newTokens, capacity, fromCandidates: false).Seconds);
-            }
+            textPeak = Math.Max(textPeak, backend.GetMemoryStats().PeakBytesInUse);
 
             if (imageSize > 0)
             {
@@ -171,12 +179,16 @@ internal static class BenchCommand
                 for (int i = 0; i < image.TokenCount; i++) ids.Add((int)c.ImageTokenId);
                 ids.Add((int)c.VisionEndTokenId);
                 for (int i = 0; i < 32; i++) ids.Add(prompt[i % prompt.Length]);
-                using Qwen3VLContext ttftContext = m.CreateContext(ids.Count + 1);
+                // In a context of --context tokens (at least the prompt's): one conversation holding the image.
+                backend.ResetPeakMemory();
+                using Qwen3VLContext ttftContext = m.CreateContext(Math.Max(context, ids.Count + 1));
+                imageCacheBytes = ttftContext.CacheBytes;
                 sw.Restart();
                 ProcessedImage again = processor.Process(new RgbImage(imageSize, imageSize, pixels));
                 int first = ArgMax(ttftContext.Prefill(ids.ToArray(), VisionInput.FromImages([again])));
                 bestTtft = Math.Min(bestTtft, sw.Elapsed.TotalSeconds);
                 GC.KeepAlive(first);
+                imagePeak = Math.Max(imagePeak, backend.GetMemoryStats().PeakBytesInUse);
             }
         }
         BackendMemoryStats memory = backend.GetMemoryStats();
@@ -207,7 +219,11 @@ internal static class BenchCommand
             Console.WriteLine($"| image {imageSize}x{imageSize} ({imageTokens} tokens) | encode {F(bestImage * 1000, "0.0")} ms (all ops queued after {F(bestImageQueued * 1000, "0.0")} ms), preprocessing {F(bestPre * 1000, "0.0")} ms |");
             Console.WriteLine($"| time to first token, one {imageSize}x{imageSize} image + 32 text tokens | {F(bestTtft * 1000, "0.0")} ms |");
         }
-        Console.WriteLine($"| backend memory (pool) | peak {F(memory.PeakBytesInUse / 1e9, "0.000")} GB in use = weights {F(m.WeightBytes / 1e9, "0.000")} GB + KV cache ({m.KvCache.ToString().ToLowerInvariant()}, {cacheBytes} bytes) {F(cacheBytes / 1e9, "0.000")} GB + {F(((double)memory.PeakBytesInUse - m.WeightBytes - cacheBytes) / 1e9, "0.000")} GB activations/workspace; {F(memory.BytesReserved / 1e9, "0.000")} GB reserved |");
+        string kvName = m.KvCache.ToString().ToLowerInvariant();
+        Console.WriteLine($"| backend memory (pool), the text prompt and its decode | peak {F(textPeak / 1e9, "0.000")} GB in use = weights {F(m.WeightBytes / 1e9, "0.000")} GB + KV cache ({kvName}, {cacheBytes} bytes) {F(cacheBytes / 1e9, "0.000")} GB + {F(((double)textPeak - m.WeightBytes - cacheBytes) / 1e9, "0.000")} GB activations/workspace |");
+        if (imageSize > 0)
+            Console.WriteLine($"| backend memory (pool), the image encoded and prefilled with 32 text tokens | peak {F(imagePeak / 1e9, "0.000")} GB in use = weights {F(m.WeightBytes / 1e9, "0.000")} GB + KV cache ({kvName}, {imageCacheBytes} bytes) {F(imageCacheBytes / 1e9, "0.000")} GB + {F(((double)imagePeak - m.WeightBytes - imageCacheBytes) / 1e9, "0.000")} GB activations/workspace |");
+        Console.WriteLine($"| backend memory (pool) | peak {F(Math.Max(textPeak, imagePeak) / 1e9, "0.000")} GB in use (the larger of the above); {F(memory.BytesReserved / 1e9, "0.000")} GB reserved |");
         Console.WriteLine($"| peak RSS | {(rss is null ? "n/a" : F(rss.Value / 1e9) + " GB")} |");
         return 0;
     }

@@ -109,6 +109,10 @@ public sealed class Backend : IDisposable
     /// <summary>Returns the pool's cached, unused blocks to the system.</summary>
     public void Trim() => Native.BackendTrim(Handle);
 
+    /// <summary>Starts a new high-water mark of the pool: <see cref="BackendMemoryStats.PeakBytesInUse"/> becomes the
+    /// bytes in use now, so that the next reading is the peak of the work in between.</summary>
+    public void ResetPeakMemory() => Native.BackendResetPeak(Handle);
+
     /// <summary>Allocates an uninitialised tensor of the given type and shape (1 to 4 dimensions).</summary>
     /// <exception cref="Qwen3VLInvalidArgumentException">The shape is empty, too long or not positive.</exception>
     public Tensor CreateTensor(TensorDType dtype, params ReadOnlySpan<long> shape) => Tensor.Create(this, dtype, shape);
