@@ -11,8 +11,9 @@
 #   quality  the full-2b fixture (transformers, fp32 and bf16 logits) and the parity runner with stored, q8 and q4.
 #   kv       the 8-bit KV cache (--kv q8): the CUDA attention suite, compute-sanitizer memcheck / racecheck over the
 #            fused decode kernel's cases, fixture parity with --kv q8 (CUDA default and fp32 math, CPU; with q8 weights),
-#            `qwen3vl bench` with --kv bf16 and q8 (512 and 8192-token prompts), the op benchmark's attention rows; with
-#            KV_MEMORY=1 also the memory stage's 8B q4 / 4B q8 runs with --kv q8, and the full-2b quality with --kv q8.
+#            `qwen3vl bench` with --kv bf16 and q8 (512 and 8192-token prompts), the op benchmark's attention rows.
+#   kvmem    the memory stage's 4B q8 / 8B q4 runs with --kv q8 (and 8B q4 with bf16 KV, the same bench, for the rows),
+#            and the full-2b quality with --kv q8.
 #   proxy    Pascal by proxy: the CUDA CTest suite and the fixture parity (stored, q8, q4) with QWEN3VL_CUDA_KERNEL_ARCH=61,
 #            the kernels an sm_61 GPU would get: parity with fp32 math at the CPU's 1e-4, with the default math at the
 #            documented 1e-2 (no tensor cores, but the KV cache is bf16 as on any GPU by default).
@@ -150,26 +151,26 @@ kv)
     done
   } 2>&1 | tee "$OUT/bench-kv.log"
   build/cuda/tests/qwen3vl_bench_cuda 30 attention 2>&1 | tee "$OUT/bench-ops-attention.log" | tail -30
-  if [ "${KV_MEMORY:-0}" = 1 ]; then
-    for spec in "4b q8" "8b q4"; do
-      set -- $spec
-      ckpt=/tmp/qwen3vl-$1-random
-      random_checkpoint "$ckpt" "tools/device/configs/qwen3vl-$1-shapes.json"
-      echo "== $1 shapes --weights $2 --kv q8, 4096-token context, a 1024x1024 image, 512-token prompt"
-      with_peak_memory "$aot/qwen3vl" bench --model "$ckpt" --device cuda --weights "$2" --kv q8 --prompt-tokens 512 \
-        --new-tokens 64 --context 4096 --image-size 1024 2>&1
-    done 2>&1 | tee "$OUT/memory-kv.log"
-    if [ ! -f /tmp/full2b/cases.json ]; then
-      PYTHONUNBUFFERED=1 python3 tools/reference/make_fixtures.py --tokenizer "$tokenizer" --out /tmp/full2b \
-        --preset full-2b --cases perf --device cuda --greedy-steps 8 --force > "$OUT/full2b-fixture.log" 2>&1 ||
-        { tail -40 "$OUT/full2b-fixture.log"; exit 1; }
-    fi
-    {
-      for a in "--kv q8" "--kv q8 --weights q8"; do
-        echo "== full-2b, CUDA, $a"; "$aot/qwen3vl-parity" --device cuda $a /tmp/full2b
-      done
-    } 2>&1 | tee "$OUT/full2b-quality-kv.log"
+  ;;
+kvmem)
+  for spec in "4b q8 q8" "8b q4 q8" "8b q4 auto"; do
+    set -- $spec
+    ckpt=/tmp/qwen3vl-$1-random
+    s=$(date +%s); random_checkpoint "$ckpt" "tools/device/configs/qwen3vl-$1-shapes.json"; echo "made $ckpt in $(( $(date +%s) - s )) s"
+    echo "== $1 shapes --weights $2 --kv $3, 4096-token context, a 1024x1024 image, 512-token prompt"
+    with_peak_memory "$aot/qwen3vl" bench --model "$ckpt" --device cuda --weights "$2" --kv "$3" --prompt-tokens 512 \
+      --new-tokens 64 --context 4096 --image-size 1024 2>&1
+  done 2>&1 | tee "$OUT/memory-kv.log"
+  if [ ! -f /tmp/full2b/cases.json ]; then
+    PYTHONUNBUFFERED=1 python3 tools/reference/make_fixtures.py --tokenizer "$tokenizer" --out /tmp/full2b \
+      --preset full-2b --cases perf --device cuda --greedy-steps 8 --force > "$OUT/full2b-fixture.log" 2>&1 ||
+      { tail -40 "$OUT/full2b-fixture.log"; exit 1; }
   fi
+  {
+    for a in "--kv q8" "--kv q8 --weights q8"; do
+      echo "== full-2b, CUDA, $a"; "$aot/qwen3vl-parity" --device cuda $a /tmp/full2b
+    done
+  } 2>&1 | tee "$OUT/full2b-quality-kv.log"
   ;;
 proxy)
   export QWEN3VL_CUDA_KERNEL_ARCH=61
@@ -183,5 +184,5 @@ proxy)
     for w in q8 q4; do echo "== sm_61 kernels, --weights $w"; "$aot/qwen3vl-parity" --device cuda --weights $w "${fixtures[@]}"; done
   } 2>&1 | tee "$OUT/proxy-parity.log" | grep -E "^(ok|FAIL|==|[0-9]+ passed|backend)"
   ;;
-*) echo "unknown stage $stage (tests | bench | memory | quality | kv | proxy)"; exit 2 ;;
+*) echo "unknown stage $stage (tests | bench | memory | quality | kv | kvmem | proxy)"; exit 2 ;;
 esac
