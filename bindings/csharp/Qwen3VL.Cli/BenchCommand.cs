@@ -81,6 +81,8 @@ internal static class BenchCommand
                 ? Backend.CreateCuda(device.Length > 5 && device[4] == ':' ? int.Parse(device[5..], CultureInfo.InvariantCulture) : 0)
                 : throw new ArgumentException("--device must be cpu or cuda[:N]");
         using Qwen3VLModel m = Load(model, backend, new Qwen3VLModelOptions { CudaGraphs = cudaGraphs, Weights = weights, KvCache = kv });
+        // What the loaded weights hold in the pool (on the CPU, weights used as stored are mapped from the files instead).
+        ulong poolWeights = backend.GetMemoryStats().BytesInUse;
         load.Stop();
         ModelConfig c = m.Config;
         Console.WriteLine($"model:   {model}");
@@ -220,9 +222,12 @@ internal static class BenchCommand
             Console.WriteLine($"| time to first token, one {imageSize}x{imageSize} image + 32 text tokens | {F(bestTtft * 1000, "0.0")} ms |");
         }
         string kvName = m.KvCache.ToString().ToLowerInvariant();
-        Console.WriteLine($"| backend memory (pool), the text prompt and its decode | peak {F(textPeak / 1e9, "0.000")} GB in use = weights {F(m.WeightBytes / 1e9, "0.000")} GB + KV cache ({kvName}, {cacheBytes} bytes) {F(cacheBytes / 1e9, "0.000")} GB + {F(((double)textPeak - m.WeightBytes - cacheBytes) / 1e9, "0.000")} GB activations/workspace |");
+        string Weights() => poolWeights + (1UL << 20) >= (ulong)m.WeightBytes
+            ? $"weights {F(poolWeights / 1e9, "0.000")} GB"
+            : $"weights {F(poolWeights / 1e9, "0.000")} GB in the pool (of {F(m.WeightBytes / 1e9, "0.000")} GB; the rest mapped from the checkpoint's files)";
+        Console.WriteLine($"| backend memory (pool), the text prompt and its decode | peak {F(textPeak / 1e9, "0.000")} GB in use = {Weights()} + KV cache ({kvName}, {cacheBytes} bytes) {F(cacheBytes / 1e9, "0.000")} GB + {F(((double)textPeak - poolWeights - cacheBytes) / 1e9, "0.000")} GB activations/workspace |");
         if (imageSize > 0)
-            Console.WriteLine($"| backend memory (pool), the image encoded and prefilled with 32 text tokens | peak {F(imagePeak / 1e9, "0.000")} GB in use = weights {F(m.WeightBytes / 1e9, "0.000")} GB + KV cache ({kvName}, {imageCacheBytes} bytes) {F(imageCacheBytes / 1e9, "0.000")} GB + {F(((double)imagePeak - m.WeightBytes - imageCacheBytes) / 1e9, "0.000")} GB activations/workspace |");
+            Console.WriteLine($"| backend memory (pool), the image encoded and prefilled with 32 text tokens | peak {F(imagePeak / 1e9, "0.000")} GB in use = {Weights()} + KV cache ({kvName}, {imageCacheBytes} bytes) {F(imageCacheBytes / 1e9, "0.000")} GB + {F(((double)imagePeak - poolWeights - imageCacheBytes) / 1e9, "0.000")} GB activations/workspace |");
         Console.WriteLine($"| backend memory (pool) | peak {F(Math.Max(textPeak, imagePeak) / 1e9, "0.000")} GB in use (the larger of the above); {F(memory.BytesReserved / 1e9, "0.000")} GB reserved |");
         Console.WriteLine($"| peak RSS | {(rss is null ? "n/a" : F(rss.Value / 1e9) + " GB")} |");
         return 0;
