@@ -41,6 +41,9 @@ double tolerance = LogitTolerance;
 WeightFormat weights = WeightFormat.Stored;
 KvCacheFormat kv = KvCacheFormat.Auto;
 var fixtures = new List<string>();
+const string Usage = "usage: qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] [--weights stored|bf16|q8|q4] [--kv auto|f32|bf16|q8] FIXTURE_DIR...";
+try
+{
 for (int i = 0; i < args.Length; i++)
 {
     if (args[i] == "--device" && i + 1 < args.Length) device = args[++i];
@@ -66,9 +69,17 @@ for (int i = 0; i < args.Length; i++)
         };
     else fixtures.Add(args[i]);
 }
+}
+catch (Exception e) when (e is ArgumentException or FormatException)
+{
+    // A bad option value: one line naming it, and the usage (not a stack trace).
+    Console.Error.WriteLine($"qwen3vl-parity: {e.Message}");
+    Console.Error.WriteLine(Usage);
+    return 2;
+}
 if (fixtures.Count == 0)
 {
-    Console.Error.WriteLine("usage: qwen3vl-parity [--device cpu|cuda[:N]] [--fp32-math] [--tolerance REL_L2] [--weights stored|bf16|q8|q4] [--kv auto|f32|bf16|q8] FIXTURE_DIR...");
+    Console.Error.WriteLine(Usage);
     return 2;
 }
 bool quantized = weights is WeightFormat.Q8 or WeightFormat.Q4;
