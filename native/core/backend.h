@@ -35,7 +35,8 @@ public:
     virtual std::string name() const = 0;
 
     // Memory from the backend's pool (device memory for CUDA). Throws OUT_OF_MEMORY.
-    void* allocate(size_t bytes) { return pool().allocate(bytes); }
+    // persistent: sized exactly (MemoryPool::allocate's exact), for weights.
+    void* allocate(size_t bytes, bool persistent = false) { return pool().allocate(bytes, persistent); }
     void deallocate(void* p) noexcept { pool().deallocate(p); }
     virtual MemoryPool& pool() = 0;
     const MemoryPool& pool() const { return const_cast<Backend*>(this)->pool(); }

@@ -75,7 +75,7 @@ Tensor load_q8(const std::shared_ptr<Checkpoint>& checkpoint, Backend& b, const 
         return t;
     }
     const int64_t shape[2] = {v.shape[0], v.shape[1]};
-    t = make_tensor(b, dtype, 2, shape);
+    t = make_tensor(b, dtype, 2, shape, /*persistent=*/true);
     if (dtype == QWEN3VL_DTYPE_Q8) {
         b.upload_bytes(t.data, v.data, static_cast<size_t>(v.bytes));
         b.upload_bytes(t.scales, s.data, static_cast<size_t>(s.bytes));
@@ -121,7 +121,7 @@ Tensor load_q4(const std::shared_ptr<Checkpoint>& checkpoint, Backend& b, const 
         return t;
     }
     const int64_t shape[2] = {N, K};
-    t = make_tensor(b, dtype, 2, shape);
+    t = make_tensor(b, dtype, 2, shape, /*persistent=*/true);
     if (dtype == QWEN3VL_DTYPE_Q4) {
         b.upload_bytes(t.data, v.data, static_cast<size_t>(v.bytes));
         b.upload_bytes(t.scales, h.data, static_cast<size_t>(h.bytes));
@@ -172,7 +172,7 @@ Tensor load_weight(const std::shared_ptr<Checkpoint>& checkpoint, Backend& b, co
     }
     Tensor t;
     if (fp8) {
-        t = make_tensor(b, dtype, static_cast<int>(shape.size()), shape.data());
+        t = make_tensor(b, dtype, static_cast<int>(shape.size()), shape.data(), /*persistent=*/true);
         load_fp8(t, *checkpoint, v);
     } else if (b.host_memory() && dtype == stored) {
         t.backend = &b;
@@ -183,7 +183,7 @@ Tensor load_weight(const std::shared_ptr<Checkpoint>& checkpoint, Backend& b, co
         t.bytes = v.bytes;
         t.storage = checkpoint;  // keeps the mapping alive
     } else {
-        t = make_tensor(b, dtype, static_cast<int>(shape.size()), shape.data());
+        t = make_tensor(b, dtype, static_cast<int>(shape.size()), shape.data(), /*persistent=*/true);
         write_tensor(t, stored, v.data);
     }
     return t;

@@ -66,8 +66,8 @@ size_t MemoryPool::round_size(size_t bytes) {
     return (bytes + step - 1) / step * step;
 }
 
-void* MemoryPool::allocate(size_t bytes) {
-    const size_t size = round_size(bytes);
+void* MemoryPool::allocate(size_t bytes, bool exact) {
+    const size_t size = exact && bytes < SIZE_MAX - 255 ? round_exact(bytes) : round_size(bytes);
     std::lock_guard<std::mutex> lock(s_->mutex);
     void* p = nullptr;
     auto it = s_->free_blocks.find(size);

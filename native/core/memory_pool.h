@@ -25,7 +25,10 @@ public:
 
     // Throws Error(OUT_OF_MEMORY) with the sizes when neither the cache nor the upstream can serve the request;
     // on that path the cache is released to the upstream and the allocation retried once.
-    void* allocate(size_t bytes);
+    // exact: a block sized to the request in 256-byte steps, for memory that lives as long as a model (weights):
+    // the size classes below keep freed activation blocks reusable across nearby sizes, at up to 1/8 of the size in
+    // slack, which one-off blocks of hundreds of MB (an 8B model's lm_head: 661 MB in a 768 MB class) do not need.
+    void* allocate(size_t bytes, bool exact = false);
     void deallocate(void* p) noexcept;
     void trim() noexcept;
     // peak_bytes_in_use = bytes_in_use: a new high-water mark from here.
@@ -43,6 +46,8 @@ public:
 
     // The size a request is rounded to: 256-byte steps up to 1 MiB, then 1/8 of the power of two above.
     static size_t round_size(size_t bytes);
+    // The size an exact request is rounded to: 256-byte steps.
+    static size_t round_exact(size_t bytes) { return ((bytes == 0 ? 1 : bytes) + 255) & ~size_t(255); }
 
 private:
     // The containers stay out of this header so CUDA translation units include no <map> (nvcc 11 with a clang

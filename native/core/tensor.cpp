@@ -49,7 +49,7 @@ uint64_t tensor_bytes(qwen3vl_dtype dtype, int ndim, const int64_t* shape) {
     return count + count / kQ8Block * 2;
 }
 
-Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_t* shape) {
+Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_t* shape, bool persistent) {
     const uint64_t bytes = tensor_bytes(dtype, ndim, shape);
     Tensor t;
     t.backend = &backend;
@@ -59,7 +59,7 @@ Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_
     t.bytes = bytes;
     if (t.bytes > SIZE_MAX) fail(QWEN3VL_STATUS_LIMIT_EXCEEDED, "tensor too large for this platform");
     Backend* owner = &backend;
-    t.data = backend.allocate(static_cast<size_t>(t.bytes));
+    t.data = backend.allocate(static_cast<size_t>(t.bytes), persistent);
     try {
         t.storage = std::shared_ptr<void>(t.data, [owner](void* p) { owner->deallocate(p); });
     } catch (...) {

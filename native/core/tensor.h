@@ -32,7 +32,8 @@ struct Tensor {
 };
 
 // A new tensor with memory from the backend's pool. Throws INVALID_ARGUMENT, LIMIT_EXCEEDED or OUT_OF_MEMORY.
-Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_t* shape);
+// persistent: memory for the model's lifetime (a weight), sized exactly rather than in the pool's reusable classes.
+Tensor make_tensor(Backend& backend, qwen3vl_dtype dtype, int ndim, const int64_t* shape, bool persistent = false);
 
 // Bytes of a tensor of this dtype and shape (both planes for a block format, which must be 2-D with whole blocks:
 // INVALID_ARGUMENT otherwise). Throws as checked_element_count.

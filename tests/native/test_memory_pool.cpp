@@ -70,6 +70,31 @@ TEST(MemoryPool, ReusesFreedBlocksOfTheSameClass) {
     EXPECT_TRUE(up.live.empty());
 }
 
+TEST(MemoryPool, ExactBlocksHoldTheirSizeNotAClass) {
+    // A weight of 33 MB would take a 40 MB class (the 8B's lm_head in q8, 661 MB, a 768 MB one); exact, it takes its
+    // size in 256-byte steps, is counted so, and is reused only by a request of that size.
+    FakeUpstream up;
+    {
+        MemoryPool pool = make_pool(up);
+        const size_t big = (size_t(33) << 20) + 100;
+        EXPECT_EQ(MemoryPool::round_size(big), size_t(40) << 20);
+        void* a = pool.allocate(big, /*exact=*/true);
+        EXPECT_EQ(pool.stats().bytes_in_use, MemoryPool::round_exact(big));
+        EXPECT_EQ(MemoryPool::round_exact(big), (size_t(33) << 20) + 256);
+        EXPECT_EQ(MemoryPool::round_exact(0), 256u);
+        pool.deallocate(a);
+        void* b = pool.allocate(big, true);
+        EXPECT_EQ(a, b);
+        EXPECT_EQ(up.allocs, 1);
+        void* c = pool.allocate(big, false);  // a class-sized request does not take the exact block
+        EXPECT_NE(c, b);
+        EXPECT_EQ(pool.stats().bytes_in_use, MemoryPool::round_exact(big) + (size_t(40) << 20));
+        pool.deallocate(b);
+        pool.deallocate(c);
+    }
+    EXPECT_TRUE(up.live.empty());
+}
+
 TEST(MemoryPool, OutOfMemoryReleasesCacheAndRetriesThenReportsSizes) {
     FakeUpstream up;
     up.limit = 4096;
