@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "attention_impl.cuh"
-#include "dtype.h"
 #include "quant.cuh"
 #include "rope.cuh"
 
@@ -260,19 +259,16 @@ void attention(CudaBackend& be, const AttentionArgs& a) {
     if (attn::decode_attention(be, a)) return;
     if (a.kv_dtype == QWEN3VL_DTYPE_Q8) {
         // A Q8 cache for the prefill kernels: its keys' rows (up to the bound when n_past is read on the device)
-        // dequantized into scratch, and attention over those. Exactly (d * q in f32) for the fp32 kernel; rounded to
-        // bf16 where flash attention runs, which rounds K and V to bf16 itself (the same values, half the bytes). The
-        // scratch lives for this call only.
-        const bool flash = !be.fp32_math() && be.compute_capability() >= 80;
-        const qwen3vl_dtype st = flash ? QWEN3VL_DTYPE_BF16 : QWEN3VL_DTYPE_F32;
-        const size_t n = size_t((a.n_past + a.tokens) * a.kv_stride), bytes = n * dtype_size(st);
-        CudaBackend::Scratch k(be, bytes), v(be, bytes);
-        dequantize_q8(be, k.as<void>(), st, static_cast<const int8_t*>(a.k), a.k_scales, n);
-        dequantize_q8(be, v.as<void>(), st, static_cast<const int8_t*>(a.v), a.v_scales, n);
+        // dequantized into f32 scratch, exactly (d * q), and attention over those. Prefill is compute-bound: the
+        // copy costs a few microseconds per layer; the scratch lives for this call only.
+        const size_t n = size_t((a.n_past + a.tokens) * a.kv_stride);
+        CudaBackend::Scratch k(be, n * sizeof(float)), v(be, n * sizeof(float));
+        dequantize_q8(be, k.as<float>(), QWEN3VL_DTYPE_F32, static_cast<const int8_t*>(a.k), a.k_scales, n);
+        dequantize_q8(be, v.as<float>(), QWEN3VL_DTYPE_F32, static_cast<const int8_t*>(a.v), a.v_scales, n);
         AttentionArgs f = a;
-        f.k = k.as<void>();
-        f.v = v.as<void>();
-        f.kv_dtype = st;
+        f.k = k.as<float>();
+        f.v = v.as<float>();
+        f.kv_dtype = QWEN3VL_DTYPE_F32;
         f.k_scales = f.v_scales = nullptr;
         attention(be, f);
         return;

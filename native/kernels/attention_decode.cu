@@ -106,34 +106,30 @@ struct Vec16<__half> {
     }
 };
 
-// A Q8 cache (int8_t stands for it): 16 int8 values of a row (one 16-byte load, as for the other caches; half a
-// block, so one f16 scale per load: the element at offset e has its scale at s[e / 32]). to_f32 is exact (an f16
-// times an int8); the int8 -> f32 conversion goes through the float bits (byte ^ 0x80 in the mantissa of 2^23, minus
-// 2^23 + 128: a byte permute and a subtraction instead of the quarter-rate I2F).
+// A Q8 cache (int8_t stands for it): 8 int8 values of a row (8 bytes: E = 8 as for the 16-bit caches, so the
+// lane layout is theirs) and the f16 scale of their block, the element at offset e having its scale at s[e / 32].
+// to_f32 is exact (an f16 times an int8).
 template <>
 struct Vec16<int8_t> {
-    static constexpr int E = 16;
-    uint4 raw;
+    static constexpr int E = 8;
+    uint2 raw;
     float scale;
     __device__ __forceinline__ void load(const int8_t* p, const unsigned short* s, int64_t e) {
-        raw = __ldg(reinterpret_cast<const uint4*>(p + e));
+        raw = __ldg(reinterpret_cast<const uint2*>(p + e));
         scale = __half2float(__ushort_as_half(__ldg(s + e / 32)));
     }
     __device__ __forceinline__ void load_plain(const int8_t* p, const unsigned short* s, int64_t e) {
-        raw = *reinterpret_cast<const uint4*>(p + e);
+        raw = *reinterpret_cast<const uint2*>(p + e);
         scale = __half2float(__ushort_as_half(s[e / 32]));
     }
     __device__ __forceinline__ void zero() {
-        raw = make_uint4(0u, 0u, 0u, 0u);
+        raw = make_uint2(0u, 0u);
         scale = 0.0f;
     }
     __device__ __forceinline__ void to_f32(float (&f)[E]) const {
-        const unsigned w[4] = {raw.x ^ 0x80808080u, raw.y ^ 0x80808080u, raw.z ^ 0x80808080u, raw.w ^ 0x80808080u};
 #pragma unroll
-        for (int i = 0; i < E; ++i) {
-            const float b = __uint_as_float(__byte_perm(w[i / 4], 0x4B000000u, 0x7440u + unsigned(i % 4))) - 8388736.0f;
-            f[i] = scale * b;
-        }
+        for (int i = 0; i < E; ++i)
+            f[i] = scale * static_cast<float>(static_cast<int8_t>((i < 4 ? raw.x : raw.y) >> (8 * (i % 4))));
     }
 };
 
@@ -152,11 +148,6 @@ __global__ void __launch_bounds__(kDecThreads)
     constexpr int E = Vec::E;
     constexpr bool kQ8 = std::is_same<KV, int8_t>::value;  // a Q8 cache: int8 values and a scale plane
     constexpr int kChunksPerLane = kMaxDim / E / 8;  // 16-byte pieces of a K row per lane (8 lanes per row)
-    // V rows per thread and sub-tile: kSub / slots, the slots (kDecWarps * 32 / L) fewest when L is largest, at most
-    // kMaxDim / E (a power of two): 16 for f32, 8 for 16-bit and 4 for Q8 caches. Q8 keeps registers for its 4 only
-    // (its 16-element pieces make the accumulators twice as large); the others keep kMaxVRows as measured so far.
-    constexpr int kVRows = kQ8 ? kSub * (kMaxDim / E) / (kDecWarps * 32) : kMaxVRows;
-    static_assert(kVRows <= kMaxVRows && kVRows * kDecWarps * 32 / (kMaxDim / E) >= kSub, "V rows per thread");
     extern __shared__ float4 decode_smem[];
     const int D = static_cast<int>(a.head_dim), C = D / E;  // C: 16-byte pieces per row, at most 32
     float* const q_s = reinterpret_cast<float*>(decode_smem);  // [R][D]
@@ -353,9 +344,9 @@ __global__ void __launch_bounds__(kDecThreads)
         }
         // This thread's V pieces of the sub-tile (key rows slot, slot + slots, ...; zeros past hi, where the cache
         // may hold anything), loaded now so that they arrive during the softmax.
-        Vec vv[kVRows];
+        Vec vv[kMaxVRows];
 #pragma unroll
-        for (int i = 0; i < kVRows; ++i) {
+        for (int i = 0; i < kMaxVRows; ++i) {
             const int j = slot + i * slots;
             const int64_t key = k0 + j;
             if (ll < C && j < kSub && key < hi) {
@@ -393,7 +384,7 @@ __global__ void __launch_bounds__(kDecThreads)
             for (int e = 0; e < E; ++e) acc[r][e] *= cr;
         }
 #pragma unroll
-        for (int i = 0; i < kVRows; ++i) {
+        for (int i = 0; i < kMaxVRows; ++i) {
             const int j = slot + i * slots;
             if (j < kSub) {
                 float vf[E];
@@ -475,15 +466,15 @@ bool decode_attention(CudaBackend& be, const AttentionArgs& a, const QkNormRopeK
     if (!a.causal) return false;
     const int64_t G = a.q_heads / a.kv_heads, rows = a.tokens * G;
     if (rows > kDecodeRows) return false;
-    // Bytes per element, and elements per 16-byte load.
+    // Bytes per element, and elements per load (16 bytes; 8 int8 values of a Q8 cache).
     const bool q8 = a.kv_dtype == QWEN3VL_DTYPE_Q8;
     const int64_t esize = a.kv_dtype == QWEN3VL_DTYPE_F32 ? 4 : q8 ? 1 : 2;
-    const int64_t E = 16 / esize;
+    const int64_t E = q8 ? 8 : 16 / esize;
     if (a.head_dim % E != 0 || a.head_dim > kMaxDim) return false;
     if (rope != nullptr && (rope->head_dim != a.head_dim || rope->tokens != a.tokens || rope->head_dim % 2 != 0 ||
                             rope->cache_dtype != a.kv_dtype || rope->k_cache != a.k || rope->v_cache != a.v))
         return false;
-    if (!aligned16(a.k) || !aligned16(a.v) || (a.kv_stride * esize) % 16 != 0) return false;
+    if (!aligned16(a.k) || !aligned16(a.v) || (a.kv_stride * esize) % (E * esize) != 0) return false;
 
     // Chunks of whole sub-tiles, about two blocks per SM over the KV heads; sized from the largest n_past. With
     // n_past read on the device that largest value is the cache capacity, so a chunk is also capped at
