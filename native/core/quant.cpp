@@ -19,31 +19,41 @@ std::string where(int64_t row, int64_t i) {
     return row < 0 ? std::to_string(i) : "[" + std::to_string(row) + ", " + std::to_string(i) + "]";
 }
 
+// One block of kQ8Block values: d = f16(max|x| / 127), q = round(x / d) clamped to +-127, zeros when d rounds to 0.
+// Returns false, writing nothing, when the block holds a non-finite value (*bad: its index) or its scale overflows
+// f16 (*bad: -1): the weights' quantizer refuses those, the KV cache's stores a NaN scale.
+bool quantize_block(const float* x, int8_t* q, uint16_t* d, int64_t* bad) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < kQ8Block; ++i) {
+        if (!std::isfinite(x[i])) {
+            *bad = i;
+            return false;
+        }
+        amax = std::fmax(amax, std::fabs(x[i]));
+    }
+    const uint16_t dh = f32_to_f16(amax / 127.0f);
+    const float scale = f16_to_f32(dh);
+    if (!std::isfinite(scale)) {
+        *bad = -1;
+        return false;
+    }
+    *d = dh;
+    for (int64_t i = 0; i < kQ8Block; ++i) {
+        const float r = scale == 0.0f ? 0.0f : std::nearbyint(x[i] / scale);  // scale 0: all (near) zeros
+        q[i] = static_cast<int8_t>(std::fmax(-127.0f, std::fmin(127.0f, r)));
+    }
+    return true;
+}
+
 void quantize_blocks(const float* w, int64_t n, int64_t row, int8_t* q, uint16_t* d) {
     require(n >= 0 && n % kQ8Block == 0,
             "q8: " + std::to_string(n) + " weights are not whole blocks of " + std::to_string(kQ8Block));
     for (int64_t b = 0; b < n / kQ8Block; ++b) {
-        const float* wb = w + b * kQ8Block;
-        float amax = 0.0f;
-        for (int64_t i = 0; i < kQ8Block; ++i) {
-            if (!std::isfinite(wb[i]))
-                fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q8: weight " + where(row, b * kQ8Block + i) + " is not finite");
-            amax = std::fmax(amax, std::fabs(wb[i]));
-        }
-        const uint16_t dh = f32_to_f16(amax / 127.0f);
-        const float scale = f16_to_f32(dh);
-        if (!std::isfinite(scale))
-            fail(QWEN3VL_STATUS_INVALID_ARGUMENT, q8_overflow_message(where(row, b)));
-        d[b] = dh;
-        int8_t* qb = q + b * kQ8Block;
-        if (scale == 0.0f) {  // all zeros, or so small that the scale rounds to 0: stored as zeros
-            for (int64_t i = 0; i < kQ8Block; ++i) qb[i] = 0;
-            continue;
-        }
-        for (int64_t i = 0; i < kQ8Block; ++i) {
-            const float r = std::nearbyint(wb[i] / scale);
-            qb[i] = static_cast<int8_t>(std::fmax(-127.0f, std::fmin(127.0f, r)));
-        }
+        int64_t bad = 0;
+        if (quantize_block(w + b * kQ8Block, q + b * kQ8Block, d + b, &bad)) continue;
+        if (bad >= 0)
+            fail(QWEN3VL_STATUS_INVALID_ARGUMENT, "q8: weight " + where(row, b * kQ8Block + bad) + " is not finite");
+        fail(QWEN3VL_STATUS_INVALID_ARGUMENT, q8_overflow_message(where(row, b)));
     }
 }
 
@@ -113,26 +123,10 @@ void quantize_q8(const float* w, int64_t n, int8_t* q, uint16_t* d) { quantize_b
 
 void quantize_kv_q8(const float* x, int64_t n, int8_t* q, uint16_t* d) {
     for (int64_t b = 0; b < n / kQ8Block; ++b) {
-        const float* xb = x + b * kQ8Block;
-        int8_t* qb = q + b * kQ8Block;
-        float amax = 0.0f;
-        bool finite = true;
-        for (int64_t i = 0; i < kQ8Block; ++i) {
-            finite = finite && std::isfinite(xb[i]);
-            amax = std::fmax(amax, std::fabs(xb[i]));
-        }
-        const uint16_t dh = f32_to_f16(amax / 127.0f);
-        const float scale = f16_to_f32(dh);
-        if (!finite || !std::isfinite(scale)) {
-            d[b] = kQ8NanScale;
-            std::fill(qb, qb + kQ8Block, int8_t{0});
-            continue;
-        }
-        d[b] = dh;
-        for (int64_t i = 0; i < kQ8Block; ++i) {
-            const float r = scale == 0.0f ? 0.0f : std::nearbyint(xb[i] / scale);
-            qb[i] = static_cast<int8_t>(std::fmax(-127.0f, std::fmin(127.0f, r)));
-        }
+        int64_t bad = 0;
+        if (quantize_block(x + b * kQ8Block, q + b * kQ8Block, d + b, &bad)) continue;
+        d[b] = kQ8NanScale;
+        std::fill(q + b * kQ8Block, q + (b + 1) * kQ8Block, int8_t{0});
     }
 }
 
