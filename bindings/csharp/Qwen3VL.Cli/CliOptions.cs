@@ -89,6 +89,18 @@ internal sealed class CliOptions
                 if (!float.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out float f) || !float.IsFinite(f)) throw new UserErrorException($"{a}: '{v}' is not a number.");
                 return f;
             }
+            // A value one of the Parse* functions reads: their ArgumentException (naming the option) is a user error.
+            T Parsed<T>(Func<string, T> parse)
+            {
+                try
+                {
+                    return parse(Value());
+                }
+                catch (ArgumentException e)
+                {
+                    throw new UserErrorException(e.Message);
+                }
+            }
             switch (a)
             {
                 case "--model": o.Model = Value(); break;
@@ -113,26 +125,8 @@ internal sealed class CliOptions
                 case "--max-pixels": o.MaxPixels = Long(1); break;
                 case "--image": o.Images.Add(Value()); break;
                 case "--no-graphs": o.CudaGraphs = false; break;
-                case "--weights":
-                    try
-                    {
-                        o.Weights = ParseWeights(Value());
-                    }
-                    catch (ArgumentException e)
-                    {
-                        throw new UserErrorException(e.Message);
-                    }
-                    break;
-                case "--kv":
-                    try
-                    {
-                        o.Kv = ParseKv(Value());
-                    }
-                    catch (ArgumentException e)
-                    {
-                        throw new UserErrorException(e.Message);
-                    }
-                    break;
+                case "--weights": o.Weights = Parsed(ParseWeights); break;
+                case "--kv": o.Kv = Parsed(ParseKv); break;
                 default:
                     if (extra is null || !extra(o, a, Value)) throw new UserErrorException("unknown option: " + a);
                     break;
