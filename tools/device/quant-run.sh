@@ -45,6 +45,20 @@ with_peak_memory() {
   rm -f "$log"
 }
 
+# The memory target's run for each "SHAPES WEIGHTS KV" spec (shapes 4b / 8b, KV auto / q8): a 4096-token context, one
+# 1024x1024 image, a 512-token prompt; the pool's rows and the device's peak.
+memory_runs() {  # SPEC...
+  local spec
+  for spec in "$@"; do
+    set -- $spec
+    local ckpt=/tmp/qwen3vl-$1-random s
+    s=$(date +%s); random_checkpoint "$ckpt" "tools/device/configs/qwen3vl-$1-shapes.json"; echo "made $ckpt in $(( $(date +%s) - s )) s"
+    echo "== $1 shapes --weights $2 --kv $3, 4096-token context, a 1024x1024 image, 512-token prompt"
+    with_peak_memory "$aot/qwen3vl" bench --model "$ckpt" --device cuda --weights "$2" --kv "$3" --prompt-tokens 512 \
+      --new-tokens 64 --context 4096 --image-size 1024 2>&1
+  done
+}
+
 case "$stage" in
 tests)
   {
@@ -99,14 +113,7 @@ bench)
   build/cuda/tests/qwen3vl_bench_cuda 30 q8 q4 2>&1 | tee "$OUT/bench-ops-quant.log" | tail -60
   ;;
 memory)
-  for spec in "4b q8" "8b q4" "8b q8"; do
-    set -- $spec
-    ckpt=/tmp/qwen3vl-$1-random
-    s=$(date +%s); random_checkpoint "$ckpt" "tools/device/configs/qwen3vl-$1-shapes.json"; echo "made $ckpt in $(( $(date +%s) - s )) s"
-    echo "== $1 shapes --weights $2, 4096-token context, a 1024x1024 image, 512-token prompt"
-    with_peak_memory "$aot/qwen3vl" bench --model "$ckpt" --device cuda --weights "$2" --prompt-tokens 512 --new-tokens 64 \
-      --context 4096 --image-size 1024 2>&1
-  done 2>&1 | tee "$OUT/memory-quant.log"
+  memory_runs "4b q8 auto" "8b q4 auto" "8b q8 auto" 2>&1 | tee "$OUT/memory-quant.log"
   ;;
 quality)
   if [ ! -f /tmp/full2b/cases.json ]; then
@@ -153,14 +160,7 @@ kv)
   build/cuda/tests/qwen3vl_bench_cuda 30 attention 2>&1 | tee "$OUT/bench-ops-attention.log" | tail -30
   ;;
 kvmem)
-  for spec in "4b q8 q8" "8b q4 q8" "8b q4 auto"; do
-    set -- $spec
-    ckpt=/tmp/qwen3vl-$1-random
-    s=$(date +%s); random_checkpoint "$ckpt" "tools/device/configs/qwen3vl-$1-shapes.json"; echo "made $ckpt in $(( $(date +%s) - s )) s"
-    echo "== $1 shapes --weights $2 --kv $3, 4096-token context, a 1024x1024 image, 512-token prompt"
-    with_peak_memory "$aot/qwen3vl" bench --model "$ckpt" --device cuda --weights "$2" --kv "$3" --prompt-tokens 512 \
-      --new-tokens 64 --context 4096 --image-size 1024 2>&1
-  done 2>&1 | tee "$OUT/memory-kv.log"
+  memory_runs "4b q8 q8" "8b q4 q8" "8b q4 auto" 2>&1 | tee "$OUT/memory-kv.log"
   if [ ! -f /tmp/full2b/cases.json ]; then
     PYTHONUNBUFFERED=1 python3 tools/reference/make_fixtures.py --tokenizer "$tokenizer" --out /tmp/full2b \
       --preset full-2b --cases perf --device cuda --greedy-steps 8 --force > "$OUT/full2b-fixture.log" 2>&1 ||
