@@ -249,6 +249,32 @@ TEST(CApiMemory, PoolReusesBlocksWithoutSystemCalls) {
     EXPECT_EQ(after.system_frees, after.system_allocations);
 }
 
+TEST(CApiMemory, ResetPeakStartsANewHighWaterMark) {
+    // A phase's peak: after a large tensor is freed, reset_peak brings the peak down to what is in use, and the next
+    // reading is the peak of the work in between (a smaller tensor), not the earlier one.
+    BackendPtr b = make_cpu_backend();
+    const int64_t big[2] = {256, 1024}, small[2] = {16, 1024};
+    qwen3vl_tensor* kept = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, small, &kept), QWEN3VL_STATUS_OK);
+    TensorPtr keep(kept);
+    qwen3vl_tensor* raw = nullptr;
+    ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, big, &raw), QWEN3VL_STATUS_OK);
+    qwen3vl_tensor_free(raw);
+    qwen3vl_memory_stats s = qwen3vl_memory_stats_init();
+    ASSERT_EQ(qwen3vl_backend_memory_stats(b.get(), &s), QWEN3VL_STATUS_OK);
+    const uint64_t in_use = s.bytes_in_use;
+    EXPECT_GE(s.peak_bytes_in_use, in_use + 256u * 1024u * 4u);
+    ASSERT_EQ(qwen3vl_backend_reset_peak(b.get()), QWEN3VL_STATUS_OK);
+    ASSERT_EQ(qwen3vl_backend_memory_stats(b.get(), &s), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(s.peak_bytes_in_use, in_use);
+    ASSERT_EQ(qwen3vl_tensor_create(b.get(), QWEN3VL_DTYPE_F32, 2, small, &raw), QWEN3VL_STATUS_OK);
+    qwen3vl_tensor_free(raw);
+    ASSERT_EQ(qwen3vl_backend_memory_stats(b.get(), &s), QWEN3VL_STATUS_OK);
+    EXPECT_EQ(s.peak_bytes_in_use, 2 * in_use);  // the kept tensor and one more of its size
+    EXPECT_EQ(qwen3vl_backend_reset_peak(nullptr), QWEN3VL_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("backend is NULL"), std::string::npos) << last_error();
+}
+
 TEST(CApiAbi, LayoutQueriesAnswerForKnownNamesOnly) {
     int64_t v = 0;
     ASSERT_EQ(qwen3vl_abi_layout("qwen3vl_build_info", nullptr, &v), QWEN3VL_STATUS_OK);
